@@ -1,0 +1,320 @@
+package log
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/ferry-iot/ferry/broker/log/vfs"
+)
+
+// FlushPolicy says when appended records are durable and acknowledged.
+type FlushPolicy string
+
+// Flush policies.
+const (
+	// FlushAlways acknowledges after the commit cycle's fsync (default).
+	FlushAlways FlushPolicy = "always"
+	// FlushInterval acknowledges after the write and fsyncs every
+	// FlushInterval.
+	FlushInterval FlushPolicy = "interval"
+	// FlushNever acknowledges after the write and leaves flushing to the
+	// kernel (and to segment rolls and clean shutdown).
+	FlushNever FlushPolicy = "never"
+)
+
+// OnFull says what a topic does when a size limit is reached.
+type OnFull string
+
+// Full policies.
+const (
+	// OverwriteOldest deletes the oldest segments and counts what was
+	// dropped (default).
+	OverwriteOldest OnFull = "overwrite_oldest"
+	// RejectNew fails appends with ErrLogFull until space frees up.
+	RejectNew OnFull = "reject_new"
+)
+
+// CleanupPolicy is Kafka's cleanup.policy.
+type CleanupPolicy string
+
+// Cleanup policies.
+const (
+	CleanupDelete  CleanupPolicy = "delete"
+	CleanupCompact CleanupPolicy = "compact"
+)
+
+// TopicConfig is a topic's configuration. Zero fields take the defaults
+// that EnsureDefaults documents; the config is stored with the topic.
+type TopicConfig struct {
+	// Partitions is the partition count (default 1). It can grow, never shrink.
+	Partitions int `json:"partitions"`
+	// Flush is the flush policy (default always).
+	Flush FlushPolicy `json:"flush"`
+	// FlushInterval is the fsync period under FlushInterval (default 1 s).
+	FlushInterval time.Duration `json:"flush_interval"`
+	// Retention is the age after which whole segments are deleted (default
+	// 7 days); negative keeps data forever. Age is measured both by record
+	// timestamps and by the log's own monotonic clock, and a segment goes
+	// only when both say it is older.
+	Retention time.Duration `json:"retention"`
+	// RetentionBytes caps each partition's size; 0 or negative is no cap.
+	RetentionBytes int64 `json:"retention_bytes"`
+	// OnFull is what happens at RetentionBytes or the disk's free floor
+	// (default overwrite_oldest).
+	OnFull OnFull `json:"on_full"`
+	// Compression is the codec of batches the log builds (default none).
+	Compression Compression `json:"compression"`
+	// Cleanup is delete (default) or compact.
+	Cleanup CleanupPolicy `json:"cleanup_policy"`
+	// DeleteRetention is how long tombstones survive compaction (default 1 day).
+	DeleteRetention time.Duration `json:"delete_retention"`
+	// MinCleanableDirtyRatio is the share of not-yet-compacted bytes that
+	// triggers compaction (default 0.5).
+	MinCleanableDirtyRatio float64 `json:"min_cleanable_dirty_ratio"`
+	// SegmentBytes is the size at which a segment rolls (default 128 MiB,
+	// at most 1 GiB).
+	SegmentBytes int64 `json:"segment_bytes"`
+	// SegmentAge rolls a non-empty segment after this long in log time
+	// (default 7 days).
+	SegmentAge time.Duration `json:"segment_age"`
+	// MaxBatchBytes caps one batch the log builds (default 1 MiB); larger
+	// raw batches are refused.
+	MaxBatchBytes int `json:"max_batch_bytes"`
+	// IndexIntervalBytes is the spacing of sparse index entries (default 4096).
+	IndexIntervalBytes int `json:"index_interval_bytes"`
+}
+
+// Defaults, exported so configuration layers can document them.
+const (
+	DefaultPartitions             = 1
+	DefaultFlushInterval          = time.Second
+	DefaultRetention              = 7 * 24 * time.Hour
+	DefaultDeleteRetention        = 24 * time.Hour
+	DefaultMinCleanableDirtyRatio = 0.5
+	DefaultSegmentBytes           = 128 << 20
+	MaxSegmentBytes               = 1 << 30
+	DefaultSegmentAge             = 7 * 24 * time.Hour
+	DefaultMaxBatchBytes          = 1 << 20
+	DefaultIndexIntervalBytes     = 4096
+)
+
+// EnsureDefaults fills zero fields with their defaults.
+func (c *TopicConfig) EnsureDefaults() {
+	if c.Partitions == 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.Flush == "" {
+		c.Flush = FlushAlways
+	}
+	if c.FlushInterval == 0 {
+		c.FlushInterval = DefaultFlushInterval
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.OnFull == "" {
+		c.OnFull = OverwriteOldest
+	}
+	if c.Cleanup == "" {
+		c.Cleanup = CleanupDelete
+	}
+	if c.DeleteRetention == 0 {
+		c.DeleteRetention = DefaultDeleteRetention
+	}
+	if c.MinCleanableDirtyRatio == 0 {
+		c.MinCleanableDirtyRatio = DefaultMinCleanableDirtyRatio
+	}
+	if c.SegmentBytes == 0 {
+		c.SegmentBytes = DefaultSegmentBytes
+	}
+	if c.SegmentAge == 0 {
+		c.SegmentAge = DefaultSegmentAge
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if c.IndexIntervalBytes == 0 {
+		c.IndexIntervalBytes = DefaultIndexIntervalBytes
+	}
+}
+
+// rollBytes is the size at which the active segment rolls: SegmentBytes,
+// capped at an eighth of RetentionBytes so that size retention can delete
+// in steps instead of wiping the partition.
+func (c TopicConfig) rollBytes() int64 {
+	if c.RetentionBytes > 0 {
+		return min(c.SegmentBytes, max(c.RetentionBytes/8, 16<<10))
+	}
+	return c.SegmentBytes
+}
+
+// Validate reports every problem at once, each naming its field.
+func (c *TopicConfig) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...)))
+	}
+	if c.Partitions < 1 || c.Partitions > 10000 {
+		bad("partitions", "%d is outside 1..10000", c.Partitions)
+	}
+	switch c.Flush {
+	case FlushAlways, FlushInterval, FlushNever:
+	default:
+		bad("flush", "%q is not always, interval or never", c.Flush)
+	}
+	if c.FlushInterval < time.Millisecond {
+		bad("flush_interval", "%v is below 1ms", c.FlushInterval)
+	}
+	switch c.OnFull {
+	case OverwriteOldest, RejectNew:
+	default:
+		bad("on_full", "%q is not overwrite_oldest or reject_new", c.OnFull)
+	}
+	if c.Compression < CompressionNone || c.Compression > CompressionZstd {
+		bad("compression", "unknown codec %d", c.Compression)
+	}
+	switch c.Cleanup {
+	case CleanupDelete, CleanupCompact:
+	default:
+		bad("cleanup_policy", "%q is not delete or compact", c.Cleanup)
+	}
+	if c.DeleteRetention < 0 {
+		bad("delete_retention", "%v is negative", c.DeleteRetention)
+	}
+	if c.MinCleanableDirtyRatio <= 0 || c.MinCleanableDirtyRatio > 1 {
+		bad("min_cleanable_dirty_ratio", "%v is outside (0, 1]", c.MinCleanableDirtyRatio)
+	}
+	if c.SegmentBytes < 4096 || c.SegmentBytes > MaxSegmentBytes {
+		bad("segment_bytes", "%d is outside 4096..%d", c.SegmentBytes, MaxSegmentBytes)
+	}
+	if c.SegmentAge < time.Second {
+		bad("segment_age", "%v is below 1s", c.SegmentAge)
+	}
+	if c.MaxBatchBytes < 1024 || c.MaxBatchBytes > MaxBatchSize {
+		bad("max_batch_bytes", "%d is outside 1024..%d", c.MaxBatchBytes, MaxBatchSize)
+	}
+	if c.IndexIntervalBytes < 64 {
+		bad("index_interval_bytes", "%d is below 64", c.IndexIntervalBytes)
+	}
+	return errors.Join(errs...)
+}
+
+var topicNameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,200}$`)
+
+// ValidTopicName applies Kafka's topic naming rules.
+func ValidTopicName(name string) error {
+	if !topicNameRE.MatchString(name) || name == "." || name == ".." || name[0] == '.' {
+		return fmt.Errorf("%w: topic name %q (use 1-200 of [a-zA-Z0-9._-], not starting with '.')", ErrInvalidConfig, name)
+	}
+	return nil
+}
+
+// Clock supplies wall time (for record timestamps) and monotonic elapsed
+// time (for the log's own clock, which survives wall-clock jumps).
+type Clock interface {
+	Now() time.Time
+	Monotonic() time.Duration
+}
+
+type systemClock struct{ start time.Time }
+
+func (c systemClock) Now() time.Time           { return time.Now() }
+func (c systemClock) Monotonic() time.Duration { return time.Since(c.start) }
+
+// Option configures a Log.
+type Option func(*options)
+
+type options struct {
+	fs                vfs.FS
+	clock             Clock
+	logger            *slog.Logger
+	linger            time.Duration
+	minFreeRatio      float64
+	retentionInterval time.Duration
+	maxPendingBytes   int
+	syncParallelism   int
+	syncObserver      func(time.Duration)
+}
+
+func defaultOptions() options {
+	return options{
+		fs:                vfs.OS,
+		clock:             systemClock{start: time.Now()},
+		logger:            slog.Default(),
+		minFreeRatio:      0.1,
+		retentionInterval: 30 * time.Second,
+		maxPendingBytes:   8 << 20,
+		syncParallelism:   4,
+	}
+}
+
+// WithFS sets the filesystem (default vfs.OS).
+func WithFS(fs vfs.FS) Option { return func(o *options) { o.fs = fs } }
+
+// WithClock sets the clock (default the system clock).
+func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithLinger makes each commit cycle wait this long for more appends
+// before writing (default 0: a cycle starts as soon as work is waiting, and
+// appends that arrive during a cycle's fsync form the next batch).
+func WithLinger(d time.Duration) Option { return func(o *options) { o.linger = d } }
+
+// WithMinFreeRatio sets the share of the filesystem kept free (default
+// 0.1); 0 disables the free-disk limit.
+func WithMinFreeRatio(r float64) Option { return func(o *options) { o.minFreeRatio = r } }
+
+// WithRetentionInterval sets how often retention and compaction run
+// (default 30 s); the committer also starts a pass early when the disk
+// approaches its free floor.
+func WithRetentionInterval(d time.Duration) Option {
+	return func(o *options) { o.retentionInterval = d }
+}
+
+// WithMaxPendingBytes bounds the bytes waiting for the next commit cycle in
+// one partition (default 8 MiB); appends beyond it wait, which bounds memory.
+func WithMaxPendingBytes(n int) Option { return func(o *options) { o.maxPendingBytes = n } }
+
+// WithSyncParallelism sets how many partitions are fsynced at once within a
+// commit cycle (default 4).
+func WithSyncParallelism(n int) Option { return func(o *options) { o.syncParallelism = n } }
+
+// WithSyncObserver is called with the duration of every fsync round (for
+// a latency histogram); it runs on the committer and must be quick.
+func WithSyncObserver(fn func(time.Duration)) Option {
+	return func(o *options) { o.syncObserver = fn }
+}
+
+func (o *options) validate() error {
+	var errs []error
+	if o.fs == nil {
+		errs = append(errs, fmt.Errorf("%w: fs is nil", ErrInvalidConfig))
+	}
+	if o.clock == nil {
+		errs = append(errs, fmt.Errorf("%w: clock is nil", ErrInvalidConfig))
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	if o.linger < 0 {
+		errs = append(errs, fmt.Errorf("%w: linger %v is negative", ErrInvalidConfig, o.linger))
+	}
+	if o.minFreeRatio < 0 || o.minFreeRatio >= 1 {
+		errs = append(errs, fmt.Errorf("%w: min free ratio %v is outside [0, 1)", ErrInvalidConfig, o.minFreeRatio))
+	}
+	if o.retentionInterval <= 0 {
+		errs = append(errs, fmt.Errorf("%w: retention interval %v is not positive", ErrInvalidConfig, o.retentionInterval))
+	}
+	if o.maxPendingBytes < 64<<10 {
+		errs = append(errs, fmt.Errorf("%w: max pending bytes %d is below 64 KiB", ErrInvalidConfig, o.maxPendingBytes))
+	}
+	if o.syncParallelism < 1 {
+		o.syncParallelism = 1
+	}
+	return errors.Join(errs...)
+}

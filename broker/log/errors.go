@@ -1,0 +1,58 @@
+package log
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Typed errors below wrap them, so callers test with
+// errors.Is and extract details with errors.As.
+var (
+	// ErrClosed is returned by every call on a closed log, topic or partition.
+	ErrClosed = errors.New("log: closed")
+	// ErrUnknownTopic means the topic does not exist.
+	ErrUnknownTopic = errors.New("log: unknown topic")
+	// ErrTopicExists means CreateTopic found the topic already there.
+	ErrTopicExists = errors.New("log: topic already exists")
+	// ErrInvalidConfig wraps every configuration problem.
+	ErrInvalidConfig = errors.New("log: invalid config")
+	// ErrLogFull means a reject_new topic reached its size limit or the
+	// disk's free-space floor; appends fail until space frees up.
+	ErrLogFull = errors.New("log: full")
+	// ErrOffsetOutOfRange means a read asked for an offset below the log
+	// start or above the high watermark.
+	ErrOffsetOutOfRange = errors.New("log: offset out of range")
+	// ErrRecordTooLarge means one record cannot fit in a batch.
+	ErrRecordTooLarge = errors.New("log: record too large")
+	// ErrNullKey means a record without a key was appended to a compacted topic.
+	ErrNullKey = errors.New("log: compacted topic requires a key")
+)
+
+// FullError says which limit refused an append. It wraps ErrLogFull.
+type FullError struct {
+	Topic     string
+	Partition int32
+	Reason    string // "retention_bytes" or "disk_free"
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("log: %s/%d full (%s limit reached, on_full=reject_new)", e.Topic, e.Partition, e.Reason)
+}
+
+func (e *FullError) Unwrap() error { return ErrLogFull }
+
+// StorageError is the sticky error of a partition whose write or fsync
+// failed: every later append returns it, and it is never retried, because
+// after a failed fsync the kernel may have dropped the dirty pages.
+type StorageError struct {
+	Topic     string
+	Partition int32
+	Op        string // "write", "fsync", "roll", ...
+	Err       error
+}
+
+func (e *StorageError) Error() string {
+	return fmt.Sprintf("log: %s/%d: %s failed, partition is read-only until restart: %v", e.Topic, e.Partition, e.Op, e.Err)
+}
+
+func (e *StorageError) Unwrap() error { return e.Err }

@@ -1,0 +1,256 @@
+package log
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ferry-iot/ferry/broker/log/vfs"
+)
+
+// Slice is a run of whole batches in one segment file, as stored, ready to
+// be copied or sent with sendfile. Release it when done.
+type Slice struct {
+	HighWatermark  int64
+	LogStartOffset int64
+	// Pos and Len locate the bytes in File. Len is 0 when the read was at
+	// the high watermark. The run may end in a partial batch when it was
+	// cut at the byte limit, as Kafka's fetch does; decoders drop it.
+	Pos, Len int64
+	seg      *segment
+}
+
+// File returns the segment file holding the slice (nil when empty). It may
+// implement vfs.Fder for sendfile.
+func (s *Slice) File() vfs.File {
+	if s.seg == nil {
+		return nil
+	}
+	return s.seg.file
+}
+
+// AppendTo appends the slice's bytes to dst.
+func (s *Slice) AppendTo(dst []byte) ([]byte, error) {
+	if s.Len == 0 {
+		return dst, nil
+	}
+	n := len(dst)
+	dst = append(dst, make([]byte, s.Len)...)
+	if _, err := s.seg.file.ReadAt(dst[n:], s.Pos); err != nil && !errors.Is(err, io.EOF) {
+		return dst[:n], fmt.Errorf("log: read %s at %d: %w", s.seg.path(suffixLog), s.Pos, err)
+	}
+	return dst, nil
+}
+
+// Release drops the slice's hold on its segment file.
+func (s *Slice) Release() {
+	if s.seg != nil {
+		s.seg.release()
+		s.seg = nil
+	}
+}
+
+// Read returns stored batches starting with the one that holds offset, up
+// to maxBytes (the first batch whole even when larger), from one segment,
+// with the high watermark. Reading at the high watermark returns an empty
+// slice; below the log start or past the high watermark is
+// ErrOffsetOutOfRange.
+func (p *Partition) Read(offset int64, maxBytes int) (*Slice, error) {
+	hwm, start := p.hwm.Load(), p.logStart.Load()
+	if offset < start || offset > hwm {
+		return nil, fmt.Errorf("%w: %s/%d offset %d, log holds %d..%d", ErrOffsetOutOfRange, p.topic.name, p.id, offset, start, hwm)
+	}
+	sl := &Slice{HighWatermark: hwm, LogStartOffset: start}
+	if offset == hwm {
+		return sl, nil
+	}
+	segs := p.acquireFrom(offset)
+	if segs == nil {
+		return nil, ErrClosed
+	}
+	defer releaseAll(segs)
+	fs := p.log.opts.fs
+	for _, seg := range segs {
+		limit := seg.readable.Load()
+		pos, err := seg.findBatch(fs, offset, limit)
+		if err != nil {
+			if !seg.sealed.Load() {
+				return nil, fmt.Errorf("log: %s/%d: read at %d: %w", p.topic.name, p.id, offset, err)
+			}
+			p.markDamaged(seg, pos, err)
+			continue
+		}
+		if pos >= limit {
+			continue // every batch here is below offset; try the next segment
+		}
+		first, err := readHeaderAt(seg.file, pos, make([]byte, BatchHeaderSize))
+		if err != nil {
+			return nil, err
+		}
+		n := max(int64(maxBytes), first.Size())
+		if pos+n > limit {
+			n = limit - pos
+		}
+		seg.acquire()
+		sl.seg, sl.Pos, sl.Len = seg, pos, n
+		return sl, nil
+	}
+	return sl, nil
+}
+
+// ReadRecords decodes records from offset on, up to about maxBytes of
+// batches, and returns them with the offset to read next. Batches are
+// CRC-checked; a corrupt batch in a sealed segment is reported once and
+// skipped to the next segment, so one damaged file never stops a reader.
+func (p *Partition) ReadRecords(offset int64, maxBytes int) (recs []Record, next, hwm int64, err error) {
+	for {
+		sl, err := p.Read(offset, maxBytes)
+		if err != nil {
+			return nil, offset, p.hwm.Load(), err
+		}
+		hwm = sl.HighWatermark
+		if sl.Len == 0 {
+			return nil, offset, hwm, nil
+		}
+		buf, err := sl.AppendTo(nil)
+		seg, pos := sl.seg, sl.Pos
+		if err != nil {
+			sl.Release()
+			return nil, offset, hwm, err
+		}
+		next = offset
+		var bad error
+		walkErr := SplitBatches(buf, func(h BatchHeader, b []byte) error {
+			_, rs, derr := DecodeRecords(b, defaultDecompressor)
+			if derr != nil {
+				bad = derr
+				return derr
+			}
+			for _, r := range rs {
+				if r.Offset >= offset {
+					recs = append(recs, r)
+				}
+			}
+			pos += h.Size()
+			next = h.NextOffset()
+			return nil
+		})
+		if walkErr != nil && bad == nil {
+			bad = walkErr
+		}
+		if bad != nil && len(recs) == 0 {
+			if !seg.sealed.Load() {
+				sl.Release()
+				return nil, offset, hwm, fmt.Errorf("log: %s/%d: read at %d: %w", p.topic.name, p.id, offset, bad)
+			}
+			resume := p.markDamaged(seg, pos, bad)
+			sl.Release()
+			if resume <= offset {
+				return nil, offset, hwm, bad
+			}
+			offset = resume
+			continue
+		}
+		sl.Release()
+		return recs, next, hwm, nil
+	}
+}
+
+// markDamaged limits a sealed segment's readable bytes to pos, records the
+// damage and returns the offset where reads resume (the next segment's
+// base, or the high watermark).
+func (p *Partition) markDamaged(seg *segment, pos int64, cause error) int64 {
+	resume := p.hwm.Load()
+	p.segMu.RLock()
+	for i, s := range p.segs {
+		if s == seg && i+1 < len(p.segs) {
+			resume = p.segs[i+1].base
+		}
+	}
+	p.segMu.RUnlock()
+	for {
+		old := seg.readable.Load()
+		if pos >= old {
+			return resume
+		}
+		if seg.readable.CompareAndSwap(old, pos) {
+			break
+		}
+	}
+	first := seg.base
+	if pos > 0 {
+		if h, err := lastBatchBefore(seg, pos); err == nil {
+			first = h.NextOffset()
+		}
+	}
+	d := Damage{Segment: seg.base, Position: pos, LostBytes: seg.size.Load() - pos,
+		FirstOffset: first, NextOffset: resume, Reason: cause.Error()}
+	p.reportMu.Lock()
+	p.report.Damaged = append(p.report.Damaged, d)
+	p.reportMu.Unlock()
+	p.log.opts.logger.Error("log: damaged segment, skipping the rest of it",
+		"topic", p.topic.name, "partition", p.id, "segment", seg.base, "position", pos,
+		"lost_bytes", d.LostBytes, "offsets", fmt.Sprintf("%d..%d", first, resume-1), "err", cause)
+	return resume
+}
+
+// lastBatchBefore returns the header of the batch that ends at pos.
+func lastBatchBefore(seg *segment, end int64) (BatchHeader, error) {
+	var buf [BatchHeaderSize]byte
+	pos := int64(0)
+	var last BatchHeader
+	for pos < end {
+		h, err := readHeaderAt(seg.file, pos, buf[:])
+		if err != nil {
+			return last, err
+		}
+		last = h
+		pos += h.Size()
+	}
+	return last, nil
+}
+
+// OffsetForTime returns the first offset whose record timestamp is >= ts,
+// as Kafka's ListOffsets does, or ok=false when every record is older.
+func (p *Partition) OffsetForTime(ts int64) (offset int64, ok bool, err error) {
+	segs := p.acquireFrom(p.logStart.Load())
+	defer releaseAll(segs)
+	fs := p.log.opts.fs
+	var hdr [BatchHeaderSize]byte
+	for _, seg := range segs {
+		if seg.maxTs.Load() < ts {
+			continue
+		}
+		limit := seg.readable.Load()
+		pos, err := seg.findBatch(fs, seg.lookupTime(fs, ts), limit)
+		if err != nil {
+			return -1, false, err
+		}
+		for pos+BatchHeaderSize <= limit {
+			h, err := readHeaderAt(seg.file, pos, hdr[:])
+			if err != nil {
+				return -1, false, err
+			}
+			if pos+h.Size() > limit {
+				break
+			}
+			if h.MaxTimestamp >= ts {
+				b := make([]byte, h.Size())
+				if _, err := seg.file.ReadAt(b, pos); err != nil && !errors.Is(err, io.EOF) {
+					return -1, false, err
+				}
+				_, rs, err := DecodeRecords(b, defaultDecompressor)
+				if err != nil {
+					return -1, false, err
+				}
+				for _, r := range rs {
+					if r.Timestamp >= ts {
+						return r.Offset, true, nil
+					}
+				}
+			}
+			pos += h.Size()
+		}
+	}
+	return -1, false, nil
+}
