@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	badgeropts "github.com/dgraph-io/badger/v4/options"
+	"github.com/ferry-iot/ferry/broker/log/vfs"
 )
 
 // Benchmarks on the real filesystem (the test's temp dir). Each appender is
@@ -284,7 +286,10 @@ func BenchmarkBadgerAppend(b *testing.B) {
 // segment size and reused by the recovery benchmarks.
 var recoveryFixtures sync.Map // segment bytes → dir
 
-const recoveryBytes = 1 << 30
+// recoveryBytes is the partition size: 1 GiB less 2 MiB, so that with
+// 1 GiB segments everything is in the active segment (the worst case for
+// an unclean open) and with 128 MiB segments the active one is nearly full.
+const recoveryBytes = 1<<30 - 2<<20
 
 func recoveryFixture(b *testing.B, segBytes int64) string {
 	if d, ok := recoveryFixtures.Load(segBytes); ok {
@@ -309,26 +314,37 @@ func recoveryFixture(b *testing.B, segBytes int64) string {
 		recs[i] = Record{Key: []byte("k"), Value: val}
 	}
 	ctx := context.Background()
-	var futs []*Future
-	for p.Size() < recoveryBytes {
-		futs = append(futs, p.Append(ctx, recs))
-		if len(futs) == 64 {
-			for _, f := range futs {
-				if _, err := f.Wait(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-			futs = futs[:0]
+	const perAppend = 256 * (1024 + 16) // payload plus record framing, about
+	for {
+		n := (recoveryBytes - p.Size()) / perAppend
+		if n <= 0 {
+			break
 		}
-	}
-	for _, f := range futs {
-		f.Wait(ctx)
+		futs := make([]*Future, 0, 64)
+		for i := int64(0); i < min(n, 64); i++ {
+			futs = append(futs, p.Append(ctx, recs))
+		}
+		for _, f := range futs {
+			if _, err := f.Wait(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 	if err := l.Close(); err != nil {
 		b.Fatal(err)
 	}
 	recoveryFixtures.Store(segBytes, dir)
 	return dir
+}
+
+// dropPageCache writes back and drops the page cache.
+func dropPageCache(b *testing.B) {
+	if err := exec.Command("sync").Run(); err != nil {
+		b.Skipf("sync: %v", err)
+	}
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		b.Skipf("cannot drop the page cache (needs root): %v", err)
+	}
 }
 
 // markUnclean rewrites every state.json as a crash leaves it (clean=false).
@@ -351,10 +367,17 @@ func markUnclean(b *testing.B, dir string) {
 // BenchmarkRecovery opens a partition holding 1 GiB after a clean and after
 // an unclean shutdown, with the default segment size and with a single
 // 1 GiB segment (the worst case: all of it unsynced).
+//
+// cache=cold drops the page cache before each open (needs root), so the
+// scan reads from the device, as after a real power cut.
 func BenchmarkRecovery(b *testing.B) {
 	for _, seg := range []int64{DefaultSegmentBytes, MaxSegmentBytes} {
-		for _, clean := range []bool{true, false} {
-			name := fmt.Sprintf("segment=%dMiB/clean=%v", seg>>20, clean)
+		for _, c := range []struct {
+			clean, cold bool
+		}{{true, false}, {true, true}, {false, false}, {false, true}} {
+			clean := c.clean
+			cache := map[bool]string{true: "cold", false: "warm"}[c.cold]
+			name := fmt.Sprintf("segment=%dMiB/clean=%v/cache=%s", seg>>20, clean, cache)
 			b.Run(name, func(b *testing.B) {
 				b.StopTimer()
 				dir := recoveryFixture(b, seg)
@@ -362,6 +385,9 @@ func BenchmarkRecovery(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					if !clean {
 						markUnclean(b, dir)
+					}
+					if c.cold {
+						dropPageCache(b)
 					}
 					b.StartTimer()
 					l, err := Open(dir, WithLogger(quietLogger()), WithMinFreeRatio(0))
@@ -377,7 +403,7 @@ func BenchmarkRecovery(b *testing.B) {
 					}
 					tp, _ := l.Topic("t")
 					p, _ := tp.Partition(0)
-					if p.Size() < recoveryBytes {
+					if p.Size() < recoveryBytes-(1<<20) {
 						b.Fatalf("partition holds %d bytes", p.Size())
 					}
 					l.Close()
@@ -385,5 +411,33 @@ func BenchmarkRecovery(b *testing.B) {
 				b.ReportMetric(float64(scanned)/float64(b.N)/(1<<20), "MiB_scanned/op")
 			})
 		}
+	}
+}
+
+// BenchmarkAppendSlowFsync emulates an SD card's slow fsync (5 ms added to
+// each one, on the real filesystem) to show what pacing does there: the
+// same appenders, with just-in-time cycle cutting on and off.
+func BenchmarkAppendSlowFsync(b *testing.B) {
+	for _, pacing := range []bool{true, false} {
+		b.Run(fmt.Sprintf("size=100/appenders=64/pacing=%v", pacing), func(b *testing.B) {
+			fs := &slowSyncFS{FS: vfs.OS, delay: 5 * time.Millisecond}
+			l, err := Open(b.TempDir(), WithFS(fs), WithLogger(quietLogger()), WithMinFreeRatio(0), WithPacing(pacing))
+			if err != nil {
+				b.Fatal(err)
+			}
+			tp, _ := l.CreateTopic("bench", TopicConfig{Retention: -1})
+			p, _ := tp.Partition(0)
+			s0 := l.Stats()
+			b.ResetTimer()
+			start := time.Now()
+			payload := runAppenders(b, p, benchCase{size: 100, appenders: 64}, b.N)
+			elapsed := time.Since(start)
+			b.StopTimer()
+			st := l.Stats()
+			l.Close()
+			b.SetBytes(payload / int64(b.N))
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
+			b.ReportMetric(float64(st.Syncs-s0.Syncs)*1000/float64(b.N), "fsyncs/1k_records")
+		})
 	}
 }

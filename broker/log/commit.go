@@ -61,15 +61,18 @@ func (l *Log) commitLoop() {
 			l.syncUnsynced()
 			return
 		}
-		if l.opts.linger > 0 {
-			t := time.NewTimer(l.opts.linger)
+		if wait := max(l.opts.linger, l.paceWait()); wait > 0 {
+			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
 			case <-l.quit:
 			}
 			t.Stop()
 		}
-		l.commitCycle()
+		start := time.Now()
+		if l.commitCycle() {
+			l.cycleEWMA = ewma(l.cycleEWMA, time.Since(start))
+		}
 		if d, ok := l.nextFlushDue(); ok {
 			flushTimer.Reset(d)
 		}
@@ -84,6 +87,41 @@ func (l *Log) markDirty(p *Partition) {
 	case l.kick <- struct{}{}:
 	default:
 	}
+}
+
+// paceWait is how long the committer should keep gathering appends before
+// cutting the next cycle: while the syncer is in an fsync, a cycle written
+// now would wait for that fsync anyway, so the committer cuts it just in
+// time (the fsync's expected end less the time a cycle takes to write).
+// Cycles grow (fewer fsyncs, fewer partially rewritten pages, better
+// compression) while the disk stays busy.
+func (l *Log) paceWait() time.Duration {
+	if !l.opts.pacing {
+		return 0
+	}
+	started := l.syncStarted.Load()
+	if started == 0 {
+		return 0 // the syncer is idle: cut now
+	}
+	expectedEnd := time.Duration(started) + time.Duration(l.syncEWMA.Load())
+	wait := expectedEnd - l.cycleEWMA - time.Duration(monoNow())
+	return min(wait, maxPaceWait)
+}
+
+// maxPaceWait bounds pacing when an fsync takes unusually long.
+const maxPaceWait = 20 * time.Millisecond
+
+var monoBase = time.Now()
+
+// monoNow is a monotonic nanosecond clock for pacing (never 0).
+func monoNow() int64 { return int64(time.Since(monoBase)) + 1 }
+
+// ewma is an exponentially weighted moving average with weight 1/8.
+func ewma(avg, sample time.Duration) time.Duration {
+	if avg == 0 {
+		return sample
+	}
+	return avg + (sample-avg)/8
 }
 
 // commitCycle runs one cycle and reports whether there was anything to do.
@@ -197,6 +235,8 @@ func (l *Log) syncLoop() {
 func (l *Log) syncFiles(cycle []*partCycle) []error {
 	errs := make([]error, len(cycle))
 	start := time.Now()
+	l.syncStarted.Store(monoNow())
+	defer l.syncStarted.Store(0)
 	syncOne := func(i int) {
 		p := cycle[i].p
 		if err := p.Err(); err != nil {
@@ -224,6 +264,7 @@ func (l *Log) syncFiles(cycle []*partCycle) []error {
 		wg.Wait()
 	}
 	d := time.Since(start)
+	l.syncEWMA.Store(int64(ewma(time.Duration(l.syncEWMA.Load()), d)))
 	l.stats.syncs.Add(1)
 	l.stats.syncNanos.Add(int64(d))
 	if h := l.opts.syncObserver; h != nil {

@@ -237,6 +237,7 @@ type options struct {
 	maxPendingBytes   int
 	syncParallelism   int
 	syncObserver      func(time.Duration)
+	pacing            bool
 }
 
 func defaultOptions() options {
@@ -248,6 +249,7 @@ func defaultOptions() options {
 		retentionInterval: 30 * time.Second,
 		maxPendingBytes:   8 << 20,
 		syncParallelism:   4,
+		pacing:            true,
 	}
 }
 
@@ -283,6 +285,12 @@ func WithMaxPendingBytes(n int) Option { return func(o *options) { o.maxPendingB
 // WithSyncParallelism sets how many partitions are fsynced at once within a
 // commit cycle (default 4).
 func WithSyncParallelism(n int) Option { return func(o *options) { o.syncParallelism = n } }
+
+// WithPacing turns just-in-time cycle cutting on or off (default on):
+// while an fsync is in progress the committer keeps gathering appends and
+// cuts the next cycle when that fsync is about to end, instead of at once.
+// On storage with slow fsyncs (SD cards) this means fewer, fuller fsyncs.
+func WithPacing(on bool) Option { return func(o *options) { o.pacing = on } }
 
 // WithSyncObserver is called with the duration of every fsync round (for
 // a latency histogram); it runs on the committer and must be quick.

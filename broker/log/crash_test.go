@@ -196,4 +196,3 @@ func TestFaultAtEveryOperation(t *testing.T) {
 		verifyRecovered(t, fmt.Sprintf("fault at op %d (%s)", k, what), crashed, acked.recs)
 	}
 }
-

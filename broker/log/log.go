@@ -46,6 +46,10 @@ type Log struct {
 	unsynced map[*Partition]struct{}
 	syncList []*Partition
 
+	cycleEWMA   time.Duration // committer-owned: how long writing a cycle takes
+	syncStarted atomic.Int64  // monoNow when the current fsync round began, 0 when idle
+	syncEWMA    atomic.Int64  // how long an fsync round takes, in ns
+
 	clockBase  int64 // log-clock ms at open
 	monoAtOpen time.Duration
 
@@ -82,7 +86,7 @@ func Open(dir string, opts ...Option) (*Log, error) {
 		kick:          make(chan struct{}, 1),
 		retentionKick: make(chan struct{}, 1),
 		calls:         make(chan func()),
-		syncCh:        make(chan []*partCycle, 1),
+		syncCh:        make(chan []*partCycle),
 		quit:          make(chan struct{}),
 		comp:          newCompressor(),
 		unsynced:      map[*Partition]struct{}{},

@@ -56,6 +56,11 @@ func (s *Slice) Release() {
 // slice; below the log start or past the high watermark is
 // ErrOffsetOutOfRange.
 func (p *Partition) Read(offset int64, maxBytes int) (*Slice, error) {
+	segs := p.acquireFrom(offset)
+	if segs == nil {
+		return nil, ErrClosed
+	}
+	defer releaseAll(segs)
 	hwm, start := p.hwm.Load(), p.logStart.Load()
 	if offset < start || offset > hwm {
 		return nil, fmt.Errorf("%w: %s/%d offset %d, log holds %d..%d", ErrOffsetOutOfRange, p.topic.name, p.id, offset, start, hwm)
@@ -64,11 +69,6 @@ func (p *Partition) Read(offset int64, maxBytes int) (*Slice, error) {
 	if offset == hwm {
 		return sl, nil
 	}
-	segs := p.acquireFrom(offset)
-	if segs == nil {
-		return nil, ErrClosed
-	}
-	defer releaseAll(segs)
 	fs := p.log.opts.fs
 	for _, seg := range segs {
 		limit := seg.readable.Load()

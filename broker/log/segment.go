@@ -83,7 +83,9 @@ type segment struct {
 	createdLog      int64 // log-clock ms of the first append, for segment_age
 }
 
-func (s *segment) path(suffix string) string { return filepath.Join(s.dir, segmentName(s.base, suffix)) }
+func (s *segment) path(suffix string) string {
+	return filepath.Join(s.dir, segmentName(s.base, suffix))
+}
 
 func (s *segment) acquire() { s.refs.Add(1) }
 
