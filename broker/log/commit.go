@@ -16,13 +16,13 @@ import (
 //	           publish flush=interval/never partitions at once → hand the
 //	           flush=always ones (and interval ones whose period is up) to
 //	           the syncer → next cycle
-//	syncer:    fsync the cycle's segment files (in parallel, bounded) →
-//	           publish: readable bytes and the high watermark move, long
-//	           polls wake, futures complete in append order
+//	syncer:    fsync the cycle's segment files (in parallel, bounded)
+//	publisher: readable bytes and the high watermark move, long polls wake,
+//	           futures complete in append order
 //
 // While the syncer waits for cycle N's fsync, the committer already writes
-// cycle N+1, so the disk never waits for the CPU and the CPU never waits
-// for the disk. One fsync serves every producer of its cycle, and appends
+// cycle N+1 and the publisher completes cycle N-1, so the disk never waits
+// for the CPU and the CPU never waits for the disk. One fsync serves every producer of its cycle, and appends
 // that arrive meanwhile form the next cycle's batches: group commit without
 // linger. At most two cycles wait for the syncer; then the committer waits.
 
@@ -65,6 +65,7 @@ func (l *Log) commitLoop() {
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
+			case <-l.full:
 			case <-l.quit:
 			}
 			t.Stop()
@@ -104,12 +105,23 @@ func (l *Log) paceWait() time.Duration {
 		return 0 // the syncer is idle: cut now
 	}
 	expectedEnd := time.Duration(started) + time.Duration(l.syncEWMA.Load())
-	wait := expectedEnd - l.cycleEWMA - time.Duration(monoNow())
+	wait := expectedEnd - l.cycleEWMA - paceMargin - time.Duration(monoNow())
+	if wait < minPaceWait {
+		return 0 // fast fsyncs: a timer this short would wake late and idle the disk
+	}
 	return min(wait, maxPaceWait)
 }
 
-// maxPaceWait bounds pacing when an fsync takes unusually long.
-const maxPaceWait = 20 * time.Millisecond
+const (
+	// paceMargin is subtracted from the wait for timer and scheduling
+	// latency, so the next cycle is ready before the fsync ends.
+	paceMargin = 200 * time.Microsecond
+	// minPaceWait: below this, pacing gains little and timer granularity
+	// costs more; cycles are cut at once.
+	minPaceWait = 500 * time.Microsecond
+	// maxPaceWait bounds pacing when an fsync takes unusually long.
+	maxPaceWait = 20 * time.Millisecond
+)
 
 var monoBase = time.Now()
 
@@ -212,18 +224,36 @@ func (l *Log) nextFlushDue() (time.Duration, bool) {
 	return best, ok
 }
 
-// syncLoop fsyncs and publishes cycles in the order the committer wrote
-// them.
+// syncLoop fsyncs cycles in the order the committer wrote them and hands
+// them to the publisher, so that completing one cycle's futures overlaps
+// the next cycle's fsync.
 func (l *Log) syncLoop() {
 	defer l.wg.Done()
+	defer close(l.pubCh)
 	for cycle := range l.syncCh {
 		errs := l.syncFiles(cycle)
 		for i, pc := range cycle {
 			if errs[i] != nil {
-				pc.p.setErr(errs[i])
+				pc.p.setErr(errs[i]) // before the next fsync: never retried
 			}
 			pc.sync.release()
-			pc.p.finishCycle(pc, errs[i])
+		}
+		l.pubCh <- syncedCycle{parts: cycle, errs: errs}
+	}
+}
+
+type syncedCycle struct {
+	parts []*partCycle
+	errs  []error
+}
+
+// publishLoop publishes synced cycles in order: readable bytes and high
+// watermarks move, long polls wake, futures complete.
+func (l *Log) publishLoop() {
+	defer l.wg.Done()
+	for c := range l.pubCh {
+		for i, pc := range c.parts {
+			pc.p.finishCycle(pc, c.errs[i])
 		}
 		l.syncWG.Done()
 	}

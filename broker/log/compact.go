@@ -29,6 +29,8 @@ const maxCompactionKeys = 1 << 20
 // Compact runs one compaction pass over every compacted topic and returns
 // the bytes it removed.
 func (l *Log) Compact() int64 {
+	l.housekeepMu.Lock()
+	defer l.housekeepMu.Unlock()
 	var removed int64
 	logNow := l.logNowMs()
 	for _, t := range l.Topics() {
@@ -229,6 +231,7 @@ func (p *Partition) rewriteSegment(s *segment, cfg TopicConfig, latest map[strin
 	ns.next.Store(s.next.Load())
 	ns.logTime.Store(s.logTime.Load())
 	ns.sealed.Store(true)
+	s.indexGone.Store(true)
 	if err := swapSegmentFiles(fs, s, cleanedPath); err != nil {
 		_ = out.Close()
 		return 0, err

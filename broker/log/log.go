@@ -23,19 +23,22 @@ type Log struct {
 	dir  string
 	opts options
 
-	createMu sync.Mutex // serializes topic creation, update and deletion
-	mu       sync.RWMutex
-	topics   map[string]*Topic // guarded by mu
-	closed   bool              // guarded by mu
+	createMu    sync.Mutex // serializes topic creation, update and deletion
+	housekeepMu sync.Mutex // one retention or compaction pass at a time
+	mu          sync.RWMutex
+	topics      map[string]*Topic // guarded by mu
+	closed      bool              // guarded by mu
 
 	dirtyMu    sync.Mutex
 	dirty      []*Partition // guarded by dirtyMu: partitions with pending appends
 	spareDirty []*Partition // committer-owned
 
 	kick          chan struct{}
+	full          chan struct{} // a partition holds a full batch: stop lingering
 	retentionKick chan struct{}
 	calls         chan func() // run on the committer goroutine
 	syncCh        chan []*partCycle
+	pubCh         chan syncedCycle
 	syncWG        sync.WaitGroup // cycles handed to the syncer and not yet published
 	quit          chan struct{}
 	wg            sync.WaitGroup
@@ -84,9 +87,11 @@ func Open(dir string, opts ...Option) (*Log, error) {
 		dir: dir, opts: o,
 		topics:        map[string]*Topic{},
 		kick:          make(chan struct{}, 1),
+		full:          make(chan struct{}, 1),
 		retentionKick: make(chan struct{}, 1),
 		calls:         make(chan func()),
 		syncCh:        make(chan []*partCycle),
+		pubCh:         make(chan syncedCycle, 4),
 		quit:          make(chan struct{}),
 		comp:          newCompressor(),
 		unsynced:      map[*Partition]struct{}{},
@@ -96,9 +101,10 @@ func Open(dir string, opts ...Option) (*Log, error) {
 		return nil, err
 	}
 	l.checkDisk()
-	l.wg.Add(3)
+	l.wg.Add(4)
 	go l.commitLoop()
 	go l.syncLoop()
+	go l.publishLoop()
 	go l.housekeepingLoop()
 	return l, nil
 }

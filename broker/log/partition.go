@@ -183,7 +183,7 @@ func (p *Partition) append(ctx context.Context, recs []Record, f *Future) {
 		it.b.add(r, ts)
 		p.mu.bytes += len(it.b.records) - before
 	}
-	p.queueLocked()
+	p.queueLocked(cfg.MaxBatchBytes)
 }
 
 // AppendBatch queues a complete RecordBatch v2 (as a Kafka producer sends
@@ -214,7 +214,7 @@ func (p *Partition) AppendBatch(ctx context.Context, batch []byte) *Future {
 	p.mu.items = append(p.mu.items, &pendingItem{raw: append([]byte(nil), batch...)})
 	p.mu.waiters = append(p.mu.waiters, waiter{f: f, item: len(p.mu.items) - 1})
 	p.mu.bytes += len(batch)
-	p.queueLocked()
+	p.queueLocked(cfg.MaxBatchBytes)
 	return f
 }
 
@@ -234,6 +234,7 @@ func (p *Partition) waitSpaceLocked(ctx context.Context, need int, cfg TopicConf
 			}
 			if p.log.diskLow.Load() {
 				p.topic.stats.rejected.Add(1)
+				p.log.kickRetention() // re-check the disk soon
 				return &FullError{Topic: p.topic.name, Partition: p.id, Reason: "disk_free"}
 			}
 		}
@@ -262,15 +263,23 @@ func (p *Partition) waitSpaceLocked(ctx context.Context, need int, cfg TopicConf
 	}
 }
 
-// queueLocked puts the partition on the committer's dirty list (once).
-func (p *Partition) queueLocked() {
-	if p.mu.dirty {
-		p.mu.Unlock()
-		return
-	}
+// queueLocked puts the partition on the committer's dirty list (once) and
+// unlocks. A partition holding a full batch's worth ends the committer's
+// linger or pacing wait early: the size trigger.
+func (p *Partition) queueLocked(batchBytes int) {
+	full := p.mu.bytes >= batchBytes
+	wasDirty := p.mu.dirty
 	p.mu.dirty = true
 	p.mu.Unlock()
-	p.log.markDirty(p)
+	if !wasDirty {
+		p.log.markDirty(p)
+	}
+	if full {
+		select {
+		case p.log.full <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // takePending hands the queued items and waiters to the committer.

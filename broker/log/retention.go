@@ -91,13 +91,11 @@ type RetentionReport struct {
 	DiskLow          bool
 }
 
-var retentionMu sync.Mutex // one pass at a time per process is plenty
-
 // EnforceRetention runs one retention pass now (the housekeeping goroutine
 // runs it periodically).
 func (l *Log) EnforceRetention() RetentionReport {
-	retentionMu.Lock()
-	defer retentionMu.Unlock()
+	l.housekeepMu.Lock()
+	defer l.housekeepMu.Unlock()
 	var rep RetentionReport
 	wallNow, logNow := l.opts.clock.Now().UnixMilli(), l.logNowMs()
 	for _, t := range l.Topics() {

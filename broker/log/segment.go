@@ -70,6 +70,9 @@ type segment struct {
 	maxTs    atomic.Int64 // largest record timestamp, -1 when unknown
 	logTime  atomic.Int64 // log-clock ms of the last append
 	sealed   atomic.Bool
+	// indexGone is set when compaction replaces the segment: its index
+	// files may then describe the new file, so lookups scan instead.
+	indexGone atomic.Bool
 
 	idx struct {
 		sync.RWMutex
@@ -162,7 +165,7 @@ func (s *segment) dropMemoryIndex() {
 // offset, or 0.
 func (s *segment) lookupPos(fs vfs.FS, offset int64) int64 {
 	rel := offset - s.base
-	if rel <= 0 {
+	if rel <= 0 || s.indexGone.Load() {
 		return 0
 	}
 	s.idx.RLock()
@@ -187,6 +190,9 @@ func (s *segment) lookupPos(fs vfs.FS, offset int64) int64 {
 // lookupTime returns the smallest offset from which a scan for the first
 // record with timestamp >= ts must start.
 func (s *segment) lookupTime(fs vfs.FS, ts int64) int64 {
+	if s.indexGone.Load() {
+		return s.base
+	}
 	s.idx.RLock()
 	onDisk := s.idx.onDisk
 	if !onDisk {
