@@ -1,50 +1,82 @@
-// Command gateway is the Ferry daemon: it opens the durable log under the
-// data directory and runs until SIGINT or SIGTERM, then closes the log
-// cleanly so the next start scans nothing.
+// Command gateway is the Ferry daemon: an MQTT broker that speaks the
+// ThingsBoard device API, writing every accepted data point to the durable
+// log, with an HTTP API for devices, topics and RPC.
+//
+//	go run ./gateway                     embedded defaults (configs/ferry.yaml)
+//	go run ./gateway --config my.yaml    plus a file; FERRY_<KEY> variables override both
+//
+// SIGINT or SIGTERM stops accepting, lets in-flight appends commit and
+// their acknowledgements go out, closes the log cleanly and exits 0.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
+	"strings"
 	"syscall"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/configs"
 )
 
 func main() {
-	dataDir := flag.String("data-dir", "./data", "directory for the log and state")
-	flag.Parse()
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(*dataDir, logger); err != nil {
-		fmt.Fprintln(os.Stderr, "ferry:", err)
-		os.Exit(1)
-	}
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
 
-func run(dataDir string, logger *slog.Logger) error {
-	abs, err := filepath.Abs(dataDir)
-	if err != nil {
-		return err
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", "", "YAML config file (defaults: configs/ferry.yaml, embedded)")
+	printConfig := fs.Bool("print-default-config", false, "print the default configuration and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
 	}
+	if *printConfig {
+		_, _ = stdout.Write(configs.Default)
+		return 0
+	}
+	cfg, err := LoadConfig(*configFile, environ)
+	if err != nil {
+		if ce, ok := err.(*ConfigError); ok {
+			fmt.Fprintln(stderr, "ferry: invalid configuration:")
+			for _, p := range ce.Problems {
+				fmt.Fprintln(stderr, "  -", p)
+			}
+		} else {
+			fmt.Fprintln(stderr, "ferry:", err)
+		}
+		return 2
+	}
+	logger := newLogger(cfg.Logging, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	l, err := flog.Open(filepath.Join(abs, "log"), flog.WithLogger(logger))
+	d, err := Start(cfg, logger)
 	if err != nil {
-		return fmt.Errorf("open log: %w", err)
+		fmt.Fprintln(stderr, "ferry:", err)
+		return 1
 	}
-	for _, name := range []string{"telemetry", "attributes"} {
-		if _, err := l.EnsureTopic(name, flog.TopicConfig{Compression: flog.CompressionZstd}); err != nil {
-			l.Close()
-			return fmt.Errorf("topic %s: %w", name, err)
-		}
-	}
-	fmt.Printf("ferry: storing data in %s\n", abs)
+	fmt.Fprintf(stdout, "ferry %s: storing data in %s\n", cfg.NodeID, d.dataDir)
+	fmt.Fprintf(stdout, "ferry: MQTT on %s, HTTP API on %s\n", d.MQTTAddr(), d.HTTPAddr())
 	<-ctx.Done()
-	fmt.Println("ferry: shutting down")
-	return l.Close()
+	fmt.Fprintln(stdout, "ferry: shutting down")
+	if err := d.Close(); err != nil {
+		fmt.Fprintln(stderr, "ferry: shutdown:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "ferry: stopped cleanly")
+	return 0
+}
+
+func newLogger(c LoggingConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(strings.ToUpper(c.Level)))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -151,11 +151,25 @@ func (c TopicConfig) rollBytes() int64 {
 	return c.SegmentBytes
 }
 
-// Validate reports every problem at once, each naming its field.
+// FieldError is one invalid TopicConfig field; it wraps ErrInvalidConfig.
+// Validate joins one per problem, so a configuration layer can prefix the
+// field with its own key path.
+type FieldError struct {
+	Field   string // the JSON name, e.g. "flush"
+	Problem string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%v: %s: %s", ErrInvalidConfig, e.Field, e.Problem)
+}
+
+func (e *FieldError) Unwrap() error { return ErrInvalidConfig }
+
+// Validate reports every problem at once, each a *FieldError naming its field.
 func (c *TopicConfig) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...)))
+		errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
 	}
 	if c.Partitions < 1 || c.Partitions > 10000 {
 		bad("partitions", "%d is outside 1..10000", c.Partitions)

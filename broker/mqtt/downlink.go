@@ -1,0 +1,162 @@
+package mqtt
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferry-iot/ferry/broker/registry"
+	tb "github.com/ferry-iot/ferry/devices/thingsboard"
+)
+
+// rpcTable holds server-side RPCs waiting for the device's answer.
+type rpcTable struct {
+	seq     atomic.Int64
+	mu      sync.Mutex
+	pending map[rpcKey]chan json.RawMessage // guarded by mu
+}
+
+type rpcKey struct {
+	device string
+	id     int64
+}
+
+func (t *rpcTable) init() { t.pending = map[rpcKey]chan json.RawMessage{} }
+
+func (t *rpcTable) add(device string) (int64, chan json.RawMessage) {
+	id := t.seq.Add(1)
+	ch := make(chan json.RawMessage, 1)
+	t.mu.Lock()
+	t.pending[rpcKey{device, id}] = ch
+	t.mu.Unlock()
+	return id, ch
+}
+
+func (t *rpcTable) remove(device string, id int64) {
+	t.mu.Lock()
+	delete(t.pending, rpcKey{device, id})
+	t.mu.Unlock()
+}
+
+// resolve delivers a device's answer; answers nobody waits for (late, or
+// forged ids) are dropped.
+func (t *rpcTable) resolve(device string, id int64, resp json.RawMessage) bool {
+	t.mu.Lock()
+	ch, ok := t.pending[rpcKey{device, id}]
+	delete(t.pending, rpcKey{device, id})
+	t.mu.Unlock()
+	if ok {
+		ch <- resp
+	}
+	return ok
+}
+
+func (t *rpcTable) failAll(error) {
+	t.mu.Lock()
+	for k, ch := range t.pending {
+		close(ch)
+		delete(t.pending, k)
+	}
+	t.mu.Unlock()
+}
+
+// RPCRequest is a server-side RPC to a device.
+type RPCRequest struct {
+	Device  string
+	Method  string
+	Params  json.RawMessage // nil is sent as null
+	Timeout time.Duration   // how long to wait for the answer
+	OneWay  bool            // do not wait for an answer
+}
+
+// RPC sends a server-side RPC to a device — directly, or through the
+// gateway it is behind — and returns the device's answer. A device that is
+// not connected, or not subscribed to RPC requests, fails at once.
+func (srv *Server) RPC(ctx context.Context, req RPCRequest) (json.RawMessage, error) {
+	if _, ok := srv.reg.Get(req.Device); !ok {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownDevice, req.Device)
+	}
+	srv.mu.Lock()
+	direct, gw := srv.devices[req.Device], srv.gwChild[req.Device]
+	srv.mu.Unlock()
+	var send func(id int64) error
+	switch {
+	case direct != nil:
+		filter := direct.rpcFilter.Load()
+		if filter == nil {
+			return nil, fmt.Errorf("%w: %s has no subscription to v1/devices/me/rpc/request/+", ErrNotSubscribed, req.Device)
+		}
+		send = func(id int64) error {
+			return direct.publish(tb.DownlinkTopic(*filter, id), tb.EncodeRPCRequest(req.Method, req.Params))
+		}
+	case gw != nil:
+		if !gw.subGwRPC.Load() {
+			return nil, fmt.Errorf("%w: gateway %s has no subscription to v1/gateway/rpc", ErrNotSubscribed, gw.device.Name)
+		}
+		send = func(id int64) error {
+			return gw.publish(tb.TopicGatewayRPCDown, tb.EncodeGatewayRPCRequest(req.Device, id, req.Method, req.Params))
+		}
+	default:
+		return nil, fmt.Errorf("%w: %s", ErrDeviceOffline, req.Device)
+	}
+	id, ch := srv.rpc.add(req.Device)
+	defer srv.rpc.remove(req.Device, id)
+	if err := send(id); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrDeviceOffline, req.Device, err)
+	}
+	srv.metrics.RPCs.Inc()
+	if req.OneWay {
+		return nil, nil
+	}
+	timeout := req.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			return nil, ErrShuttingDown
+		}
+		return resp, nil
+	case <-t.C:
+		return nil, fmt.Errorf("%w after %v: %s did not answer %s", ErrRPCTimeout, timeout, req.Device, req.Method)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// PushSharedAttributes stores shared attributes and pushes them to the
+// device if it is connected and subscribed (directly, or through its
+// gateway). It reports whether the push was delivered.
+func (srv *Server) PushSharedAttributes(device string, updated []tb.KV, deleted []string) (bool, error) {
+	now := time.Now().UnixMilli()
+	if len(updated) > 0 {
+		attrs := make([]registry.Attribute, len(updated))
+		for i, kv := range updated {
+			attrs[i] = registry.Attribute{Key: kv.Key, Value: kv.Value.AppendJSON(nil), UpdatedMs: now}
+		}
+		if err := srv.reg.SetAttributes(device, registry.ScopeShared, attrs); err != nil {
+			return false, err
+		}
+	}
+	if len(deleted) > 0 {
+		if err := srv.reg.DeleteAttributes(device, registry.ScopeShared, deleted); err != nil {
+			return false, err
+		}
+	}
+	srv.mu.Lock()
+	direct, gw := srv.devices[device], srv.gwChild[device]
+	srv.mu.Unlock()
+	switch {
+	case direct != nil && direct.attrFilter.Load() != nil:
+		return direct.publish(tb.DownlinkTopic(*direct.attrFilter.Load(), 0), tb.EncodeAttributesPush(updated, deleted)) == nil, nil
+	case gw != nil && gw.subGwAttrs.Load():
+		return gw.publish(tb.TopicGatewayAttributesPush, tb.EncodeGatewayAttributesPush(device, updated, deleted)) == nil, nil
+	}
+	return false, nil
+}

@@ -1,0 +1,211 @@
+package mqtt
+
+import (
+	"bytes"
+	"errors"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ferry-iot/ferry/broker/registry"
+	tb "github.com/ferry-iot/ferry/devices/thingsboard"
+)
+
+// hook is the mochi hook that turns the broker into a ThingsBoard device
+// endpoint. It provides only the events listed in Provides.
+type hook struct {
+	mochi.HookBase
+	srv *Server
+}
+
+func (h *hook) ID() string { return "ferry-thingsboard" }
+
+func (h *hook) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnSessionEstablished,
+		mochi.OnDisconnect, mochi.OnSubscribe, mochi.OnUnsubscribe, mochi.OnPublish,
+	}, []byte{b})
+}
+
+var errRefused = errors.New("mqtt: connection refused")
+
+// OnConnect authenticates the client as ThingsBoard does (reference
+// thingsboard.md §1.2) and, when it fails, writes ThingsBoard's CONNACK
+// code before refusing.
+func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
+	srv := h.srv
+	user := string(pk.Connect.Username)
+	pass := pk.Connect.Password
+	clientID := string(pk.Connect.ClientIdentifier)
+	v5 := cl.Properties.ProtocolVersion == 5
+	s := &session{srv: srv, cl: cl, v5: v5}
+	switch dev, res := srv.reg.Authenticate(clientID, user, pass); {
+	case user == "provision" || clientID == "provision":
+		s.provision = true
+		s.device = registry.Device{Name: "provision:" + cl.Net.Remote}
+	case res == registry.AuthOK:
+		s.device = dev
+	case srv.cfg.AllowAnonymous && user == "" && len(pass) == 0 && clientID != "":
+		d, _, err := srv.reg.Ensure(registry.Device{Name: clientID, Type: "anonymous", Source: "anonymous"})
+		if err != nil {
+			srv.logger.Warn("mqtt: anonymous device", "client_id", clientID, "err", err)
+			return h.refuse(cl, v5, packets.ErrServerUnavailable, "server_unavailable")
+		}
+		s.device = d
+	default:
+		// ThingsBoard's ReturnCodeResolver: MQTT 5 picks 0x86 when all three
+		// are given or exactly one of user/password is missing, else 0x85 for
+		// a non-blank client id, else 0x87; MQTT 3.x says 0x05 or 0x02.
+		code := packets.ErrNotAuthorized
+		switch {
+		case user != "" && len(pass) > 0 && clientID != "", (user == "") != (len(pass) == 0):
+			code = packets.ErrBadUsernameOrPassword
+		case clientID != "":
+			code = packets.ErrClientIdentifierNotValid
+		}
+		return h.refuse(cl, v5, code, "auth")
+	}
+	srv.sessions.Store(cl, s)
+	return nil
+}
+
+// refuse writes a CONNACK with code (mapped as ThingsBoard maps it for
+// MQTT 3.x) and makes mochi drop the connection without its own CONNACK.
+func (h *hook) refuse(cl *mochi.Client, v5 bool, code packets.Code, reason string) error {
+	h.srv.metrics.Rejected.WithLabelValues("connect_" + reason).Inc()
+	h.srv.logLimited(cl.Net.Remote, "connect_"+reason, "connection refused", "client_id", cl.ID, "code", code.Code)
+	if v5 {
+		_ = h.srv.mochi.SendConnack(cl, code, false, nil)
+		return errRefused
+	}
+	v3 := packets.Err3NotAuthorized
+	switch code {
+	case packets.ErrClientIdentifierNotValid:
+		v3 = packets.Err3ClientIdentifierNotValid
+	case packets.ErrServerUnavailable:
+		v3 = packets.Err3ServerUnavailable
+	}
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: v3.Code})
+	return errRefused
+}
+
+// OnConnectAuthenticate admits what OnConnect accepted.
+func (h *hook) OnConnectAuthenticate(cl *mochi.Client, _ packets.Packet) bool {
+	return h.srv.session(cl) != nil
+}
+
+// OnACLCheck allows everything that reached it: publishes are judged in
+// OnPublish (which never lets mochi fan them out) and subscriptions in
+// OnSubscribe.
+func (h *hook) OnACLCheck(*mochi.Client, string, bool) bool { return true }
+
+// OnSessionEstablished makes the session reachable for downlinks.
+func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
+	s := h.srv.session(cl)
+	if s == nil || s.provision {
+		return
+	}
+	h.srv.mu.Lock()
+	h.srv.devices[s.device.Name] = s
+	h.srv.mu.Unlock()
+	h.srv.metrics.Connected.Inc()
+}
+
+// OnDisconnect forgets the session; queued acknowledgements still drain.
+func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
+	s := h.srv.session(cl)
+	if s == nil {
+		return
+	}
+	h.srv.sessions.Delete(cl)
+	s.stopTimer()
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	if errors.Is(err, packets.ErrPacketTooLarge) {
+		h.srv.metrics.Rejected.WithLabelValues(reasonOversize).Inc()
+		h.srv.logLimited(s.device.Name, reasonOversize, "packet larger than the limit, disconnected")
+	}
+	if s.provision {
+		return
+	}
+	h.srv.mu.Lock()
+	if h.srv.devices[s.device.Name] == s {
+		delete(h.srv.devices, s.device.Name)
+	}
+	for child, gw := range h.srv.gwChild {
+		if gw == s {
+			delete(h.srv.gwChild, child)
+		}
+	}
+	h.srv.mu.Unlock()
+	h.srv.metrics.Connected.Dec()
+}
+
+// OnSubscribe lets through only ThingsBoard's device API filters. A refused
+// filter is blanked, which mochi answers as an invalid filter: SUBACK 0x8F
+// on MQTT 5 and 0x80 on 3.x, ThingsBoard's codes.
+func (h *hook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	s := h.srv.session(cl)
+	filters := make(packets.Subscriptions, len(pk.Filters))
+	copy(filters, pk.Filters)
+	for i, f := range filters {
+		if s == nil {
+			filters[i].Filter = ""
+			continue
+		}
+		kind, ok := tb.CheckSubscription(f.Filter, s.device.Gateway, s.provision)
+		if !ok {
+			h.srv.metrics.Rejected.WithLabelValues("subscription").Inc()
+			h.srv.logLimited(s.device.Name, "subscription", "subscription refused", "filter", f.Filter)
+			filters[i].Filter = ""
+			continue
+		}
+		s.noteSubscription(kind, f.Filter, true)
+	}
+	pk.Filters = filters
+	return pk
+}
+
+// OnUnsubscribe turns the matching downlinks off again.
+func (h *hook) OnUnsubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	if s := h.srv.session(cl); s != nil {
+		for _, f := range pk.Filters {
+			if kind, ok := tb.CheckSubscription(f.Filter, s.device.Gateway, s.provision); ok {
+				s.noteSubscription(kind, f.Filter, false)
+			}
+		}
+	}
+	return pk
+}
+
+func (s *session) noteSubscription(kind tb.SubscriptionKind, filter string, on bool) {
+	f := &filter
+	if !on {
+		f = nil
+	}
+	switch kind {
+	case tb.SubAttributes:
+		s.attrFilter.Store(f)
+	case tb.SubRPCRequest:
+		s.rpcFilter.Store(f)
+	case tb.SubGatewayAttributes:
+		s.subGwAttrs.Store(on)
+	case tb.SubGatewayRPC:
+		s.subGwRPC.Store(on)
+	}
+}
+
+// OnPublish handles every device publish itself and returns ErrRejectPacket
+// so mochi neither acknowledges nor fans it out (see the package doc).
+func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	s := h.srv.session(cl)
+	if s == nil || s.isClosing() {
+		return pk, packets.ErrRejectPacket
+	}
+	h.srv.handlePublish(s, pk)
+	return pk, packets.ErrRejectPacket
+}

@@ -1,0 +1,245 @@
+package mqtt
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/registry"
+	tb "github.com/ferry-iot/ferry/devices/thingsboard"
+)
+
+// Reasons a publish is refused, the label of ferry_mqtt_rejected_total.
+const (
+	reasonInvalidPayload = "invalid_payload"
+	reasonOversize       = "oversize"
+	reasonUnknownTopic   = "unknown_topic"
+	reasonNotGateway     = "not_gateway"
+	reasonNotAllowed     = "topic_not_allowed"
+	reasonUnsupported    = "unsupported_rpc"
+)
+
+// handlePublish dispatches one device publish (called from OnPublish, in
+// the client's read loop). It never waits for the disk.
+func (srv *Server) handlePublish(s *session, pk packets.Packet) {
+	start := time.Now()
+	if len(pk.Payload) > srv.cfg.MaxPayload {
+		srv.reject(s, pk, reasonOversize, packets.ErrPacketTooLarge.Code, true,
+			fmt.Sprintf("payload of %d bytes exceeds mqtt.max_payload %d", len(pk.Payload), srv.cfg.MaxPayload))
+		return
+	}
+	t, err := tb.ParseTopic(pk.TopicName)
+	if err != nil {
+		srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+		return
+	}
+	srv.metrics.Messages.WithLabelValues(t.Kind.String()).Inc()
+	if s.provision {
+		if t.Kind != tb.TopicProvisionRequest {
+			// ThingsBoard: PUBACK TOPIC_NAME_INVALID, then DISCONNECT.
+			srv.reject(s, pk, reasonNotAllowed, packets.ErrTopicNameInvalid.Code, false, "provisioning session")
+			s.enqueue(ackItem{disconnect: true, code: packets.ErrTopicNameInvalid.Code})
+			return
+		}
+		srv.handleProvision(s, pk)
+		return
+	}
+	if t.Kind.IsGateway() && !s.device.Gateway {
+		// ThingsBoard logs and does not acknowledge gateway publishes of
+		// devices that are not gateways; MQTT 5 clients get 0x87.
+		srv.metrics.Rejected.WithLabelValues(reasonNotGateway).Inc()
+		srv.logLimited(s.device.Name, reasonNotGateway, "gateway API used by a device that is not a gateway", "topic", pk.TopicName)
+		if s.v5 {
+			s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, code: packets.ErrNotAuthorized.Code})
+		}
+		return
+	}
+	ok := func() { s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, start: start}) }
+	switch t.Kind {
+	case tb.TopicTelemetry:
+		entries, err := tb.ParseTelemetry(pk.Payload)
+		if err != nil {
+			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+			return
+		}
+		recs := srv.entryRecords(nil, s.device, "", entries, start.UnixMilli())
+		srv.store(s, pk, srv.telemetry, recs, start)
+	case tb.TopicAttributes:
+		kvs, err := tb.ParseAttributes(pk.Payload)
+		if err != nil {
+			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+			return
+		}
+		srv.storeAttributes(s, pk, s.device, "", kvs, start)
+	case tb.TopicAttributesRequest:
+		req, err := tb.ParseAttributeRequest(pk.Payload)
+		if err != nil {
+			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+			return
+		}
+		client, shared := srv.lookupAttributes(s.device.Name, req)
+		srv.reply(s, tb.ResponseTopic(t), tb.EncodeAttributeResponse(client, shared))
+		ok()
+	case tb.TopicRPCResponse:
+		srv.rpc.resolve(s.device.Name, t.RequestID, json.RawMessage(append([]byte(nil), pk.Payload...)))
+		ok()
+	case tb.TopicRPCRequest:
+		req, err := tb.ParseRPCRequest(pk.Payload)
+		if err != nil {
+			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+			return
+		}
+		srv.reply(s, tb.ResponseTopic(t), srv.clientRPC(s, req))
+		ok()
+	case tb.TopicClaim:
+		if _, err := tb.ParseClaim(pk.Payload); err != nil {
+			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+			return
+		}
+		ok() // device claiming is a ThingsBoard cloud feature; accepted and ignored
+	case tb.TopicGatewayConnect, tb.TopicGatewayDisconnect, tb.TopicGatewayTelemetry, tb.TopicGatewayAttributes,
+		tb.TopicGatewayAttributesRequest, tb.TopicGatewayRPC, tb.TopicGatewayClaim:
+		srv.handleGateway(s, pk, t, start)
+	default:
+		// ThingsBoard acknowledges and drops publishes to unknown topics
+		// (MQTT 5 with TOPIC_NAME_INVALID) and keeps the connection.
+		srv.metrics.Rejected.WithLabelValues(reasonUnknownTopic).Inc()
+		srv.logLimited(s.device.Name, reasonUnknownTopic, "publish to an unknown topic dropped", "topic", pk.TopicName)
+		code := byte(0)
+		if s.v5 {
+			code = packets.ErrTopicNameInvalid.Code
+		}
+		s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, code: code})
+	}
+}
+
+// reject counts and (rate-limited) logs bad input and answers it:
+// MQTT 5 gets a PUBACK with code; MQTT 3.x is disconnected when
+// disconnectV3 (after the acknowledgements already queued), else acked.
+func (srv *Server) reject(s *session, pk packets.Packet, reason string, code byte, disconnectV3 bool, detail string) {
+	srv.metrics.Rejected.WithLabelValues(reason).Inc()
+	srv.logLimited(s.device.Name, reason, "publish refused", "topic", pk.TopicName, "detail", detail)
+	switch {
+	case s.v5:
+		s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, code: code})
+	case disconnectV3:
+		s.enqueue(ackItem{disconnect: true, code: code})
+	default:
+		s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos})
+	}
+}
+
+// store appends records and queues the acknowledgement on their future.
+func (srv *Server) store(s *session, pk packets.Packet, topic *flog.Topic, recs []flog.Record, start time.Time) {
+	if len(recs) == 0 {
+		s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, start: start})
+		return
+	}
+	fut := topic.Append(srv.ctx, recs)
+	srv.metrics.Records.WithLabelValues(topic.Name()).Add(float64(len(recs)))
+	s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, fut: fut, start: start})
+}
+
+// entryRecords appends one record per entry to recs: key = device name,
+// value = {"ts":..,"values":{..}}, timestamp = ts (arrival time when the
+// device gave none), headers naming the device, its type and the gateway.
+func (srv *Server) entryRecords(recs []flog.Record, dev registry.Device, gateway string, entries []tb.Entry, arrival int64) []flog.Record {
+	headers := recordHeaders(dev, gateway)
+	key := []byte(dev.Name)
+	for _, e := range entries {
+		if len(e.Values) == 0 {
+			continue
+		}
+		ts := e.Ts
+		if ts == 0 {
+			ts = arrival
+		}
+		recs = append(recs, flog.Record{Key: key, Value: tb.AppendRecordValue(nil, ts, e.Values), Timestamp: ts, Headers: headers})
+	}
+	return recs
+}
+
+func recordHeaders(dev registry.Device, gateway string) []flog.Header {
+	typ := dev.Type
+	if typ == "" {
+		typ = "default"
+	}
+	h := []flog.Header{{Key: "device", Value: []byte(dev.Name)}, {Key: "device_type", Value: []byte(typ)}}
+	if gateway != "" {
+		h = append(h, flog.Header{Key: "gateway", Value: []byte(gateway)})
+	}
+	return h
+}
+
+// storeAttributes records client attributes: the registry keeps the latest
+// values (for attribute requests) and the log keeps the history.
+func (srv *Server) storeAttributes(s *session, pk packets.Packet, dev registry.Device, gateway string, kvs []tb.KV, start time.Time) {
+	if len(kvs) == 0 {
+		s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos})
+		return
+	}
+	now := start.UnixMilli()
+	attrs := make([]registry.Attribute, len(kvs))
+	for i, kv := range kvs {
+		attrs[i] = registry.Attribute{Key: kv.Key, Value: kv.Value.AppendJSON(nil), UpdatedMs: now}
+	}
+	if err := srv.reg.SetAttributes(dev.Name, registry.ScopeClient, attrs); err != nil {
+		srv.logger.Error("mqtt: store client attributes", "device", dev.Name, "err", err)
+		s.enqueue(ackItem{err: err, packetID: pk.PacketID, qos: pk.FixedHeader.Qos})
+		return
+	}
+	recs := srv.entryRecords(nil, dev, gateway, []tb.Entry{{Ts: now, Values: kvs}}, now)
+	srv.store(s, pk, srv.attributes, recs, start)
+}
+
+// lookupAttributes answers a device attribute request from the registry.
+func (srv *Server) lookupAttributes(device string, req tb.AttributeRequest) (client, shared []tb.KV) {
+	get := func(scope registry.Scope, keys []string, all bool) []tb.KV {
+		if !all && len(keys) == 0 {
+			return nil
+		}
+		if all {
+			keys = nil
+		}
+		attrs, err := srv.reg.Attributes(device, scope, keys)
+		if err != nil {
+			return nil
+		}
+		return attributesToKVs(attrs)
+	}
+	return get(registry.ScopeClient, req.ClientKeys, req.AllClient), get(registry.ScopeShared, req.SharedKeys, req.AllShared)
+}
+
+func attributesToKVs(attrs []registry.Attribute) []tb.KV {
+	kvs := make([]tb.KV, 0, len(attrs))
+	for _, a := range attrs {
+		if v, ok, err := tb.ParseValue(a.Value); err == nil && ok {
+			kvs = append(kvs, tb.KV{Key: a.Key, Value: v})
+		}
+	}
+	return kvs
+}
+
+// reply publishes a response to the requesting session; a failed write
+// (the device went away) is counted, not fatal.
+func (srv *Server) reply(s *session, topic string, payload []byte) {
+	if err := s.publish(topic, payload); err != nil {
+		srv.logLimited(s.device.Name, "reply", "reply not delivered", "topic", topic, "err", err)
+	}
+}
+
+// clientRPC answers a device's client-side RPC. Ferry has no rule engine:
+// getSessionLimits is answered locally, as ThingsBoard's transport does;
+// any other method gets an error reply.
+func (srv *Server) clientRPC(s *session, req tb.RPCRequest) []byte {
+	if req.Method == "getSessionLimits" {
+		return tb.EncodeSessionLimits(srv.cfg.MaxPayload, 1024, s.device.Gateway)
+	}
+	srv.metrics.Rejected.WithLabelValues(reasonUnsupported).Inc()
+	srv.logLimited(s.device.Name, reasonUnsupported, "client-side RPC method not handled", "method", req.Method)
+	b, _ := json.Marshal(map[string]string{"error": fmt.Sprintf("method %q is not handled by this gateway", req.Method)})
+	return b
+}

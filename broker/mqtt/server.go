@@ -1,0 +1,254 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/registry"
+)
+
+// Config configures the broker.
+type Config struct {
+	Listen    string // TCP address, e.g. ":1883"
+	WSListen  string // WebSocket address; "" is off
+	TLSListen string // TLS address; "" is off
+	TLS       *tls.Config
+
+	MaxPayload     int  // largest PUBLISH payload accepted (default 65536)
+	MaxConnections int  // 0: unlimited
+	AllowAnonymous bool // accept clients without credentials
+
+	ProvisionKey, ProvisionSecret string // both empty: provisioning answers NOT_FOUND
+
+	TelemetryTopic, AttributesTopic string // log topics (default "telemetry", "attributes")
+
+	Logger  *slog.Logger
+	Metrics *Metrics // nil: metrics are kept but not registered anywhere
+}
+
+func (c *Config) ensureDefaults() {
+	if c.MaxPayload == 0 {
+		c.MaxPayload = 65536
+	}
+	if c.TelemetryTopic == "" {
+		c.TelemetryTopic = "telemetry"
+	}
+	if c.AttributesTopic == "" {
+		c.AttributesTopic = "attributes"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+}
+
+// Server is the device-facing broker.
+type Server struct {
+	cfg        Config
+	reg        *registry.Registry
+	telemetry  *flog.Topic
+	attributes *flog.Topic
+	mochi      *mochi.Server
+	metrics    *Metrics
+	logger     *slog.Logger
+	limiter    logLimiter
+
+	ctx    context.Context // cancelled by Close: unblocks appends waiting for space
+	cancel context.CancelFunc
+
+	sessions sync.Map // *mochi.Client → *session
+
+	mu      sync.Mutex
+	devices map[string]*session // device name → its newest direct session
+	gwChild map[string]*session // device behind a gateway → that gateway's session
+
+	rpc rpcTable
+
+	ackWG   sync.WaitGroup // per-connection ackers
+	addr    atomic.Value   // net.Addr of the TCP listener
+	started atomic.Bool
+}
+
+// New builds a broker over the registry and the log's telemetry and
+// attributes topics (which must exist).
+func New(cfg Config, reg *registry.Registry, l *flog.Log) (*Server, error) {
+	cfg.ensureDefaults()
+	tel, err := l.Topic(cfg.TelemetryTopic)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	attrs, err := l.Topic(cfg.AttributesTopic)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	s := &Server{
+		cfg: cfg, reg: reg, telemetry: tel, attributes: attrs,
+		metrics: cfg.Metrics, logger: cfg.Logger,
+		devices: map[string]*session{}, gwChild: map[string]*session{},
+	}
+	s.limiter.init()
+	s.rpc.init()
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumQos = 1 // ThingsBoard: QoS 2 publishes are treated as QoS 1
+	caps.MaximumPacketSize = uint32(cfg.MaxPayload + 64<<10)
+	// Each connection has a channel of this many pending writes: mochi's
+	// default (8192) costs ~64 KiB per device; downlinks here are few.
+	caps.MaximumClientWritesPending = 128
+	if cfg.MaxConnections > 0 {
+		caps.MaximumClients = int64(cfg.MaxConnections)
+	}
+	mlog := cfg.Logger.With("component", "mochi")
+	s.mochi = mochi.New(&mochi.Options{
+		Capabilities:             caps,
+		Logger:                   slog.New(levelFilter{Handler: mlog.Handler(), min: slog.LevelError}),
+		ClientNetWriteBufferSize: 2048,
+		ClientNetReadBufferSize:  2048,
+		SysTopicResendInterval:   3600,
+	})
+	if err := s.mochi.AddHook(&hook{srv: s}, nil); err != nil {
+		return nil, fmt.Errorf("mqtt: add hook: %w", err)
+	}
+	return s, nil
+}
+
+// Start opens the listeners and serves. Listener errors are returned here,
+// not discovered later.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("mqtt: listen %s: %w", s.cfg.Listen, err)
+	}
+	s.addr.Store(ln.Addr())
+	if err := s.mochi.AddListener(listeners.NewNet("tcp", ln)); err != nil {
+		ln.Close()
+		return fmt.Errorf("mqtt: %w", err)
+	}
+	if s.cfg.TLSListen != "" {
+		tl, err := tls.Listen("tcp", s.cfg.TLSListen, s.cfg.TLS)
+		if err != nil {
+			return fmt.Errorf("mqtt: listen tls %s: %w", s.cfg.TLSListen, err)
+		}
+		if err := s.mochi.AddListener(listeners.NewNet("tls", tl)); err != nil {
+			tl.Close()
+			return fmt.Errorf("mqtt: %w", err)
+		}
+	}
+	if s.cfg.WSListen != "" {
+		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: s.cfg.WSListen})
+		if err := s.mochi.AddListener(ws); err != nil {
+			return fmt.Errorf("mqtt: listen websocket %s: %w", s.cfg.WSListen, err)
+		}
+	}
+	if err := s.mochi.Serve(); err != nil {
+		return fmt.Errorf("mqtt: serve: %w", err)
+	}
+	s.started.Store(true)
+	return nil
+}
+
+// Addr is the TCP listener's address (useful with ":0").
+func (s *Server) Addr() net.Addr {
+	a, _ := s.addr.Load().(net.Addr)
+	return a
+}
+
+// Close stops accepting, disconnects every client and waits until every
+// queued acknowledgement was decided (the futures complete as the log
+// commits; the log must still be open).
+func (s *Server) Close() error {
+	var err error
+	if s.started.Load() {
+		err = s.mochi.Close()
+	}
+	s.cancel()
+	s.ackWG.Wait()
+	s.mu.Lock()
+	for _, sess := range s.devices {
+		sess.stopTimer()
+	}
+	s.mu.Unlock()
+	s.rpc.failAll(ErrShuttingDown)
+	if err != nil {
+		return fmt.Errorf("mqtt: close: %w", err)
+	}
+	return nil
+}
+
+// Connected returns the number of authenticated connections.
+func (s *Server) Connected() int {
+	n := 0
+	s.sessions.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+// Sentinel errors for downlink calls.
+var (
+	ErrDeviceOffline  = errors.New("mqtt: device is not connected")
+	ErrNotSubscribed  = errors.New("mqtt: device is not subscribed to that kind of message")
+	ErrRPCTimeout     = errors.New("mqtt: rpc timed out")
+	ErrShuttingDown   = errors.New("mqtt: shutting down")
+	ErrUnknownDevice  = errors.New("mqtt: unknown device")
+	errConnectionGone = errors.New("mqtt: connection closed")
+)
+
+// levelFilter drops records below min: mochi logs every rejected packet at
+// debug level (every publish, here) and every refused connection at warn
+// level, which would let a misconfigured device flood the log; refusals are
+// counted and logged, rate-limited, by the hooks instead.
+type levelFilter struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.Handler.Enabled(ctx, l)
+}
+
+func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelFilter{Handler: f.Handler.WithAttrs(a), min: f.min}
+}
+
+func (f levelFilter) WithGroup(n string) slog.Handler {
+	return levelFilter{Handler: f.Handler.WithGroup(n), min: f.min}
+}
+
+// logLimiter lets one log line through per device and reason per minute.
+type logLimiter struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (l *logLimiter) init() { l.last = map[string]time.Time{} }
+
+func (l *logLimiter) allow(device, reason string, now time.Time) bool {
+	key := device + "\x00" + reason
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.last[key]; ok && now.Sub(t) < time.Minute {
+		return false
+	}
+	if len(l.last) > 10000 { // forget stale entries rather than grow
+		for k, t := range l.last {
+			if now.Sub(t) >= time.Minute {
+				delete(l.last, k)
+			}
+		}
+	}
+	l.last[key] = now
+	return true
+}

@@ -1,0 +1,221 @@
+package mqtt
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/registry"
+)
+
+// session is one authenticated connection.
+type session struct {
+	srv       *Server
+	cl        *mochi.Client
+	device    registry.Device
+	provision bool // a provisioning-only session
+	v5        bool
+
+	// Subscriptions that enable downlinks (set by OnSubscribe).
+	// Subscriptions that enable downlinks (set by OnSubscribe): the filter
+	// the device used, which decides the topic family of the downlink.
+	attrFilter atomic.Pointer[string] // v1/devices/me/attributes, v2/a, v2/a/j (shared attribute pushes)
+	rpcFilter  atomic.Pointer[string] // v1/devices/me/rpc/request/+, v2/r/req/+, v2/r/req/j/+
+	subGwAttrs atomic.Bool            // v1/gateway/attributes
+	subGwRPC   atomic.Bool            // v1/gateway/rpc
+
+	mu      sync.Mutex
+	queue   []ackItem // guarded by mu: acknowledgements in arrival order
+	running bool      // guarded by mu: an acker goroutine is draining queue
+	closing bool      // guarded by mu: a disconnect is decided; process nothing more
+	timer   *time.Timer
+}
+
+// ackItem is one publish waiting for its acknowledgement.
+type ackItem struct {
+	packetID   uint16
+	qos        byte
+	fut        *flog.Future // nil: nothing stored, decide at once
+	err        error        // a storage failure known before queueing
+	code       byte         // PUBACK reason code when fut is nil or succeeded
+	disconnect bool         // close the connection instead of acknowledging (MQTT 3.x error path)
+	start      time.Time
+}
+
+// isClosing reports whether the session stopped processing publishes.
+func (s *session) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// enqueue hands an acknowledgement to the session's acker, starting it if
+// it is idle. Ackers exit when their queue is empty, so idle devices cost
+// no goroutine.
+func (s *session) enqueue(it ackItem) {
+	s.mu.Lock()
+	if it.disconnect {
+		s.closing = true
+	}
+	if it.qos == 0 && !it.disconnect && it.fut == nil && it.err == nil {
+		s.mu.Unlock()
+		return
+	}
+	s.queue = append(s.queue, it)
+	if !s.running {
+		s.running = true
+		s.srv.ackWG.Add(1)
+		go s.drain()
+	}
+	s.mu.Unlock()
+}
+
+// drain is the acker: it decides queued items in order until none are left.
+func (s *session) drain() {
+	defer s.srv.ackWG.Done()
+	for {
+		s.mu.Lock()
+		if len(s.queue) == 0 {
+			s.running = false
+			s.queue = nil
+			s.mu.Unlock()
+			return
+		}
+		it := s.queue[0]
+		s.queue[0] = ackItem{}
+		s.queue = s.queue[1:]
+		s.mu.Unlock()
+		s.decide(it)
+	}
+}
+
+// decide waits for an item's storage (if any) and acknowledges it, or
+// closes the connection.
+func (s *session) decide(it ackItem) {
+	code := it.code
+	if it.fut != nil || it.err != nil {
+		err := it.err
+		if it.fut != nil {
+			<-it.fut.Done() // the log completes every future, also on Close
+			err = it.fut.Err()
+		}
+		if err != nil {
+			s.srv.metrics.StorageErrors.Inc()
+			s.srv.logLimited(s.device.Name, "storage", "storage failure: not acknowledging", "err", err)
+			if !s.v5 {
+				s.disconnect(packets.ErrUnspecifiedError) // the device resends after reconnecting
+				return
+			}
+			code = packets.ErrUnspecifiedError.Code
+			if errors.Is(err, flog.ErrLogFull) {
+				code = packets.ErrQuotaExceeded.Code
+			}
+		} else if it.qos > 0 {
+			s.srv.metrics.AckLatency.Observe(time.Since(it.start).Seconds())
+		}
+	}
+	if it.disconnect {
+		s.disconnect(packets.Code{Code: code, Reason: "rejected"})
+		return
+	}
+	if it.qos == 0 {
+		return
+	}
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: it.packetID, ReasonCode: code}
+	_ = s.cl.WritePacket(ack) // a closed connection: the device resends after reconnecting
+}
+
+// disconnect closes the connection (with a DISCONNECT reason on MQTT 5).
+func (s *session) disconnect(code packets.Code) {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	if code.Code < packets.ErrUnspecifiedError.Code {
+		code = packets.ErrUnspecifiedError
+	}
+	_ = s.srv.mochi.DisconnectClient(s.cl, code)
+}
+
+// publish writes one message to this client (never through fan-out), with
+// QoS min(subscription QoS, 1).
+func (s *session) publish(topic string, payload []byte) error {
+	qos := s.qosFor(topic)
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
+		TopicName:   topic,
+		Payload:     payload,
+		Created:     time.Now().Unix(),
+	}
+	if qos > 0 {
+		id, err := s.cl.NextPacketID()
+		if err != nil {
+			return err
+		}
+		pk.PacketID = uint16(id)
+		s.cl.State.Inflight.Set(pk) // mochi clears it when the device's PUBACK arrives
+	}
+	if err := s.cl.WritePacket(pk); err != nil {
+		if errors.Is(err, mochi.ErrConnectionClosed) {
+			return errConnectionGone
+		}
+		return err
+	}
+	s.srv.metrics.Downlinks.Inc()
+	return nil
+}
+
+// qosFor returns the QoS of the client's subscription matching topic (0
+// when none: ThingsBoard then sends at most once).
+func (s *session) qosFor(topic string) byte {
+	var q byte
+	for filter, sub := range s.cl.State.Subscriptions.GetAll() {
+		if matchTopic(filter, topic) && sub.Qos > q {
+			q = sub.Qos
+		}
+	}
+	return min(q, 1)
+}
+
+// matchTopic reports whether an MQTT filter (with + and #) matches topic.
+func matchTopic(filter, topic string) bool {
+	fs, ts := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, f := range fs {
+		if f == "#" {
+			return true
+		}
+		if i >= len(ts) || (f != "+" && f != ts[i]) {
+			return false
+		}
+	}
+	return len(fs) == len(ts)
+}
+
+func (s *session) stopTimer() {
+	s.mu.Lock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.mu.Unlock()
+}
+
+// session returns the session of an authenticated client.
+func (srv *Server) session(cl *mochi.Client) *session {
+	v, ok := srv.sessions.Load(cl)
+	if !ok {
+		return nil
+	}
+	return v.(*session)
+}
+
+// logLimited logs a warning at most once per device and reason per minute.
+func (srv *Server) logLimited(device, reason, msg string, args ...any) {
+	if srv.limiter.allow(device, reason, time.Now()) {
+		srv.logger.Warn("mqtt: "+msg, append([]any{"device", device, "reason", reason}, args...)...)
+	}
+}

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	flog "github.com/ferry-iot/ferry/broker/log"
+)
+
+// routes is the HTTP API:
+//
+//	GET    /healthz
+//	GET    /metrics
+//	GET    /api/v1/topics
+//	GET    /api/v1/topics/{topic}
+//	GET    /api/v1/topics/{topic}/records?partition=P&offset=O&limit=N
+//	GET    /api/v1/devices                         (admin)
+//	POST   /api/v1/devices                         (admin)
+//	GET    /api/v1/devices/{name}                  (admin)
+//	PUT    /api/v1/devices/{name}                  (admin)
+//	DELETE /api/v1/devices/{name}                  (admin)
+//	GET    /api/v1/devices/{name}/attributes       (admin)
+//	POST   /api/v1/devices/{name}/attributes/shared    (admin)
+//	DELETE /api/v1/devices/{name}/attributes/shared?keys=a,b (admin)
+//	POST   /api/v1/devices/{name}/rpc              (admin)
+//
+// Errors are JSON: {"error": "..."}. With http.admin_token set, every
+// /api/v1 route needs "Authorization: Bearer <token>"; without it the topic
+// routes are open and the device routes refuse.
+func (d *Daemon) routes() http.Handler {
+	mux := http.NewServeMux()
+	handle := func(pattern, route string, admin bool, h http.HandlerFunc) {
+		mux.Handle(pattern, d.instrument(route, d.authorize(admin, h)))
+	}
+	mux.Handle("GET /healthz", d.instrument("healthz", http.HandlerFunc(d.healthz)))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics, promhttp.HandlerOpts{}))
+	handle("GET /api/v1/topics", "topics", false, d.listTopics)
+	handle("GET /api/v1/topics/{topic}", "topic", false, d.getTopic)
+	handle("GET /api/v1/topics/{topic}/records", "records", false, d.getRecords)
+	handle("GET /api/v1/devices", "devices", true, d.listDevices)
+	handle("POST /api/v1/devices", "devices", true, d.createDevice)
+	handle("GET /api/v1/devices/{name}", "device", true, d.getDevice)
+	handle("PUT /api/v1/devices/{name}", "device", true, d.putDevice)
+	handle("DELETE /api/v1/devices/{name}", "device", true, d.deleteDevice)
+	handle("GET /api/v1/devices/{name}/attributes", "attributes", true, d.getAttributes)
+	handle("POST /api/v1/devices/{name}/attributes/shared", "attributes", true, d.setShared)
+	handle("DELETE /api/v1/devices/{name}/attributes/shared", "attributes", true, d.deleteShared)
+	handle("POST /api/v1/devices/{name}/rpc", "rpc", true, d.rpc)
+	mux.Handle("/", d.instrument("unknown", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
+	})))
+	return mux
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (d *Daemon) instrument(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		d.api.requests.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
+	})
+}
+
+func (d *Daemon) authorize(admin bool, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		token := d.cfg.HTTP.AdminToken
+		if token == "" {
+			if admin {
+				writeError(w, http.StatusForbidden, "device management is disabled: set http.admin_token")
+				return
+			}
+			h(w, r)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
+	var failed []string
+	for _, t := range d.log.Topics() {
+		for _, p := range t.Partitions() {
+			if err := p.Err(); err != nil {
+				failed = append(failed, fmt.Sprintf("%s/%d: %v", t.Name(), p.ID(), err))
+			}
+		}
+	}
+	if len(failed) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "degraded", "failed_partitions": failed})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"status": "ok", "node_id": d.cfg.NodeID, "devices_connected": d.mqtt.Connected(),
+		"disk_low": d.log.Stats().DiskLow,
+	})
+}
+
+type partitionJSON struct {
+	Partition   int32 `json:"partition"`
+	StartOffset int64 `json:"start_offset"`
+	EndOffset   int64 `json:"end_offset"`
+	Bytes       int64 `json:"bytes"`
+	Segments    int   `json:"segments"`
+}
+
+type topicJSON struct {
+	Name       string          `json:"name"`
+	Config     map[string]any  `json:"config"`
+	Partitions []partitionJSON `json:"partitions"`
+	Stats      flog.TopicStats `json:"stats"`
+}
+
+func describeTopic(t *flog.Topic) topicJSON {
+	c := t.Config()
+	tj := topicJSON{Name: t.Name(), Stats: t.Stats(), Config: map[string]any{
+		"partitions": c.Partitions, "flush": c.Flush, "flush_interval": c.FlushInterval.String(),
+		"retention": c.Retention.String(), "retention_bytes": c.RetentionBytes, "on_full": c.OnFull,
+		"compression": c.Compression.String(), "cleanup_policy": c.Cleanup, "segment_bytes": c.SegmentBytes,
+	}}
+	for _, p := range t.Partitions() {
+		tj.Partitions = append(tj.Partitions, partitionJSON{Partition: p.ID(), StartOffset: p.StartOffset(),
+			EndOffset: p.HighWatermark(), Bytes: p.Size(), Segments: p.Segments()})
+	}
+	return tj
+}
+
+func (d *Daemon) listTopics(w http.ResponseWriter, _ *http.Request) {
+	out := []topicJSON{}
+	for _, t := range d.log.Topics() {
+		out = append(out, describeTopic(t))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"topics": out})
+}
+
+func (d *Daemon) topic(w http.ResponseWriter, r *http.Request) *flog.Topic {
+	t, err := d.log.Topic(r.PathValue("topic"))
+	if err != nil {
+		writeError(w, http.StatusNotFound, "no topic %q", r.PathValue("topic"))
+		return nil
+	}
+	return t
+}
+
+func (d *Daemon) getTopic(w http.ResponseWriter, r *http.Request) {
+	if t := d.topic(w, r); t != nil {
+		writeJSON(w, http.StatusOK, describeTopic(t))
+	}
+}
+
+// recordJSON is one decoded record. Keys and values that are UTF-8 are
+// strings, and values that are JSON are embedded as JSON; anything else is
+// base64 with an *_encoding field saying so.
+type recordJSON struct {
+	Partition     int32             `json:"partition"`
+	Offset        int64             `json:"offset"`
+	Timestamp     int64             `json:"timestamp"`
+	Key           *string           `json:"key"`
+	KeyEncoding   string            `json:"key_encoding,omitempty"`
+	Value         json.RawMessage   `json:"value"`
+	ValueEncoding string            `json:"value_encoding,omitempty"`
+	Headers       map[string]string `json:"headers,omitempty"`
+}
+
+func textOrBase64(b []byte) (string, string) {
+	if utf8.Valid(b) {
+		return string(b), ""
+	}
+	return base64.StdEncoding.EncodeToString(b), "base64"
+}
+
+func (d *Daemon) getRecords(w http.ResponseWriter, r *http.Request) {
+	t := d.topic(w, r)
+	if t == nil {
+		return
+	}
+	q := r.URL.Query()
+	intParam := func(name string, def int64) (int64, bool) {
+		s := q.Get(name)
+		if s == "" {
+			return def, true
+		}
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "query parameter %s: %q is not an integer", name, s)
+			return 0, false
+		}
+		return v, true
+	}
+	part, ok := intParam("partition", 0)
+	if !ok {
+		return
+	}
+	p, err := t.Partition(int32(part))
+	if err != nil {
+		writeError(w, http.StatusNotFound, "topic %s has no partition %d", t.Name(), part)
+		return
+	}
+	offset, ok := intParam("offset", p.StartOffset())
+	if !ok {
+		return
+	}
+	limit, ok := intParam("limit", 100)
+	if !ok {
+		return
+	}
+	if limit < 1 || limit > 10000 {
+		writeError(w, http.StatusBadRequest, "query parameter limit: %d is outside 1..10000", limit)
+		return
+	}
+	out := []recordJSON{}
+	next := offset
+	hwm := p.HighWatermark()
+	for int64(len(out)) < limit {
+		recs, n, h, err := p.ReadRecords(next, 256<<10)
+		hwm = h
+		if errors.Is(err, flog.ErrOffsetOutOfRange) {
+			writeError(w, http.StatusRequestedRangeNotSatisfiable, "offset %d is outside %d..%d", next, p.StartOffset(), hwm)
+			return
+		}
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "read: %v", err)
+			return
+		}
+		for _, rec := range recs {
+			if int64(len(out)) == limit {
+				n = rec.Offset
+				break
+			}
+			out = append(out, toRecordJSON(p.ID(), rec))
+		}
+		if n == next || n >= hwm {
+			next = n
+			break
+		}
+		next = n
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"records": out, "next_offset": next, "high_watermark": hwm})
+}
+
+func toRecordJSON(part int32, rec flog.Record) recordJSON {
+	rj := recordJSON{Partition: part, Offset: rec.Offset, Timestamp: rec.Timestamp}
+	if rec.Key != nil {
+		k, enc := textOrBase64(rec.Key)
+		rj.Key, rj.KeyEncoding = &k, enc
+	}
+	switch {
+	case rec.Value == nil:
+		rj.Value = json.RawMessage("null")
+	case json.Valid(rec.Value):
+		rj.Value = json.RawMessage(rec.Value)
+	default:
+		v, enc := textOrBase64(rec.Value)
+		b, _ := json.Marshal(v)
+		rj.Value, rj.ValueEncoding = b, enc
+		if enc == "" {
+			rj.ValueEncoding = "text"
+		}
+	}
+	if len(rec.Headers) > 0 {
+		rj.Headers = make(map[string]string, len(rec.Headers))
+		for _, h := range rec.Headers {
+			rj.Headers[h.Key], _ = textOrBase64(h.Value)
+		}
+	}
+	return rj
+}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ferry-iot/ferry/broker/mqtt"
+	"github.com/ferry-iot/ferry/broker/registry"
+	tb "github.com/ferry-iot/ferry/devices/thingsboard"
+)
+
+// deviceJSON is a device as the API shows it (never its secrets).
+type deviceJSON struct {
+	Name       string    `json:"name"`
+	Type       string    `json:"type,omitempty"`
+	Gateway    bool      `json:"gateway"`
+	Credential string    `json:"credentials_type,omitempty"`
+	ClientID   string    `json:"client_id,omitempty"`
+	Username   string    `json:"username,omitempty"`
+	Parent     string    `json:"gateway_device,omitempty"`
+	Source     string    `json:"source,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+func toDeviceJSON(d registry.Device) deviceJSON {
+	return deviceJSON{Name: d.Name, Type: d.Type, Gateway: d.Gateway, Credential: string(d.Credential),
+		ClientID: d.ClientID, Username: d.Username, Parent: d.Parent, Source: d.Source, CreatedAt: d.CreatedAt}
+}
+
+// deviceRequest is the body of POST /api/v1/devices and PUT /api/v1/devices/{name}.
+type deviceRequest struct {
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Gateway  bool   `json:"gateway"`
+	Token    string `json:"token"`
+	ClientID string `json:"client_id"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// decodeBody reads a JSON body strictly (unknown fields are errors), at most 1 MiB.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: %v", err)
+		return false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: trailing data after the object")
+		return false
+	}
+	return true
+}
+
+func (d *Daemon) listDevices(w http.ResponseWriter, _ *http.Request) {
+	out := []deviceJSON{}
+	for _, dev := range d.reg.List() {
+		out = append(out, toDeviceJSON(dev))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"devices": out})
+}
+
+func (d *Daemon) createDevice(w http.ResponseWriter, r *http.Request) {
+	var req deviceRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if _, exists := d.reg.Get(req.Name); exists {
+		writeError(w, http.StatusConflict, "device %q exists (use PUT /api/v1/devices/%s to replace it)", req.Name, req.Name)
+		return
+	}
+	d.saveDevice(w, req, http.StatusCreated)
+}
+
+func (d *Daemon) putDevice(w http.ResponseWriter, r *http.Request) {
+	var req deviceRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	name := r.PathValue("name")
+	if req.Name != "" && req.Name != name {
+		writeError(w, http.StatusBadRequest, "body names device %q, path names %q", req.Name, name)
+		return
+	}
+	req.Name = name
+	d.saveDevice(w, req, http.StatusOK)
+}
+
+func (d *Daemon) saveDevice(w http.ResponseWriter, req deviceRequest, code int) {
+	dev := registry.Device{Name: req.Name, Type: req.Type, Gateway: req.Gateway, Source: "api"}
+	creds := registry.Credentials{Token: req.Token, ClientID: req.ClientID, Username: req.Username, Password: req.Password}
+	switch err := d.reg.Put(dev, creds); {
+	case errors.Is(err, registry.ErrCredentialsTaken):
+		writeError(w, http.StatusConflict, "%v", err)
+	case errors.Is(err, registry.ErrInvalid):
+		writeError(w, http.StatusBadRequest, "%v", err)
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, "%v", err)
+	default:
+		saved, _ := d.reg.Get(req.Name)
+		writeJSON(w, code, toDeviceJSON(saved))
+	}
+}
+
+func (d *Daemon) device(w http.ResponseWriter, r *http.Request) (registry.Device, bool) {
+	dev, ok := d.reg.Get(r.PathValue("name"))
+	if !ok {
+		writeError(w, http.StatusNotFound, "no device %q", r.PathValue("name"))
+	}
+	return dev, ok
+}
+
+func (d *Daemon) getDevice(w http.ResponseWriter, r *http.Request) {
+	if dev, ok := d.device(w, r); ok {
+		writeJSON(w, http.StatusOK, toDeviceJSON(dev))
+	}
+}
+
+func (d *Daemon) deleteDevice(w http.ResponseWriter, r *http.Request) {
+	dev, ok := d.device(w, r)
+	if !ok {
+		return
+	}
+	if err := d.reg.Delete(dev.Name); err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (d *Daemon) getAttributes(w http.ResponseWriter, r *http.Request) {
+	dev, ok := d.device(w, r)
+	if !ok {
+		return
+	}
+	out := map[string]map[string]json.RawMessage{}
+	for scope, name := range map[registry.Scope]string{registry.ScopeClient: "client", registry.ScopeShared: "shared"} {
+		attrs, err := d.reg.Attributes(dev.Name, scope, nil)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "%v", err)
+			return
+		}
+		m := map[string]json.RawMessage{}
+		for _, a := range attrs {
+			m[a.Key] = a.Value
+		}
+		out[name] = m
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// setShared stores shared attributes from a JSON object (ThingsBoard value
+// typing) and pushes them to the device when it is subscribed.
+func (d *Daemon) setShared(w http.ResponseWriter, r *http.Request) {
+	dev, ok := d.device(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "body: %v", err)
+		return
+	}
+	kvs, err := tb.ParseAttributes(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "body must be a JSON object of attributes: %v", err)
+		return
+	}
+	delivered, err := d.mqtt.PushSharedAttributes(dev.Name, kvs, nil)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"updated": len(kvs), "pushed": delivered})
+}
+
+func (d *Daemon) deleteShared(w http.ResponseWriter, r *http.Request) {
+	dev, ok := d.device(w, r)
+	if !ok {
+		return
+	}
+	var keys []string
+	for _, k := range strings.Split(r.URL.Query().Get("keys"), ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		writeError(w, http.StatusBadRequest, "query parameter keys: name at least one attribute (keys=a,b)")
+		return
+	}
+	delivered, err := d.mqtt.PushSharedAttributes(dev.Name, nil, keys)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deleted": len(keys), "pushed": delivered})
+}
+
+// rpcRequest is the body of POST /api/v1/devices/{name}/rpc.
+type rpcRequest struct {
+	Method  string          `json:"method"`
+	Params  json.RawMessage `json:"params"`
+	Timeout string          `json:"timeout"` // Go duration, e.g. "5s"; default rpc.timeout
+	OneWay  bool            `json:"oneway"`
+}
+
+// rpc sends a server-side RPC and returns the device's answer.
+func (d *Daemon) rpc(w http.ResponseWriter, r *http.Request) {
+	dev, ok := d.device(w, r)
+	if !ok {
+		return
+	}
+	var req rpcRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if req.Method == "" {
+		writeError(w, http.StatusBadRequest, "method is required")
+		return
+	}
+	timeout := d.cfg.RPC.Timeout
+	if req.Timeout != "" {
+		t, err := time.ParseDuration(req.Timeout)
+		if err != nil || t <= 0 || t > d.cfg.RPC.Timeout {
+			writeError(w, http.StatusBadRequest, "timeout: %q must be a duration in (0, %v]", req.Timeout, d.cfg.RPC.Timeout)
+			return
+		}
+		timeout = t
+	}
+	resp, err := d.mqtt.RPC(r.Context(), mqtt.RPCRequest{Device: dev.Name, Method: req.Method, Params: req.Params,
+		Timeout: timeout, OneWay: req.OneWay})
+	switch {
+	case errors.Is(err, mqtt.ErrRPCTimeout):
+		writeError(w, http.StatusGatewayTimeout, "%v", err)
+	case errors.Is(err, mqtt.ErrDeviceOffline), errors.Is(err, mqtt.ErrNotSubscribed):
+		writeError(w, http.StatusConflict, "%v", err)
+	case errors.Is(err, mqtt.ErrUnknownDevice):
+		writeError(w, http.StatusNotFound, "%v", err)
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, "%v", err)
+	case req.OneWay:
+		writeJSON(w, http.StatusAccepted, map[string]any{"delivered": true})
+	default:
+		body := json.RawMessage(resp)
+		if !json.Valid(resp) { // devices may answer with plain text
+			body, _ = json.Marshal(string(resp))
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"response": body})
+	}
+}

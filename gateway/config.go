@@ -1,0 +1,392 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+
+	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/configs"
+)
+
+// Config is the daemon's configuration: embedded defaults, then an
+// optional YAML file, then FERRY_<KEY> environment variables (dots become
+// underscores: FERRY_MQTT_LISTEN=:2883), validated once at start-up.
+type Config struct {
+	NodeID       string             `mapstructure:"node_id"`
+	DataDir      string             `mapstructure:"data_dir"`
+	MQTT         MQTTConfig         `mapstructure:"mqtt"`
+	HTTP         HTTPConfig         `mapstructure:"http"`
+	Devices      []DeviceConfig     `mapstructure:"devices"`
+	Provisioning ProvisioningConfig `mapstructure:"provisioning"`
+	RPC          RPCConfig          `mapstructure:"rpc"`
+	Log          LogConfig          `mapstructure:"log"`
+	Logging      LoggingConfig      `mapstructure:"logging"`
+}
+
+// MQTTConfig is the device-facing MQTT broker.
+type MQTTConfig struct {
+	Listen         string `mapstructure:"listen"`
+	MaxPayload     int    `mapstructure:"max_payload"`
+	AllowAnonymous bool   `mapstructure:"allow_anonymous"`
+	WSListen       string `mapstructure:"ws_listen"`
+	TLSListen      string `mapstructure:"tls_listen"`
+	TLSCert        string `mapstructure:"tls_cert"`
+	TLSKey         string `mapstructure:"tls_key"`
+	MaxConnections int    `mapstructure:"max_connections"`
+}
+
+// HTTPConfig is the HTTP API.
+type HTTPConfig struct {
+	Listen     string `mapstructure:"listen"`
+	AdminToken string `mapstructure:"admin_token"`
+}
+
+// DeviceConfig seeds one device into the registry.
+type DeviceConfig struct {
+	Name     string `mapstructure:"name"`
+	Type     string `mapstructure:"type"`
+	Gateway  bool   `mapstructure:"gateway"`
+	Token    string `mapstructure:"token"`
+	ClientID string `mapstructure:"client_id"`
+	Username string `mapstructure:"username"`
+	Password string `mapstructure:"password"`
+}
+
+// ProvisioningConfig enables ThingsBoard device provisioning.
+type ProvisioningConfig struct {
+	Key    string `mapstructure:"key"`
+	Secret string `mapstructure:"secret"`
+}
+
+// RPCConfig bounds server-side RPC.
+type RPCConfig struct {
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// LogConfig is the durable log.
+type LogConfig struct {
+	MinFreeRatio      float64                `mapstructure:"min_free_ratio"`
+	RetentionInterval time.Duration          `mapstructure:"retention_interval"`
+	Linger            time.Duration          `mapstructure:"linger"`
+	Topics            map[string]TopicConfig `mapstructure:"topics"`
+}
+
+// TopicConfig is one log topic's settings.
+type TopicConfig struct {
+	Partitions     int           `mapstructure:"partitions"`
+	Flush          string        `mapstructure:"flush"`
+	FlushInterval  time.Duration `mapstructure:"flush_interval"`
+	Retention      time.Duration `mapstructure:"retention"`
+	RetentionBytes int64         `mapstructure:"retention_bytes"`
+	OnFull         string        `mapstructure:"on_full"`
+	Compression    string        `mapstructure:"compression"`
+	CleanupPolicy  string        `mapstructure:"cleanup_policy"`
+	SegmentBytes   int64         `mapstructure:"segment_bytes"`
+}
+
+// LoggingConfig is the daemon's own logging.
+type LoggingConfig struct {
+	Level  string `mapstructure:"level"`
+	Format string `mapstructure:"format"`
+}
+
+// ConfigError lists every configuration problem, each with its full key.
+type ConfigError struct{ Problems []string }
+
+func (e *ConfigError) Error() string {
+	return "config: " + strings.Join(e.Problems, "; ")
+}
+
+// LoadConfig builds the configuration from the embedded defaults, the
+// optional file and the environment, and validates it.
+func LoadConfig(file string, environ []string) (*Config, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(configs.Default)); err != nil {
+		return nil, fmt.Errorf("config: embedded defaults: %w", err)
+	}
+	var problems []string
+	if file != "" {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		problems = append(problems, unknownKeys(raw, file)...)
+		if err := v.MergeConfig(bytes.NewReader(raw)); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", file, err)
+		}
+	}
+	// Environment overrides are applied explicitly rather than with
+	// viper.AutomaticEnv: AutomaticEnv only reaches keys viper already knows
+	// when Unmarshal runs (libs.md §4), and an explicit pass can name an
+	// override that matches no setting.
+	known := allConfigKeys(v) // before any Set: viper's overrides shadow sibling map keys
+	for _, kv := range environ {
+		if k, val, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "FERRY_") {
+			key := strings.ToLower(strings.TrimPrefix(k, "FERRY_"))
+			if known := envKey(known, key); known != "" {
+				v.Set(known, val)
+			} else {
+				problems = append(problems, fmt.Sprintf("%s: no such setting", k))
+			}
+		}
+	}
+	var cfg Config
+	if err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = false
+		dc.WeaklyTypedInput = true
+	}); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if cfg.NodeID == "" {
+		if h, err := os.Hostname(); err == nil {
+			cfg.NodeID = h
+		} else {
+			cfg.NodeID = "ferry"
+		}
+	}
+	problems = append(problems, cfg.validate()...)
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return nil, &ConfigError{Problems: problems}
+	}
+	return &cfg, nil
+}
+
+// envKey maps an environment suffix (mqtt_listen) to the config key it
+// overrides (mqtt.listen), trying every known key: keys themselves contain
+// underscores, so the mapping is by comparison, not by string replacement.
+func envKey(keys []string, suffix string) string {
+	for _, k := range keys {
+		if strings.ReplaceAll(k, ".", "_") == suffix {
+			return k
+		}
+	}
+	return ""
+}
+
+// allConfigKeys returns every leaf key: the struct's fields plus the topic
+// names present in the defaults or the file.
+func allConfigKeys(v *viper.Viper) []string {
+	keys := map[string]bool{}
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name := prefix + f.Tag.Get("mapstructure")
+			switch {
+			case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)):
+				walk(f.Type, name+".")
+			case f.Type.Kind() == reflect.Map:
+				for topic := range v.GetStringMap(name) {
+					walk(f.Type.Elem(), name+"."+topic+".")
+				}
+			case f.Type.Kind() == reflect.Slice:
+				// Lists come from the file only.
+			default:
+				keys[name] = true
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	out := make([]string, 0, len(keys))
+	for k := range keys {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// unknownKeys walks a YAML document against Config's tags and names every
+// key the daemon does not know.
+func unknownKeys(raw []byte, file string) []string {
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return []string{fmt.Sprintf("%s: %v", file, err)}
+	}
+	var out []string
+	var walk func(node any, t reflect.Type, path string)
+	walk = func(node any, t reflect.Type, path string) {
+		switch t.Kind() {
+		case reflect.Struct:
+			if t == reflect.TypeOf(time.Duration(0)) {
+				return
+			}
+			m, ok := node.(map[string]any)
+			if !ok {
+				if node != nil {
+					out = append(out, fmt.Sprintf("%s: expected a mapping", path))
+				}
+				return
+			}
+			fields := map[string]reflect.StructField{}
+			for i := 0; i < t.NumField(); i++ {
+				fields[t.Field(i).Tag.Get("mapstructure")] = t.Field(i)
+			}
+			for k, child := range m {
+				f, ok := fields[strings.ToLower(k)]
+				key := strings.TrimPrefix(path+"."+k, ".")
+				if !ok {
+					out = append(out, fmt.Sprintf("%s: unknown key", key))
+					continue
+				}
+				walk(child, f.Type, key)
+			}
+		case reflect.Map:
+			if m, ok := node.(map[string]any); ok {
+				for k, child := range m {
+					walk(child, t.Elem(), path+"."+k)
+				}
+			}
+		case reflect.Slice:
+			if l, ok := node.([]any); ok {
+				for i, child := range l {
+					walk(child, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+				}
+			}
+		}
+	}
+	walk(doc, reflect.TypeOf(Config{}), "")
+	return out
+}
+
+// validate checks every field and returns all problems with full keys.
+func (c *Config) validate() []string {
+	var p []string
+	bad := func(key, format string, args ...any) {
+		p = append(p, fmt.Sprintf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	checkAddr := func(key, addr string, required bool) {
+		if addr == "" {
+			if required {
+				bad(key, "must not be empty")
+			}
+			return
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(key, "%q is not host:port (%v)", addr, err)
+		}
+	}
+	checkAddr("mqtt.listen", c.MQTT.Listen, true)
+	checkAddr("mqtt.ws_listen", c.MQTT.WSListen, false)
+	checkAddr("mqtt.tls_listen", c.MQTT.TLSListen, false)
+	checkAddr("http.listen", c.HTTP.Listen, true)
+	if c.MQTT.TLSListen != "" && (c.MQTT.TLSCert == "" || c.MQTT.TLSKey == "") {
+		bad("mqtt.tls_listen", "needs mqtt.tls_cert and mqtt.tls_key")
+	}
+	if c.MQTT.MaxPayload < 64 || c.MQTT.MaxPayload > 256<<20 {
+		bad("mqtt.max_payload", "%d is outside 64..268435456", c.MQTT.MaxPayload)
+	}
+	if c.MQTT.MaxConnections < 0 {
+		bad("mqtt.max_connections", "%d is negative", c.MQTT.MaxConnections)
+	}
+	if (c.Provisioning.Key == "") != (c.Provisioning.Secret == "") {
+		bad("provisioning", "key and secret must be set together")
+	}
+	if c.RPC.Timeout <= 0 {
+		bad("rpc.timeout", "%v must be positive", c.RPC.Timeout)
+	}
+	if c.Log.MinFreeRatio < 0 || c.Log.MinFreeRatio >= 1 {
+		bad("log.min_free_ratio", "%v is outside [0, 1)", c.Log.MinFreeRatio)
+	}
+	if c.Log.RetentionInterval <= 0 {
+		bad("log.retention_interval", "%v must be positive", c.Log.RetentionInterval)
+	}
+	if c.Log.Linger < 0 {
+		bad("log.linger", "%v is negative", c.Log.Linger)
+	}
+	for _, name := range []string{"telemetry", "attributes"} {
+		if _, ok := c.Log.Topics[name]; !ok {
+			bad("log.topics."+name, "is required")
+		}
+	}
+	for name, tc := range c.Log.Topics {
+		prefix := "log.topics." + name
+		if err := flog.ValidTopicName(name); err != nil {
+			bad(prefix, "invalid topic name")
+			continue
+		}
+		if _, err := tc.toLog(); err != nil {
+			var joined interface{ Unwrap() []error }
+			if errors.As(err, &joined) {
+				for _, e := range joined.Unwrap() {
+					var fe *flog.FieldError
+					if errors.As(e, &fe) {
+						bad(prefix+"."+fe.Field, "%s", fe.Problem)
+					} else {
+						bad(prefix, "%v", e)
+					}
+				}
+			} else {
+				bad(prefix, "%v", err)
+			}
+		}
+	}
+	names := map[string]int{}
+	for i, d := range c.Devices {
+		key := fmt.Sprintf("devices[%d]", i)
+		if d.Name == "" {
+			bad(key+".name", "must not be empty")
+		} else if j, dup := names[d.Name]; dup {
+			bad(key+".name", "%q repeats devices[%d]", d.Name, j)
+		} else {
+			names[d.Name] = i
+		}
+		basic := d.ClientID != "" || d.Username != "" || d.Password != ""
+		switch {
+		case d.Token != "" && basic:
+			bad(key, "set either token or client_id/username/password, not both")
+		case d.Token == "" && !basic:
+			bad(key, "needs a token or client_id/username/password")
+		case d.Password != "" && d.Username == "":
+			bad(key+".password", "needs username (ThingsBoard does not allow a password with only a client id)")
+		}
+	}
+	switch strings.ToLower(c.Logging.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("logging.level", "%q is not debug, info, warn or error", c.Logging.Level)
+	}
+	switch c.Logging.Format {
+	case "text", "json":
+	default:
+		bad("logging.format", "%q is not text or json", c.Logging.Format)
+	}
+	return p
+}
+
+// toLog converts a topic's settings to the log's config (validated).
+func (tc TopicConfig) toLog() (flog.TopicConfig, error) {
+	var errs []error
+	codec, err := flog.ParseCompression(tc.Compression)
+	if err != nil && tc.Compression != "" {
+		errs = append(errs, &flog.FieldError{Field: "compression", Problem: fmt.Sprintf("%q is not none, gzip, snappy, lz4 or zstd", tc.Compression)})
+	}
+	if tc.Compression == "" {
+		codec = flog.CompressionNone
+	}
+	c := flog.TopicConfig{
+		Partitions: tc.Partitions, Flush: flog.FlushPolicy(tc.Flush), FlushInterval: tc.FlushInterval,
+		Retention: tc.Retention, RetentionBytes: tc.RetentionBytes, OnFull: flog.OnFull(tc.OnFull),
+		Compression: codec, Cleanup: flog.CleanupPolicy(tc.CleanupPolicy), SegmentBytes: tc.SegmentBytes,
+	}
+	c.EnsureDefaults()
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err.(interface{ Unwrap() []error }).Unwrap()...)
+	}
+	return c, errors.Join(errs...)
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/mqtt"
+	"github.com/ferry-iot/ferry/broker/registry"
+	"github.com/ferry-iot/ferry/broker/state"
+)
+
+// Daemon is a running gateway: state store, registry, log, MQTT broker and
+// HTTP API, started in that order and stopped in reverse.
+type Daemon struct {
+	cfg     *Config
+	logger  *slog.Logger
+	dataDir string
+
+	state    *state.Store
+	reg      *registry.Registry
+	log      *flog.Log
+	mqtt     *mqtt.Server
+	http     *http.Server
+	httpLn   net.Listener
+	httpDone chan error
+	metrics  *prometheus.Registry
+	api      *apiMetrics
+}
+
+// Start opens everything and begins serving. On error, whatever was opened
+// is closed again.
+func Start(cfg *Config, logger *slog.Logger) (d *Daemon, err error) {
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	d = &Daemon{cfg: cfg, logger: logger, dataDir: dataDir, metrics: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			d.Close()
+			d = nil
+		}
+	}()
+	d.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.api = newAPIMetrics(d.metrics)
+
+	if d.state, err = state.Open(filepath.Join(dataDir, "state"), state.WithLogger(logger)); err != nil {
+		return nil, fmt.Errorf("open state store: %w", err)
+	}
+	if d.reg, err = registry.Open(d.state); err != nil {
+		return nil, fmt.Errorf("open device registry: %w", err)
+	}
+	if err = d.seedDevices(); err != nil {
+		return nil, err
+	}
+	fsync := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "ferry_log_fsync_seconds", Help: "Duration of the log's fsync rounds (one serves a whole commit cycle).",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
+	})
+	d.metrics.MustRegister(fsync)
+	d.log, err = flog.Open(filepath.Join(dataDir, "log"),
+		flog.WithLogger(logger), flog.WithMinFreeRatio(cfg.Log.MinFreeRatio),
+		flog.WithRetentionInterval(cfg.Log.RetentionInterval), flog.WithLinger(cfg.Log.Linger),
+		flog.WithSyncObserver(func(t time.Duration) { fsync.Observe(t.Seconds()) }))
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	d.metrics.MustRegister(&logCollector{log: d.log})
+	names := make([]string, 0, len(cfg.Log.Topics))
+	for name := range cfg.Log.Topics {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		tc, _ := cfg.Log.Topics[name].toLog() // validated in LoadConfig
+		if _, err = d.log.EnsureTopic(name, tc); err != nil {
+			return nil, fmt.Errorf("log topic %s: %w", name, err)
+		}
+	}
+
+	mcfg := mqtt.Config{
+		Listen: cfg.MQTT.Listen, WSListen: cfg.MQTT.WSListen, TLSListen: cfg.MQTT.TLSListen,
+		MaxPayload: cfg.MQTT.MaxPayload, MaxConnections: cfg.MQTT.MaxConnections,
+		AllowAnonymous: cfg.MQTT.AllowAnonymous,
+		ProvisionKey:   cfg.Provisioning.Key, ProvisionSecret: cfg.Provisioning.Secret,
+		Logger: logger, Metrics: mqtt.NewMetrics(d.metrics),
+	}
+	if cfg.MQTT.TLSListen != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.MQTT.TLSCert, cfg.MQTT.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt.tls_cert/mqtt.tls_key: %w", err)
+		}
+		mcfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if d.mqtt, err = mqtt.New(mcfg, d.reg, d.log); err != nil {
+		return nil, err
+	}
+	if err = d.mqtt.Start(); err != nil {
+		return nil, err
+	}
+
+	if d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+		return nil, fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	d.http = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second}
+	d.httpDone = make(chan error, 1)
+	go func() { d.httpDone <- d.http.Serve(d.httpLn) }()
+	return d, nil
+}
+
+// seedDevices writes the configured devices into the registry.
+func (d *Daemon) seedDevices() error {
+	var errs []error
+	for i, dc := range d.cfg.Devices {
+		dev := registry.Device{Name: dc.Name, Type: dc.Type, Gateway: dc.Gateway, Source: "config"}
+		creds := registry.Credentials{Token: dc.Token, ClientID: dc.ClientID, Username: dc.Username, Password: dc.Password}
+		if err := d.reg.Put(dev, creds); err != nil {
+			errs = append(errs, fmt.Errorf("devices[%d] (%s): %w", i, dc.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// MQTTAddr and HTTPAddr are the bound listener addresses.
+func (d *Daemon) MQTTAddr() net.Addr { return d.mqtt.Addr() }
+
+// HTTPAddr is the HTTP API's bound address.
+func (d *Daemon) HTTPAddr() net.Addr { return d.httpLn.Addr() }
+
+// Close stops accepting (HTTP, then MQTT), lets every queued append commit
+// and its acknowledgement go out, closes the log cleanly and the state store.
+func (d *Daemon) Close() error {
+	var errs []error
+	if d.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := d.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http: %w", err))
+		}
+		cancel()
+		if err := <-d.httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("http: %w", err))
+		}
+	} else if d.httpLn != nil {
+		d.httpLn.Close()
+	}
+	if d.mqtt != nil {
+		if err := d.mqtt.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if d.log != nil {
+		if err := d.log.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("log: %w", err))
+		}
+	}
+	if d.state != nil {
+		if err := d.state.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("state: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
