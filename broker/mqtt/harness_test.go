@@ -399,7 +399,6 @@ func (f *blockingFile) Sync() error {
 	return f.File.Sync()
 }
 
-
 // newTestLogger writes text logs to w (for counting log lines).
 func newTestLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(&lockedWriter{w: w}, nil))
