@@ -9,7 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the test suite drives, as "command:package".
-peers=()
+peers=(
+  mosquitto_pub:mosquitto-clients
+  mosquitto_sub:mosquitto-clients
+)
 
 missing=()
 for entry in "${peers[@]}"; do

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	// The restart test runs the daemon as a child process: this binary,
+	// started with FERRY_E2E_DAEMON=1, is the daemon.
+	if os.Getenv("FERRY_E2E_DAEMON") == "1" {
+		os.Exit(run(strings.Fields(os.Getenv("FERRY_E2E_ARGS")), os.Environ(), os.Stdout, os.Stderr))
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/eclipse/paho.mqtt.golang.(*router).matchAndDispatch.func1")); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+const adminToken = "test-admin-token"
+
+// baseConfig is the YAML every e2e daemon starts from; %s is the data dir.
+const baseConfig = `
+data_dir: %s
+mqtt:
+  listen: "127.0.0.1:0"
+http:
+  listen: "127.0.0.1:0"
+  admin_token: ` + adminToken + `
+devices:
+  - {name: boiler-1, token: TOKEN1, type: boiler}
+  - {name: boiler-2, token: TOKEN2, type: boiler}
+  - {name: plc-gw, token: GWTOKEN, gateway: true}
+provisioning: {key: pkey, secret: psecret}
+rpc:
+  timeout: 10s
+log:
+  min_free_ratio: 0
+  topics:
+    telemetry: {partitions: 3}
+logging: {level: error}
+`
+
+type daemon struct {
+	*Daemon
+	t       *testing.T
+	dataDir string
+}
+
+// startDaemon runs the gateway in-process on free loopback ports; extra is
+// appended to the YAML.
+func startDaemon(t *testing.T, dataDir, extra string) *daemon {
+	t.Helper()
+	if dataDir == "" {
+		dataDir = t.TempDir()
+	}
+	file := filepath.Join(t.TempDir(), "ferry.yaml")
+	if err := os.WriteFile(file, []byte(fmt.Sprintf(baseConfig, dataDir)+extra), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dm := &daemon{Daemon: d, t: t, dataDir: dataDir}
+	t.Cleanup(func() { dm.stop() })
+	return dm
+}
+
+func (d *daemon) stop() {
+	if d.Daemon != nil {
+		if err := d.Daemon.Close(); err != nil {
+			d.t.Errorf("daemon close: %v", err)
+		}
+		d.Daemon = nil
+	}
+}
+
+func (d *daemon) broker() string { return "tcp://" + d.MQTTAddr().String() }
+
+// api calls the HTTP API and decodes the JSON answer into out (if not nil).
+func (d *daemon) api(method, path string, body any, out any) int {
+	d.t.Helper()
+	return d.apiAuth(method, path, body, out, adminToken)
+}
+
+func (d *daemon) apiAuth(method, path string, body any, out any, token string) int {
+	d.t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	default:
+		buf, _ := json.Marshal(b)
+		r = bytes.NewReader(buf)
+	}
+	req, _ := http.NewRequest(method, "http://"+d.HTTPAddr().String()+path, r)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			d.t.Fatalf("%s %s: %d %q: %v", method, path, resp.StatusCode, raw, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// apiRecord is a record as GET .../records returns it.
+type apiRecord struct {
+	Partition int32             `json:"partition"`
+	Offset    int64             `json:"offset"`
+	Timestamp int64             `json:"timestamp"`
+	Key       *string           `json:"key"`
+	Value     json.RawMessage   `json:"value"`
+	Headers   map[string]string `json:"headers"`
+}
+
+// records reads every record of a topic through the HTTP API.
+func (d *daemon) records(topic string) []apiRecord {
+	d.t.Helper()
+	var info struct {
+		Partitions []struct {
+			Partition   int32 `json:"partition"`
+			StartOffset int64 `json:"start_offset"`
+			EndOffset   int64 `json:"end_offset"`
+		} `json:"partitions"`
+	}
+	if code := d.api("GET", "/api/v1/topics/"+topic, nil, &info); code != 200 {
+		d.t.Fatalf("topic %s: %d", topic, code)
+	}
+	var out []apiRecord
+	for _, p := range info.Partitions {
+		for off := p.StartOffset; off < p.EndOffset; {
+			var page struct {
+				Records []apiRecord `json:"records"`
+				Next    int64       `json:"next_offset"`
+			}
+			if code := d.api("GET", fmt.Sprintf("/api/v1/topics/%s/records?partition=%d&offset=%d&limit=500", topic, p.Partition, off), nil, &page); code != 200 {
+				d.t.Fatalf("records: %d", code)
+			}
+			out = append(out, page.Records...)
+			if page.Next <= off {
+				break
+			}
+			off = page.Next
+		}
+	}
+	return out
+}
+
+// metric returns the value of one sample line of /metrics (0 if absent).
+func (d *daemon) metric(line string) float64 {
+	d.t.Helper()
+	resp, err := http.Get("http://" + d.HTTPAddr().String() + "/metrics")
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(l, line+" ") {
+			var v float64
+			fmt.Sscanf(strings.TrimPrefix(l, line+" "), "%g", &v)
+			return v
+		}
+	}
+	return 0
+}
+
+// mqttClient connects a paho (MQTT 3.1.1) client as a device.
+func mqttClient(t *testing.T, broker, username, clientID string, onLost func(error)) (paho.Client, paho.Token) {
+	t.Helper()
+	opts := paho.NewClientOptions().AddBroker(broker).SetClientID(clientID).SetUsername(username).
+		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetOrderMatters(false).
+		SetProtocolVersion(4) // no silent retry with MQTT 3.1 after a refusal
+	if onLost != nil {
+		opts.SetConnectionLostHandler(func(_ paho.Client, err error) { onLost(err) })
+	}
+	c := paho.NewClient(opts)
+	tok := c.Connect()
+	tok.WaitTimeout(10 * time.Second)
+	t.Cleanup(func() {
+		if c.IsConnected() {
+			c.Disconnect(100)
+		}
+	})
+	return c, tok
+}
+
+func connectDevice(t *testing.T, d *daemon, token string) paho.Client {
+	t.Helper()
+	c, tok := mqttClient(t, d.broker(), token, "dev-"+token, nil)
+	if tok.Error() != nil {
+		t.Fatalf("connect %s: %v", token, tok.Error())
+	}
+	return c
+}
+
+func publish(t *testing.T, c paho.Client, topic, payload string) {
+	t.Helper()
+	tok := c.Publish(topic, 1, false, payload)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish %s: %v", topic, tok.Error())
+	}
+}
+
+// freePort returns a loopback address nobody listens on (for a daemon that
+// must come back on the same address after a restart).
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
