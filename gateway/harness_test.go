@@ -20,9 +20,9 @@ import (
 
 func TestMain(m *testing.M) {
 	// The restart test runs the daemon as a child process: this binary,
-	// started with FERRY_E2E_DAEMON=1, is the daemon.
-	if os.Getenv("FERRY_E2E_DAEMON") == "1" {
-		os.Exit(run(strings.Fields(os.Getenv("FERRY_E2E_ARGS")), os.Environ(), os.Stdout, os.Stderr))
+	// started with GATEWAY_E2E_DAEMON=1, is the daemon.
+	if os.Getenv("GATEWAY_E2E_DAEMON") == "1" {
+		os.Exit(run(strings.Fields(os.Getenv("GATEWAY_E2E_ARGS")), os.Environ(), os.Stdout, os.Stderr))
 	}
 	code := m.Run()
 	if code == 0 {
