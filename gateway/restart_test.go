@@ -101,7 +101,7 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 				default:
 				}
 				if c == nil || !c.IsConnected() {
-					opts := paho.NewClientOptions().AddBroker("tcp://"+mqttAddr).SetClientID(fmt.Sprintf("dev-%d", i)).
+					opts := paho.NewClientOptions().AddBroker("tcp://" + mqttAddr).SetClientID(fmt.Sprintf("dev-%d", i)).
 						SetUsername(fmt.Sprintf("T%d", i)).SetAutoReconnect(false).SetProtocolVersion(4).
 						SetConnectTimeout(2 * time.Second).SetWriteTimeout(2 * time.Second)
 					c = paho.NewClient(opts)
