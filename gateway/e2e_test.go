@@ -289,7 +289,7 @@ func TestE2EDeviceManagement(t *testing.T) {
 		Devices []deviceJSON `json:"devices"`
 	}
 	d.api("GET", "/api/v1/devices", nil, &list)
-	if len(list.Devices) != 4 {
+	if len(list.Devices) != 6 {
 		t.Fatalf("devices after restart: %+v", list.Devices)
 	}
 	if code := d.api("DELETE", "/api/v1/devices/api-dev", nil, nil); code != 204 {

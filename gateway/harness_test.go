@@ -48,6 +48,8 @@ devices:
   - {name: boiler-1, token: TOKEN1, type: boiler}
   - {name: boiler-2, token: TOKEN2, type: boiler}
   - {name: plc-gw, token: GWTOKEN, gateway: true}
+  - {name: sim-device-0, token: sim-token-0}
+  - {name: sim-device-1, token: sim-token-1}
 provisioning: {key: pkey, secret: psecret}
 rpc:
   timeout: 10s
