@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -32,6 +33,7 @@ import (
 //	POST   /api/v1/devices/{name}/attributes/shared    (admin)
 //	DELETE /api/v1/devices/{name}/attributes/shared?keys=a,b (admin)
 //	POST   /api/v1/devices/{name}/rpc              (admin)
+//	GET    /debug/pprof/...                        (admin)
 //
 // Errors are JSON: {"error": "..."}. With http.admin_token set, every
 // /api/v1 route needs "Authorization: Bearer <token>"; without it the topic
@@ -55,6 +57,11 @@ func (d *Daemon) routes() http.Handler {
 	handle("POST /api/v1/devices/{name}/attributes/shared", "attributes", true, d.setShared)
 	handle("DELETE /api/v1/devices/{name}/attributes/shared", "attributes", true, d.deleteShared)
 	handle("POST /api/v1/devices/{name}/rpc", "rpc", true, d.rpc)
+	// Go's profiler, for the engineer chasing memory or CPU on a device
+	// (admin token required).
+	handle("GET /debug/pprof/", "pprof", true, pprof.Index)
+	handle("GET /debug/pprof/profile", "pprof", true, pprof.Profile)
+	handle("GET /debug/pprof/trace", "pprof", true, pprof.Trace)
 	mux.Handle("/", d.instrument("unknown", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	})))

@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 type Config struct {
 	NodeID       string             `mapstructure:"node_id"`
 	DataDir      string             `mapstructure:"data_dir"`
+	MemoryLimit  string             `mapstructure:"memory_limit"`
 	MQTT         MQTTConfig         `mapstructure:"mqtt"`
 	HTTP         HTTPConfig         `mapstructure:"http"`
 	Devices      []DeviceConfig     `mapstructure:"devices"`
@@ -270,6 +272,9 @@ func (c *Config) validate() []string {
 	if c.DataDir == "" {
 		bad("data_dir", "must not be empty")
 	}
+	if _, err := parseSize(c.MemoryLimit); err != nil {
+		bad("memory_limit", "%v", err)
+	}
 	checkAddr := func(key, addr string, required bool) {
 		if addr == "" {
 			if required {
@@ -389,4 +394,25 @@ func (tc TopicConfig) toLog() (flog.TopicConfig, error) {
 		errs = append(errs, err.(interface{ Unwrap() []error }).Unwrap()...)
 	}
 	return c, errors.Join(errs...)
+}
+
+// parseSize reads a byte count: a plain integer or one with a KiB, MiB or
+// GiB suffix ("48MiB"). "0" or "" is zero.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if strings.HasSuffix(s, suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, suffix)), m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size (bytes, or a number with KiB, MiB or GiB)", s)
+	}
+	return n * mult, nil
 }

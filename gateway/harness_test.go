@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,11 +20,16 @@ import (
 	"go.uber.org/goleak"
 )
 
+func signalNotify(c chan os.Signal) { signal.Notify(c, os.Interrupt, syscall.SIGTERM) }
+
 func TestMain(m *testing.M) {
 	// The restart test runs the daemon as a child process: this binary,
 	// started with GATEWAY_E2E_DAEMON=1, is the daemon.
 	if os.Getenv("GATEWAY_E2E_DAEMON") == "1" {
 		os.Exit(run(strings.Fields(os.Getenv("GATEWAY_E2E_ARGS")), os.Environ(), os.Stdout, os.Stderr))
+	}
+	if addr := os.Getenv("GATEWAY_E2E_MOCHI"); addr != "" { // the benchmarks' baseline broker
+		os.Exit(runPlainMochi(addr))
 	}
 	code := m.Run()
 	if code == 0 {
@@ -237,7 +244,7 @@ func publish(t *testing.T, c paho.Client, topic, payload string) {
 
 // freePort returns a loopback address nobody listens on (for a daemon that
 // must come back on the same address after a restart).
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

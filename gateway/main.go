@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -52,6 +53,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := newLogger(cfg.Logging, stderr)
+	if limit, _ := parseSize(cfg.MemoryLimit); limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(limit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d, err := Start(cfg, logger)

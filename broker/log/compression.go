@@ -13,7 +13,6 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Compression is a RecordBatch codec, numbered as in the attributes field.
@@ -47,41 +46,70 @@ func ParseCompression(s string) (Compression, error) {
 	return 0, fmt.Errorf("log: unknown compression %q (want none, gzip, snappy, lz4 or zstd)", s)
 }
 
-// compressor compresses record sets with franz-go's codecs, which produce
-// exactly what Kafka clients and brokers expect (LZ4 frames, raw snappy
-// blocks, zstd frames with a 64 KiB window).
+// compressor compresses record sets exactly as franz-go's default
+// compressor does (LZ4 frames, raw snappy blocks, zstd frames with a 64 KiB
+// window and no checksum, gzip), which is what Kafka clients and brokers
+// expect. Unlike franz-go's it keeps one encoder per codec instead of a
+// sync.Pool: its owner is a single goroutine (the committer, or one
+// compaction pass), and a pool is emptied by every garbage collection, which
+// under a memory limit meant building a fresh 3 MB zstd encoder for almost
+// every batch. Not safe for concurrent use.
 type compressor struct {
-	codecs [5]kgo.Compressor
-	buf    bytes.Buffer
+	zstd *zstd.Encoder
+	gzip *gzip.Writer
+	lz4  *lz4.Writer
+	buf  bytes.Buffer
+	out  []byte
 }
 
-func newCompressor() *compressor {
-	c := &compressor{}
-	for codec, kc := range map[Compression]kgo.CompressionCodec{
-		CompressionGzip:   kgo.GzipCompression(),
-		CompressionSnappy: kgo.SnappyCompression(),
-		CompressionLz4:    kgo.Lz4Compression(),
-		CompressionZstd:   kgo.ZstdCompression(),
-	} {
-		kcomp, err := kgo.DefaultCompressor(kc)
-		if err != nil {
-			panic(fmt.Sprintf("log: franz-go rejected its own %v codec: %v", codec, err))
-		}
-		c.codecs[codec] = kcomp
-	}
-	return c
-}
+func newCompressor() *compressor { return &compressor{} }
 
 // compress returns src compressed with codec and the codec actually used:
 // when compression does not make the records smaller they are stored
 // uncompressed. The result is only valid until the next call.
 func (c *compressor) compress(src []byte, codec Compression) ([]byte, Compression) {
-	if codec == CompressionNone || codec > CompressionZstd || c.codecs[codec] == nil {
+	var out []byte
+	switch codec {
+	case CompressionZstd:
+		if c.zstd == nil {
+			enc, err := zstd.NewWriter(nil, zstd.WithWindowSize(64<<10), zstd.WithEncoderConcurrency(1),
+				zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
+			if err != nil {
+				return src, CompressionNone
+			}
+			c.zstd = enc
+		}
+		c.out = c.zstd.EncodeAll(src, c.out[:0])
+		out = c.out
+	case CompressionSnappy:
+		c.out = s2.EncodeSnappy(c.out[:cap(c.out)], src)
+		out = c.out
+	case CompressionGzip:
+		c.buf.Reset()
+		if c.gzip == nil {
+			c.gzip = gzip.NewWriter(&c.buf)
+		} else {
+			c.gzip.Reset(&c.buf)
+		}
+		if _, err := c.gzip.Write(src); err != nil || c.gzip.Close() != nil {
+			return src, CompressionNone
+		}
+		out = c.buf.Bytes()
+	case CompressionLz4:
+		c.buf.Reset()
+		if c.lz4 == nil {
+			c.lz4 = lz4.NewWriter(&c.buf)
+		} else {
+			c.lz4.Reset(&c.buf)
+		}
+		if _, err := c.lz4.Write(src); err != nil || c.lz4.Close() != nil {
+			return src, CompressionNone
+		}
+		out = c.buf.Bytes()
+	default:
 		return src, CompressionNone
 	}
-	c.buf.Reset()
-	out, used := c.codecs[codec].Compress(&c.buf, src)
-	if used == kgo.CodecError || out == nil || len(out) >= len(src) {
+	if len(out) >= len(src) {
 		return src, CompressionNone
 	}
 	return out, codec

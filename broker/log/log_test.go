@@ -393,3 +393,24 @@ func TestLingerAndSizeTrigger(t *testing.T) {
 		t.Fatalf("close did not commit the lingering append: %d %v", off, err)
 	}
 }
+
+// TestCompressionReadableByFranzGo: franz-go (what Kafka clients use)
+// decompresses every codec the log writes.
+func TestCompressionReadableByFranzGo(t *testing.T) {
+	src := []byte(strings.Repeat(`{"ts":1700000000000,"values":{"temperature":21.5}}`, 50))
+	c := newCompressor()
+	for codec, kc := range map[Compression]kgo.CompressionCodecType{
+		CompressionGzip: kgo.CodecGzip, CompressionSnappy: kgo.CodecSnappy, CompressionLz4: kgo.CodecLz4, CompressionZstd: kgo.CodecZstd,
+	} {
+		for round := 0; round < 2; round++ { // the second round reuses the encoder
+			out, used := c.compress(src, codec)
+			if used != codec || len(out) >= len(src) {
+				t.Fatalf("%v: used %v, %d bytes", codec, used, len(out))
+			}
+			got, err := kgo.DefaultDecompressor().Decompress(append([]byte(nil), out...), kc)
+			if err != nil || !bytes.Equal(got, src) {
+				t.Fatalf("%v round %d: franz-go decompression: %v", codec, round, err)
+			}
+		}
+	}
+}

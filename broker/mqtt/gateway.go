@@ -15,25 +15,25 @@ import (
 // thingsboard.md §2) for a session whose device is flagged gateway: the
 // devices behind it are created on first mention and their data is keyed
 // by their own names, with a header naming the gateway.
-func (srv *Server) handleGateway(s *session, pk packets.Packet, t tb.Topic, start time.Time) {
+func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Time) {
 	bad := func(err error) {
 		srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
 	}
-	ok := func() { s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, start: start}) }
+	ok := func() { s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, start: start}) }
 	switch t.Kind {
 	case tb.TopicGatewayConnect:
-		gd, err := tb.ParseGatewayConnect(pk.Payload)
+		gd, err := tb.ParseGatewayConnect(pk.payload)
 		if err != nil {
 			bad(err)
 			return
 		}
 		if _, err := srv.child(s, gd.Device, gd.Type); err != nil {
-			s.enqueue(ackItem{err: err, packetID: pk.PacketID, qos: pk.FixedHeader.Qos})
+			s.enqueue(ackItem{err: err, packetID: pk.id, qos: pk.qos})
 			return
 		}
 		ok()
 	case tb.TopicGatewayDisconnect:
-		name, err := tb.ParseGatewayDisconnect(pk.Payload)
+		name, err := tb.ParseGatewayDisconnect(pk.payload)
 		if err != nil {
 			bad(err)
 			return
@@ -45,7 +45,7 @@ func (srv *Server) handleGateway(s *session, pk packets.Packet, t tb.Topic, star
 		srv.mu.Unlock()
 		ok()
 	case tb.TopicGatewayTelemetry:
-		devs, err := tb.ParseGatewayTelemetry(pk.Payload)
+		devs, err := tb.ParseGatewayTelemetry(pk.payload)
 		if err != nil {
 			bad(err)
 			return
@@ -54,14 +54,14 @@ func (srv *Server) handleGateway(s *session, pk packets.Packet, t tb.Topic, star
 		for _, de := range devs {
 			dev, err := srv.child(s, de.Device, "")
 			if err != nil {
-				s.enqueue(ackItem{err: err, packetID: pk.PacketID, qos: pk.FixedHeader.Qos})
+				s.enqueue(ackItem{err: err, packetID: pk.id, qos: pk.qos})
 				return
 			}
 			recs = srv.entryRecords(recs, dev, s.device.Name, de.Entries, start.UnixMilli())
 		}
 		srv.store(s, pk, srv.telemetry, recs, start)
 	case tb.TopicGatewayAttributes:
-		devs, err := tb.ParseGatewayAttributes(pk.Payload)
+		devs, err := tb.ParseGatewayAttributes(pk.payload)
 		if err != nil {
 			bad(err)
 			return
@@ -74,14 +74,14 @@ func (srv *Server) handleGateway(s *session, pk packets.Packet, t tb.Topic, star
 				err = srv.setClientAttributes(dev.Name, da.Values, now)
 			}
 			if err != nil {
-				s.enqueue(ackItem{err: err, packetID: pk.PacketID, qos: pk.FixedHeader.Qos})
+				s.enqueue(ackItem{err: err, packetID: pk.id, qos: pk.qos})
 				return
 			}
 			recs = srv.entryRecords(recs, dev, s.device.Name, []tb.Entry{{Ts: now, Values: da.Values}}, now)
 		}
 		srv.store(s, pk, srv.attributes, recs, start)
 	case tb.TopicGatewayAttributesRequest:
-		req, err := tb.ParseGatewayAttributeRequest(pk.Payload)
+		req, err := tb.ParseGatewayAttributeRequest(pk.payload)
 		if err != nil {
 			bad(err)
 			return
@@ -96,7 +96,7 @@ func (srv *Server) handleGateway(s *session, pk packets.Packet, t tb.Topic, star
 			tb.EncodeGatewayAttributeResponse(req.ID, req.Device, len(req.Keys) == 1 && len(kvs) == 1, kvs))
 		ok()
 	case tb.TopicGatewayRPC:
-		resp, err := tb.ParseGatewayRPCResponse(pk.Payload)
+		resp, err := tb.ParseGatewayRPCResponse(pk.payload)
 		if err != nil {
 			bad(err)
 			return
@@ -104,7 +104,7 @@ func (srv *Server) handleGateway(s *session, pk packets.Packet, t tb.Topic, star
 		srv.rpc.resolve(resp.Device, resp.ID, json.RawMessage(append([]byte(nil), resp.Data...)))
 		ok()
 	case tb.TopicGatewayClaim:
-		if _, err := tb.ParseGatewayClaim(pk.Payload); err != nil {
+		if _, err := tb.ParseGatewayClaim(pk.payload); err != nil {
 			bad(err)
 			return
 		}

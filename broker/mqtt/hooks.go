@@ -206,6 +206,10 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	if s == nil || s.isClosing() {
 		return pk, packets.ErrRejectPacket
 	}
-	h.srv.handlePublish(s, pk)
+	// Only what the handlers need, passed by pointer: mochi's Packet is
+	// 800 bytes and is already copied through several frames of the read
+	// loop; every further copy grows each connection's goroutine stack.
+	p := pub{topic: pk.TopicName, payload: pk.Payload, qos: pk.FixedHeader.Qos, id: pk.PacketID}
+	h.srv.handlePublish(s, &p)
 	return pk, packets.ErrRejectPacket
 }

@@ -21,15 +21,15 @@ const provisionLinger = 60 * time.Second
 // (reference thingsboard.md §1.4): the configured key and secret must match;
 // the device is created with the credentials it asked for, or a generated
 // access token.
-func (srv *Server) handleProvision(s *session, pk packets.Packet) {
-	req, err := tb.ParseProvisionRequest(pk.Payload)
+func (srv *Server) handleProvision(s *session, pk *pub) {
+	req, err := tb.ParseProvisionRequest(pk.payload)
 	if err != nil {
 		srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
 		return
 	}
 	resp := srv.provision(req)
 	srv.reply(s, tb.TopicProvisionResponse, resp)
-	s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos})
+	s.enqueue(ackItem{packetID: pk.id, qos: pk.qos})
 	s.mu.Lock()
 	if s.timer == nil {
 		s.timer = time.AfterFunc(provisionLinger, func() {

@@ -22,16 +22,24 @@ const (
 	reasonUnsupported    = "unsupported_rpc"
 )
 
+// pub is one device publish, as the handlers see it.
+type pub struct {
+	topic   string
+	payload []byte
+	qos     byte
+	id      uint16
+}
+
 // handlePublish dispatches one device publish (called from OnPublish, in
 // the client's read loop). It never waits for the disk.
-func (srv *Server) handlePublish(s *session, pk packets.Packet) {
+func (srv *Server) handlePublish(s *session, pk *pub) {
 	start := time.Now()
-	if len(pk.Payload) > srv.cfg.MaxPayload {
+	if len(pk.payload) > srv.cfg.MaxPayload {
 		srv.reject(s, pk, reasonOversize, packets.ErrPacketTooLarge.Code, true,
-			fmt.Sprintf("payload of %d bytes exceeds mqtt.max_payload %d", len(pk.Payload), srv.cfg.MaxPayload))
+			fmt.Sprintf("payload of %d bytes exceeds mqtt.max_payload %d", len(pk.payload), srv.cfg.MaxPayload))
 		return
 	}
-	t, err := tb.ParseTopic(pk.TopicName)
+	t, err := tb.ParseTopic(pk.topic)
 	if err != nil {
 		srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
 		return
@@ -51,16 +59,16 @@ func (srv *Server) handlePublish(s *session, pk packets.Packet) {
 		// ThingsBoard logs and does not acknowledge gateway publishes of
 		// devices that are not gateways; MQTT 5 clients get 0x87.
 		srv.metrics.Rejected.WithLabelValues(reasonNotGateway).Inc()
-		srv.logLimited(s.device.Name, reasonNotGateway, "gateway API used by a device that is not a gateway", "topic", pk.TopicName)
+		srv.logLimited(s.device.Name, reasonNotGateway, "gateway API used by a device that is not a gateway", "topic", pk.topic)
 		if s.v5 {
-			s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, code: packets.ErrNotAuthorized.Code})
+			s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, code: packets.ErrNotAuthorized.Code})
 		}
 		return
 	}
-	ok := func() { s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, start: start}) }
+	ok := func() { s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, start: start}) }
 	switch t.Kind {
 	case tb.TopicTelemetry:
-		entries, err := tb.ParseTelemetry(pk.Payload)
+		entries, err := tb.ParseTelemetry(pk.payload)
 		if err != nil {
 			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
 			return
@@ -68,14 +76,14 @@ func (srv *Server) handlePublish(s *session, pk packets.Packet) {
 		recs := srv.entryRecords(nil, s.device, "", entries, start.UnixMilli())
 		srv.store(s, pk, srv.telemetry, recs, start)
 	case tb.TopicAttributes:
-		kvs, err := tb.ParseAttributes(pk.Payload)
+		kvs, err := tb.ParseAttributes(pk.payload)
 		if err != nil {
 			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
 			return
 		}
 		srv.storeAttributes(s, pk, s.device, "", kvs, start)
 	case tb.TopicAttributesRequest:
-		req, err := tb.ParseAttributeRequest(pk.Payload)
+		req, err := tb.ParseAttributeRequest(pk.payload)
 		if err != nil {
 			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
 			return
@@ -84,10 +92,10 @@ func (srv *Server) handlePublish(s *session, pk packets.Packet) {
 		srv.reply(s, tb.ResponseTopic(t), tb.EncodeAttributeResponse(client, shared))
 		ok()
 	case tb.TopicRPCResponse:
-		srv.rpc.resolve(s.device.Name, t.RequestID, json.RawMessage(append([]byte(nil), pk.Payload...)))
+		srv.rpc.resolve(s.device.Name, t.RequestID, json.RawMessage(append([]byte(nil), pk.payload...)))
 		ok()
 	case tb.TopicRPCRequest:
-		req, err := tb.ParseRPCRequest(pk.Payload)
+		req, err := tb.ParseRPCRequest(pk.payload)
 		if err != nil {
 			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
 			return
@@ -95,7 +103,7 @@ func (srv *Server) handlePublish(s *session, pk packets.Packet) {
 		srv.reply(s, tb.ResponseTopic(t), srv.clientRPC(s, req))
 		ok()
 	case tb.TopicClaim:
-		if _, err := tb.ParseClaim(pk.Payload); err != nil {
+		if _, err := tb.ParseClaim(pk.payload); err != nil {
 			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
 			return
 		}
@@ -107,40 +115,40 @@ func (srv *Server) handlePublish(s *session, pk packets.Packet) {
 		// ThingsBoard acknowledges and drops publishes to unknown topics
 		// (MQTT 5 with TOPIC_NAME_INVALID) and keeps the connection.
 		srv.metrics.Rejected.WithLabelValues(reasonUnknownTopic).Inc()
-		srv.logLimited(s.device.Name, reasonUnknownTopic, "publish to an unknown topic dropped", "topic", pk.TopicName)
+		srv.logLimited(s.device.Name, reasonUnknownTopic, "publish to an unknown topic dropped", "topic", pk.topic)
 		code := byte(0)
 		if s.v5 {
 			code = packets.ErrTopicNameInvalid.Code
 		}
-		s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, code: code})
+		s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, code: code})
 	}
 }
 
 // reject counts and (rate-limited) logs bad input and answers it:
 // MQTT 5 gets a PUBACK with code; MQTT 3.x is disconnected when
 // disconnectV3 (after the acknowledgements already queued), else acked.
-func (srv *Server) reject(s *session, pk packets.Packet, reason string, code byte, disconnectV3 bool, detail string) {
+func (srv *Server) reject(s *session, pk *pub, reason string, code byte, disconnectV3 bool, detail string) {
 	srv.metrics.Rejected.WithLabelValues(reason).Inc()
-	srv.logLimited(s.device.Name, reason, "publish refused", "topic", pk.TopicName, "detail", detail)
+	srv.logLimited(s.device.Name, reason, "publish refused", "topic", pk.topic, "detail", detail)
 	switch {
 	case s.v5:
-		s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, code: code})
+		s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, code: code})
 	case disconnectV3:
 		s.enqueue(ackItem{disconnect: true, code: code})
 	default:
-		s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos})
+		s.enqueue(ackItem{packetID: pk.id, qos: pk.qos})
 	}
 }
 
 // store appends records and queues the acknowledgement on their future.
-func (srv *Server) store(s *session, pk packets.Packet, topic *flog.Topic, recs []flog.Record, start time.Time) {
+func (srv *Server) store(s *session, pk *pub, topic *flog.Topic, recs []flog.Record, start time.Time) {
 	if len(recs) == 0 {
-		s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, start: start})
+		s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, start: start})
 		return
 	}
 	fut := topic.Append(srv.ctx, recs)
 	srv.metrics.Records.WithLabelValues(topic.Name()).Add(float64(len(recs)))
-	s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos, fut: fut, start: start})
+	s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, fut: fut, start: start})
 }
 
 // entryRecords appends one record per entry to recs: key = device name,
@@ -176,9 +184,9 @@ func recordHeaders(dev registry.Device, gateway string) []flog.Header {
 
 // storeAttributes records client attributes: the registry keeps the latest
 // values (for attribute requests) and the log keeps the history.
-func (srv *Server) storeAttributes(s *session, pk packets.Packet, dev registry.Device, gateway string, kvs []tb.KV, start time.Time) {
+func (srv *Server) storeAttributes(s *session, pk *pub, dev registry.Device, gateway string, kvs []tb.KV, start time.Time) {
 	if len(kvs) == 0 {
-		s.enqueue(ackItem{packetID: pk.PacketID, qos: pk.FixedHeader.Qos})
+		s.enqueue(ackItem{packetID: pk.id, qos: pk.qos})
 		return
 	}
 	now := start.UnixMilli()
@@ -188,7 +196,7 @@ func (srv *Server) storeAttributes(s *session, pk packets.Packet, dev registry.D
 	}
 	if err := srv.reg.SetAttributes(dev.Name, registry.ScopeClient, attrs); err != nil {
 		srv.logger.Error("mqtt: store client attributes", "device", dev.Name, "err", err)
-		s.enqueue(ackItem{err: err, packetID: pk.PacketID, qos: pk.FixedHeader.Qos})
+		s.enqueue(ackItem{err: err, packetID: pk.id, qos: pk.qos})
 		return
 	}
 	recs := srv.entryRecords(nil, dev, gateway, []tb.Entry{{Ts: now, Values: kvs}}, now)

@@ -51,13 +51,16 @@ func WithInMemory() Option { return func(o *options) { o.inMemory = true } }
 // (reference libs.md §3.2–§3.5).
 const (
 	// memTableSize is the in-memory write buffer, and so the size of every
-	// level-0 table flushed from it. Badger's default (64 MiB, times 5
-	// memtables) alone would exceed what we budget for the whole Store.
-	memTableSize = 8 << 20
+	// level-0 table flushed from it. Badger allocates it up front as one
+	// arena, so it is resident memory: 2 MiB holds thousands of registry
+	// records and offsets, and keeps the daemon near its 64 MiB budget with
+	// a thousand devices connected. Badger's default (64 MiB, times 5
+	// memtables) alone would exceed what we budget for the whole daemon.
+	memTableSize = 2 << 20
 	// baseTableSize is the target SST size. It must be at least half of
 	// memTableSize: a flushed table larger than 2×baseTableSize is written
 	// corrupt on 32-bit ARM (ristretto's allocator overflows a shift).
-	baseTableSize = 8 << 20
+	baseTableSize = 2 << 20
 	// baseLevelSize is the size of level 1; small, since the state is small.
 	baseLevelSize = 16 << 20
 	// valueLogFileSize is tens of MiB: badger mmaps a value-log file at
@@ -68,8 +71,10 @@ const (
 	// checkpoints) in the LSM tree. Badger requires it to be at most 15%
 	// of memTableSize (its maximum batch size).
 	valueThreshold = 1 << 10
-	// inMemoryValueThreshold is badger's maximum threshold, for WithInMemory.
-	inMemoryValueThreshold = 1 << 20
+	// inMemoryValueThreshold keeps every value inline for WithInMemory (no
+	// value log): above MaxValueSize (badger panics on a value exactly at
+	// the threshold in memory mode), within badger's 15% of memTableSize.
+	inMemoryValueThreshold = MaxValueSize + 1
 	// numMemtables is one active and one flushing memtable.
 	numMemtables = 2
 	// Level 0 compacts after 2 tables and stalls writes at 4, so it never

@@ -27,7 +27,7 @@ var (
 // secret). Large values are also what 32-bit ARM handles worst.
 const (
 	MaxKeySize   = 4 << 10
-	MaxValueSize = 512 << 10
+	MaxValueSize = 256 << 10
 )
 
 // Store is a small durable key-value store. It is safe for concurrent use.
