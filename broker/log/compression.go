@@ -73,7 +73,7 @@ func (c *compressor) compress(src []byte, codec Compression) ([]byte, Compressio
 	case CompressionZstd:
 		if c.zstd == nil {
 			enc, err := zstd.NewWriter(nil, zstd.WithWindowSize(64<<10), zstd.WithEncoderConcurrency(1),
-				zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
+				zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false), zstd.WithEncoderLevel(zstd.SpeedFastest))
 			if err != nil {
 				return src, CompressionNone
 			}

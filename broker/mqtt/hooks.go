@@ -119,6 +119,7 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 	}
 	h.srv.sessions.Delete(cl)
 	s.stopTimer()
+	h.srv.logger.Debug("mqtt: client disconnected", "device", s.device.Name, "client_id", cl.ID, "reason", err)
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()

@@ -76,29 +76,76 @@ func (s *session) enqueue(it ackItem) {
 	s.mu.Unlock()
 }
 
-// drain is the acker: it decides queued items in order until none are left.
+// drain is the acker: it decides queued items in order until none are
+// left. PUBACKs whose storage completed together (one commit cycle) leave in
+// one write, so a pipelining device costs one syscall per cycle, not per
+// message.
 func (s *session) drain() {
 	defer s.srv.ackWG.Done()
+	var acks []byte
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 {
 			s.running = false
 			s.queue = nil
 			s.mu.Unlock()
+			s.flush(acks)
 			return
 		}
 		it := s.queue[0]
 		s.queue[0] = ackItem{}
 		s.queue = s.queue[1:]
 		s.mu.Unlock()
-		s.decide(it)
+		if it.fut != nil && !isDone(it.fut) { // about to wait: send what is decided
+			acks = s.flush(acks)
+		}
+		code, ok := s.decide(it)
+		if !ok { // acknowledge what came before, then close
+			acks = s.flush(acks)
+			s.disconnect(packets.Code{Code: code, Reason: "rejected"})
+			continue
+		}
+		if it.qos > 0 {
+			acks = appendPuback(acks, it.packetID, code, s.v5)
+		}
 	}
 }
 
-// decide waits for an item's storage (if any) and acknowledges it, or
-// closes the connection.
-func (s *session) decide(it ackItem) {
-	code := it.code
+func isDone(f *flog.Future) bool {
+	select {
+	case <-f.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// appendPuback encodes a PUBACK: MQTT 3.1.1 carries the packet id only;
+// MQTT 5 adds the reason code when it is not success (no properties).
+func appendPuback(dst []byte, id uint16, code byte, v5 bool) []byte {
+	if v5 && code != 0 {
+		return append(dst, packets.Puback<<4, 3, byte(id>>8), byte(id), code)
+	}
+	return append(dst, packets.Puback<<4, 2, byte(id>>8), byte(id))
+}
+
+// flush writes encoded PUBACKs in one write, under mochi's write lock so
+// they never interleave with packets mochi writes. A closed connection is
+// not an error here: the device resends after reconnecting.
+func (s *session) flush(acks []byte) []byte {
+	if len(acks) == 0 || s.cl.Closed() {
+		return acks[:0]
+	}
+	s.cl.Lock()
+	_, _ = s.cl.Net.Conn.Write(acks)
+	s.cl.Unlock()
+	return acks[:0]
+}
+
+// decide waits for an item's storage (if any) and returns the PUBACK
+// reason code, or ok=false and the reason to close the connection with.
+func (s *session) decide(it ackItem) (code byte, ok bool) {
+	code = it.code
 	if it.fut != nil || it.err != nil {
 		err := it.err
 		if it.fut != nil {
@@ -109,8 +156,7 @@ func (s *session) decide(it ackItem) {
 			s.srv.metrics.StorageErrors.Inc()
 			s.srv.logLimited(s.device.Name, "storage", "storage failure: not acknowledging", "err", err)
 			if !s.v5 {
-				s.disconnect(packets.ErrUnspecifiedError) // the device resends after reconnecting
-				return
+				return packets.ErrUnspecifiedError.Code, false // the device resends after reconnecting
 			}
 			code = packets.ErrUnspecifiedError.Code
 			if errors.Is(err, flog.ErrLogFull) {
@@ -121,14 +167,9 @@ func (s *session) decide(it ackItem) {
 		}
 	}
 	if it.disconnect {
-		s.disconnect(packets.Code{Code: code, Reason: "rejected"})
-		return
+		return code, false
 	}
-	if it.qos == 0 {
-		return
-	}
-	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: it.packetID, ReasonCode: code}
-	_ = s.cl.WritePacket(ack) // a closed connection: the device resends after reconnecting
+	return code, true
 }
 
 // disconnect closes the connection (with a DISCONNECT reason on MQTT 5).
