@@ -35,7 +35,7 @@ func (*allowAll) Provides(b byte) bool {
 	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
 }
 func (*allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
-func (*allowAll) OnACLCheck(*mochi.Client, string, bool) bool            { return true }
+func (*allowAll) OnACLCheck(*mochi.Client, string, bool) bool              { return true }
 
 // runPlainMochi serves the same mochi version with no storage and its own
 // PUBACK path (the baseline), until SIGTERM.
