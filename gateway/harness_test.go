@@ -77,6 +77,12 @@ type daemon struct {
 // appended to the YAML.
 func startDaemon(t *testing.T, dataDir, extra string) *daemon {
 	t.Helper()
+	return startDaemonEnv(t, dataDir, extra, nil)
+}
+
+// startDaemonEnv is startDaemon with FERRY_* environment overrides.
+func startDaemonEnv(t *testing.T, dataDir, extra string, env []string) *daemon {
+	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
@@ -84,7 +90,7 @@ func startDaemon(t *testing.T, dataDir, extra string) *daemon {
 	if err := os.WriteFile(file, []byte(fmt.Sprintf(baseConfig, dataDir)+extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(file, nil)
+	cfg, err := LoadConfig(file, env)
 	if err != nil {
 		t.Fatal(err)
 	}
