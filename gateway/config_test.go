@@ -30,7 +30,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal("node_id does not default to the host name")
 	}
 	tel := cfg.Log.Topics["telemetry"]
-	if tel.Flush != "always" || tel.Compression != "zstd" || tel.Retention != 168*time.Hour || tel.Partitions != 4 {
+	if tel.Flush != "always" || tel.Compression != "zstd" || tel.Retention != 168*time.Hour || tel.Partitions != 1 {
 		t.Fatalf("telemetry topic defaults: %+v", tel)
 	}
 	if cfg.MQTT.AllowAnonymous {
