@@ -174,7 +174,8 @@ func TestServerRPCRoundTripAndIsolation(t *testing.T) {
 	if _, err := e.srv.RPC(context.Background(), RPCRequest{Device: "basic-1", Method: "m"}); !errors.Is(err, ErrDeviceOffline) {
 		t.Fatalf("offline device: %v", err)
 	}
-	connectToken(t, e, "GWTOKEN", 4)
+	gw := connectToken(t, e, "GWTOKEN", 4)
+	gw.subscribe("v1/devices/me/attributes") // a SUBACK: the session is established, but not for RPC
 	if _, err := e.srv.RPC(context.Background(), RPCRequest{Device: "gw-1", Method: "m"}); !errors.Is(err, ErrNotSubscribed) {
 		t.Fatalf("unsubscribed device: %v", err)
 	}
