@@ -96,11 +96,7 @@ func TestClientAttributesAndAttributeRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.subscribe("v1/devices/me/attributes/response/+")
-	c.publish("v1/devices/me/attributes/request/5", `{"clientKeys":"firmware","sharedKeys":"setpoint"}`, 1)
-	var resp packets.Packet
-	for resp.FixedHeader.Type != packets.Publish {
-		resp = c.expect(packets.Publish)
-	}
+	resp := c.request("v1/devices/me/attributes/request/5", `{"clientKeys":"firmware","sharedKeys":"setpoint"}`)
 	if resp.TopicName != "v1/devices/me/attributes/response/5" {
 		t.Fatalf("response topic %s", resp.TopicName)
 	}
@@ -185,16 +181,14 @@ func TestClientSideRPC(t *testing.T) {
 	e := newEnv(t)
 	c := connectToken(t, e, "TOKEN1", 4)
 	c.subscribe("v1/devices/me/rpc/response/+")
-	c.publish("v1/devices/me/rpc/request/3", `{"method":"getSessionLimits","params":{}}`, 1)
-	pk := c.expect(packets.Publish)
+	pk := c.request("v1/devices/me/rpc/request/3", `{"method":"getSessionLimits","params":{}}`)
 	var limits struct {
 		MaxPayloadSize int `json:"maxPayloadSize"`
 	}
 	if pk.TopicName != "v1/devices/me/rpc/response/3" || json.Unmarshal(pk.Payload, &limits) != nil || limits.MaxPayloadSize != 65536 {
 		t.Fatalf("session limits %s %s", pk.TopicName, pk.Payload)
 	}
-	c.publish("v1/devices/me/rpc/request/4", `{"method":"getTime","params":{}}`, 1)
-	pk = c.expect(packets.Publish)
+	pk = c.request("v1/devices/me/rpc/request/4", `{"method":"getTime","params":{}}`)
 	if !strings.Contains(string(pk.Payload), `"error"`) {
 		t.Fatalf("unsupported client RPC answered %s", pk.Payload)
 	}
@@ -272,8 +266,7 @@ func TestGatewayAPI(t *testing.T) {
 	if d, ok := e.reg.Get("Meter B"); !ok || d.Parent != "gw-1" {
 		t.Fatalf("implicitly connected device: %+v %v", d, ok)
 	}
-	gw.publish("v1/gateway/attributes/request", `{"id":9,"device":"Meter A","client":true,"key":"model"}`, 1)
-	pk := gw.expect(packets.Publish)
+	pk := gw.request("v1/gateway/attributes/request", `{"id":9,"device":"Meter A","client":true,"key":"model"}`)
 	if pk.TopicName != "v1/gateway/attributes/response" || string(pk.Payload) != `{"id":9,"device":"Meter A","value":"X1"}` {
 		t.Fatalf("gateway attribute response %s %s", pk.TopicName, pk.Payload)
 	}

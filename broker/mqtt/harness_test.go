@@ -414,3 +414,27 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// request publishes at QoS 1 and waits for both the server's response
+// PUBLISH and the PUBACK of the request, which may come in either order.
+func (c *client) request(topic, payload string) packets.Packet {
+	c.t.Helper()
+	id := c.publish(topic, payload, 1)
+	var resp packets.Packet
+	acked, answered := false, false
+	for !acked || !answered {
+		pk, err := c.read(10 * time.Second)
+		if err != nil {
+			c.t.Fatalf("request %s: %v", topic, err)
+		}
+		switch {
+		case pk.FixedHeader.Type == packets.Puback && pk.PacketID == id:
+			acked = true
+		case pk.FixedHeader.Type == packets.Publish && !answered:
+			resp, answered = pk, true
+		default:
+			c.t.Fatalf("request %s: unexpected packet %v id %d", topic, pk.FixedHeader.Type, pk.PacketID)
+		}
+	}
+	return resp
+}
