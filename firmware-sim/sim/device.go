@@ -38,6 +38,9 @@ const (
 	// attempt itself, with some slack.
 	stopTimeout = 2*MaxReconnectInterval + connectTimeout + 5*time.Second
 	rpcQueue    = 16 // RPC requests waiting for the device goroutine
+	// rpcLinger is how long a device that answers RPC stays connected
+	// after its last message.
+	rpcLinger = 200 * time.Millisecond
 )
 
 // kind is what a tracked publish carries.
@@ -143,6 +146,13 @@ func (d *device) run(ctx context.Context, startDelay time.Duration) error {
 	d.markUp(true)
 	d.subscribe(ctx)
 	finished := d.publishLoop(ctx)
+	if finished && d.cfg.AnswerRPC {
+		// Stay a moment after the last message, as a real device stays
+		// connected: an RPC request already on its way gets answered.
+		linger := time.NewTimer(rpcLinger)
+		d.await(ctx, linger.C, false)
+		linger.Stop()
+	}
 	d.shutdown(ctx, finished)
 	return nil
 }
