@@ -1,0 +1,171 @@
+package kafka
+
+// Produce (key 0), versions 3-9 (v3 is the first with RecordBatch v2).
+//
+// Each partition's data must be exactly one RecordBatch v2. It is checked
+// completely before anything is stored — framing, magic, CRC-32C, the
+// codec, every record decoded, record count and offset deltas dense — and
+// a bad batch is answered CORRUPT_MESSAGE with nothing written. A good one
+// goes through the same append path as MQTT ingest (Partition.AppendBatch:
+// group commit, the topic's flush policy) and is stored byte for byte but
+// for its base offset.
+//
+// The answer is built by the connection's writer once the appends are
+// durable under the topic's flush policy, so the reader goes on decoding
+// the next pipelined request meanwhile. acks=1 and acks=-1 both wait for
+// durability (one node: the leader's log is every replica); acks=0 gets
+// no answer.
+//
+// Idempotent batches (producer id >= 0) are checked against the producer's
+// last five batches on the partition (producers.go): a retry is answered
+// with the original offset, a gap with OUT_OF_ORDER_SEQUENCE_NUMBER, a
+// stale epoch with INVALID_PRODUCER_EPOCH.
+
+import (
+	"context"
+	"errors"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	flog "github.com/ferry-iot/ferry/broker/log"
+)
+
+type produceSlot struct {
+	ti, pi int
+	topic  string
+	bytes  int
+	recs   int
+	f      *flog.Future
+	dup    *seqBatch
+}
+
+func handleProduce(c *conn, r *request) *outbound {
+	req := r.kreq.(*kmsg.ProduceRequest)
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	reqCode := int16(0)
+	switch {
+	case req.TransactionID != nil:
+		reqCode = kerr.TransactionalIDAuthorizationFailed.Code // no transaction coordinator here
+	case req.Acks != 0 && req.Acks != 1 && req.Acks != -1:
+		reqCode = kerr.InvalidRequiredAcks.Code
+	}
+	var slots []produceSlot
+	for ti, rt := range req.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic = rt.Topic
+		t, terr := c.s.log.Topic(rt.Topic)
+		for pi, rp := range rt.Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.BaseOffset, sp.LogAppendTime, sp.LogStartOffset = -1, -1, -1
+			st.Partitions = append(st.Partitions, sp)
+			if reqCode != 0 {
+				st.Partitions[pi].ErrorCode = reqCode
+				continue
+			}
+			var p *flog.Partition
+			if terr == nil {
+				p, terr = t.Partition(rp.Partition)
+			}
+			if terr != nil {
+				st.Partitions[pi].ErrorCode = kerr.UnknownTopicOrPartition.Code
+				terr = nil
+				continue
+			}
+			slot, code := c.produceBatch(p, rp.Records)
+			if code != 0 {
+				st.Partitions[pi].ErrorCode = code
+				continue
+			}
+			slot.ti, slot.pi, slot.topic = ti, pi, rt.Topic
+			slots = append(slots, slot)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	m := c.s.metrics
+	build := func() kmsg.Response {
+		for _, sl := range slots {
+			sp := &resp.Topics[sl.ti].Partitions[sl.pi]
+			var off int64
+			var err error
+			if sl.dup != nil {
+				m.Duplicates.Inc()
+				off, err = sl.dup.offset(context.Background())
+			} else {
+				off, err = sl.f.Wait(context.Background())
+			}
+			if err != nil {
+				sp.ErrorCode = codeFor(err)
+				c.s.limiter.warn(c.s.logger, "produce"+sl.topic, "kafka: produce failed", "topic", sl.topic, "partition", sp.Partition, "err", err)
+				continue
+			}
+			sp.BaseOffset = off
+			if t, err := c.s.log.Topic(sl.topic); err == nil {
+				if p, err := t.Partition(sp.Partition); err == nil {
+					sp.LogStartOffset = p.StartOffset()
+				}
+			}
+			if sl.dup == nil {
+				m.ProduceBytes.WithLabelValues(sl.topic).Add(float64(sl.bytes))
+				m.ProduceRecords.WithLabelValues(sl.topic).Add(float64(sl.recs))
+			}
+		}
+		return resp
+	}
+	return &outbound{build: build, none: req.Acks == 0}
+}
+
+// produceBatch validates one partition's data and queues it, or decides it
+// is an idempotent retry.
+func (c *conn) produceBatch(p *flog.Partition, data []byte) (produceSlot, int16) {
+	if len(data) == 0 {
+		return produceSlot{}, kerr.CorruptMessage.Code
+	}
+	h, recs, err := flog.DecodeRecords(data, c.decomp)
+	switch {
+	case err != nil:
+		c.s.limiter.warn(c.s.logger, "corrupt"+c.remote, "kafka: refusing a corrupt batch", "remote", c.remote, "topic", p.Topic().Name(), "err", err)
+		return produceSlot{}, codeFor(err)
+	case h.IsControl():
+		return produceSlot{}, kerr.CorruptMessage.Code
+	case h.IsTransactional():
+		return produceSlot{}, kerr.InvalidTxnState.Code
+	case h.NumRecords == 0 || int(h.NumRecords) != len(recs) || h.LastOffsetDelta != h.NumRecords-1:
+		return produceSlot{}, kerr.CorruptMessage.Code
+	}
+	for i := range recs {
+		if recs[i].Offset-h.BaseOffset != int64(i) {
+			return produceSlot{}, kerr.CorruptMessage.Code
+		}
+	}
+	slot := produceSlot{bytes: len(data), recs: int(h.NumRecords)}
+	if h.ProducerID < 0 {
+		slot.f = p.AppendBatch(c.ctx, data)
+		return slot, 0
+	}
+	if h.BaseSequence < 0 {
+		return produceSlot{}, kerr.InvalidRecord.Code
+	}
+	ps := c.s.producers.entry(h.ProducerID, p)
+	last := h.BaseSequence + h.LastOffsetDelta
+	if last < h.BaseSequence { // wrapped past int32 max
+		last = h.LastOffsetDelta - (1<<31 - 1 - h.BaseSequence) - 1
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	dup, code := ps.checkLocked(h.ProducerEpoch, h.BaseSequence, last)
+	switch {
+	case code != 0:
+		return produceSlot{}, code
+	case dup != nil:
+		slot.dup = dup
+		return slot, 0
+	}
+	slot.f = p.AppendBatch(c.ctx, data)
+	if err := slot.f.Err(); err != nil && errors.Is(err, flog.ErrCorruptBatch) {
+		return produceSlot{}, codeFor(err)
+	}
+	ps.recordLocked(h.ProducerEpoch, h.BaseSequence, last, slot.f)
+	return slot, 0
+}

@@ -1,0 +1,93 @@
+package kafka
+
+import (
+	"errors"
+	"reflect"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	flog "github.com/ferry-iot/ferry/broker/log"
+)
+
+// codeFor maps a log error to the Kafka error code a client acts on.
+func codeFor(err error) int16 {
+	var full *flog.FullError
+	var se *flog.StorageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flog.ErrUnknownTopic):
+		return kerr.UnknownTopicOrPartition.Code
+	case errors.Is(err, flog.ErrOffsetOutOfRange):
+		return kerr.OffsetOutOfRange.Code
+	case errors.Is(err, flog.ErrRecordTooLarge):
+		return kerr.MessageTooLarge.Code
+	case errors.Is(err, flog.ErrCorruptBatch):
+		return kerr.CorruptMessage.Code
+	case errors.Is(err, flog.ErrNullKey):
+		return kerr.InvalidRecord.Code
+	case errors.As(err, &full):
+		// Retriable: the producer retries until retention frees space.
+		return kerr.KafkaStorageError.Code
+	case errors.As(err, &se):
+		return kerr.KafkaStorageError.Code
+	case errors.Is(err, flog.ErrClosed):
+		// Shutting down: retriable, the client reconnects after restart.
+		return kerr.NotLeaderForPartition.Code
+	default:
+		return kerr.UnknownServerError.Code
+	}
+}
+
+// setErrorCodes sets every top-level ErrorCode field of a response (used
+// for requests answered as a whole with one error).
+func setErrorCodes(resp any, code int16) {
+	v := reflect.ValueOf(resp)
+	if v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return
+	}
+	if f := v.FieldByName("ErrorCode"); f.IsValid() && f.CanSet() && f.Kind() == reflect.Int16 {
+		f.SetInt(int64(code))
+	}
+}
+
+// firstErrorCode finds the first non-zero ErrorCode field in a response,
+// depth first, for the requests metric.
+func firstErrorCode(resp any) int16 {
+	return walkErr(reflect.ValueOf(resp), 0)
+}
+
+func walkErr(v reflect.Value, depth int) int16 {
+	if depth > 6 {
+		return 0
+	}
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			return 0
+		}
+		return walkErr(v.Elem(), depth+1)
+	case reflect.Struct:
+		if f := v.FieldByName("ErrorCode"); f.IsValid() && f.Kind() == reflect.Int16 && f.Int() != 0 {
+			return int16(f.Int())
+		}
+		for i := 0; i < v.NumField(); i++ {
+			f := v.Field(i)
+			if f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Struct {
+				if c := walkErr(f, depth+1); c != 0 {
+					return c
+				}
+			}
+		}
+	case reflect.Slice:
+		for i := 0; i < v.Len(); i++ {
+			if c := walkErr(v.Index(i), depth+1); c != 0 {
+				return c
+			}
+		}
+	}
+	return 0
+}
