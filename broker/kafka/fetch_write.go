@@ -208,7 +208,9 @@ func (c *conn) writeRecords(w *bufio.Writer, p *fetchPart) (int64, error) {
 	if err := w.Flush(); err != nil {
 		return 0, err
 	}
-	return sendfile(c.tcp, int(fder.Fd()), sl.Pos, sl.Len)
+	n, err := sendfile(c.tcp, int(fder.Fd()), sl.Pos, sl.Len)
+	c.s.metrics.SendfileBytes.Add(float64(n))
+	return n, err
 }
 
 // sendfile copies n bytes of the file at off to the socket without

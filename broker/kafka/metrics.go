@@ -20,6 +20,7 @@ type Metrics struct {
 	Malformed          *prometheus.CounterVec   // reason
 	Unsupported        *prometheus.CounterVec   // api
 	FetchBytes         *prometheus.CounterVec   // topic
+	SendfileBytes      prometheus.Counter
 	ProduceBytes       *prometheus.CounterVec   // topic
 	ProduceRecords     *prometheus.CounterVec   // topic
 	Duplicates         prometheus.Counter       // idempotent retries answered from producer state
@@ -48,6 +49,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]string{"api"}),
 		FetchBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_kafka_fetch_bytes_total", Help: "Record batch bytes served by Fetch."}, []string{"topic"}),
+		SendfileBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_kafka_sendfile_bytes_total", Help: "Fetch bytes sent from segment files with sendfile (zero copy)."}),
 		ProduceBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_kafka_produce_bytes_total", Help: "Record batch bytes accepted by Produce."}, []string{"topic"}),
 		ProduceRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -59,7 +62,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.ConnectionsRefused, m.Requests, m.RequestSeconds, m.Malformed,
-			m.Unsupported, m.FetchBytes, m.ProduceBytes, m.ProduceRecords, m.Duplicates, m.AuthFailures)
+			m.Unsupported, m.FetchBytes, m.SendfileBytes, m.ProduceBytes, m.ProduceRecords, m.Duplicates, m.AuthFailures)
 	}
 	return m
 }
