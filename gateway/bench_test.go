@@ -127,7 +127,7 @@ func rssKiB(pid int) (rss, peak int64) {
 func ferryConfig(tb testing.TB, dataDir, mqttAddr string, n int, extra string) string {
 	tb.Helper()
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "data_dir: %s\nmqtt: {listen: %q}\nhttp: {listen: %q}\nlogging: {level: warn}\nlog: {min_free_ratio: 0}\n%s\ndevices:\n",
+	fmt.Fprintf(&sb, "data_dir: %s\nmqtt: {listen: %q}\nhttp: {listen: %q}\nkafka: {listen: \"127.0.0.1:0\"}\nlogging: {level: warn}\nlog: {min_free_ratio: 0}\n%s\ndevices:\n",
 		dataDir, mqttAddr, "127.0.0.1:0", extra)
 	for i := 0; i < n; i++ {
 		fmt.Fprintf(&sb, "  - {name: sim-device-%d, token: sim-token-%d}\n", i, i)

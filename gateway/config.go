@@ -32,6 +32,8 @@ type Config struct {
 	Devices      []DeviceConfig     `mapstructure:"devices"`
 	Provisioning ProvisioningConfig `mapstructure:"provisioning"`
 	RPC          RPCConfig          `mapstructure:"rpc"`
+	Kafka        KafkaConfig        `mapstructure:"kafka"`
+	Commands     CommandsConfig     `mapstructure:"commands"`
 	Log          LogConfig          `mapstructure:"log"`
 	Logging      LoggingConfig      `mapstructure:"logging"`
 }
@@ -74,6 +76,35 @@ type ProvisioningConfig struct {
 // RPCConfig bounds server-side RPC.
 type RPCConfig struct {
 	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// KafkaConfig is the Kafka protocol listener for backend services.
+type KafkaConfig struct {
+	Listen            string        `mapstructure:"listen"`
+	Advertised        string        `mapstructure:"advertised"`
+	TLSCert           string        `mapstructure:"tls_cert"`
+	TLSKey            string        `mapstructure:"tls_key"`
+	SASLUsers         []SASLUser    `mapstructure:"sasl_users"`
+	AutoCreateTopics  bool          `mapstructure:"auto_create_topics"`
+	DefaultPartitions int           `mapstructure:"default_partitions"`
+	MaxRequestBytes   int           `mapstructure:"max_request_bytes"`
+	MaxConnections    int           `mapstructure:"max_connections"`
+	GroupMinSession   time.Duration `mapstructure:"group_min_session_timeout"`
+	GroupMaxSession   time.Duration `mapstructure:"group_max_session_timeout"`
+	OffsetsRetention  time.Duration `mapstructure:"offsets_retention"`
+}
+
+// SASLUser is one SASL/PLAIN credential for the Kafka listener.
+type SASLUser struct {
+	Username string `mapstructure:"username"`
+	Password string `mapstructure:"password"`
+}
+
+// CommandsConfig turns records in a log topic into device RPC.
+type CommandsConfig struct {
+	Topic     string        `mapstructure:"topic"`
+	Responses string        `mapstructure:"responses"`
+	Expiry    time.Duration `mapstructure:"expiry"`
 }
 
 // LogConfig is the durable log.
@@ -304,6 +335,44 @@ func (c *Config) validate() []string {
 	}
 	if c.RPC.Timeout <= 0 {
 		bad("rpc.timeout", "%v must be positive", c.RPC.Timeout)
+	}
+	checkAddr("kafka.listen", c.Kafka.Listen, false)
+	checkAddr("kafka.advertised", c.Kafka.Advertised, false)
+	if (c.Kafka.TLSCert == "") != (c.Kafka.TLSKey == "") {
+		bad("kafka.tls_cert", "kafka.tls_cert and kafka.tls_key must be set together")
+	}
+	for i, u := range c.Kafka.SASLUsers {
+		if u.Username == "" || u.Password == "" {
+			bad(fmt.Sprintf("kafka.sasl_users[%d]", i), "needs username and password")
+		}
+	}
+	if c.Kafka.DefaultPartitions < 1 || c.Kafka.DefaultPartitions > 1024 {
+		bad("kafka.default_partitions", "%d is outside 1..1024", c.Kafka.DefaultPartitions)
+	}
+	if c.Kafka.MaxRequestBytes < 1<<20 || c.Kafka.MaxRequestBytes > 1<<30 {
+		bad("kafka.max_request_bytes", "%d is outside 1048576..1073741824", c.Kafka.MaxRequestBytes)
+	}
+	if c.Kafka.MaxConnections < 1 {
+		bad("kafka.max_connections", "%d must be at least 1", c.Kafka.MaxConnections)
+	}
+	if c.Kafka.GroupMinSession <= 0 || c.Kafka.GroupMaxSession < c.Kafka.GroupMinSession {
+		bad("kafka.group_min_session_timeout", "%v..%v is not a positive range (kafka.group_max_session_timeout)", c.Kafka.GroupMinSession, c.Kafka.GroupMaxSession)
+	}
+	if c.Kafka.OffsetsRetention <= 0 {
+		bad("kafka.offsets_retention", "%v must be positive", c.Kafka.OffsetsRetention)
+	}
+	if c.Commands.Topic != "" {
+		if flog.ValidTopicName(c.Commands.Topic) != nil {
+			bad("commands.topic", "%q is not a valid topic name", c.Commands.Topic)
+		}
+		if flog.ValidTopicName(c.Commands.Responses) != nil {
+			bad("commands.responses", "%q is not a valid topic name", c.Commands.Responses)
+		} else if c.Commands.Responses == c.Commands.Topic {
+			bad("commands.responses", "must differ from commands.topic")
+		}
+		if c.Commands.Expiry <= 0 {
+			bad("commands.expiry", "%v must be positive", c.Commands.Expiry)
+		}
 	}
 	if c.Log.MinFreeRatio < 0 || c.Log.MinFreeRatio >= 1 {
 		bad("log.min_free_ratio", "%v is outside [0, 1)", c.Log.MinFreeRatio)

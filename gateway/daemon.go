@@ -16,13 +16,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commands"
+	"github.com/ferry-iot/ferry/broker/kafka"
+	"github.com/ferry-iot/ferry/broker/kafka/group"
 	"github.com/ferry-iot/ferry/broker/mqtt"
 	"github.com/ferry-iot/ferry/broker/registry"
 	"github.com/ferry-iot/ferry/broker/state"
 )
 
-// Daemon is a running gateway: state store, registry, log, MQTT broker and
-// HTTP API, started in that order and stopped in reverse.
+// Daemon is a running gateway: state store, registry, log, MQTT broker,
+// Kafka listener (with its group coordinator) and HTTP API, started in that order and stopped in reverse.
 type Daemon struct {
 	cfg     *Config
 	logger  *slog.Logger
@@ -32,6 +35,9 @@ type Daemon struct {
 	reg      *registry.Registry
 	log      *flog.Log
 	mqtt     *mqtt.Server
+	commands *commands.Dispatcher
+	groups   *group.Coordinator
+	kafka    *kafka.Server
 	http     *http.Server
 	httpLn   net.Listener
 	httpDone chan error
@@ -110,6 +116,12 @@ func Start(cfg *Config, logger *slog.Logger) (d *Daemon, err error) {
 	if err = d.mqtt.Start(); err != nil {
 		return nil, err
 	}
+	if err = d.startCommands(); err != nil {
+		return nil, err
+	}
+	if err = d.startKafka(); err != nil {
+		return nil, err
+	}
 
 	if d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
@@ -154,6 +166,21 @@ func (d *Daemon) Close() error {
 		}
 	} else if d.httpLn != nil {
 		d.httpLn.Close()
+	}
+	if d.kafka != nil {
+		if err := d.kafka.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if d.groups != nil {
+		if err := d.groups.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("kafka groups: %w", err))
+		}
+	}
+	if d.commands != nil {
+		if err := d.commands.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("commands: %w", err))
+		}
 	}
 	if d.mqtt != nil {
 		if err := d.mqtt.Close(); err != nil {

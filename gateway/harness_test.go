@@ -51,6 +51,8 @@ mqtt:
 http:
   listen: "127.0.0.1:0"
   admin_token: ` + adminToken + `
+kafka:
+  listen: "127.0.0.1:0"
 devices:
   - {name: boiler-1, token: TOKEN1, type: boiler}
   - {name: boiler-2, token: TOKEN2, type: boiler}

@@ -35,7 +35,7 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 		fmt.Fprintf(&devs, "  - {name: dev-%d, token: T%d}\n", i, i)
 	}
 	cfgFile := filepath.Join(t.TempDir(), "ferry.yaml")
-	cfg := fmt.Sprintf("data_dir: %s\nmqtt: {listen: %q}\nhttp: {listen: %q}\nlog: {min_free_ratio: 0}\nlogging: {level: warn}\ndevices:\n%s",
+	cfg := fmt.Sprintf("data_dir: %s\nmqtt: {listen: %q}\nhttp: {listen: %q}\nkafka: {listen: \"127.0.0.1:0\"}\nlog: {min_free_ratio: 0}\nlogging: {level: warn}\ndevices:\n%s",
 		dataDir, mqttAddr, httpAddr, devs.String())
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 peers=(
   mosquitto_pub:mosquitto-clients
   mosquitto_sub:mosquitto-clients
+  kcat:kcat
 )
 
 missing=()

@@ -130,6 +130,31 @@ func (srv *Server) RPC(ctx context.Context, req RPCRequest) (json.RawMessage, er
 	}
 }
 
+// OnRPCReady registers fn to be called with a device's name each time the
+// device may have become reachable for server-side RPC: when its own
+// session subscribes to RPC requests, when its gateway subscribes to
+// v1/gateway/rpc (once per device already behind it), and when a
+// subscribed gateway starts speaking for it. It is a hint for retrying
+// queued RPCs at once rather than on a timer: the device may be gone again
+// when RPC is called, and no call is made when a device goes away. fn runs
+// on the connection's read loop, so it must return quickly and must not
+// call RPC itself. A later call replaces fn; nil removes it.
+func (srv *Server) OnRPCReady(fn func(device string)) {
+	if fn == nil {
+		srv.onRPCReady.Store(nil)
+		return
+	}
+	srv.onRPCReady.Store(&fn)
+}
+
+func (srv *Server) rpcReady(devices ...string) {
+	if fn := srv.onRPCReady.Load(); fn != nil {
+		for _, d := range devices {
+			(*fn)(d)
+		}
+	}
+}
+
 // PushSharedAttributes stores shared attributes and pushes them to the
 // device if it is connected and subscribed (directly, or through its
 // gateway). It reports whether the push was delivered.

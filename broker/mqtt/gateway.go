@@ -120,9 +120,26 @@ func (srv *Server) child(s *session, name, typ string) (registry.Device, error) 
 		return dev, err
 	}
 	srv.mu.Lock()
+	prev := srv.gwChild[name]
 	srv.gwChild[name] = s
 	srv.mu.Unlock()
+	if prev != s && s.subGwRPC.Load() {
+		srv.rpcReady(name)
+	}
 	return dev, nil
+}
+
+// childrenOf returns the devices whose downlinks go through gateway session s.
+func (srv *Server) childrenOf(s *session) []string {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	var names []string
+	for child, gw := range srv.gwChild {
+		if gw == s {
+			names = append(names, child)
+		}
+	}
+	return names
 }
 
 // setClientAttributes stores the latest client attribute values.

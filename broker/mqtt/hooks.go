@@ -23,7 +23,7 @@ func (h *hook) ID() string { return "ferry-thingsboard" }
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnSessionEstablished,
-		mochi.OnDisconnect, mochi.OnSubscribe, mochi.OnUnsubscribe, mochi.OnPublish,
+		mochi.OnDisconnect, mochi.OnSubscribe, mochi.OnSubscribed, mochi.OnUnsubscribe, mochi.OnPublish,
 	}, []byte{b})
 }
 
@@ -166,6 +166,28 @@ func (h *hook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
 	}
 	pk.Filters = filters
 	return pk
+}
+
+// OnSubscribed tells the OnRPCReady listener about accepted RPC
+// subscriptions. mochi calls it after storing the subscriptions, so an RPC
+// sent from the listener gets the subscription's QoS.
+func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {
+	s := h.srv.session(cl)
+	if s == nil || s.provision {
+		return
+	}
+	for i, f := range pk.Filters {
+		if i < len(codes) && codes[i] >= packets.ErrUnspecifiedError.Code {
+			continue
+		}
+		switch kind, ok := tb.CheckSubscription(f.Filter, s.device.Gateway, false); {
+		case !ok:
+		case kind == tb.SubRPCRequest:
+			h.srv.rpcReady(s.device.Name)
+		case kind == tb.SubGatewayRPC:
+			h.srv.rpcReady(h.srv.childrenOf(s)...)
+		}
+	}
 }
 
 // OnUnsubscribe turns the matching downlinks off again.

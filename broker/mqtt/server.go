@@ -75,7 +75,8 @@ type Server struct {
 	devices map[string]*session // device name → its newest direct session
 	gwChild map[string]*session // device behind a gateway → that gateway's session
 
-	rpc rpcTable
+	rpc        rpcTable
+	onRPCReady atomic.Pointer[func(device string)] // see OnRPCReady
 
 	ackWG   sync.WaitGroup // per-connection ackers
 	addr    atomic.Value   // net.Addr of the TCP listener

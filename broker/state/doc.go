@@ -12,6 +12,7 @@
 //	reg/   package registry (devices, credential index, attributes)
 //	off/   consumer-group offsets
 //	ckpt/  bridge checkpoints
+//	cmd/   package commands (command dispatch checkpoints)
 //
 // # Durability and atomicity
 //

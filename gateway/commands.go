@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/ferry-iot/ferry/broker/commands"
+	"github.com/ferry-iot/ferry/broker/mqtt"
+)
+
+// startCommands turns records in commands.topic into device RPC
+// (commands.topic empty: off).
+func (d *Daemon) startCommands() error {
+	cc := d.cfg.Commands
+	if cc.Topic == "" {
+		return nil
+	}
+	var err error
+	d.commands, err = commands.New(commands.Config{
+		Topic: cc.Topic, Responses: cc.Responses, Timeout: d.cfg.RPC.Timeout, Expiry: cc.Expiry,
+		Logger: d.logger, Metrics: commands.NewMetrics(d.metrics),
+	}, d.log, d.state, mqttSender{d.mqtt})
+	if err != nil {
+		return fmt.Errorf("commands: %w", err)
+	}
+	d.mqtt.OnRPCReady(d.commands.DeviceOnline)
+	if err := d.commands.Start(); err != nil {
+		return fmt.Errorf("commands: %w", err)
+	}
+	return nil
+}
+
+// mqttSender delivers commands through the MQTT broker's server-side RPC,
+// mapping its errors onto the ones the dispatcher acts on.
+type mqttSender struct{ srv *mqtt.Server }
+
+func (s mqttSender) RPC(ctx context.Context, r commands.Request) (json.RawMessage, error) {
+	resp, err := s.srv.RPC(ctx, mqtt.RPCRequest{Device: r.Device, Method: r.Method, Params: r.Params, Timeout: r.Timeout, OneWay: r.OneWay})
+	switch {
+	case err == nil:
+		return resp, nil
+	case errors.Is(err, mqtt.ErrDeviceOffline), errors.Is(err, mqtt.ErrNotSubscribed), errors.Is(err, mqtt.ErrShuttingDown):
+		return nil, fmt.Errorf("%w: %w", commands.ErrOffline, err) // waits for the device
+	case errors.Is(err, mqtt.ErrUnknownDevice):
+		return nil, fmt.Errorf("%w: %w", commands.ErrUnknownDevice, err)
+	case errors.Is(err, mqtt.ErrRPCTimeout):
+		return nil, fmt.Errorf("%w: %w", commands.ErrTimeout, err)
+	}
+	return nil, err
+}
