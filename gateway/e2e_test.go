@@ -316,7 +316,9 @@ func TestE2EHealthAndTopics(t *testing.T) {
 			Partitions []any  `json:"partitions"`
 		} `json:"topics"`
 	}
-	if code := d.api("GET", "/api/v1/topics", nil, &topics); code != 200 || len(topics.Topics) != 2 || len(topics.Topics[1].Partitions) != 3 {
+	// The device topics, and the commands topic and its responses.
+	if code := d.api("GET", "/api/v1/topics", nil, &topics); code != 200 || len(topics.Topics) != 4 ||
+		topics.Topics[3].Name != "telemetry" || len(topics.Topics[3].Partitions) != 3 {
 		t.Fatalf("topics: %d %+v", code, topics)
 	}
 	var e struct {
