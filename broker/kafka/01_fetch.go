@@ -97,8 +97,8 @@ func handleFetch(c *conn, r *request) *outbound {
 }
 
 // readFetch reads every requested partition once, within the request's
-// byte limits, and returns the wake-up channels of the partitions that
-// were read at their end, taken before reading so no append is missed.
+// byte limits, and returns the wake-up channels of the partitions it read,
+// taken before reading so no append is missed.
 func (s *Server) readFetch(req *kmsg.FetchRequest) (*fetchAnswer, []<-chan struct{}) {
 	ans := &fetchAnswer{version: req.Version}
 	budget := int64(req.MaxBytes)
@@ -141,9 +141,9 @@ func (s *Server) readFetch(req *kmsg.FetchRequest) (*fetchAnswer, []<-chan struc
 				continue
 			}
 			fp.hwm, fp.logStart = sl.HighWatermark, sl.LogStartOffset
+			waitOn = append(waitOn, ch) // new data anywhere may reach MinBytes
 			if sl.Len == 0 {
 				sl.Release()
-				waitOn = append(waitOn, ch)
 			} else {
 				fp.slice = sl
 				ans.total += sl.Len

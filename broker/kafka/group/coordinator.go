@@ -19,18 +19,22 @@ import (
 
 // Defaults filled in by New for zero Config fields.
 const (
-	DefaultMinSessionTimeout = 6 * time.Second      // group.min.session.timeout.ms
-	DefaultMaxSessionTimeout = 30 * time.Minute     // group.max.session.timeout.ms
-	DefaultOffsetsRetention  = 7 * 24 * time.Hour   // offsets.retention.minutes
-	DefaultMaxGroups         = 10000                // groups held in memory
-	DefaultMaxGroupSize      = 1000                 // members (and pending members) per group
-	housekeepingInterval     = time.Minute          // how often offsets retention runs
-	maxGroupIDLen            = 2048                 // bytes; keeps store keys far below state.MaxKeySize
-	maxTopicLen              = 249                  // Kafka's topic name limit
-	maxMetadataLen           = 4096                 // offset.metadata.max.bytes
-	deleteBatch              = 1000                 // offset keys deleted per store transaction
-	allGroupOperations       = 1<<3 | 1<<6 | 1<<8   // READ, DELETE, DESCRIBE: AuthorizedOperations with no ACLs
-	emptyGroupLogName        = "(empty group name)" // for log lines
+	DefaultMinSessionTimeout = 6 * time.Second    // group.min.session.timeout.ms
+	DefaultMaxSessionTimeout = 30 * time.Minute   // group.max.session.timeout.ms
+	DefaultOffsetsRetention  = 7 * 24 * time.Hour // offsets.retention.minutes
+	DefaultMaxGroups         = 10000              // groups held in memory
+	DefaultMaxGroupSize      = 1000               // members (and pending members) per group
+)
+
+// Fixed limits and constants.
+const (
+	housekeepingInterval = time.Minute        // how often offsets retention runs
+	maxGroupIDLen        = 2048               // bytes; keeps store keys far below state.MaxKeySize
+	maxTopicLen          = 249                // Kafka's topic name limit
+	maxMetadataLen       = 4096               // offset.metadata.max.bytes
+	deleteBatch          = 1000               // offset keys deleted per store transaction
+	allGroupOperations   = 1<<3 | 1<<6 | 1<<8 // READ, DELETE, DESCRIBE: AuthorizedOperations with no ACLs
+	emptyGroupLogName    = "(empty group name)"
 )
 
 // Config configures a Coordinator. Zero fields take the defaults above.

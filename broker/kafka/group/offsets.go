@@ -99,7 +99,8 @@ func decodeCommitted(v []byte) (Committed, error) {
 
 // load reads every committed offset into memory; their groups start
 // Empty, their retention counting from now. Malformed records are logged
-// and skipped.
+// and skipped. New calls it before run starts and before c is shared, so
+// it needs no lock.
 func (c *Coordinator) load() error {
 	now := c.now()
 	skipped := 0
