@@ -84,6 +84,16 @@ func (p *Partition) compact(cfg TopicConfig, logNow int64) (int64, error) {
 		return 0, nil
 	}
 	sealed := append([]*segment(nil), p.segs[:len(p.segs)-1]...)
+	// Records a bridge has not replicated yet (a retention hold) are not
+	// compacted away: only segments wholly below the hold are cleaned.
+	hold := p.holdFrom()
+	for len(sealed) > 0 && sealed[len(sealed)-1].next.Load() > hold {
+		sealed = sealed[:len(sealed)-1]
+	}
+	if len(sealed) == 0 {
+		p.segMu.RUnlock()
+		return 0, nil
+	}
 	for _, s := range sealed {
 		s.acquire()
 	}
