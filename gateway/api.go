@@ -48,6 +48,7 @@ func (d *Daemon) routes() http.Handler {
 	handle("GET /api/v1/topics", "topics", false, d.listTopics)
 	handle("GET /api/v1/topics/{topic}", "topic", false, d.getTopic)
 	handle("GET /api/v1/topics/{topic}/records", "records", false, d.getRecords)
+	handle("GET /api/v1/bridges", "bridges", false, d.listBridges)
 	handle("GET /api/v1/groups", "groups", false, d.listGroups)
 	handle("GET /api/v1/groups/{group}", "group", false, d.getGroup)
 	handle("GET /api/v1/devices", "devices", true, d.listDevices)

@@ -34,6 +34,7 @@ type Config struct {
 	RPC          RPCConfig          `mapstructure:"rpc"`
 	Kafka        KafkaConfig        `mapstructure:"kafka"`
 	Commands     CommandsConfig     `mapstructure:"commands"`
+	Bridges      BridgesConfig      `mapstructure:"bridges"`
 	Log          LogConfig          `mapstructure:"log"`
 	Logging      LoggingConfig      `mapstructure:"logging"`
 }
@@ -98,6 +99,45 @@ type KafkaConfig struct {
 type SASLUser struct {
 	Username string `mapstructure:"username"`
 	Password string `mapstructure:"password"`
+}
+
+// BridgesConfig holds the upstream bridges.
+type BridgesConfig struct {
+	Kafka KafkaBridgeConfig `mapstructure:"kafka"`
+}
+
+// KafkaBridgeConfig replicates log topics to an upstream Kafka cluster.
+type KafkaBridgeConfig struct {
+	Brokers         []string          `mapstructure:"brokers"`
+	Topics          map[string]string `mapstructure:"topics"`
+	Delivery        string            `mapstructure:"delivery"`
+	TransactionalID string            `mapstructure:"transactional_id"`
+	CheckpointTopic string            `mapstructure:"checkpoint_topic"`
+	Compression     string            `mapstructure:"compression"`
+	TLS             BridgeTLSConfig   `mapstructure:"tls"`
+	SASL            BridgeSASLConfig  `mapstructure:"sasl"`
+	Order           string            `mapstructure:"order"`
+	RateLimit       string            `mapstructure:"rate_limit"`
+	StallTimeout    time.Duration     `mapstructure:"stall_timeout"`
+	Backoff         time.Duration     `mapstructure:"backoff"`
+	MaxBackoff      time.Duration     `mapstructure:"max_backoff"`
+	MaxBatchBytes   string            `mapstructure:"max_batch_bytes"`
+}
+
+// BridgeTLSConfig is TLS towards an upstream.
+type BridgeTLSConfig struct {
+	Enabled            bool   `mapstructure:"enabled"`
+	CAFile             string `mapstructure:"ca_file"`
+	CertFile           string `mapstructure:"cert_file"`
+	KeyFile            string `mapstructure:"key_file"`
+	InsecureSkipVerify bool   `mapstructure:"insecure_skip_verify"`
+}
+
+// BridgeSASLConfig is SASL towards an upstream.
+type BridgeSASLConfig struct {
+	Mechanism string `mapstructure:"mechanism"`
+	Username  string `mapstructure:"username"`
+	Password  string `mapstructure:"password"`
 }
 
 // CommandsConfig turns records in a log topic into device RPC.
@@ -221,9 +261,13 @@ func allConfigKeys(v *viper.Viper) []string {
 			switch {
 			case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)):
 				walk(f.Type, name+".")
-			case f.Type.Kind() == reflect.Map:
+			case f.Type.Kind() == reflect.Map && f.Type.Elem().Kind() == reflect.Struct:
 				for topic := range v.GetStringMap(name) {
 					walk(f.Type.Elem(), name+"."+topic+".")
+				}
+			case f.Type.Kind() == reflect.Map:
+				for k := range v.GetStringMap(name) {
+					keys[name+"."+k] = true
 				}
 			case f.Type.Kind() == reflect.Slice:
 				// Lists come from the file only.
@@ -374,6 +418,7 @@ func (c *Config) validate() []string {
 			bad("commands.expiry", "%v must be positive", c.Commands.Expiry)
 		}
 	}
+	c.validateKafkaBridge(bad)
 	if c.Log.MinFreeRatio < 0 || c.Log.MinFreeRatio >= 1 {
 		bad("log.min_free_ratio", "%v is outside [0, 1)", c.Log.MinFreeRatio)
 	}

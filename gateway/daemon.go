@@ -15,10 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/bridge"
 	"github.com/ferry-iot/ferry/broker/commands"
 	"github.com/ferry-iot/ferry/broker/kafka"
 	"github.com/ferry-iot/ferry/broker/kafka/group"
+	flog "github.com/ferry-iot/ferry/broker/log"
 	"github.com/ferry-iot/ferry/broker/mqtt"
 	"github.com/ferry-iot/ferry/broker/registry"
 	"github.com/ferry-iot/ferry/broker/state"
@@ -36,6 +37,8 @@ type Daemon struct {
 	log      *flog.Log
 	mqtt     *mqtt.Server
 	commands *commands.Dispatcher
+	bridges  []*bridge.Engine
+	bridgeM  *bridge.Metrics
 	groups   *group.Coordinator
 	kafka    *kafka.Server
 	http     *http.Server
@@ -122,6 +125,9 @@ func Start(cfg *Config, logger *slog.Logger) (d *Daemon, err error) {
 	if err = d.startKafka(); err != nil {
 		return nil, err
 	}
+	if err = d.startBridges(); err != nil {
+		return nil, err
+	}
 
 	if d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
@@ -166,6 +172,11 @@ func (d *Daemon) Close() error {
 		}
 	} else if d.httpLn != nil {
 		d.httpLn.Close()
+	}
+	for _, b := range d.bridges {
+		if err := b.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if d.kafka != nil {
 		if err := d.kafka.Close(); err != nil {
