@@ -64,7 +64,11 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "ferry %s: storing data in %s\n", cfg.NodeID, d.dataDir)
-	fmt.Fprintf(stdout, "ferry: MQTT on %s, HTTP API on %s\n", d.MQTTAddr(), d.HTTPAddr())
+	kafkaAddr := "off"
+	if a := d.KafkaAddr(); a != nil {
+		kafkaAddr = a.String()
+	}
+	fmt.Fprintf(stdout, "ferry: MQTT on %s, Kafka on %s, HTTP API on %s\n", d.MQTTAddr(), kafkaAddr, d.HTTPAddr())
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "ferry: shutting down")
 	if err := d.Close(); err != nil {
