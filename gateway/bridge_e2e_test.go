@@ -79,4 +79,7 @@ bridges:
 	if v := d.metric(`ferry_bridge_records_sent_total{bridge="kafka"}`); v < 20 {
 		t.Fatalf("records sent metric %v", v)
 	}
+	if v := d.metric(`ferry_bridge_lag{bridge="kafka",partition="0",topic="telemetry"}`); v != 0 {
+		t.Fatalf("lag metric %v", v)
+	}
 }

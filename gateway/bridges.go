@@ -7,7 +7,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
@@ -120,6 +123,7 @@ func (d *Daemon) startBridges() error {
 func (d *Daemon) bridgeMetrics() *bridge.Metrics {
 	if d.bridgeM == nil {
 		d.bridgeM = bridge.NewMetrics(d.metrics)
+		d.metrics.MustRegister(&bridgeCollector{d: d})
 	}
 	return d.bridgeM
 }
@@ -168,4 +172,38 @@ func (d *Daemon) listBridges(w http.ResponseWriter, _ *http.Request) {
 		out = append(out, b.Status())
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"bridges": out})
+}
+
+// bridgeCollector exports each bridge's lag per partition and its last
+// acknowledgement time, read from Status at scrape time.
+type bridgeCollector struct{ d *Daemon }
+
+var (
+	bridgeLagDesc = prometheus.NewDesc("ferry_bridge_lag", "Records in the edge log not yet acknowledged by the upstream.",
+		[]string{"bridge", "topic", "partition"}, nil)
+	bridgeAckDesc = prometheus.NewDesc("ferry_bridge_last_ack_timestamp_seconds", "When the upstream last acknowledged a batch (0: never).",
+		[]string{"bridge"}, nil)
+	bridgeDroppedDesc = prometheus.NewDesc("ferry_bridge_dropped_unreplicated", "Records of the bridged topics that retention dropped before they were replicated.",
+		[]string{"bridge"}, nil)
+)
+
+func (c *bridgeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- bridgeLagDesc
+	ch <- bridgeAckDesc
+	ch <- bridgeDroppedDesc
+}
+
+func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, b := range c.d.bridges {
+		st := b.Status()
+		for _, p := range st.Partitions {
+			ch <- prometheus.MustNewConstMetric(bridgeLagDesc, prometheus.GaugeValue, float64(p.Lag), st.Name, p.Topic, strconv.Itoa(int(p.Partition)))
+		}
+		var ack float64
+		if !st.LastAck.IsZero() {
+			ack = float64(st.LastAck.UnixNano()) / 1e9
+		}
+		ch <- prometheus.MustNewConstMetric(bridgeAckDesc, prometheus.GaugeValue, ack, st.Name)
+		ch <- prometheus.MustNewConstMetric(bridgeDroppedDesc, prometheus.GaugeValue, float64(st.DroppedUnreplicated), st.Name)
+	}
 }
