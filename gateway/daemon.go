@@ -56,9 +56,10 @@ func Start(cfg *Config, logger *slog.Logger) (d *Daemon, err error) {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
 	d = &Daemon{cfg: cfg, logger: logger, dataDir: dataDir, metrics: prometheus.NewRegistry()}
+	opened := d // the returns below set d to nil
 	defer func() {
 		if err != nil {
-			d.Close()
+			opened.Close()
 			d = nil
 		}
 	}()

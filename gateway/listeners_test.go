@@ -9,9 +9,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,9 +52,9 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 // WebSocket listeners, and the records land in the log.
 func TestE2ETLSAndWebSocketListeners(t *testing.T) {
 	cert, key := selfSigned(t)
-	tlsAddr, wsAddr := freePort(t), freePort(t)
-	d := startDaemonEnv(t, "", "", []string{"FERRY_MQTT_TLS_LISTEN=" + tlsAddr, "FERRY_MQTT_TLS_CERT=" + cert,
-		"FERRY_MQTT_TLS_KEY=" + key, "FERRY_MQTT_WS_LISTEN=" + wsAddr})
+	d := startDaemonEnv(t, "", "", []string{"FERRY_MQTT_TLS_LISTEN=127.0.0.1:0", "FERRY_MQTT_TLS_CERT=" + cert,
+		"FERRY_MQTT_TLS_KEY=" + key, "FERRY_MQTT_WS_LISTEN=127.0.0.1:0"})
+	tlsAddr, wsAddr := d.mqtt.TLSAddr().String(), d.mqtt.WSAddr().String()
 	for _, broker := range []string{"ssl://" + tlsAddr, "ws://" + wsAddr + "/mqtt"} {
 		opts := paho.NewClientOptions().AddBroker(broker).SetClientID("c-" + broker).SetUsername("TOKEN1").
 			SetAutoReconnect(false).SetProtocolVersion(4).SetConnectTimeout(5 * time.Second).
@@ -64,5 +68,29 @@ func TestE2ETLSAndWebSocketListeners(t *testing.T) {
 	}
 	if n := len(d.records("telemetry")); n != 2 {
 		t.Fatalf("%d records through TLS and WebSocket, want 2", n)
+	}
+}
+
+// TestWebSocketPortBusy: a WebSocket port already in use stops start-up
+// with an error naming it (mochi's own listener would only log it).
+func TestWebSocketPortBusy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	file := filepath.Join(t.TempDir(), "ferry.yaml")
+	os.WriteFile(file, []byte(fmt.Sprintf(baseConfig, t.TempDir())), 0o644)
+	cfg, err := LoadConfig(file, []string{"FERRY_MQTT_WS_LISTEN=" + ln.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		d.Close()
+		t.Fatal("started with the WebSocket port taken")
+	}
+	if !strings.Contains(err.Error(), "websocket "+ln.Addr().String()) {
+		t.Fatalf("error does not name the listener: %v", err)
 	}
 }

@@ -79,6 +79,8 @@ type Server struct {
 	onRPCReady atomic.Pointer[func(device string)] // see OnRPCReady
 
 	ackWG   sync.WaitGroup // per-connection ackers
+
+	wsAddr, tlsAddr net.Addr // bound optional listeners (set by Start)
 	addr    atomic.Value   // net.Addr of the TCP listener
 	started atomic.Bool
 }
@@ -141,6 +143,9 @@ func (s *Server) Start() error {
 	}
 	if s.cfg.TLSListen != "" {
 		tl, err := tls.Listen("tcp", s.cfg.TLSListen, s.cfg.TLS)
+		if err == nil {
+			s.tlsAddr = tl.Addr()
+		}
 		if err != nil {
 			return fmt.Errorf("mqtt: listen tls %s: %w", s.cfg.TLSListen, err)
 		}
@@ -150,10 +155,15 @@ func (s *Server) Start() error {
 		}
 	}
 	if s.cfg.WSListen != "" {
-		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: s.cfg.WSListen})
-		if err := s.mochi.AddListener(ws); err != nil {
+		ws, err := newWSListener("ws", s.cfg.WSListen)
+		if err != nil {
 			return fmt.Errorf("mqtt: listen websocket %s: %w", s.cfg.WSListen, err)
 		}
+		if err := s.mochi.AddListener(ws); err != nil {
+			ws.ln.Close()
+			return fmt.Errorf("mqtt: %w", err)
+		}
+		s.wsAddr = ws.ln.Addr()
 	}
 	if err := s.mochi.Serve(); err != nil {
 		return fmt.Errorf("mqtt: serve: %w", err)
@@ -161,6 +171,12 @@ func (s *Server) Start() error {
 	s.started.Store(true)
 	return nil
 }
+
+// TLSAddr is the TLS listener's address (nil when off).
+func (s *Server) TLSAddr() net.Addr { return s.tlsAddr }
+
+// WSAddr is the WebSocket listener's address (nil when off).
+func (s *Server) WSAddr() net.Addr { return s.wsAddr }
 
 // Addr is the TCP listener's address (useful with ":0").
 func (s *Server) Addr() net.Addr {

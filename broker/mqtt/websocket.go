@@ -1,0 +1,125 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// wsListener is MQTT over WebSocket on a socket bound before the broker
+// starts. mochi's own WebSocket listener binds inside its Serve goroutine,
+// so a busy port is only logged and the daemon starts without it; binding
+// here makes that a start-up error naming mqtt.ws_listen, and lets ":0"
+// report its port.
+type wsListener struct {
+	id       string
+	ln       net.Listener
+	srv      *http.Server
+	upgrader websocket.Upgrader
+	log      *slog.Logger
+
+	mu        sync.Mutex
+	establish listeners.EstablishFn // guarded by mu
+}
+
+func newWSListener(id, addr string) (*wsListener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	l := &wsListener{id: id, ln: ln, upgrader: websocket.Upgrader{
+		Subprotocols: []string{"mqtt"},
+		CheckOrigin:  func(*http.Request) bool { return true }, // devices, not browsers with cookies
+	}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", l.handle)
+	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return l, nil
+}
+
+func (l *wsListener) ID() string       { return l.id }
+func (l *wsListener) Address() string  { return l.ln.Addr().String() }
+func (l *wsListener) Protocol() string { return "ws" }
+
+func (l *wsListener) Init(log *slog.Logger) error {
+	l.log = log
+	return nil
+}
+
+func (l *wsListener) Serve(establish listeners.EstablishFn) {
+	l.mu.Lock()
+	l.establish = establish
+	l.mu.Unlock()
+	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		l.log.Error("mqtt: websocket listener stopped", "addr", l.Address(), "err", err)
+	}
+}
+
+func (l *wsListener) Close(closeClients listeners.CloseFn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = l.srv.Shutdown(ctx)
+	closeClients(l.id)
+}
+
+func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
+	c, err := l.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	defer c.Close()
+	l.mu.Lock()
+	establish := l.establish
+	l.mu.Unlock()
+	if err := establish(l.id, &wsConn{Conn: c.UnderlyingConn(), c: c}); err != nil && !errors.Is(err, io.EOF) {
+		l.log.Debug("mqtt: websocket client ended", "remote", r.RemoteAddr, "err", err)
+	}
+}
+
+// wsConn presents a WebSocket as the byte stream MQTT expects: binary
+// messages are read back to back, each Write is one binary message.
+type wsConn struct {
+	net.Conn
+	c *websocket.Conn
+	r io.Reader // the current message, nil between messages
+}
+
+func (ws *wsConn) Read(p []byte) (int, error) {
+	for {
+		if ws.r == nil {
+			op, r, err := ws.c.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				return 0, fmt.Errorf("mqtt: websocket message of type %d, MQTT needs binary", op)
+			}
+			ws.r = r
+		}
+		n, err := ws.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			ws.r = nil
+			if n == 0 {
+				continue // an empty message: read the next one
+			}
+			return n, nil
+		}
+		return n, err
+	}
+}
+
+func (ws *wsConn) Write(p []byte) (int, error) {
+	if err := ws.c.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
