@@ -79,10 +79,14 @@ func (s *Server) newConn(nc net.Conn) *conn {
 }
 
 // stopReading makes the reader return at its next frame boundary (the
-// server is closing); answers already queued are still written.
+// server is closing); answers already queued are still written. It
+// cancels before moving the deadline, and serve sets the idle deadline
+// before checking ctx, so a reader between two frames either sees the
+// cancellation or has its deadline moved after it set it: never a read
+// that waits out the idle timeout.
 func (c *conn) stopReading() {
-	c.nc.SetReadDeadline(time.Now())
 	c.cancel()
+	c.nc.SetReadDeadline(time.Now())
 }
 
 func (c *conn) serve() {
@@ -96,10 +100,10 @@ func (c *conn) serve() {
 		c.nc.Close()
 	}()
 	for {
-		if c.ctx.Err() != nil {
+		c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+		if c.ctx.Err() != nil { // after the deadline: see stopReading
 			return
 		}
-		c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
 		frame, err := c.readFrame()
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
