@@ -19,7 +19,7 @@ const refreshEvery = 10 * time.Second
 func (e *Engine) nextBatch() (*Batch, error) {
 	idle := false
 	for {
-		b, err := e.fill()
+		b, err := e.fill(e.order(), e.positions())
 		if err != nil {
 			return nil, err
 		}
@@ -72,13 +72,23 @@ func (e *Engine) waitData() error {
 	return nil
 }
 
-// fill packs one batch without advancing the cursors.
-func (e *Engine) fill() (*Batch, error) {
+// positions returns every cursor's progress (run goroutine only).
+func (e *Engine) positions() map[TP]Progress {
+	m := make(map[TP]Progress, len(e.cursors))
+	for tp, c := range e.cursors {
+		m[tp] = c.prog
+	}
+	return m
+}
+
+// fill packs one batch of the partitions in order, starting at from,
+// without advancing the cursors. It reads nothing of the engine's mutable
+// state, so a prefetch can run it while the run goroutine sends.
+func (e *Engine) fill(order []*cursor, from map[TP]Progress) (*Batch, error) {
 	b := &Batch{Progress: map[TP]Progress{}}
-	order := e.order()
 	prog := make(map[TP]Progress, len(order))
 	for _, c := range order {
-		p := c.prog
+		p := from[c.tp]
 		if e.cfg.Order == LiveFirst && !p.split() {
 			if hwm := c.p.HighWatermark(); hwm-p.Next > e.cfg.LiveThreshold {
 				p.LiveFrom, p.LiveNext = hwm, hwm
@@ -150,14 +160,10 @@ func (e *Engine) readInto(b *Batch, c *cursor, p Progress, live bool, maxBytes i
 	}
 	if start := c.p.StartOffset(); !live && from < start {
 		// Retention (overwrite_oldest under a size or disk limit) dropped
-		// records before they were replicated: skip them, counted.
-		skipped := start - from
-		e.metrics.Skipped.WithLabelValues(e.cfg.Name).Add(float64(skipped))
-		e.mu.Lock()
-		e.status.RecordsSkipped += skipped
-		e.mu.Unlock()
-		e.logger.Warn("bridge: records were dropped by retention before replication", "bridge", e.cfg.Name,
-			"partition", c.tp.String(), "from", from, "to", start, "records", skipped)
+		// records before they were replicated: skip them, counted once the
+		// batch that moves past them is acknowledged (a failed Send skips
+		// them again).
+		b.skips = append(b.skips, skip{tp: c.tp, from: from, to: start})
 		from = start
 		p = advance(p, start)
 	}
@@ -167,40 +173,67 @@ func (e *Engine) readInto(b *Batch, c *cursor, p Progress, live bool, maxBytes i
 		}
 		return 0, p, nil
 	}
-	recs, next, _, err := c.p.ReadRecords(from, maxBytes)
-	if errors.Is(err, flog.ErrOffsetOutOfRange) {
-		return 0, p, nil // retention moved the start meanwhile: next round
-	}
-	if err != nil {
-		return 0, p, err
-	}
-	n := 0
-	upto := min(next, end) // everything read was taken (gaps from compaction or control batches included)
-	for _, r := range recs {
-		if r.Offset < from {
-			continue
+	// maxBytes counts record bytes, the log's read limit stored ones, which
+	// zstd makes five to ten times smaller: read in steps and stop at the
+	// share, rather than decode far more than the batch takes (and give
+	// the other partitions their turn, round robin).
+	n, added, pos := 0, 0, from
+	for pos < end && added < maxBytes {
+		recs, next, _, err := c.p.ReadRecords(pos, min(maxBytes-added, readStep))
+		if errors.Is(err, flog.ErrOffsetOutOfRange) {
+			break // retention moved the start meanwhile: next round
 		}
-		if r.Offset >= end {
-			upto = end
+		if err != nil {
+			if n > 0 {
+				break // send what was read; the error comes back next time
+			}
+			return 0, p, err
+		}
+		if cap(b.Items) == 0 && len(recs) > 0 {
+			// Size the batch once from the first record, rather than
+			// growing (and copying) it a dozen times.
+			b.Items = make([]Item, 0, min(e.cfg.MaxBatchRecords, e.cfg.MaxBatchBytes/max(recordBytes(&recs[0]), 16)+1))
+		}
+		upto := min(next, end) // everything read was taken (gaps from compaction or control batches included)
+		full := false
+		for _, r := range recs {
+			if r.Offset < pos {
+				continue
+			}
+			if r.Offset >= end {
+				upto = end
+				break
+			}
+			if len(b.Items) >= e.cfg.MaxBatchRecords || (n > 0 && (b.Bytes >= e.cfg.MaxBatchBytes || added >= maxBytes)) {
+				upto, full = r.Offset, true // the batch or the share is full: this record goes next time
+				break
+			}
+			b.Items = append(b.Items, Item{TP: c.tp, Record: r})
+			rb := recordBytes(&r)
+			b.Bytes += rb
+			added += rb
+			n++
+		}
+		if upto <= pos {
 			break
 		}
-		if len(b.Items) >= e.cfg.MaxBatchRecords || (n > 0 && b.Bytes >= e.cfg.MaxBatchBytes) {
-			upto = r.Offset // the batch is full: this record goes next time
+		pos = upto
+		if full {
 			break
 		}
-		b.Items = append(b.Items, Item{TP: c.tp, Record: r})
-		b.Bytes += recordBytes(&r)
-		n++
 	}
-	if upto <= from {
+	if pos <= from {
 		return n, p, nil
 	}
 	if live {
-		p.LiveNext = upto
+		p.LiveNext = pos
 		return n, p, nil
 	}
-	return n, advance(p, upto), nil
+	return n, advance(p, pos), nil
 }
+
+// readStep is the most stored bytes one read of a partition decodes.
+const readStep = 64 << 10
 
 // advance moves the backlog cursor to next, merging with the live range
 // when they meet.

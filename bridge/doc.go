@@ -52,6 +52,9 @@
 // # Goroutines
 //
 // One run goroutine per Engine, started by Start and stopped by Close
-// (which cancels a Send in flight and waits). Targets own nothing else
-// that outlives a Conn.
+// (which cancels a Send in flight and waits). While a Send is in flight
+// the run goroutine has a second one read the next batch from the log
+// (prefetch: it touches no engine state and is joined before the cursors
+// move), so log decompression overlaps the upstream's round trips.
+// Targets own nothing else that outlives a Conn.
 package bridge

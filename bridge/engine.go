@@ -57,6 +57,14 @@ type Batch struct {
 	Items    []Item
 	Progress map[TP]Progress
 	Bytes    int // key, value and header bytes of Items
+
+	skips []skip // ranges retention dropped before replication, passed over by this batch
+}
+
+// skip is a range of a partition's offsets retention deleted unreplicated.
+type skip struct {
+	tp       TP
+	from, to int64
 }
 
 // Target is one kind of upstream.
@@ -367,12 +375,17 @@ func (e *Engine) sleep(backoff *time.Duration) {
 	*backoff = min(2**backoff, e.cfg.MaxBackoff)
 }
 
-// pump sends batches until a Send fails or the engine stops.
+// pump sends batches until a Send fails or the engine stops. While a
+// batch is on its way the next one is read from the log (prefetch), so
+// the upstream's round trips and the log's decompression overlap.
 func (e *Engine) pump(conn Conn) (progressed, stalled bool, err error) {
+	var next *Batch
 	for {
-		b, err := e.nextBatch()
-		if err != nil {
-			return progressed, false, err
+		b := next
+		if b == nil {
+			if b, err = e.nextBatch(); err != nil {
+				return progressed, false, err
+			}
 		}
 		if e.limiter != nil {
 			if err := e.waitRate(b.Bytes); err != nil {
@@ -383,11 +396,13 @@ func (e *Engine) pump(conn Conn) (progressed, stalled bool, err error) {
 			c := e.cursors[it.TP]
 			c.high = max(c.high, it.Record.Offset+1)
 		}
+		pre := e.prefetch(b)
 		ctx, cancel := context.WithTimeout(e.ctx, e.cfg.StallTimeout)
 		start := time.Now()
 		err = conn.Send(ctx, b)
 		stalled = errors.Is(ctx.Err(), context.DeadlineExceeded) && e.ctx.Err() == nil
 		cancel()
+		next = <-pre // joined before the cursors move
 		if err != nil {
 			if stalled {
 				err = fmt.Errorf("no acknowledgement for %v with records waiting (stalled link): %w", e.cfg.StallTimeout, err)
@@ -398,6 +413,27 @@ func (e *Engine) pump(conn Conn) (progressed, stalled bool, err error) {
 		e.metrics.SendSeconds.WithLabelValues(e.cfg.Name).Observe(time.Since(start).Seconds())
 		e.delivered(b)
 	}
+}
+
+// prefetch fills, on a goroutine it owns until the result is received,
+// the batch that follows b: from where b leaves each partition, or the
+// cursor. It yields nil when nothing follows yet (nextBatch then waits and
+// lingers as usual) or on a read error (nextBatch meets it again).
+func (e *Engine) prefetch(b *Batch) <-chan *Batch {
+	from := e.positions()
+	for tp, p := range b.Progress {
+		from[tp] = p
+	}
+	order := e.order()
+	ch := make(chan *Batch, 1)
+	go func() {
+		nb, err := e.fill(order, from)
+		if err != nil || (len(nb.Items) == 0 && len(nb.Progress) == 0) {
+			nb = nil
+		}
+		ch <- nb
+	}()
+	return ch
 }
 
 func (e *Engine) waitRate(n int) error {
@@ -417,6 +453,15 @@ func (e *Engine) delivered(b *Batch) {
 		c := e.cursors[tp]
 		c.prog = prog
 		c.p.SetHold(e.owner, prog.Next)
+	}
+	for _, s := range b.skips {
+		n := s.to - s.from
+		e.metrics.Skipped.WithLabelValues(e.cfg.Name).Add(float64(n))
+		e.mu.Lock()
+		e.status.RecordsSkipped += n
+		e.mu.Unlock()
+		e.logger.Warn("bridge: records were dropped by retention before replication", "bridge", e.cfg.Name,
+			"partition", s.tp.String(), "from", s.from, "to", s.to, "records", n)
 	}
 	e.dirty = true
 	e.metrics.Records.WithLabelValues(e.cfg.Name).Add(float64(len(b.Items)))

@@ -61,6 +61,7 @@ func readCommitted(ctx context.Context, cl *kgo.Client, topic string, fn func(ke
 			req.SessionEpoch = -1
 			rt := kmsg.NewFetchRequestTopic()
 			rt.Topic = topic
+			rt.TopicID = td.ID // kgo sends the broker's highest Fetch version: v13+ names topics by ID
 			rp := kmsg.NewFetchRequestTopicPartition()
 			rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes, rp.LogStartOffset = pd.Partition, pos, 8<<20, -1
 			rt.Partitions = []kmsg.FetchRequestTopicPartition{rp}

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,6 +23,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childDirEnv) != "" {
+		os.Exit(bridgeChild()) // a gateway process for TestSIGKILLMidTransaction
+	}
 	code := m.Run()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
@@ -32,18 +36,25 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+// quiet is the tests' logger: discarded, or on stderr with
+// FERRY_TEST_LOG=1 (debugging).
+func quiet() *slog.Logger {
+	if os.Getenv("FERRY_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
 
 // edge is a gateway's log and state store in a directory that survives
 // "restarts" of the engine.
 type edge struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	log *flog.Log
 	st  *state.Store
 }
 
-func newEdge(t *testing.T, dir string) *edge {
+func newEdge(t testing.TB, dir string) *edge {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -72,25 +83,47 @@ func (e *edge) close() {
 // devices) starting at sequence from, and waits until they are durable.
 func (e *edge) produce(topic string, from, n, devices int) {
 	e.t.Helper()
+	if err := e.tryProduce(topic, from, n, devices); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// tryProduce is produce returning the error (for other goroutines).
+func (e *edge) tryProduce(topic string, from, n, devices int) error {
 	tp, err := e.log.EnsureTopic(topic, flog.TopicConfig{Partitions: 3, Compression: flog.CompressionZstd})
 	if err != nil {
-		e.t.Fatal(err)
+		return err
 	}
-	var last *flog.Future
+	return appendTelemetry(tp, from, n, devices)
+}
+
+// telemetry is the record produce writes for sequence i.
+func telemetry(i, devices int) flog.Record {
+	dev := "dev-" + strconv.Itoa(i%devices)
+	return flog.Record{Key: []byte(dev), Timestamp: 1_700_000_000_000 + int64(i),
+		Value:   []byte(fmt.Sprintf(`{"ts":%d,"values":{"seq":%d,"temperature":21.5}}`, 1_700_000_000_000+i, i)),
+		Headers: []flog.Header{{Key: "device", Value: []byte(dev)}, {Key: "seq", Value: []byte(strconv.Itoa(i))}}}
+}
+
+// appendTelemetry appends records from..from+n-1 to tp in appends of 100
+// and waits for all of them.
+func appendTelemetry(tp *flog.Topic, from, n, devices int) error {
+	var fs []*flog.Future
 	recs := make([]flog.Record, 0, 100)
 	for i := from; i < from+n; i++ {
-		dev := "dev-" + strconv.Itoa(i%devices)
-		recs = append(recs, flog.Record{Key: []byte(dev), Timestamp: 1_700_000_000_000 + int64(i),
-			Value:   []byte(fmt.Sprintf(`{"ts":%d,"values":{"seq":%d,"temperature":21.5}}`, 1_700_000_000_000+i, i)),
-			Headers: []flog.Header{{Key: "device", Value: []byte(dev)}, {Key: "seq", Value: []byte(strconv.Itoa(i))}}})
+		recs = append(recs, telemetry(i, devices))
 		if len(recs) == cap(recs) || i == from+n-1 {
-			last = tp.Append(context.Background(), recs)
-			recs = recs[:0]
+			fs = append(fs, tp.Append(context.Background(), recs))
+			recs = make([]flog.Record, 0, 100)
 		}
 	}
-	if _, err := last.Wait(context.Background()); err != nil {
-		e.t.Fatal(err)
+	var errs []error
+	for _, f := range fs {
+		if _, err := f.Wait(context.Background()); err != nil {
+			errs = append(errs, err)
+		}
 	}
+	return errors.Join(errs...)
 }
 
 func (e *edge) total(topic string) int64 {
@@ -171,6 +204,18 @@ func prov(r *kgo.Record) string {
 // the duplicates.
 func (u *upstream) check(t *testing.T, e *edge, topic string, allowDup bool) int {
 	t.Helper()
+	return u.verify(t, e, topic, allowDup, true)
+}
+
+// checkUnordered is check without the per-key order (live_first sends a
+// key's newer records before its older ones).
+func (u *upstream) checkUnordered(t *testing.T, e *edge, topic string, allowDup bool) int {
+	t.Helper()
+	return u.verify(t, e, topic, allowDup, false)
+}
+
+func (u *upstream) verify(t *testing.T, e *edge, topic string, allowDup, ordered bool) int {
+	t.Helper()
 	tp, _ := e.log.Topic(topic)
 	missing, dups := 0, 0
 	for _, p := range tp.Partitions() {
@@ -189,6 +234,9 @@ func (u *upstream) check(t *testing.T, e *edge, topic string, allowDup bool) int
 	}
 	if dups > 0 && !allowDup {
 		t.Fatalf("%d edge records duplicated upstream", dups)
+	}
+	if !ordered {
+		return dups
 	}
 	// Per key order: upstream partition order must follow edge offsets.
 	lastByKey := map[string]int64{}
@@ -254,4 +302,47 @@ func waitLag(t *testing.T, en *bridge.Engine, timeout time.Duration) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("bridge still lagging: %+v", en.Status())
+}
+
+// txnMarkers reads topic read_uncommitted with its control records and
+// counts the transactions that ended there, by producer epoch: commits
+// and aborts (a transaction spanning partitions counts once).
+func txnMarkers(t *testing.T, addrs []string, topic string) (commits, aborts int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topic), kgo.KeepControlRecords(),
+		kgo.FetchIsolationLevel(kgo.ReadUncommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	type txn struct {
+		pid   int64
+		epoch int16
+	}
+	ended := map[txn]bool{} // → committed
+	seen := 0
+	for quiet, deadline := 0, time.Now().Add(30*time.Second); quiet < 2 && time.Now().Before(deadline); {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		n := 0
+		fs.EachRecord(func(r *kgo.Record) {
+			n++
+			if r.Attrs.IsControl() && len(r.Key) >= 4 {
+				ended[txn{r.ProducerID, r.ProducerEpoch}] = r.Key[3] == 1 // key: version int16, type int16 (0 abort, 1 commit)
+			}
+		})
+		if seen += n; n == 0 && seen > 0 {
+			quiet++
+		}
+	}
+	for _, c := range ended {
+		if c {
+			commits++
+		} else {
+			aborts++
+		}
+	}
+	return commits, aborts
 }

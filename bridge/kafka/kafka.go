@@ -317,20 +317,42 @@ func (c *conn) Send(ctx context.Context, b *bridge.Batch) error {
 			mu.Unlock()
 		}
 	}
+	// The records, their headers and the provenance values are carved out
+	// of a few arrays per batch rather than allocated one by one: kgo
+	// holds them until Flush returns, and so does this Send.
 	node := []byte(c.t.cfg.NodeID)
+	recs := make([]kgo.Record, len(b.Items))
+	nh := 0
+	for i := range b.Items {
+		nh += len(b.Items[i].Record.Headers) + 4
+	}
+	hdrs := make([]kgo.RecordHeader, 0, nh)
+	digits := make([]byte, 0, len(b.Items)*16)
+	names := map[string][]byte{}
 	for i := range b.Items {
 		it := &b.Items[i]
-		r := &kgo.Record{Topic: c.t.cfg.Topics[it.Topic], Key: it.Record.Key, Value: it.Record.Value,
-			Timestamp: time.UnixMilli(it.Record.Timestamp)}
-		r.Headers = make([]kgo.RecordHeader, 0, len(it.Record.Headers)+4)
+		r := &recs[i]
+		r.Topic, r.Key, r.Value, r.Timestamp = c.t.cfg.Topics[it.Topic], it.Record.Key, it.Record.Value, time.UnixMilli(it.Record.Timestamp)
+		first := len(hdrs)
 		for _, h := range it.Record.Headers {
-			r.Headers = append(r.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+			hdrs = append(hdrs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
 		}
-		r.Headers = append(r.Headers,
+		name, ok := names[it.Topic]
+		if !ok {
+			name = []byte(it.Topic)
+			names[it.Topic] = name
+		}
+		p0 := len(digits)
+		digits = strconv.AppendInt(digits, int64(it.Partition), 10)
+		p1 := len(digits)
+		digits = strconv.AppendInt(digits, it.Record.Offset, 10)
+		o1 := len(digits)
+		hdrs = append(hdrs,
 			kgo.RecordHeader{Key: "ferry.node", Value: node},
-			kgo.RecordHeader{Key: "ferry.topic", Value: []byte(it.Topic)},
-			kgo.RecordHeader{Key: "ferry.partition", Value: strconv.AppendInt(nil, int64(it.Partition), 10)},
-			kgo.RecordHeader{Key: "ferry.offset", Value: strconv.AppendInt(nil, it.Record.Offset, 10)})
+			kgo.RecordHeader{Key: "ferry.topic", Value: name},
+			kgo.RecordHeader{Key: "ferry.partition", Value: digits[p0:p1:p1]},
+			kgo.RecordHeader{Key: "ferry.offset", Value: digits[p1:o1:o1]})
+		r.Headers = hdrs[first:len(hdrs):len(hdrs)]
 		c.cl.Produce(ctx, r, promise)
 	}
 	if c.t.eos() {
@@ -352,7 +374,7 @@ func (c *conn) Send(ctx context.Context, b *bridge.Batch) error {
 		return nil
 	}
 	if err != nil {
-		c.abort()
+		c.abort(ctx)
 		return fmt.Errorf("bridge/kafka: produce in transaction: %w", err)
 	}
 	if err := c.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
@@ -363,11 +385,15 @@ func (c *conn) Send(ctx context.Context, b *bridge.Batch) error {
 	return nil
 }
 
-// abort drops what is buffered and aborts the open transaction; errors
-// are moot, the engine reconnects and fences.
-func (c *conn) abort() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+// abort drops what is buffered and aborts the open transaction, within
+// what is left of the Send's deadline: once the engine gave up on the
+// Send (stall watchdog, Close) it must not wait for produce requests a
+// silent upstream never answers. Errors are moot: the engine closes this
+// client, reconnects, and its fence aborts whatever is still open.
+func (c *conn) abort(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
 	_ = c.cl.AbortBufferedRecords(ctx)
 	_ = c.cl.EndTransaction(ctx, kgo.TryAbort)
 }

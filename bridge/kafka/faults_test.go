@@ -1,0 +1,144 @@
+package kafka
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ferry-iot/ferry/bridge"
+)
+
+// A fault the link suffers mid-drain.
+type fault struct {
+	name  string
+	apply func() // takes the link down; the round waits for the engine to notice
+	heal  func()
+}
+
+func linkFaults(c *kfake.Cluster, l *link, stall time.Duration) []fault {
+	return []fault{
+		{"refuse connections", l.cut, l.restore},
+		{"drop a Produce", func() { dropNext(c, kmsg.Produce) }, func() {}},
+		{"delay an EndTxn", func() { delayNext(c, kmsg.EndTxn, stall+stall/2) }, func() {}},
+		{"refuse connections", l.cut, l.restore},
+		{"drop an EndTxn", func() { dropNext(c, kmsg.EndTxn) }, func() {}},
+		{"delay a Produce", func() { delayNext(c, kmsg.Produce, stall+stall/2) }, func() {}},
+	}
+}
+
+// runFaults drives rounds of faults while the engine drains: each round
+// lets the engine commit some batches, applies a fault, waits until the
+// engine saw the link fail (a reconnect), and heals it.
+func runFaults(t *testing.T, en *bridge.Engine, faults []fault, rounds int) {
+	t.Helper()
+	for round := range rounds {
+		f := faults[round%len(faults)]
+		sent := en.Status().RecordsSent
+		waitFor(t, "progress before "+f.name, 30*time.Second, func() bool { return en.Status().RecordsSent > sent })
+		time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
+		st := en.Status()
+		f.apply()
+		start := time.Now()
+		waitFor(t, "the engine to notice: "+f.name, 30*time.Second, func() bool { return en.Status().Reconnects > st.Reconnects })
+		f.heal()
+		t.Logf("round %2d: %-20s lag %6d at the fault, noticed after %v", round, f.name, st.Lag, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// TestLinkFaultsExactlyOnce: while a backlog drains and live records keep
+// arriving, the link is cut (connections refused and severed), requests
+// are dropped (the upstream goes silent: the stall watchdog must notice)
+// and answers delayed past the stall timeout, many times. Afterwards the
+// upstream holds every edge record exactly once, in per-key order.
+func TestLinkFaultsExactlyOnce(t *testing.T) {
+	t.Parallel() // mostly waiting out stall timeouts and backoffs
+	c := cluster(t)
+	e := newEdge(t, "")
+	defer e.close()
+	const backlog = 30000
+	e.produce("telemetry", 0, backlog, 200)
+	l := newLink()
+	tg := target(t, c.ListenAddrs(), ExactlyOnce, kgo.Dialer(l.dial))
+	m := bridge.NewMetrics(prometheus.NewRegistry())
+	const stall = time.Second
+	en := engineFor(t, e, tg, bridge.Config{StallTimeout: stall, MaxBatchBytes: 64 << 10, Metrics: m})
+	en.Start()
+	defer en.Close()
+	in := startIngest(e, backlog, 50, 200, 50*time.Millisecond)
+
+	apts := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.AddPartitionsToTxn}, Count: -1, Observe: true})
+	runFaults(t, en, linkFaults(c, l, stall), 12)
+
+	total := in.halt(t)
+	waitLag(t, en, 60*time.Second)
+	st := en.Status()
+	if err := en.Close(); err != nil {
+		t.Fatal(err)
+	}
+	u := readUpstream(t, c.ListenAddrs(), "site1.telemetry", total, 30*time.Second)
+	u.check(t, e, "telemetry", false)
+	if len(u.recs) != total {
+		t.Fatalf("upstream holds %d records, the edge %d", len(u.recs), total)
+	}
+	commits, aborts := txnMarkers(t, c.ListenAddrs(), "site1.telemetry")
+	stalled, sendFail, connFail := failures(m, "stalled"), failures(m, "send"), failures(m, "connect")
+	if stalled == 0 || st.Reconnects < 12 {
+		t.Fatalf("expected stalls and 12+ reconnects: stalled %v, status %+v", stalled, st)
+	}
+	t.Logf("%d records (%d live during the faults) exactly once; reconnects %d (stalled %v, send %v, connect %v); "+
+		"resent %v; upstream transactions %d committed, %d aborted; dials refused %d, connections severed %d; AddPartitionsToTxn requests %d (KIP-890: implicit)",
+		total, total-backlog, st.Reconnects, stalled, sendFail, connFail, counter(m.Resent.WithLabelValues("kafka")),
+		commits, aborts, l.refused.Load(), l.severed.Load(), apts.Hits())
+}
+
+// TestLinkFaultsAtLeastOnce: the same faults against at-least-once
+// delivery (idempotent producer, no transactions, local checkpoints):
+// nothing may be missing; a batch whose acknowledgement was lost is sent
+// again, and every duplicate upstream must be accounted for by the
+// engine's resent counter.
+func TestLinkFaultsAtLeastOnce(t *testing.T) {
+	t.Parallel() // mostly waiting out stall timeouts and backoffs
+	c := cluster(t)
+	e := newEdge(t, "")
+	defer e.close()
+	const backlog = 20000
+	e.produce("telemetry", 0, backlog, 200)
+	l := newLink()
+	tg := target(t, c.ListenAddrs(), AtLeastOnce, kgo.Dialer(l.dial))
+	m := bridge.NewMetrics(prometheus.NewRegistry())
+	const stall = time.Second
+	en := engineFor(t, e, tg, bridge.Config{StallTimeout: stall, MaxBatchBytes: 64 << 10, Metrics: m})
+	en.Start()
+	defer en.Close()
+	in := startIngest(e, backlog, 50, 200, 50*time.Millisecond)
+
+	faults := []fault{
+		{"refuse connections", l.cut, l.restore},
+		{"drop a Produce", func() { dropNext(c, kmsg.Produce) }, func() {}},
+		{"delay a Produce", func() { delayNext(c, kmsg.Produce, stall+stall/2) }, func() {}},
+	}
+	runFaults(t, en, faults, 6)
+
+	total := in.halt(t)
+	waitLag(t, en, 60*time.Second)
+	st := en.Status()
+	if err := en.Close(); err != nil {
+		t.Fatal(err)
+	}
+	u := readUpstream(t, c.ListenAddrs(), "site1.telemetry", total, 30*time.Second)
+	dups := u.check(t, e, "telemetry", true)
+	resent := counter(m.Resent.WithLabelValues("kafka"))
+	if float64(dups) > resent {
+		t.Fatalf("upstream holds %d duplicates, the engine counted only %v resent", dups, resent)
+	}
+	if len(u.recs) != total+dups {
+		t.Fatalf("upstream holds %d records: %d edge records + %d duplicates expected", len(u.recs), total, dups)
+	}
+	t.Logf("%d records, none missing; duplicates upstream %d, resent (metric) %v; reconnects %d (stalled %v)",
+		total, dups, resent, st.Reconnects, failures(m, "stalled"))
+}

@@ -1,0 +1,309 @@
+package kafka
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ferry-iot/ferry/bridge"
+	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/state"
+)
+
+// TestGatewayRestart: the engine and the edge (log and state store) are
+// closed mid-drain and reopened from the same directory several times,
+// with records arriving between runs. The upstream ends with every edge
+// record exactly once. In the stale variant the local checkpoints are
+// deleted between runs, so only the upstream's (committed in the same
+// transactions as the records) can say where to resume.
+func TestGatewayRestart(t *testing.T) {
+	for _, stale := range []bool{false, true} {
+		t.Run(map[bool]string{false: "local checkpoints", true: "stale local checkpoints"}[stale], func(t *testing.T) {
+			c := cluster(t)
+			dir := t.TempDir()
+			e := newEdge(t, dir)
+			const backlog = 15000
+			e.produce("telemetry", 0, backlog, 100)
+			total, acked, resumed := backlog, int64(0), 0
+			for round := range 4 {
+				tg := target(t, c.ListenAddrs(), ExactlyOnce)
+				en := engineFor(t, e, tg, bridge.Config{MaxBatchBytes: 64 << 10})
+				if stale && round > 0 {
+					for _, p := range en.Status().Partitions {
+						if p.Next != 0 {
+							t.Fatalf("local checkpoint of %s/%d survived its deletion: %+v", p.Topic, p.Partition, p)
+						}
+					}
+				}
+				en.Start()
+				if round == 3 {
+					waitLag(t, en, 60*time.Second)
+				} else {
+					sent := int64(1000 + rand.IntN(2000))
+					waitFor(t, "progress", 30*time.Second, func() bool { return en.Status().RecordsSent >= sent })
+				}
+				st := en.Status()
+				if err := en.Close(); err != nil {
+					t.Fatal(err)
+				}
+				acked += st.RecordsSent
+				if st.RecordsSent < 1000 && round < 3 {
+					t.Fatalf("round %d: only %d records sent", round, st.RecordsSent)
+				}
+				if round == 3 {
+					break
+				}
+				e.produce("telemetry", total, 500, 100) // ingest goes on while the bridge is down
+				total += 500
+				e.close()
+				e = newEdge(t, dir)
+				if stale {
+					resumed += deleteCheckpoints(t, e.st, "kafka")
+				}
+			}
+			u := readUpstream(t, c.ListenAddrs(), "site1.telemetry", total, 30*time.Second)
+			u.check(t, e, "telemetry", false)
+			e.close()
+			if len(u.recs) != total || acked > int64(total) {
+				t.Fatalf("upstream %d records, edge %d, acknowledged %d", len(u.recs), total, acked)
+			}
+			t.Logf("4 runs, %d records exactly once; %d acknowledged by the engines (the rest committed by a Send that Close abandoned); local checkpoints deleted: %d",
+				total, acked, resumed)
+		})
+	}
+}
+
+// deleteCheckpoints removes bridge name's local checkpoints.
+func deleteCheckpoints(t *testing.T, st *state.Store, name string) int {
+	t.Helper()
+	var keys [][]byte
+	err := st.Scan([]byte("bridge/"+name+"\x00"), func(k, _ []byte) error {
+		keys = append(keys, append([]byte(nil), k...))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if err := st.Delete(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(keys) == 0 {
+		t.Fatal("no local checkpoints to delete")
+	}
+	return len(keys)
+}
+
+// TestUpstreamRestart: the upstream cluster (kfake persisting to a
+// directory) is shut down mid-drain and started again on the same port
+// and directory, three times. The engine reconnects, resumes from the
+// checkpoints the restarted cluster kept, and the upstream ends with every
+// edge record exactly once.
+func TestUpstreamRestart(t *testing.T) {
+	t.Parallel() // mostly waiting out stall timeouts and backoffs
+	dataDir := t.TempDir()
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4), kfake.DataDir(dataDir)}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Close() }()
+	addrs := c.ListenAddrs()
+	_, portStr, _ := strings.Cut(addrs[0], ":")
+	port, _ := strconv.Atoi(portStr)
+
+	e := newEdge(t, "")
+	defer e.close()
+	const backlog = 20000
+	e.produce("telemetry", 0, backlog, 100)
+	tg := target(t, addrs, ExactlyOnce)
+	en := engineFor(t, e, tg, bridge.Config{StallTimeout: time.Second, MaxBatchBytes: 64 << 10})
+	en.Start()
+	defer en.Close()
+	in := startIngest(e, backlog, 50, 100, 50*time.Millisecond)
+	for round := range 3 {
+		sent := en.Status().RecordsSent
+		waitFor(t, "progress", 30*time.Second, func() bool { return en.Status().RecordsSent > sent+1000 })
+		before := en.Status()
+		c.Close()
+		waitFor(t, "the engine to notice", 30*time.Second, func() bool { return en.Status().Reconnects > before.Reconnects })
+		down := time.Duration(100+rand.IntN(400)) * time.Millisecond
+		time.Sleep(down)
+		if c, err = kfake.NewCluster(append(opts, kfake.Ports(port))...); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("round %d: upstream restarted with lag %d, down %v", round, before.Lag, down)
+	}
+	total := in.halt(t)
+	waitLag(t, en, 60*time.Second)
+	st := en.Status()
+	if err := en.Close(); err != nil {
+		t.Fatal(err)
+	}
+	u := readUpstream(t, addrs, "site1.telemetry", total, 30*time.Second)
+	u.check(t, e, "telemetry", false)
+	if len(u.recs) != total {
+		t.Fatalf("upstream %d records, edge %d", len(u.recs), total)
+	}
+	t.Logf("3 upstream restarts, %d records exactly once, reconnects %d", total, st.Reconnects)
+}
+
+// Child process mode for TestSIGKILLMidTransaction (see TestMain).
+const (
+	childDirEnv     = "FERRY_BRIDGE_CHILD_DIR"
+	childBrokersEnv = "FERRY_BRIDGE_CHILD_BROKERS"
+)
+
+// bridgeChild is a gateway reduced to its bridge: it opens the edge in
+// $FERRY_BRIDGE_CHILD_DIR and drains it to $FERRY_BRIDGE_CHILD_BROKERS in
+// small transactions, until it is killed.
+func bridgeChild() int {
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "bridge child:", err)
+		return 1
+	}
+	dir := os.Getenv(childDirEnv)
+	st, err := state.Open(filepath.Join(dir, "state"))
+	if err != nil {
+		return fail(err)
+	}
+	lg, err := flog.Open(filepath.Join(dir, "log"), flog.WithLogger(quiet()))
+	if err != nil {
+		return fail(err)
+	}
+	tg, err := New(Config{Brokers: strings.Split(os.Getenv(childBrokersEnv), ","), Topics: map[string]string{"telemetry": "site1.telemetry"},
+		NodeID: "gw-test", Logger: quiet()})
+	if err != nil {
+		return fail(err)
+	}
+	en, err := bridge.New(bridge.Config{Name: "kafka", Topics: []string{"telemetry"}, MaxBatchBytes: 64 << 10,
+		Backoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Logger: quiet()}, lg, st, tg)
+	if err != nil {
+		return fail(err)
+	}
+	en.Start()
+	fmt.Println("started")
+	for {
+		time.Sleep(time.Hour) // until SIGKILL
+	}
+}
+
+// TestSIGKILLMidTransaction: a gateway process draining a large backlog
+// in small transactions is killed with SIGKILL at random moments and
+// restarted. The restarted process's InitProducerId fences the dead one's
+// epoch and aborts its open transaction at once (no wait for the
+// transaction timeout); in the end the upstream holds every edge record
+// exactly once.
+func TestSIGKILLMidTransaction(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SIGKILL test: skipped in -short mode")
+	}
+	c := cluster(t)
+	dir := t.TempDir()
+	e := newEdge(t, dir)
+	const total = 60000
+	e.produce("telemetry", 0, total, 500)
+	e.close()
+
+	adm := kadm.NewClient(mustClient(t, c.ListenAddrs()))
+	defer adm.Close()
+	txn := func() kadm.DescribedTransaction {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		d, err := adm.DescribeTransactions(ctx, "ferry-gw-test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d["ferry-gw-test"]
+	}
+
+	kills, open := 0, 0
+	var lastEpoch int16 = -1
+	for kills < 5 || (open == 0 && kills < 15) {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), childDirEnv+"="+dir, childBrokersEnv+"="+strings.Join(c.ListenAddrs(), ","))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := bufio.NewScanner(out)
+		if !lines.Scan() || lines.Text() != "started" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("child did not start: %q\n%s", lines.Text(), stderr.String())
+		}
+		time.Sleep(time.Duration(100+rand.IntN(700)) * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Wait()
+		kills++
+		d := txn()
+		if d.State == "Ongoing" && len(d.Topics["site1.telemetry"]) > 0 {
+			open++ // killed with records of a transaction upstream, uncommitted
+		}
+		lastEpoch = d.ProducerEpoch
+		t.Logf("kill %d: transaction %s (producer %d epoch %d, %d partitions)", kills, d.State, d.ProducerID, d.ProducerEpoch, len(d.Topics))
+	}
+
+	// The last run, in process: a fresh connect fences the killed
+	// process's open transaction.
+	e = newEdge(t, dir)
+	defer e.close()
+	tg := target(t, c.ListenAddrs(), ExactlyOnce)
+	en := engineFor(t, e, tg, bridge.Config{MaxBatchBytes: 1 << 20})
+	start := time.Now()
+	en.Start()
+	waitFor(t, "the first commit after the kills", 30*time.Second, func() bool { return en.Status().RecordsSent > 0 })
+	first := time.Since(start)
+	waitLag(t, en, 60*time.Second)
+	if err := en.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := txn(); d.State == "Ongoing" || d.ProducerEpoch <= lastEpoch {
+		t.Fatalf("after the final run: transaction %s epoch %d (killed epoch %d)", d.State, d.ProducerEpoch, lastEpoch)
+	}
+	u := readUpstream(t, c.ListenAddrs(), "site1.telemetry", total, 30*time.Second)
+	u.check(t, e, "telemetry", false)
+	if len(u.recs) != total {
+		t.Fatalf("upstream %d records, edge %d", len(u.recs), total)
+	}
+	if open == 0 {
+		t.Fatal("no kill landed inside a transaction")
+	}
+	commits, aborts := txnMarkers(t, c.ListenAddrs(), "site1.telemetry")
+	if aborts < open {
+		t.Fatalf("%d transactions killed open, only %d aborted upstream", open, aborts)
+	}
+	t.Logf("%d SIGKILLs, %d inside a transaction with records upstream; upstream transactions: %d committed, %d aborted (each restart's fence aborts the dead process's transaction); "+
+		"final run's first commit %v after start (transaction timeout 2 min); %d records exactly once, the final run sent %d",
+		kills, open, commits, aborts, first.Round(time.Millisecond), total, en.Status().RecordsSent)
+}
+
+func mustClient(t *testing.T, addrs []string) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
