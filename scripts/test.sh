@@ -13,6 +13,8 @@ peers=(
   mosquitto_pub:mosquitto-clients
   mosquitto_sub:mosquitto-clients
   kcat:kcat
+  qemu-aarch64-static:qemu-user-static
+  qemu-arm-static:qemu-user-static
 )
 
 missing=()
