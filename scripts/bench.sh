@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # scripts/bench.sh — the benchmarks behind BENCHMARKS.md, on this machine's disk.
 #
-#   scripts/bench.sh            log append (vs raw file, vs badger), recovery, MQTT ingest (vs plain
-#                               mochi), 1,000-device memory and latency
-#   COUNT=10 scripts/bench.sh   more repetitions
+#   scripts/bench.sh            log append (vs raw file, vs badger, slow fsync), recovery, MQTT ingest
+#                               (vs plain mochi), 1,000-device memory and latency, Kafka consume and
+#                               produce (vs in-process), bridge drain of 1 GiB (vs plain franz-go)
+#   COUNT=10 scripts/bench.sh   more repetitions (default 6)
+#   ONLY=kafka scripts/bench.sh one part: log, recovery, broker, kafka or bridge
 #
 # Raw outputs go to bench-out/; benchstat (golang.org/x/perf/cmd/benchstat)
 # summarizes them when it is installed. Recovery with cache=cold needs root
@@ -12,18 +14,41 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${BENCH_OUT:-bench-out}
 mkdir -p "$out"
-count=${COUNT:-5}
+count=${COUNT:-6}
+only=${ONLY:-}
+part() { [ -z "$only" ] || [ "$only" = "$1" ]; }
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
-go test -run '^$' -bench 'BenchmarkAppend|BenchmarkRawFileAppend|BenchmarkBadgerAppend' \
-  -benchtime="${BENCHTIME:-2s}" -count="$count" -timeout 60m ./broker/log/ | tee "$out/append.txt"
-go test -run '^$' -bench 'BenchmarkRecovery' -benchtime=3x -count=1 -timeout 60m ./broker/log/ | tee "$out/recovery.txt"
+if part log; then
+  go test -run '^$' -bench '^(BenchmarkAppend|BenchmarkRawFileAppend|BenchmarkBadgerAppend)$' \
+    -benchtime="${BENCHTIME:-2s}" -count="$count" -timeout 60m ./broker/log/ | tee "$out/append.txt"
+  go test -run '^$' -bench '^BenchmarkAppendSlowFsync$' -benchtime=20000x -count="$count" -timeout 60m ./broker/log/ | tee "$out/slowfsync.txt"
+fi
+if part recovery; then
+  go test -run '^$' -bench 'BenchmarkRecovery' -benchtime=3x -count=1 -timeout 60m ./broker/log/ | tee "$out/recovery.txt"
+fi
 # The broker: QoS 1 ingest vs plain mochi, 1,000 devices' memory, latency at half the maximum rate.
-go test -run '^$' -bench 'BenchmarkIngest' -benchtime=30000x -count="$count" -timeout 60m ./gateway/ | tee "$out/ingest.txt"
-go test -run '^$' -bench 'BenchmarkDeviceFleet' -benchtime=1x -count=1 -timeout 60m ./gateway/ | tee "$out/fleet.txt"
+if part broker; then
+  go test -run '^$' -bench 'BenchmarkIngest' -benchtime=30000x -count="$count" -timeout 60m ./gateway/ | tee "$out/ingest.txt"
+  go test -run '^$' -bench 'BenchmarkDeviceFleet' -benchtime=1x -count=1 -timeout 60m ./gateway/ | tee "$out/fleet.txt"
+fi
+# The Kafka listener: a franz-go consumer vs reading the segments in process; acks=-1 produce vs the
+# log's own append path.
+if part kafka; then
+  go test -run '^$' -bench 'BenchmarkConsume' -benchtime=3x -count="$count" -timeout 60m ./broker/kafka/ | tee "$out/consume.txt"
+  go test -run '^$' -bench 'BenchmarkProduce' -benchtime=200000x -count="$count" -timeout 60m ./broker/kafka/ | tee "$out/produce.txt"
+fi
+# The bridge: a 1 GiB backlog drained to kfake vs a plain franz-go producer, one run each
+# (FERRY_BENCH_DRAIN_MB sets the backlog size).
+if part bridge; then
+  go test -run '^$' -bench 'BenchmarkDrain' -benchtime=1x -count=1 -timeout 60m ./bridge/kafka/ | tee "$out/drain.txt"
+fi
 
 if command -v benchstat >/dev/null 2>&1; then
-  benchstat "$out/append.txt" > "$out/append.stat"
-  benchstat "$out/ingest.txt" > "$out/ingest.stat"
-  cat "$out/append.stat" "$out/ingest.stat"
+  for f in append slowfsync ingest consume produce; do
+    if [ -s "$out/$f.txt" ]; then
+      benchstat "$out/$f.txt" > "$out/$f.stat"
+      cat "$out/$f.stat"
+    fi
+  done
 fi
