@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kbin"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
@@ -180,7 +179,10 @@ func (c *conn) handleFrame(frame []byte) *outbound {
 	}
 	rd := kbin.Reader{Src: frame}
 	key, version, corr := rd.Int16(), rd.Int16(), rd.Int32()
-	cid := rd.NullableString()
+	var cid *string
+	if hasClientID(key, version) {
+		cid = rd.NullableString()
+	}
 	if rd.Complete() != nil {
 		c.s.metrics.Malformed.WithLabelValues("header").Inc()
 		return nil
@@ -222,25 +224,10 @@ func (c *conn) handleFrame(frame []byte) *outbound {
 	return o
 }
 
-// unsupported answers a key or version Ferry does not serve: with the
-// request's own response type and UNSUPPORTED_VERSION where kmsg knows the
-// version, else with a bare error frame (what Kafka sends for ApiVersions).
-func (c *conn) unsupported(key, version int16, corr int32, body []byte, start time.Time) *outbound {
-	c.s.metrics.Unsupported.WithLabelValues(kmsg.NameForKey(key)).Inc()
-	if kreq := kmsg.RequestForKey(key); kreq != nil && version >= 0 && version <= kreq.MaxVersion() {
-		kreq.SetVersion(version)
-		rd := kbin.Reader{Src: body}
-		if kreq.IsFlexible() {
-			kmsg.SkipTags(&rd)
-		}
-		if rd.Complete() == nil && kreq.ReadFrom(rd.Src) == nil {
-			resp := kreq.ResponseKind()
-			setErrorCodes(resp, kerr.UnsupportedVersion.Code)
-			return &outbound{corr: corr, key: key, resp: resp, start: start}
-		}
-	}
-	b := binary.BigEndian.AppendUint16(nil, uint16(kerr.UnsupportedVersion.Code))
-	return &outbound{corr: corr, key: key, raw: b, errc: kerr.UnsupportedVersion.Code, start: start}
+// hasClientID: every request header has a client id but ControlledShutdown
+// v0's (request header v0).
+func hasClientID(key, version int16) bool {
+	return key != kmsg.ControlledShutdown.Int16() || version != 0
 }
 
 // writeLoop writes answers in order, waiting for each Produce's appends.

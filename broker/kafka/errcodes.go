@@ -39,21 +39,6 @@ func codeFor(err error) int16 {
 	}
 }
 
-// setErrorCodes sets every top-level ErrorCode field of a response (used
-// for requests answered as a whole with one error).
-func setErrorCodes(resp any, code int16) {
-	v := reflect.ValueOf(resp)
-	if v.Kind() == reflect.Pointer {
-		v = v.Elem()
-	}
-	if v.Kind() != reflect.Struct {
-		return
-	}
-	if f := v.FieldByName("ErrorCode"); f.IsValid() && f.CanSet() && f.Kind() == reflect.Int16 {
-		f.SetInt(int64(code))
-	}
-}
-
 // firstErrorCode finds the first non-zero ErrorCode field in a response,
 // depth first, for the requests metric.
 func firstErrorCode(resp any) int16 {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"reflect"
 	"sync"
 	"syscall"
 	"testing"
@@ -42,10 +43,19 @@ import (
 // JoinGroup waiting for its group) is ended by closing the server after
 // fuzzGrace, which must still write every answer it owes.
 //
-// One in-memory log and state store serve the whole run; each input gets
-// its own listener and group coordinator (the test's Groups), and the log
-// is put back to its starting topics afterwards, so inputs do not depend
-// on one another.
+// One in-memory log and state store serve the whole run. Each input gets
+// its own listener and its own real group.Coordinator (newTestGroups, as
+// the daemon wires it), so the group APIs are fuzzed for real: joins,
+// syncs, commits and deletions change state that lives only as long as
+// the input, and afterwards the log is put back to its starting topics and
+// the committed offsets are dropped from the store, so inputs do not
+// depend on one another.
+//
+// Requests for APIs and versions the listener does not serve are decoded
+// too: each must be answered with its own response type carrying
+// UNSUPPORTED_VERSION, or close the connection when that answer has no
+// place for the code (unsupported.go); unknown keys and versions get a
+// bare error code.
 func FuzzRequest(f *testing.F) {
 	for _, s := range fuzzSeeds() {
 		f.Add(s.frame, true)
@@ -187,7 +197,7 @@ func (fx *fuzzFixture) run(t *testing.T, data []byte, framed bool) {
 		if err := closeSrv(); err != nil {
 			t.Error(err)
 		}
-		closeTestGroups(groups)
+		closeTestGroups(t, groups)
 		if err := fx.reset(); err != nil {
 			t.Fatal(err)
 		}
@@ -247,23 +257,33 @@ type sentFrame struct {
 	corr         int32
 	headerOK     bool
 	served       bool         // an API and version the listener serves
-	req          kmsg.Request // decoded body (served APIs and ApiVersions 0-3), nil when undecodable
+	known        bool         // not served, but a key and version kmsg decodes (answered with its own response type)
+	req          kmsg.Request // decoded body (served, known, and ApiVersions 0-3), nil when undecodable
+	noRoom       bool         // known, but its answer has no place for UNSUPPORTED_VERSION: closed
 }
 
 // closes reports whether the listener ends the connection at this frame:
-// one it cannot parse, or SaslAuthenticate without a handshake (answered,
-// then closed). No SASL is configured in the fuzz, so no frame is a bare
-// SASL token.
+// one it cannot parse, an unsupported request whose answer could not say
+// so, or SaslAuthenticate without a handshake (answered, then closed). No
+// SASL is configured in the fuzz, so no frame is a bare SASL token.
 func (f *sentFrame) closes() bool {
-	return !f.headerOK || (f.served && (f.req == nil || f.key == kmsg.SASLAuthenticate.Int16()))
+	switch {
+	case !f.headerOK:
+		return true
+	case f.served:
+		return f.req == nil || f.key == kmsg.SASLAuthenticate.Int16()
+	case f.known:
+		return f.req == nil || f.noRoom
+	}
+	return false
 }
 
 // answered reports whether the listener answers this frame.
 func (f *sentFrame) answered() bool {
-	if !f.headerOK || (f.served && f.req == nil) {
+	if !f.headerOK || ((f.served || f.known) && (f.req == nil || f.noRoom)) {
 		return false
 	}
-	if p, ok := f.req.(*kmsg.ProduceRequest); ok && p.Acks == 0 {
+	if p, ok := f.req.(*kmsg.ProduceRequest); ok && f.served && p.Acks == 0 {
 		return false
 	}
 	return true
@@ -275,6 +295,9 @@ func (f *sentFrame) answered() bool {
 func newPartitions(frames []sentFrame) int {
 	n := 0
 	for _, f := range frames {
+		if !f.served {
+			continue
+		}
 		switch r := f.req.(type) {
 		case *kmsg.CreateTopicsRequest:
 			for _, t := range r.Topics {
@@ -308,7 +331,9 @@ func splitFrames(stream []byte, maxBytes int) []sentFrame {
 		stream = stream[4+n:]
 		rd := kbin.Reader{Src: frame}
 		f := sentFrame{key: rd.Int16(), version: rd.Int16(), corr: rd.Int32()}
-		rd.NullableString()
+		if hasClientID(f.key, f.version) {
+			rd.NullableString()
+		}
 		f.headerOK = rd.Complete() == nil
 		if f.headerOK {
 			f.decode(rd)
@@ -322,6 +347,7 @@ func splitFrames(stream []byte, maxBytes int) []sentFrame {
 }
 
 func (f *sentFrame) decode(rd kbin.Reader) {
+	req := kmsg.RequestForKey(f.key)
 	if f.key == kmsg.ApiVersions.Int16() {
 		if f.version < 0 || f.version > apiVersionsMax {
 			return
@@ -329,11 +355,11 @@ func (f *sentFrame) decode(rd kbin.Reader) {
 	} else {
 		a, ok := apiFor(f.key)
 		f.served = ok && f.version >= a.min && f.version <= a.max
-		if !f.served {
+		f.known = !f.served && req != nil && f.version >= 0 && f.version <= req.MaxVersion()
+		if !f.served && !f.known {
 			return
 		}
 	}
-	req := kmsg.RequestForKey(f.key)
 	req.SetVersion(f.version)
 	if req.IsFlexible() {
 		kmsg.SkipTags(&rd)
@@ -343,6 +369,10 @@ func (f *sentFrame) decode(rd kbin.Reader) {
 	}
 	if req.ReadFrom(rd.Src) == nil {
 		f.req = req
+		if f.known {
+			_, ok := unsupportedAnswer(req, kerr.UnsupportedVersion.Code)
+			f.noRoom = !ok
+		}
 	}
 }
 
@@ -434,20 +464,25 @@ func checkAnswer(f *sentFrame, body []byte) error {
 		return nil
 	case f.served:
 		return decodeResponse(f.req.ResponseKind(), body)
-	}
-	// Unserved: a bare UNSUPPORTED_VERSION, or the API's own response.
-	if len(body) == 2 {
-		if code := int16(binary.BigEndian.Uint16(body)); code != kerr.UnsupportedVersion.Code {
-			return fmt.Errorf("error code %d, want UNSUPPORTED_VERSION", code)
+	case f.known:
+		// The API's own response, saying UNSUPPORTED_VERSION somewhere.
+		resp := f.req.ResponseKind()
+		if err := decodeResponse(resp, body); err != nil {
+			return err
+		}
+		if !hasErrorCode(reflect.ValueOf(resp), kerr.UnsupportedVersion.Code, 0) {
+			return errors.New("unsupported request answered without UNSUPPORTED_VERSION")
 		}
 		return nil
 	}
-	req := kmsg.RequestForKey(f.key)
-	if req == nil || f.version < 0 || f.version > req.MaxVersion() {
-		return fmt.Errorf("%d-byte answer to an unknown API or version", len(body))
+	// Unknown key or version: a bare UNSUPPORTED_VERSION.
+	if len(body) != 2 {
+		return fmt.Errorf("%d-byte answer to an unknown API or version, want a bare error code", len(body))
 	}
-	req.SetVersion(f.version)
-	return decodeResponse(req.ResponseKind(), body)
+	if code := int16(binary.BigEndian.Uint16(body)); code != kerr.UnsupportedVersion.Code {
+		return fmt.Errorf("error code %d, want UNSUPPORTED_VERSION", code)
+	}
+	return nil
 }
 
 func decodeResponse(resp kmsg.Response, body []byte) error {

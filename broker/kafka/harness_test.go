@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
+	"github.com/ferry-iot/ferry/broker/kafka/group"
 	flog "github.com/ferry-iot/ferry/broker/log"
 	"github.com/ferry-iot/ferry/broker/state"
 )
@@ -38,7 +39,7 @@ type env struct {
 	srv     *Server
 	log     *flog.Log
 	st      *state.Store
-	groups  Groups
+	groups  *group.Coordinator
 	metrics *Metrics
 	reg     *prometheus.Registry
 	cfg     Config
@@ -85,7 +86,7 @@ func (e *env) close() {
 	if err := e.srv.Close(); err != nil {
 		e.t.Error(err)
 	}
-	closeTestGroups(e.groups)
+	closeTestGroups(e.t, e.groups)
 	if err := e.log.Close(); err != nil {
 		e.t.Error(err)
 	}

@@ -21,9 +21,9 @@ type Metrics struct {
 	Unsupported        *prometheus.CounterVec   // api
 	FetchBytes         *prometheus.CounterVec   // topic
 	SendfileBytes      prometheus.Counter
-	ProduceBytes       *prometheus.CounterVec   // topic
-	ProduceRecords     *prometheus.CounterVec   // topic
-	Duplicates         prometheus.Counter       // idempotent retries answered from producer state
+	ProduceBytes       *prometheus.CounterVec // topic
+	ProduceRecords     *prometheus.CounterVec // topic
+	Duplicates         prometheus.Counter     // idempotent retries answered from producer state
 	AuthFailures       prometheus.Counter
 }
 

@@ -88,7 +88,6 @@ func selfSigned(t *testing.T) tls.Certificate {
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
 
-
 func setI32(b []byte, at int, v int32) []byte {
 	c := append([]byte(nil), b...)
 	binary.BigEndian.PutUint32(c[at:], uint32(v))

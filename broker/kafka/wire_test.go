@@ -153,43 +153,6 @@ func TestAPIVersions(t *testing.T) {
 	}
 }
 
-// TestUnsupported: an API Ferry does not serve, a version above the
-// served range and an unknown key are answered with UNSUPPORTED_VERSION,
-// and the connection stays open.
-func TestUnsupported(t *testing.T) {
-	e := newEnv(t)
-	rc := e.raw()
-	dc := kmsg.NewPtrDescribeConfigsRequest() // key 32: not served
-	dc.Version = 1
-	if resp := rc.roundTrip(dc).(*kmsg.DescribeConfigsResponse); len(resp.Resources) != 0 {
-		t.Fatalf("describe configs: %+v", resp)
-	}
-	f := kmsg.NewPtrFetchRequest() // v13 addresses topics by id: not served
-	f.Version = 13
-	if resp := rc.roundTrip(f).(*kmsg.FetchResponse); resp.ErrorCode != kerr.UnsupportedVersion.Code {
-		t.Fatalf("fetch v13: error %d", resp.ErrorCode)
-	}
-	// Key 999: no such API; a bare error frame.
-	frame := binary.BigEndian.AppendUint32(nil, 0)
-	frame = binary.BigEndian.AppendUint16(frame, 999)
-	frame = binary.BigEndian.AppendUint16(frame, 0)
-	frame = binary.BigEndian.AppendUint32(frame, 77)
-	frame = binary.BigEndian.AppendUint16(frame, 0xffff) // null client id
-	binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
-	rc.writeFrame(frame)
-	b, err := rc.readFrame()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if int32(binary.BigEndian.Uint32(b)) != 77 || int16(binary.BigEndian.Uint16(b[4:])) != kerr.UnsupportedVersion.Code {
-		t.Fatalf("unknown key answer % x", b)
-	}
-	md := kmsg.NewPtrMetadataRequest()
-	md.Version = 12
-	md.Topics = []kmsg.MetadataRequestTopic{}
-	rc.roundTrip(md)
-}
-
 // TestHostileFrames: frames with huge declared sizes, truncated headers
 // and undecodable bodies close the connection without harm; the listener
 // keeps serving others.
