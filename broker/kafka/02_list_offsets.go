@@ -2,14 +2,18 @@ package kafka
 
 // ListOffsets (key 2), versions 0-7.
 //
-// Timestamp -1 is the high watermark (also the last stable offset: Ferry
-// has no open transactions, so read_committed readers see everything), -2
-// the log start, -3 (v7) the offset of the newest record (its timestamp is
-// the high watermark's previous record's, approximated by the partition's
-// last record), and t >= 0 the first offset whose timestamp is >= t, or -1
-// when there is none. v0 answers in OldStyleOffsets.
+// As in Kafka: timestamp -1 is the high watermark (also the last stable
+// offset: Ferry has no open transactions, so read_committed readers see
+// everything) and -2 the log start, both with timestamp -1; -3 (v7,
+// KIP-734) is the first offset holding the partition's largest record
+// timestamp, with that timestamp (not the last record: timestamps are the
+// producers' and need not grow); t >= 0 is the first offset whose record
+// timestamp is >= t, with that record's timestamp, or offset and
+// timestamp -1 when every record is older. v0 answers in OldStyleOffsets.
 
 import (
+	"math"
+
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -58,16 +62,7 @@ func listOffset(p *flog.Partition, ts int64) (offset, timestamp int64, code int1
 	case -2:
 		return p.StartOffset(), -1, 0
 	case -3:
-		hwm := p.HighWatermark()
-		if hwm == p.StartOffset() {
-			return -1, -1, 0
-		}
-		recs, _, _, err := p.ReadRecords(max(hwm-1, p.StartOffset()), 1)
-		if err != nil || len(recs) == 0 {
-			return -1, -1, codeFor(err)
-		}
-		last := recs[len(recs)-1]
-		return last.Offset, last.Timestamp, 0
+		return maxTimestampOffset(p)
 	}
 	if ts < 0 {
 		return -1, -1, kerr.InvalidRequest.Code
@@ -79,5 +74,69 @@ func listOffset(p *flog.Partition, ts int64) (offset, timestamp int64, code int1
 	if !ok {
 		return -1, -1, 0
 	}
-	return off, ts, 0
+	found, err := timestampAt(p, off)
+	if err != nil {
+		return -1, -1, codeFor(err)
+	}
+	return off, found, 0
+}
+
+// timestampAt returns the timestamp of the record at offset.
+func timestampAt(p *flog.Partition, offset int64) (int64, error) {
+	recs, _, _, err := p.ReadRecords(offset, 1) // the batch holding offset, whole
+	if err != nil {
+		return -1, err
+	}
+	for _, r := range recs {
+		if r.Offset == offset {
+			return r.Timestamp, nil
+		}
+	}
+	return -1, flog.ErrOffsetOutOfRange // removed meanwhile (retention, compaction)
+}
+
+// maxTimestampOffset answers -3: the first offset holding the largest
+// record timestamp M, found by bisecting on OffsetForTime, which finds a
+// record at or after t exactly when t <= M. Each probe skips the segments
+// whose largest timestamp is below t and reads one batch, so the answer
+// costs about 63 index lookups, not a scan of the partition.
+func maxTimestampOffset(p *flog.Partition) (offset, timestamp int64, code int16) {
+	if p.HighWatermark() == p.StartOffset() {
+		return -1, -1, 0
+	}
+	holds := func(t int64) (bool, int16) { // some record at or after t
+		_, ok, err := p.OffsetForTime(t)
+		return ok, codeFor(err)
+	}
+	lo, hi := int64(0), int64(math.MaxInt64) // M >= lo, and M < hi unless a record is at hi
+	if ok, code := holds(lo); code != 0 || !ok {
+		return -1, -1, code // no record has a timestamp
+	}
+	top, code := holds(hi)
+	if code != 0 {
+		return -1, -1, code
+	}
+	if top {
+		lo = hi
+	}
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		ok, code := holds(mid)
+		if code != 0 {
+			return -1, -1, code
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	off, ok, err := p.OffsetForTime(lo)
+	switch {
+	case err != nil:
+		return -1, -1, codeFor(err)
+	case !ok: // the records were removed meanwhile
+		return -1, -1, 0
+	}
+	return off, lo, 0
 }
