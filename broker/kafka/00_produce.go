@@ -12,9 +12,27 @@ package kafka
 //
 // The answer is built by the connection's writer once the appends are
 // durable under the topic's flush policy, so the reader goes on decoding
-// the next pipelined request meanwhile. acks=1 and acks=-1 both wait for
-// durability (one node: the leader's log is every replica); acks=0 gets
-// no answer.
+// the next pipelined request meanwhile.
+//
+// Acks:
+//   - -1 (all in-sync replicas) waits for the topic's flush policy:
+//     after the fsync under flush=always, after the write under
+//     flush=interval and flush=never.
+//   - 1 waits exactly the same. In Kafka it means "the leader has the
+//     records in its log" (the page cache; Kafka fsyncs on neither). On
+//     one node the leader's log is every replica, so 1 and -1 name the
+//     same event, and in Ferry's log a record is in the log — readable,
+//     under the high watermark — only once the flush policy holds (under
+//     flush=always the write is published after its fsync). Answering
+//     earlier would acknowledge records no consumer can read yet and that
+//     a power cut loses although the topic asked for fsync; Sarama
+//     producers send acks=1 by default, so they would silently get less
+//     than the operator configured. A producer that wants the page-cache
+//     acknowledgement gets it from a flush=interval or never topic.
+//   - 0 gets no answer; the records are stored as for the others (the
+//     writer still waits for them, so answers stay in request order).
+//   - Anything else is INVALID_REQUIRED_ACKS for every partition, and
+//     nothing is stored.
 //
 // Idempotent batches (producer id >= 0) are checked against the producer's
 // last five batches on the partition (producers.go): a retry is answered
@@ -23,7 +41,9 @@ package kafka
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -64,13 +84,13 @@ func handleProduce(c *conn, r *request) *outbound {
 				st.Partitions[pi].ErrorCode = reqCode
 				continue
 			}
+			perr := terr // per partition: an unknown topic fails every one of its partitions
 			var p *flog.Partition
-			if terr == nil {
-				p, terr = t.Partition(rp.Partition)
+			if perr == nil {
+				p, perr = t.Partition(rp.Partition)
 			}
-			if terr != nil {
+			if perr != nil {
 				st.Partitions[pi].ErrorCode = kerr.UnknownTopicOrPartition.Code
-				terr = nil
 				continue
 			}
 			slot, code := c.produceBatch(p, rp.Records)
@@ -119,24 +139,21 @@ func handleProduce(c *conn, r *request) *outbound {
 // produceBatch validates one partition's data and queues it, or decides it
 // is an idempotent retry.
 func (c *conn) produceBatch(p *flog.Partition, data []byte) (produceSlot, int16) {
-	if len(data) == 0 {
-		return produceSlot{}, kerr.CorruptMessage.Code
-	}
 	h, recs, err := flog.DecodeRecords(data, c.decomp)
 	switch {
 	case err != nil:
-		c.s.limiter.warn(c.s.logger, "corrupt"+c.remote, "kafka: refusing a corrupt batch", "remote", c.remote, "topic", p.Topic().Name(), "err", err)
-		return produceSlot{}, codeFor(err)
+		c.s.limiter.warn(c.s.logger, "corrupt"+c.remote, "kafka: refusing a bad batch", "remote", c.remote, "topic", p.Topic().Name(), "err", err)
+		return produceSlot{}, refusedCode(data)
 	case h.IsControl():
-		return produceSlot{}, kerr.CorruptMessage.Code
+		return produceSlot{}, kerr.InvalidRecord.Code // clients may not write control batches
 	case h.IsTransactional():
 		return produceSlot{}, kerr.InvalidTxnState.Code
 	case h.NumRecords == 0 || int(h.NumRecords) != len(recs) || h.LastOffsetDelta != h.NumRecords-1:
-		return produceSlot{}, kerr.CorruptMessage.Code
+		return produceSlot{}, kerr.InvalidRecord.Code
 	}
 	for i := range recs {
 		if recs[i].Offset-h.BaseOffset != int64(i) {
-			return produceSlot{}, kerr.CorruptMessage.Code
+			return produceSlot{}, kerr.InvalidRecord.Code
 		}
 	}
 	slot := produceSlot{bytes: len(data), recs: int(h.NumRecords)}
@@ -169,3 +186,56 @@ func (c *conn) produceBatch(p *flog.Partition, data []byte) (produceSlot, int16)
 	ps.recordLocked(h.ProducerEpoch, h.BaseSequence, last, slot.f)
 	return slot, 0
 }
+
+// refusedCode is the code for a partition's data that DecodeRecords
+// refused, as Kafka decides it (ByteBufferLogInputStream, then
+// ProduceRequest.validateRecords, DefaultRecordBatch.ensureValid and
+// LogValidator.validateBatch, in that order). Corruption — a size field
+// below the smallest batch, a magic byte no format has, a CRC mismatch, an
+// unknown codec, records that do not decompress or decode — is
+// CORRUPT_MESSAGE, which producers retry. Data that is well framed but
+// breaks the rules — no whole batch, more than one, an old magic, a record
+// count that disagrees with the offset range — is INVALID_RECORD, which
+// they do not. Unlike Kafka (which answers UNKNOWN_SERVER_ERROR for an
+// unknown codec and trims bytes after the first batch), an unknown codec
+// is corruption and trailing bytes are a second batch. Called only on the
+// refusal path, so the CRC is not computed twice for good batches.
+func refusedCode(data []byte) int16 {
+	const (
+		logOverhead = 12 // base offset and length
+		minSize     = 14 // Kafka's smallest record (LegacyRecord.RECORD_OVERHEAD_V0)
+		magicEnd    = 17 // bytes up to and including the magic
+	)
+	if len(data) < logOverhead {
+		return kerr.InvalidRecord.Code // no batch at all
+	}
+	length := int64(int32(binary.BigEndian.Uint32(data[8:])))
+	if length < minSize {
+		return kerr.CorruptMessage.Code
+	}
+	if len(data) < magicEnd {
+		return kerr.InvalidRecord.Code
+	}
+	magic := int8(data[16])
+	switch size := length + logOverhead; {
+	case magic < 0 || magic > 2:
+		return kerr.CorruptMessage.Code
+	case int64(len(data)) < size:
+		return kerr.InvalidRecord.Code // not one whole batch
+	case size > flog.MaxBatchSize:
+		return kerr.MessageTooLarge.Code
+	case magic != 2:
+		return kerr.InvalidRecord.Code // Produce v3+ carries RecordBatch v2 only
+	case int64(len(data)) > size:
+		return kerr.InvalidRecord.Code // exactly one batch per partition
+	case size < flog.BatchHeaderSize || crc32.Checksum(data[21:], castagnoli) != binary.BigEndian.Uint32(data[17:]):
+		return kerr.CorruptMessage.Code
+	}
+	h, err := flog.ParseBatchHeader(data)
+	if err == nil && (h.LastOffsetDelta < 0 || h.NumRecords <= 0 || h.LastOffsetDelta != h.NumRecords-1) {
+		return kerr.InvalidRecord.Code // the offset range and the record count disagree
+	}
+	return kerr.CorruptMessage.Code
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)

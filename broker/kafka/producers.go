@@ -17,6 +17,9 @@ import (
 // partition the epoch and the sequence ranges of the last five batches, so
 // a retried batch (same first and last sequence) is answered with its
 // original offset instead of being stored twice, and a gap is refused.
+// A retry of sequences stored before the last five batches is answered
+// DUPLICATE_SEQUENCE_NUMBER (no offset is known any more; see checkLocked),
+// and a batch stored only in part OUT_OF_ORDER_SEQUENCE_NUMBER.
 //
 // The state lives in memory. After a restart, the first idempotent batch
 // for a partition rebuilds it from the batch headers of the partition's
@@ -226,9 +229,18 @@ func (ps *producerState) checkLocked(epoch int16, first, last int32) (dup *seqBa
 	if next := prev + 1; first == next || (prev == 1<<31-1 && first == 0) {
 		return nil, 0
 	}
-	if first < ps.batches[0].first || (first <= prev && first >= ps.batches[0].first) {
+	if first <= prev && last <= prev {
+		// Every sequence is already stored, but not as one of the
+		// batches retained: a retry older than the last five, or one
+		// cut differently. Kafka answers OUT_OF_ORDER_SEQUENCE_NUMBER
+		// here, which the Java producer treats as fatal; the code the
+		// protocol has for it is DUPLICATE_SEQUENCE_NUMBER, which the
+		// Java producer and franz-go take as success without an
+		// offset — true, and nothing is stored twice.
 		return nil, kerr.DuplicateSequenceNumber.Code
 	}
+	// A gap, or a batch that is stored only in part (storing it would
+	// duplicate the stored part, answering it would lose the rest).
 	return nil, kerr.OutOfOrderSequenceNumber.Code
 }
 

@@ -105,3 +105,9 @@ func recrc(b []byte) []byte {
 	binary.BigEndian.PutUint32(b[17:], crc32c(b[21:]))
 	return b
 }
+
+func setI8(b []byte, at int, v int8) []byte {
+	c := append([]byte(nil), b...)
+	c[at] = byte(v)
+	return c
+}
