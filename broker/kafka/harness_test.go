@@ -43,11 +43,17 @@ type env struct {
 	metrics *Metrics
 	reg     *prometheus.Registry
 	cfg     Config
+	logOpts []flog.Option
 }
 
 type envOpt func(*env)
 
 func withCfg(fn func(*Config)) envOpt { return func(e *env) { fn(&e.cfg) } }
+
+// withLogOpts adds options to the log's Open (a fault-injecting FS).
+func withLogOpts(opts ...flog.Option) envOpt {
+	return func(e *env) { e.logOpts = append(e.logOpts, opts...) }
+}
 
 func newEnv(t *testing.T, opts ...envOpt) *env {
 	t.Helper()
@@ -69,7 +75,7 @@ func (e *env) open() {
 	if e.st, err = state.Open(filepath.Join(e.dir, "state")); err != nil {
 		t.Fatal(err)
 	}
-	if e.log, err = flog.Open(filepath.Join(e.dir, "log"), flog.WithLogger(quiet())); err != nil {
+	if e.log, err = flog.Open(filepath.Join(e.dir, "log"), append([]flog.Option{flog.WithLogger(quiet())}, e.logOpts...)...); err != nil {
 		t.Fatal(err)
 	}
 	e.groups = newTestGroups(t, e.st, e.log)
