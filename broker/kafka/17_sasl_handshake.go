@@ -3,7 +3,7 @@ package kafka
 // SaslHandshake (key 17), versions 0-1, and the bare SASL tokens that
 // follow a v0 handshake (Sarama's default).
 //
-// Only PLAIN is offered, and only when kafka.sasl.users is configured.
+// Only PLAIN is offered, and only when kafka.sasl_users is configured.
 // After a v1 handshake the token comes in SaslAuthenticate (key 36);
 // after v0 the next frame is the bare token, answered with a bare,
 // empty frame on success. Until authentication succeeds a connection may

@@ -29,8 +29,10 @@
 // their connection's reader. Frames above MaxRequestBytes close the
 // connection before anything is allocated; a frame's buffer grows as its
 // bytes arrive. A request that cannot be parsed closes the connection (as
-// Kafka does) and is counted; an API or version Ferry does not serve is
-// answered UNSUPPORTED_VERSION.
+// Kafka does) and is counted. An API or version Ferry does not serve is
+// answered with its own response type, UNSUPPORTED_VERSION in the error
+// code of every resource it names (unsupported.go); one whose answer has
+// no place for the code is closed, as Kafka closes them all.
 //
 // # Lock order
 //
