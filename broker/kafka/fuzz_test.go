@@ -657,11 +657,22 @@ func hostileSeeds() [][]byte {
 	}{{kmsg.ApiVersions, 3}, {kmsg.Metadata, 12}, {kmsg.Produce, 7}, {kmsg.Produce, 8}, {kmsg.Fetch, 11}, {kmsg.ListOffsets, 7}} {
 		pipeline = append(pipeline, find(kv.key, kv.v)...)
 	}
+	// A group's life in one stream: join (v1 joins at once), describe,
+	// list, commit, fetch the commit, leave, delete.
+	var groupLife []byte
+	for _, kv := range []struct {
+		key kmsg.Key
+		v   int16
+	}{{kmsg.JoinGroup, 1}, {kmsg.DescribeGroups, 5}, {kmsg.ListGroups, 4}, {kmsg.OffsetCommit, 2}, {kmsg.OffsetFetch, 1},
+		{kmsg.Heartbeat, 4}, {kmsg.LeaveGroup, 3}, {kmsg.DeleteGroups, 2}, {kmsg.OffsetFetch, 8}} {
+		groupLife = append(groupLife, find(kv.key, kv.v)...)
+	}
 	md := find(kmsg.Metadata, 12)
 	unknown := []byte{0, 0, 0, 10, 0x03, 0xe7, 0, 0, 0, 0, 0, 77, 0xff, 0xff} // key 999
 	huge := binary.BigEndian.AppendUint32(nil, fuzzMaxRequest+1)
 	return [][]byte{
 		pipeline,
+		groupLife,
 		md[:len(md)/2],                        // truncated frame
 		append(bytes.Clone(md), md[:7]...),    // a frame, then a partial one
 		append(huge, md[4:14]...),             // a declared size over the limit
