@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -194,8 +195,22 @@ func (d *daemon) records(topic string) []apiRecord {
 	return out
 }
 
-// metric returns the value of one sample line of /metrics (0 if absent).
+// metric returns the value of one sample line of /metrics, e.g.
+// `ferry_kafka_groups{state="Stable"}` (labels in the exposition's order,
+// which is alphabetical). A missing line fails the test: a check of a
+// value must not pass because the metric is not exported at all.
 func (d *daemon) metric(line string) float64 {
+	d.t.Helper()
+	v, ok := d.metricValue(line)
+	if !ok {
+		d.t.Fatalf("metric %s not exported", line)
+	}
+	return v
+}
+
+// metricValue is metric without the failure: ok is false when the line is
+// missing.
+func (d *daemon) metricValue(line string) (float64, bool) {
 	d.t.Helper()
 	resp, err := http.Get("http://" + d.HTTPAddr().String() + "/metrics")
 	if err != nil {
@@ -204,13 +219,15 @@ func (d *daemon) metric(line string) float64 {
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	for _, l := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(l, line+" ") {
-			var v float64
-			fmt.Sscanf(strings.TrimPrefix(l, line+" "), "%g", &v)
-			return v
+		if rest, ok := strings.CutPrefix(l, line+" "); ok {
+			v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
+			if err != nil {
+				d.t.Fatalf("metric %s: %q: %v", line, l, err)
+			}
+			return v, true
 		}
 	}
-	return 0
+	return 0, false
 }
 
 // mqttClient connects a paho (MQTT 3.1.1) client as a device.
