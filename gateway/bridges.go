@@ -106,8 +106,13 @@ func (d *Daemon) startBridges() error {
 	}
 	rateLimit, _ := parseSize(kb.RateLimit)
 	maxBatch, _ := parseSize(kb.MaxBatchBytes)
+	linger := kb.Linger
+	if linger == 0 {
+		linger = -1 // the engine reads zero as its default and a negative linger as none
+	}
 	en, err := bridge.New(bridge.Config{
-		Name: "kafka", Topics: topics, Order: kb.Order, RateLimit: rateLimit, MaxBatchBytes: int(maxBatch),
+		Name: "kafka", Topics: topics, Order: kb.Order, LiveThreshold: kb.LiveThreshold,
+		RateLimit: rateLimit, MaxBatchBytes: int(maxBatch), MaxBatchRecords: kb.MaxBatchRecords, Linger: linger,
 		StallTimeout: kb.StallTimeout, Backoff: kb.Backoff, MaxBackoff: kb.MaxBackoff,
 		Logger: d.logger, Metrics: d.bridgeMetrics(),
 	}, d.log, d.state, tg)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
-	"go.yaml.in/yaml/v3"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
 	"github.com/ferry-iot/ferry/configs"
@@ -22,7 +20,9 @@ import (
 
 // Config is the daemon's configuration: embedded defaults, then an
 // optional YAML file, then FERRY_<KEY> environment variables (dots become
-// underscores: FERRY_MQTT_LISTEN=:2883), validated once at start-up.
+// underscores: FERRY_MQTT_LISTEN=:2883; lists and maps too, see
+// config_env.go and the head of configs/ferry.yaml), validated once at
+// start-up.
 type Config struct {
 	NodeID       string             `mapstructure:"node_id"`
 	DataDir      string             `mapstructure:"data_dir"`
@@ -122,6 +122,9 @@ type KafkaBridgeConfig struct {
 	Backoff         time.Duration     `mapstructure:"backoff"`
 	MaxBackoff      time.Duration     `mapstructure:"max_backoff"`
 	MaxBatchBytes   string            `mapstructure:"max_batch_bytes"`
+	MaxBatchRecords int               `mapstructure:"max_batch_records"`
+	Linger          time.Duration     `mapstructure:"linger"`
+	LiveThreshold   int64             `mapstructure:"live_threshold"`
 }
 
 // BridgeTLSConfig is TLS towards an upstream.
@@ -182,38 +185,43 @@ func (e *ConfigError) Error() string {
 }
 
 // LoadConfig builds the configuration from the embedded defaults, the
-// optional file and the environment, and validates it.
+// optional file and the environment (config_env.go says how they merge),
+// and validates it.
 func LoadConfig(file string, environ []string) (*Config, error) {
-	v := viper.New()
-	v.SetConfigType("yaml")
-	if err := v.ReadConfig(bytes.NewReader(configs.Default)); err != nil {
+	tree, err := parseTree(configs.Default)
+	if err != nil {
 		return nil, fmt.Errorf("config: embedded defaults: %w", err)
 	}
 	var problems []string
+	userMaps := map[string]bool{} // replaced maps the user set
 	if file != "" {
 		raw, err := os.ReadFile(file)
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		problems = append(problems, unknownKeys(raw, file)...)
-		if err := v.MergeConfig(bytes.NewReader(raw)); err != nil {
-			return nil, fmt.Errorf("config: %s: %w", file, err)
+		user, err := parseTree(raw)
+		if err != nil {
+			return nil, &ConfigError{Problems: []string{fmt.Sprintf("%s: %v", file, err)}}
 		}
-	}
-	// Environment overrides are applied explicitly rather than with
-	// viper.AutomaticEnv: AutomaticEnv only reaches keys viper already knows
-	// when Unmarshal runs (libs.md §4), and an explicit pass can name an
-	// override that matches no setting.
-	known := allConfigKeys(v) // before any Set: viper's overrides shadow sibling map keys
-	for _, kv := range environ {
-		if k, val, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "FERRY_") {
-			key := strings.ToLower(strings.TrimPrefix(k, "FERRY_"))
-			if known := envKey(known, key); known != "" {
-				v.Set(known, val)
-			} else {
-				problems = append(problems, fmt.Sprintf("%s: no such setting", k))
+		problems = append(problems, unknownKeysIn(user, reflect.TypeOf(Config{}), "")...)
+		for key := range replacedMaps {
+			if _, set := lookupTree(user, strings.Split(key, ".")); set {
+				userMaps[key] = true
 			}
 		}
+		mergeTree(tree, user, "")
+	}
+	// Environment overrides are resolved against Config's fields rather
+	// than with viper.AutomaticEnv, which only reaches keys viper already
+	// knows when Unmarshal runs (libs.md §4) and cannot say that an
+	// override matches no setting.
+	settings, envProblems := envSettings(environ, tree)
+	problems = append(problems, envProblems...)
+	problems = append(problems, applyEnv(tree, settings, userMaps)...)
+
+	v := viper.New()
+	if err := v.MergeConfigMap(tree); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	var cfg Config
 	if err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
@@ -237,67 +245,35 @@ func LoadConfig(file string, environ []string) (*Config, error) {
 	return &cfg, nil
 }
 
-// envKey maps an environment suffix (mqtt_listen) to the config key it
-// overrides (mqtt.listen), trying every known key: keys themselves contain
-// underscores, so the mapping is by comparison, not by string replacement.
-func envKey(keys []string, suffix string) string {
-	for _, k := range keys {
-		if strings.ReplaceAll(k, ".", "_") == suffix {
-			return k
+// lookupTree reports whether path is set in tree (to any value, null too).
+func lookupTree(tree map[string]any, path []string) (any, bool) {
+	m := tree
+	for i, k := range path {
+		v, ok := m[k]
+		if !ok {
+			return nil, false
+		}
+		if i == len(path)-1 {
+			return v, true
+		}
+		if m, ok = v.(map[string]any); !ok {
+			return nil, false
 		}
 	}
-	return ""
+	return nil, false
 }
 
-// allConfigKeys returns every leaf key: the struct's fields plus the topic
-// names present in the defaults or the file.
-func allConfigKeys(v *viper.Viper) []string {
-	keys := map[string]bool{}
-	var walk func(t reflect.Type, prefix string)
-	walk = func(t reflect.Type, prefix string) {
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name := prefix + f.Tag.Get("mapstructure")
-			switch {
-			case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)):
-				walk(f.Type, name+".")
-			case f.Type.Kind() == reflect.Map && f.Type.Elem().Kind() == reflect.Struct:
-				for topic := range v.GetStringMap(name) {
-					walk(f.Type.Elem(), name+"."+topic+".")
-				}
-			case f.Type.Kind() == reflect.Map:
-				for k := range v.GetStringMap(name) {
-					keys[name+"."+k] = true
-				}
-			case f.Type.Kind() == reflect.Slice:
-				// Lists come from the file only.
-			default:
-				keys[name] = true
-			}
-		}
-	}
-	walk(reflect.TypeOf(Config{}), "")
-	out := make([]string, 0, len(keys))
-	for k := range keys {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// unknownKeys walks a YAML document against Config's tags and names every
-// key the daemon does not know.
-func unknownKeys(raw []byte, file string) []string {
-	var doc map[string]any
-	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		return []string{fmt.Sprintf("%s: %v", file, err)}
-	}
+// unknownKeysIn walks a settings tree (at key path) against type t and
+// names every key the daemon does not know, and every map entry whose name
+// holds a '.' (the key separator: viper would read log.topics.a.b as
+// topic a, field b).
+func unknownKeysIn(node any, t reflect.Type, path string) []string {
 	var out []string
 	var walk func(node any, t reflect.Type, path string)
 	walk = func(node any, t reflect.Type, path string) {
 		switch t.Kind() {
 		case reflect.Struct:
-			if t == reflect.TypeOf(time.Duration(0)) {
+			if t == durationType {
 				return
 			}
 			m, ok := node.(map[string]any)
@@ -312,8 +288,8 @@ func unknownKeys(raw []byte, file string) []string {
 				fields[t.Field(i).Tag.Get("mapstructure")] = t.Field(i)
 			}
 			for k, child := range m {
-				f, ok := fields[strings.ToLower(k)]
-				key := strings.TrimPrefix(path+"."+k, ".")
+				f, ok := fields[k]
+				key := joinKey(path, k)
 				if !ok {
 					out = append(out, fmt.Sprintf("%s: unknown key", key))
 					continue
@@ -321,20 +297,34 @@ func unknownKeys(raw []byte, file string) []string {
 				walk(child, f.Type, key)
 			}
 		case reflect.Map:
-			if m, ok := node.(map[string]any); ok {
-				for k, child := range m {
-					walk(child, t.Elem(), path+"."+k)
+			m, ok := node.(map[string]any)
+			if !ok {
+				if node != nil {
+					out = append(out, fmt.Sprintf("%s: expected a mapping", path))
 				}
+				return
+			}
+			for k, child := range m {
+				if strings.Contains(k, ".") {
+					out = append(out, fmt.Sprintf("%s.%s: a name here may not contain '.'", path, k))
+					continue
+				}
+				walk(child, t.Elem(), path+"."+k)
 			}
 		case reflect.Slice:
-			if l, ok := node.([]any); ok {
-				for i, child := range l {
-					walk(child, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+			l, ok := node.([]any)
+			if !ok {
+				if node != nil && t.Elem().Kind() != reflect.String { // "a,b" is a list of strings
+					out = append(out, fmt.Sprintf("%s: expected a list", path))
 				}
+				return
+			}
+			for i, child := range l {
+				walk(child, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
 			}
 		}
 	}
-	walk(doc, reflect.TypeOf(Config{}), "")
+	walk(node, t, path)
 	return out
 }
 

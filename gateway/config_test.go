@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -127,5 +128,198 @@ bogus: 1
 	}
 	if len(ce.Problems) < len(want) {
 		t.Errorf("%d problems reported, want at least %d", len(ce.Problems), len(want))
+	}
+}
+
+// TestConfigEnvListsAndMaps: every key can be set from the environment,
+// lists (comma-separated strings, YAML/JSON flow lists of settings) and
+// entries of user-named maps included, whether or not the defaults or the
+// file name them.
+func TestConfigEnvListsAndMaps(t *testing.T) {
+	file := writeConfig(t, `
+log:
+  topics:
+    site-1:
+      partitions: 2
+`)
+	env := []string{
+		`FERRY_DEVICES=[{"name":"a","token":"t"},{"name":"gw","client_id":"c","username":"u","password":"p","gateway":true}]`,
+		`FERRY_KAFKA_SASL_USERS=[{username: backend, password: secret}]`, // YAML flow
+		`FERRY_BRIDGES_KAFKA_BROKERS=127.0.0.1:9092, 127.0.0.1:9093`,
+		`FERRY_LOG_TOPICS_ALARMS_PARTITIONS=3`,                // a topic neither the defaults nor the file name
+		`FERRY_LOG_TOPICS_PLANT_ALARMS_FLUSH_INTERVAL=250ms`,  // underscores in the name and in the field
+		`FERRY_LOG_TOPICS_PLANT_ALARMS_FLUSH=interval`,        // the shorter field of the same topic
+		`FERRY_LOG_TOPICS_FLUSH_RETENTION_BYTES=1024`,         // a topic named like a field
+		`FERRY_LOG_TOPICS_SITE_1_RETENTION=2h`,                // site-1 from the file, '-' spelled '_'
+		`FERRY_BRIDGES_KAFKA_TOPICS_ALARMS=site1.alarms`,      // a bridge mapping entry
+		`FERRY_BRIDGES_KAFKA_TOPICS_PLANT_ALARMS=site1.plant`, // an entry whose name has an underscore
+		`FERRY_BRIDGES_KAFKA_MAX_BATCH_RECORDS=1000`,          // a key with underscores under a section
+		`FERRY_COMMANDS_TOPIC=`,                               // empty: set to empty (commands off)
+	}
+	cfg, err := LoadConfig(file, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Devices) != 2 || cfg.Devices[0] != (DeviceConfig{Name: "a", Token: "t"}) ||
+		cfg.Devices[1] != (DeviceConfig{Name: "gw", ClientID: "c", Username: "u", Password: "p", Gateway: true}) {
+		t.Fatalf("devices: %+v", cfg.Devices)
+	}
+	if len(cfg.Kafka.SASLUsers) != 1 || cfg.Kafka.SASLUsers[0] != (SASLUser{Username: "backend", Password: "secret"}) {
+		t.Fatalf("kafka.sasl_users: %+v", cfg.Kafka.SASLUsers)
+	}
+	if b := cfg.Bridges.Kafka.Brokers; len(b) != 2 || b[0] != "127.0.0.1:9092" || b[1] != "127.0.0.1:9093" {
+		t.Fatalf("bridges.kafka.brokers: %q", b)
+	}
+	if tc, ok := cfg.Log.Topics["alarms"]; !ok || tc.Partitions != 3 {
+		t.Fatalf("log.topics.alarms: %+v (topics %v)", tc, cfg.Log.Topics)
+	}
+	if tc := cfg.Log.Topics["plant_alarms"]; tc.FlushInterval != 250*time.Millisecond || tc.Flush != "interval" {
+		t.Fatalf("log.topics.plant_alarms: %+v (topics %v)", tc, cfg.Log.Topics)
+	}
+	if tc, ok := cfg.Log.Topics["flush"]; !ok || tc.RetentionBytes != 1024 {
+		t.Fatalf("log.topics.flush: %+v (topics %v)", tc, cfg.Log.Topics)
+	}
+	if tc := cfg.Log.Topics["site-1"]; tc.Partitions != 2 || tc.Retention != 2*time.Hour {
+		t.Fatalf("log.topics.site-1: %+v (topics %v)", tc, cfg.Log.Topics)
+	}
+	if _, ok := cfg.Log.Topics["site_1"]; ok {
+		t.Fatal("FERRY_LOG_TOPICS_SITE_1_RETENTION created topic site_1 next to site-1")
+	}
+	want := map[string]string{"alarms": "site1.alarms", "plant_alarms": "site1.plant"}
+	if got := cfg.Bridges.Kafka.Topics; !reflect.DeepEqual(got, want) {
+		t.Fatalf("bridges.kafka.topics: %v, want %v (environment entries replace the defaults' mapping)", got, want)
+	}
+	if cfg.Bridges.Kafka.MaxBatchRecords != 1000 || cfg.Commands.Topic != "" {
+		t.Fatalf("max_batch_records %d, commands.topic %q", cfg.Bridges.Kafka.MaxBatchRecords, cfg.Commands.Topic)
+	}
+}
+
+// TestConfigEnvMalformed: a value that does not parse as its setting's
+// type is a problem naming the variable and the key.
+func TestConfigEnvMalformed(t *testing.T) {
+	env := []string{
+		`FERRY_DEVICES=[{"name":"a",`,
+		`FERRY_KAFKA_SASL_USERS={"username":"a"}`,
+		`FERRY_BRIDGES_KAFKA_TOPICS=[a, b]`,
+		`FERRY_MQTT_MAX_PAYLOAD=big`,
+		`FERRY_RPC_TIMEOUT=soon`,
+		`FERRY_MQTT_ALLOW_ANONYMOUS=maybe`,
+		`FERRY_LOG_TOPICS_ALARMS_PARTITONS=3`, // typo in the field: no such setting
+		`FERRY_LOG_TOPICS_ALARMS_PARTITIONS=three`,
+		`FERRY_BRIDGES_KAFKA_BROKERS=[[a]]`,
+	}
+	_, err := LoadConfig(writeConfig(t, "devices: []\n"), append(env, `FERRY_HTTP_LISTEN=:1`))
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("got %v", err)
+	}
+	for _, w := range []string{
+		"FERRY_DEVICES (devices): not a YAML or JSON list",
+		"FERRY_KAFKA_SASL_USERS (kafka.sasl_users): not a YAML or JSON list (a mapping)",
+		"FERRY_BRIDGES_KAFKA_TOPICS (bridges.kafka.topics): not a YAML or JSON mapping (a list)",
+		`FERRY_MQTT_MAX_PAYLOAD (mqtt.max_payload): "big" is not an integer`,
+		`FERRY_RPC_TIMEOUT (rpc.timeout): "soon" is not a duration`,
+		`FERRY_MQTT_ALLOW_ANONYMOUS (mqtt.allow_anonymous): "maybe" is not true or false`,
+		"FERRY_LOG_TOPICS_ALARMS_PARTITONS: no such setting",
+		`FERRY_LOG_TOPICS_ALARMS_PARTITIONS (log.topics.alarms.partitions): "three" is not an integer`,
+		"FERRY_BRIDGES_KAFKA_BROKERS (bridges.kafka.brokers): item 0 is a list, not a string",
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%s", w, strings.Join(ce.Problems, "\n"))
+		}
+	}
+	if len(ce.Problems) != len(env) {
+		t.Errorf("%d problems, want %d:\n%s", len(ce.Problems), len(env), strings.Join(ce.Problems, "\n"))
+	}
+
+	// Settings inside a list or map value are checked like a file's.
+	_, err = LoadConfig("", []string{`FERRY_DEVICES=[{nmae: a, token: t}]`, `FERRY_LOG_TOPICS={alarms: {partitons: 2}}`})
+	for _, w := range []string{"FERRY_DEVICES: devices[0].nmae: unknown key", "FERRY_LOG_TOPICS: log.topics.alarms.partitons: unknown key"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in %v", w, err)
+		}
+	}
+}
+
+// TestConfigBridgeTopicsReplaceDefaults: a user's bridges.kafka.topics
+// (file or environment) is the whole mapping; the defaults' telemetry and
+// attributes entries do not survive it. log.topics still merges per topic.
+func TestConfigBridgeTopicsReplaceDefaults(t *testing.T) {
+	defaults, err := LoadConfig("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"telemetry": "ferry.telemetry", "attributes": "ferry.attributes"}; !reflect.DeepEqual(defaults.Bridges.Kafka.Topics, want) {
+		t.Fatalf("default mapping %v", defaults.Bridges.Kafka.Topics)
+	}
+	cases := []struct {
+		name, file string
+		env        []string
+		want       map[string]string
+	}{
+		{"file narrows", "bridges:\n  kafka:\n    topics:\n      telemetry: site1.telemetry\n", nil,
+			map[string]string{"telemetry": "site1.telemetry"}},
+		{"file empties", "bridges:\n  kafka:\n    topics: {}\n", nil, map[string]string{}},
+		{"file null empties", "bridges:\n  kafka:\n    topics:\n", nil, map[string]string{}},
+		{"env entry narrows", "", []string{"FERRY_BRIDGES_KAFKA_TOPICS_TELEMETRY=site1.telemetry"},
+			map[string]string{"telemetry": "site1.telemetry"}},
+		{"env whole map", "", []string{`FERRY_BRIDGES_KAFKA_TOPICS={"attributes":"site1.attributes"}`},
+			map[string]string{"attributes": "site1.attributes"}},
+		{"env whole then entry", "", []string{"FERRY_BRIDGES_KAFKA_TOPICS_TELEMETRY=t2", `FERRY_BRIDGES_KAFKA_TOPICS={attributes: a2}`},
+			map[string]string{"attributes": "a2", "telemetry": "t2"}},
+		{"env entry edits the file's mapping", "bridges:\n  kafka:\n    topics: {telemetry: a, attributes: b}\n",
+			[]string{"FERRY_BRIDGES_KAFKA_TOPICS_ATTRIBUTES=c"}, map[string]string{"telemetry": "a", "attributes": "c"}},
+		{"env whole map replaces the file's", "bridges:\n  kafka:\n    topics: {telemetry: a, attributes: b}\n",
+			[]string{"FERRY_BRIDGES_KAFKA_TOPICS={telemetry: x}"}, map[string]string{"telemetry": "x"}},
+		{"other bridge keys keep the default mapping", "bridges:\n  kafka:\n    delivery: at_least_once\n", nil,
+			map[string]string{"telemetry": "ferry.telemetry", "attributes": "ferry.attributes"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			file := ""
+			if c.file != "" {
+				file = writeConfig(t, c.file)
+			}
+			cfg, err := LoadConfig(file, c.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := cfg.Bridges.Kafka.Topics
+			if got == nil {
+				got = map[string]string{}
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Fatalf("bridges.kafka.topics %v, want %v", got, c.want)
+			}
+			// log.topics keeps merging: both required topics stay, with their defaults.
+			if tel := cfg.Log.Topics["telemetry"]; tel.Flush != "always" || cfg.Log.Topics["attributes"].Compression != "zstd" {
+				t.Fatalf("log.topics lost its defaults: %+v", cfg.Log.Topics)
+			}
+		})
+	}
+
+	// The exact case of the bug: with brokers set, narrowing to telemetry
+	// means the bridge replicates telemetry only.
+	cfg, err := LoadConfig(writeConfig(t, `
+bridges:
+  kafka:
+    brokers: ["127.0.0.1:9092"]
+    topics:
+      telemetry: site1.telemetry
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"telemetry": "site1.telemetry"}; !reflect.DeepEqual(cfg.Bridges.Kafka.Topics, want) {
+		t.Fatalf("bridge replicates %v, want %v", cfg.Bridges.Kafka.Topics, want)
+	}
+}
+
+// TestConfigDottedMapKeys: a '.' in a topic name would be read as a key
+// separator; it is reported instead of silently becoming another topic.
+func TestConfigDottedMapKeys(t *testing.T) {
+	_, err := LoadConfig(writeConfig(t, "log:\n  topics:\n    site.alarms: {partitions: 2}\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), "log.topics.site.alarms: a name here may not contain '.'") {
+		t.Fatalf("got %v", err)
 	}
 }
