@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -20,30 +21,58 @@ import (
 	bkafka "github.com/ferry-iot/ferry/bridge/kafka"
 )
 
-// validateKafkaBridge checks bridges.kafka (only when brokers are set).
+// upstreamTopicRE is Kafka's rule for topic names (the upstream's, which
+// may be longer than the edge log allows).
+var upstreamTopicRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// bridgeMemoryShare is the share of memory_limit the bridge's two batches
+// (one in flight, the next read ahead) may take together.
+const bridgeMemoryShare = 4
+
+// validateKafkaBridge checks bridges.kafka (only when brokers are set),
+// naming every problem with its full key.
 func (c *Config) validateKafkaBridge(bad func(key, format string, args ...any)) {
 	kb := c.Bridges.Kafka
 	if len(kb.Brokers) == 0 {
 		return
 	}
 	for i, b := range kb.Brokers {
-		if _, _, err := net.SplitHostPort(b); err != nil {
-			bad(fmt.Sprintf("bridges.kafka.brokers[%d]", i), "%q is not host:port", b)
+		key := fmt.Sprintf("bridges.kafka.brokers[%d]", i)
+		host, port, err := net.SplitHostPort(b)
+		if err != nil {
+			bad(key, "%q is not host:port", b)
+			continue
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			bad(key, "%q: port %q is not 1..65535", b, port)
+		}
+		if host == "" {
+			bad(key, "%q has no host", b)
 		}
 	}
 	if len(kb.Topics) == 0 {
 		bad("bridges.kafka.topics", "must map at least one log topic to an upstream topic")
 	}
 	for edge, up := range kb.Topics {
+		key := "bridges.kafka.topics." + edge
 		if _, ok := c.Log.Topics[edge]; !ok && edge != c.Commands.Responses {
-			bad("bridges.kafka.topics."+edge, "is not a log topic (log.topics.%s)", edge)
+			bad(key, "is not a log topic (log.topics.%s)", edge)
 		}
-		if up == "" {
-			bad("bridges.kafka.topics."+edge, "upstream topic name is empty")
+		switch {
+		case up == "":
+			bad(key, "upstream topic name is empty")
+		case !upstreamTopicRE.MatchString(up) || up == "." || up == "..":
+			bad(key, "upstream topic %q is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])", up)
+		case kb.Delivery == bkafka.ExactlyOnce && up == kb.CheckpointTopic:
+			bad(key, "upstream topic %q is bridges.kafka.checkpoint_topic", up)
 		}
 	}
 	switch kb.Delivery {
-	case bkafka.ExactlyOnce, bkafka.AtLeastOnce:
+	case bkafka.ExactlyOnce:
+		if !upstreamTopicRE.MatchString(kb.CheckpointTopic) || kb.CheckpointTopic == "." || kb.CheckpointTopic == ".." {
+			bad("bridges.kafka.checkpoint_topic", "%q is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])", kb.CheckpointTopic)
+		}
+	case bkafka.AtLeastOnce:
 	default:
 		bad("bridges.kafka.delivery", "%q is not exactly_once or at_least_once", kb.Delivery)
 	}
@@ -59,24 +88,80 @@ func (c *Config) validateKafkaBridge(bad func(key, format string, args ...any)) 
 	}
 	switch strings.ToLower(kb.SASL.Mechanism) {
 	case "":
+		if kb.SASL.Username != "" || kb.SASL.Password != "" {
+			bad("bridges.kafka.sasl.mechanism", "is empty but sasl.username or sasl.password is set (plain, scram-sha-256 or scram-sha-512)")
+		}
 	case "plain", "scram-sha-256", "scram-sha-512":
 		if kb.SASL.Username == "" {
-			bad("bridges.kafka.sasl.username", "is required with sasl.mechanism")
+			bad("bridges.kafka.sasl.username", "is required with sasl.mechanism %s", kb.SASL.Mechanism)
+		}
+		if kb.SASL.Password == "" {
+			bad("bridges.kafka.sasl.password", "is required with sasl.mechanism %s", kb.SASL.Mechanism)
 		}
 	default:
 		bad("bridges.kafka.sasl.mechanism", "%q is not plain, scram-sha-256 or scram-sha-512", kb.SASL.Mechanism)
 	}
-	if (kb.TLS.CertFile == "") != (kb.TLS.KeyFile == "") {
-		bad("bridges.kafka.tls.cert_file", "cert_file and key_file must be set together")
+	validateBridgeTLS(kb.TLS, bad)
+	if _, err := parseSize(kb.RateLimit); err != nil {
+		bad("bridges.kafka.rate_limit", "%v", err)
 	}
-	if n, err := parseSize(kb.RateLimit); err != nil || n < 0 {
-		bad("bridges.kafka.rate_limit", "%q is not a byte count (%v)", kb.RateLimit, err)
-	}
-	if n, err := parseSize(kb.MaxBatchBytes); err != nil || n < 64<<10 || n > 64<<20 {
+	maxBatch, err := parseSize(kb.MaxBatchBytes)
+	if err != nil || maxBatch < 64<<10 || maxBatch > 64<<20 {
 		bad("bridges.kafka.max_batch_bytes", "%q is not a size within 64KiB..64MiB", kb.MaxBatchBytes)
+	} else if limit, err := parseSize(c.MemoryLimit); err == nil && limit > 0 && 2*maxBatch > limit/bridgeMemoryShare {
+		bad("bridges.kafka.max_batch_bytes", "%s: two batches (one in flight, the next read ahead) exceed a quarter of memory_limit %s; "+
+			"lower bridges.kafka.max_batch_bytes to at most %s or raise memory_limit", kb.MaxBatchBytes, c.MemoryLimit, formatSize(limit/bridgeMemoryShare/2))
 	}
-	if kb.StallTimeout <= 0 || kb.Backoff <= 0 || kb.MaxBackoff < kb.Backoff {
-		bad("bridges.kafka.stall_timeout", "stall_timeout, backoff must be positive and max_backoff >= backoff")
+	if kb.MaxBatchRecords < 1 || kb.MaxBatchRecords > 1_000_000 {
+		bad("bridges.kafka.max_batch_records", "%d is outside 1..1000000", kb.MaxBatchRecords)
+	}
+	if kb.LiveThreshold < 1 {
+		bad("bridges.kafka.live_threshold", "%d must be at least 1", kb.LiveThreshold)
+	}
+	if kb.StallTimeout <= 0 {
+		bad("bridges.kafka.stall_timeout", "%v must be positive", kb.StallTimeout)
+	}
+	if kb.Linger < 0 || (kb.StallTimeout > 0 && kb.Linger >= kb.StallTimeout) {
+		bad("bridges.kafka.linger", "%v is outside [0, bridges.kafka.stall_timeout)", kb.Linger)
+	}
+	if kb.Backoff <= 0 {
+		bad("bridges.kafka.backoff", "%v must be positive", kb.Backoff)
+	}
+	if kb.MaxBackoff < kb.Backoff {
+		bad("bridges.kafka.max_backoff", "%v is below bridges.kafka.backoff %v", kb.MaxBackoff, kb.Backoff)
+	}
+}
+
+// validateBridgeTLS checks bridges.kafka.tls, files included, so that a
+// missing or unreadable certificate is a configuration problem reported
+// with the others rather than a start-up failure after it.
+func validateBridgeTLS(c BridgeTLSConfig, bad func(key, format string, args ...any)) {
+	if !c.Enabled {
+		for key, set := range map[string]bool{"ca_file": c.CAFile != "", "cert_file": c.CertFile != "", "key_file": c.KeyFile != "",
+			"insecure_skip_verify": c.InsecureSkipVerify} {
+			if set {
+				bad("bridges.kafka.tls."+key, "is set but bridges.kafka.tls.enabled is false")
+			}
+		}
+		return
+	}
+	if c.CAFile != "" {
+		if pem, err := os.ReadFile(c.CAFile); err != nil {
+			bad("bridges.kafka.tls.ca_file", "%v", err)
+		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			bad("bridges.kafka.tls.ca_file", "%s holds no PEM certificate", c.CAFile)
+		}
+	}
+	switch {
+	case c.CertFile == "" && c.KeyFile == "":
+	case c.CertFile == "":
+		bad("bridges.kafka.tls.cert_file", "is required with bridges.kafka.tls.key_file")
+	case c.KeyFile == "":
+		bad("bridges.kafka.tls.key_file", "is required with bridges.kafka.tls.cert_file")
+	default:
+		if _, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile); err != nil {
+			bad("bridges.kafka.tls.cert_file", "with bridges.kafka.tls.key_file: %v", err)
+		}
 	}
 }
 

@@ -364,8 +364,11 @@ func (c *Config) validate() []string {
 	if c.MQTT.MaxConnections < 0 {
 		bad("mqtt.max_connections", "%d is negative", c.MQTT.MaxConnections)
 	}
-	if (c.Provisioning.Key == "") != (c.Provisioning.Secret == "") {
-		bad("provisioning", "key and secret must be set together")
+	switch {
+	case c.Provisioning.Key != "" && c.Provisioning.Secret == "":
+		bad("provisioning.secret", "is required with provisioning.key (both empty: provisioning off)")
+	case c.Provisioning.Key == "" && c.Provisioning.Secret != "":
+		bad("provisioning.key", "is required with provisioning.secret (both empty: provisioning off)")
 	}
 	if c.RPC.Timeout <= 0 {
 		bad("rpc.timeout", "%v must be positive", c.RPC.Timeout)
@@ -519,4 +522,18 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size (bytes, or a number with KiB, MiB or GiB)", s)
 	}
 	return n * mult, nil
+}
+
+// formatSize writes n the way parseSize reads it, in the largest unit that
+// divides it.
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.m && n%u.m == 0 {
+			return strconv.FormatInt(n/u.m, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }

@@ -37,6 +37,20 @@ func TestConfigDefaults(t *testing.T) {
 	if cfg.MQTT.AllowAnonymous {
 		t.Fatal("anonymous clients allowed by default")
 	}
+	if cfg.Kafka.Listen != "127.0.0.1:9092" {
+		t.Fatalf("kafka.listen %q, want the loopback default 127.0.0.1:9092", cfg.Kafka.Listen)
+	}
+	if cfg.Commands.Topic != "commands" || cfg.Commands.Responses != "rpc_responses" || cfg.Commands.Expiry != time.Hour {
+		t.Fatalf("commands defaults: %+v", cfg.Commands)
+	}
+	kb := cfg.Bridges.Kafka
+	if len(kb.Brokers) != 0 || kb.Delivery != "exactly_once" || kb.MaxBatchBytes != "4MiB" || kb.MaxBatchRecords != 50000 ||
+		kb.Linger != 50*time.Millisecond || kb.LiveThreshold != 10000 || kb.Order != "oldest_first" {
+		t.Fatalf("bridges.kafka defaults: %+v", kb)
+	}
+	if len(cfg.Devices) != 0 || len(cfg.Kafka.SASLUsers) != 0 || cfg.Provisioning != (ProvisioningConfig{}) {
+		t.Fatalf("devices %v, kafka.sasl_users %v, provisioning %+v: want none", cfg.Devices, cfg.Kafka.SASLUsers, cfg.Provisioning)
+	}
 }
 
 func TestConfigFileAndEnvironment(t *testing.T) {
@@ -117,7 +131,7 @@ bogus: 1
 	want := []string{
 		"mqtt.lisen: unknown key", "bogus: unknown key", "mqtt.listen:", "mqtt.max_payload:", "http.listen:",
 		"devices[0]: needs a token", "devices[1].name:", "devices[1]: set either token", "devices[2].password:",
-		"provisioning:", "log.min_free_ratio:", "log.topics.telemetry.flush:", "log.topics.telemetry.compression:",
+		"provisioning.secret: is required with provisioning.key", "log.min_free_ratio:", "log.topics.telemetry.flush:", "log.topics.telemetry.compression:",
 		"log.topics.telemetry.on_full:", "FERRY_MQTT_LISTN: no such setting",
 	}
 	msg := err.Error()
@@ -321,5 +335,178 @@ func TestConfigDottedMapKeys(t *testing.T) {
 	_, err := LoadConfig(writeConfig(t, "log:\n  topics:\n    site.alarms: {partitions: 2}\n"), nil)
 	if err == nil || !strings.Contains(err.Error(), "log.topics.site.alarms: a name here may not contain '.'") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestConfigProvisioningNamesTheMissingKey: half a provisioning pair names
+// the half that is missing.
+func TestConfigProvisioningNamesTheMissingKey(t *testing.T) {
+	for _, c := range []struct{ file, want string }{
+		{"provisioning: {key: k}\n", "provisioning.secret: is required with provisioning.key"},
+		{"provisioning: {secret: s}\n", "provisioning.key: is required with provisioning.secret"},
+	} {
+		_, err := LoadConfig(writeConfig(t, c.file), nil)
+		var ce *ConfigError
+		if !errors.As(err, &ce) || len(ce.Problems) != 1 || !strings.HasPrefix(ce.Problems[0], c.want) {
+			t.Errorf("%q: got %v, want one problem %q", c.file, err, c.want)
+		}
+	}
+	if _, err := LoadConfig(writeConfig(t, "provisioning: {key: k, secret: s}\n"), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConfigKafkaBridgeValidation: every problem of bridges.kafka is
+// reported, at once, with its full key.
+func TestConfigKafkaBridgeValidation(t *testing.T) {
+	certFile, keyFile := selfSigned(t)
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.txt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing.pem")
+	const valid = `
+bridges:
+  kafka:
+    brokers: ["127.0.0.1:9092"]
+`
+	cases := []struct {
+		name string
+		yaml string   // bridges.kafka settings, indented under "kafka:"
+		env  []string // more settings
+		want []string // problem prefixes, exactly these
+	}{
+		{"defaults with brokers are valid", "", nil, nil},
+		{"at least once, every option", `
+    delivery: at_least_once
+    order: live_first
+    compression: lz4
+    sasl: {mechanism: SCRAM-SHA-512, username: u, password: p}
+    tls: {enabled: true, ca_file: ` + certFile + `, cert_file: ` + certFile + `, key_file: ` + keyFile + `}
+    rate_limit: 64KiB
+    max_batch_bytes: 1MiB
+    max_batch_records: 10
+    linger: 0s
+    live_threshold: 1
+`, nil, nil},
+		{"broker forms", "", []string{"FERRY_BRIDGES_KAFKA_BROKERS=kafka-1,:9092,h:0,h:port,[::1]:9092,h:65536"}, []string{
+			"bridges.kafka.brokers[0]: \"kafka-1\" is not host:port",
+			"bridges.kafka.brokers[1]: \":9092\" has no host",
+			"bridges.kafka.brokers[2]: \"h:0\": port",
+			"bridges.kafka.brokers[3]: \"h:port\": port",
+			"bridges.kafka.brokers[5]: \"h:65536\": port",
+		}},
+		{"delivery typo", "    delivery: exactly-once\n", nil, []string{"bridges.kafka.delivery: \"exactly-once\" is not exactly_once or at_least_once"}},
+		{"order and compression typos", "    order: newest_first\n    compression: brotli\n", nil, []string{
+			"bridges.kafka.compression: \"brotli\"", "bridges.kafka.order: \"newest_first\"",
+		}},
+		{"sasl mechanism typo", "    sasl: {mechanism: scram-sha-1, username: u, password: p}\n", nil, []string{
+			"bridges.kafka.sasl.mechanism: \"scram-sha-1\" is not plain, scram-sha-256 or scram-sha-512",
+		}},
+		{"sasl without credentials", "    sasl: {mechanism: plain}\n", nil, []string{
+			"bridges.kafka.sasl.password: is required", "bridges.kafka.sasl.username: is required",
+		}},
+		{"sasl credentials without mechanism", "    sasl: {username: u, password: p}\n", nil, []string{"bridges.kafka.sasl.mechanism: is empty"}},
+		{"tls files", "    tls: {enabled: true, ca_file: " + notPEM + ", cert_file: " + missing + ", key_file: " + keyFile + "}\n", nil, []string{
+			"bridges.kafka.tls.ca_file: " + notPEM + " holds no PEM certificate",
+			"bridges.kafka.tls.cert_file: with bridges.kafka.tls.key_file: open " + missing,
+		}},
+		{"tls missing ca file", "    tls: {enabled: true, ca_file: " + missing + "}\n", nil, []string{"bridges.kafka.tls.ca_file: open " + missing}},
+		{"tls key without cert", "    tls: {enabled: true, key_file: " + keyFile + "}\n", nil, []string{"bridges.kafka.tls.cert_file: is required with bridges.kafka.tls.key_file"}},
+		{"tls files while disabled", "    tls: {ca_file: " + certFile + ", insecure_skip_verify: true}\n", nil, []string{
+			"bridges.kafka.tls.ca_file: is set but bridges.kafka.tls.enabled is false",
+			"bridges.kafka.tls.insecure_skip_verify: is set but bridges.kafka.tls.enabled is false",
+		}},
+		{"topic mapping errors", "    topics: {telemetry: \"\", attributes: \"bad topic\", alarms: up.alarms, rpc_responses: ferry.checkpoints}\n", nil, []string{
+			"bridges.kafka.topics.alarms: is not a log topic (log.topics.alarms)",
+			"bridges.kafka.topics.attributes: upstream topic \"bad topic\" is not a Kafka topic name",
+			"bridges.kafka.topics.rpc_responses: upstream topic \"ferry.checkpoints\" is bridges.kafka.checkpoint_topic",
+			"bridges.kafka.topics.telemetry: upstream topic name is empty",
+		}},
+		{"no mapping", "    topics: {}\n", nil, []string{"bridges.kafka.topics: must map at least one log topic"}},
+		{"checkpoint topic", "    checkpoint_topic: \"..\"\n", nil, []string{"bridges.kafka.checkpoint_topic: \"..\" is not a Kafka topic name"}},
+		{"sizes and counts", "    rate_limit: fast\n    max_batch_bytes: 1KiB\n    max_batch_records: 0\n    live_threshold: 0\n", nil, []string{
+			"bridges.kafka.live_threshold: 0 must be at least 1",
+			"bridges.kafka.max_batch_bytes: \"1KiB\" is not a size within 64KiB..64MiB",
+			"bridges.kafka.max_batch_records: 0 is outside 1..1000000",
+			"bridges.kafka.rate_limit: \"fast\" is not a size",
+		}},
+		{"timing", "    stall_timeout: 0s\n    linger: -1s\n    backoff: 10s\n    max_backoff: 1s\n", nil, []string{
+			"bridges.kafka.linger: -1s is outside [0, bridges.kafka.stall_timeout)",
+			"bridges.kafka.max_backoff: 1s is below bridges.kafka.backoff 10s",
+			"bridges.kafka.stall_timeout: 0s must be positive",
+		}},
+		{"linger not below stall timeout", "    stall_timeout: 1s\n    linger: 1s\n", nil, []string{"bridges.kafka.linger: 1s is outside"}},
+		{"two batches exceed a quarter of memory_limit", "    max_batch_bytes: 8MiB\n", nil, []string{
+			"bridges.kafka.max_batch_bytes: 8MiB: two batches (one in flight, the next read ahead) exceed a quarter of memory_limit 48MiB; lower bridges.kafka.max_batch_bytes to at most 6MiB or raise memory_limit",
+		}},
+		{"a larger memory_limit allows larger batches", "    max_batch_bytes: 8MiB\n", []string{"FERRY_MEMORY_LIMIT=64MiB"}, nil},
+		{"no memory_limit: no bound from it", "    max_batch_bytes: 64MiB\n", []string{"FERRY_MEMORY_LIMIT=0"}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := LoadConfig(writeConfig(t, valid+c.yaml), c.env)
+			checkProblems(t, err, c.want)
+		})
+	}
+	// Every problem at once: the broker, delivery, SASL, TLS, topic and
+	// size problems of one file come back together.
+	all := []string{
+		"bridges.kafka.brokers[0]: \"kafka-1\" is not host:port",
+		"bridges.kafka.delivery: \"exactly-once\"",
+		"bridges.kafka.sasl.mechanism: \"scram-sha-1\"",
+		"bridges.kafka.tls.ca_file: " + notPEM + " holds no PEM certificate",
+		"bridges.kafka.tls.cert_file: with bridges.kafka.tls.key_file: open " + missing,
+		"bridges.kafka.topics.alarms: is not a log topic",
+		"bridges.kafka.topics.telemetry: upstream topic name is empty",
+		"bridges.kafka.max_batch_records: 0 is outside 1..1000000",
+		"bridges.kafka.max_batch_bytes: 16MiB: two batches",
+		"bridges.kafka.linger: 2m0s is outside",
+		"bridges.kafka.max_backoff: 1s is below",
+	}
+	_, err := LoadConfig(writeConfig(t, `
+bridges:
+  kafka:
+    brokers: ["kafka-1"]
+    delivery: exactly-once
+    sasl: {mechanism: scram-sha-1, username: u, password: p}
+    tls: {enabled: true, ca_file: `+notPEM+`, cert_file: `+missing+`, key_file: `+keyFile+`}
+    topics: {telemetry: "", alarms: up.alarms}
+    max_batch_records: 0
+    max_batch_bytes: 16MiB
+    linger: 2m
+    backoff: 10s
+    max_backoff: 1s
+`), nil)
+	checkProblems(t, err, all)
+}
+
+// checkProblems asserts that err is a ConfigError with exactly the
+// problems that start with want's entries (none: no error).
+func checkProblems(t *testing.T, err error, want []string) {
+	t.Helper()
+	if len(want) == 0 {
+		if err != nil {
+			t.Fatalf("unexpected: %v", err)
+		}
+		return
+	}
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("got %v, want problems %q", err, want)
+	}
+	got := strings.Join(ce.Problems, "\n")
+	for _, w := range want {
+		found := false
+		for _, p := range ce.Problems {
+			found = found || strings.HasPrefix(p, w)
+		}
+		if !found {
+			t.Errorf("missing %q in:\n%s", w, got)
+		}
+	}
+	if len(ce.Problems) != len(want) {
+		t.Errorf("%d problems, want %d:\n%s", len(ce.Problems), len(want), got)
 	}
 }
