@@ -252,6 +252,7 @@ type options struct {
 	syncParallelism   int
 	syncObserver      func(time.Duration)
 	pacing            bool
+	retentionPaused   bool
 }
 
 func defaultOptions() options {
@@ -311,6 +312,13 @@ func WithPacing(on bool) Option { return func(o *options) { o.pacing = on } }
 func WithSyncObserver(fn func(time.Duration)) Option {
 	return func(o *options) { o.syncObserver = fn }
 }
+
+// WithRetentionPaused opens the log with its housekeeping goroutine
+// (retention and compaction) waiting for ResumeRetention, so that the
+// owners of retention holds (bridges, consumers with stored checkpoints)
+// can set them before any pass could delete what they still need (default:
+// housekeeping runs from Open on).
+func WithRetentionPaused() Option { return func(o *options) { o.retentionPaused = true } }
 
 func (o *options) validate() error {
 	var errs []error

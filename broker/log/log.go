@@ -36,6 +36,8 @@ type Log struct {
 	kick          chan struct{}
 	full          chan struct{} // a partition holds a full batch: stop lingering
 	retentionKick chan struct{}
+	resume        chan struct{} // closed once housekeeping may run (WithRetentionPaused)
+	resumeOnce    sync.Once
 	calls         chan func() // run on the committer goroutine
 	syncCh        chan []*partCycle
 	pubCh         chan syncedCycle
@@ -89,6 +91,7 @@ func Open(dir string, opts ...Option) (*Log, error) {
 		kick:          make(chan struct{}, 1),
 		full:          make(chan struct{}, 1),
 		retentionKick: make(chan struct{}, 1),
+		resume:        make(chan struct{}),
 		calls:         make(chan func()),
 		syncCh:        make(chan []*partCycle),
 		pubCh:         make(chan syncedCycle, 4),
@@ -101,6 +104,9 @@ func Open(dir string, opts ...Option) (*Log, error) {
 		return nil, err
 	}
 	l.checkDisk()
+	if !o.retentionPaused {
+		l.ResumeRetention()
+	}
 	l.wg.Add(4)
 	go l.commitLoop()
 	go l.syncLoop()

@@ -61,9 +61,15 @@ func (p *Partition) holdFrom() int64 {
 }
 
 // housekeepingLoop runs retention and compaction on a timer and when the
-// committer reports the disk filling up.
+// committer reports the disk filling up, from ResumeRetention on (at once
+// without WithRetentionPaused).
 func (l *Log) housekeepingLoop() {
 	defer l.wg.Done()
+	select {
+	case <-l.resume:
+	case <-l.quit:
+		return
+	}
 	t := time.NewTicker(l.opts.retentionInterval)
 	defer t.Stop()
 	for {
@@ -77,6 +83,13 @@ func (l *Log) housekeepingLoop() {
 		l.Compact()
 	}
 }
+
+// ResumeRetention lets the housekeeping goroutine run retention and
+// compaction on a log opened WithRetentionPaused; a kick that arrived while
+// paused (the disk filling up) runs at once. Calling it again, or on a log
+// opened without the option, does nothing. EnforceRetention and Compact
+// called directly are never paused.
+func (l *Log) ResumeRetention() { l.resumeOnce.Do(func() { close(l.resume) }) }
 
 func (l *Log) kickRetention() {
 	select {

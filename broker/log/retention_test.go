@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/ferry-iot/ferry/broker/log/vfs"
@@ -325,4 +326,50 @@ func TestCompactionRespectsHolds(t *testing.T) {
 	if above != 200 {
 		t.Fatalf("%d records at or above the hold survive, want 200", above)
 	}
+}
+
+// TestRetentionPausedUntilResume: a log opened WithRetentionPaused runs no
+// housekeeping pass, however long its retention interval has passed, until
+// ResumeRetention; then the pending passes run. In a synctest bubble the
+// interval's ticker is virtual, so "it would have run" is exact.
+func TestRetentionPausedUntilResume(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clock := newFakeClock()
+		l := openTestLog(t, vfs.NewMem(), WithClock(clock), WithRetentionInterval(time.Millisecond), WithRetentionPaused())
+		defer l.Close()
+		p, _ := mustTopic(t, l, "t", TopicConfig{SegmentBytes: 4096, Retention: time.Hour}).Partition(0)
+		fill(t, p, 100, 100)
+		clock.Advance(2 * time.Hour) // every segment is past retention
+		time.Sleep(time.Hour)        // thousands of retention intervals
+		synctest.Wait()
+		if p.StartOffset() != 0 {
+			t.Fatalf("a paused log's housekeeping deleted up to offset %d", p.StartOffset())
+		}
+		p.SetHold("bridge.test", 40) // what the owner installs while paused
+		l.ResumeRetention()
+		l.ResumeRetention() // again: nothing
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if start := p.StartOffset(); start == 0 || start > 40 {
+			t.Fatalf("after resume the start offset is %d, want expired segments below the hold at 40 deleted", start)
+		}
+	})
+}
+
+// TestRetentionNotPausedByDefault: without the option housekeeping runs
+// from Open on.
+func TestRetentionNotPausedByDefault(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clock := newFakeClock()
+		l := openTestLog(t, vfs.NewMem(), WithClock(clock), WithRetentionInterval(time.Millisecond))
+		defer l.Close()
+		p, _ := mustTopic(t, l, "t", TopicConfig{SegmentBytes: 4096, Retention: time.Hour}).Partition(0)
+		fill(t, p, 100, 100)
+		clock.Advance(2 * time.Hour)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if p.StartOffset() != 100 {
+			t.Fatalf("start offset %d: housekeeping did not expire the data", p.StartOffset())
+		}
+	})
 }
