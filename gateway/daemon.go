@@ -50,7 +50,22 @@ type Daemon struct {
 
 // Start opens everything and begins serving. On error, whatever was opened
 // is closed again.
-func Start(cfg *Config, logger *slog.Logger) (d *Daemon, err error) {
+//
+// The log opens with retention paused: the commands dispatcher and the
+// bridges set their retention holds from their stored checkpoints as they
+// start, and only then may a retention pass run, so data past its age that
+// is not yet upstream (or not yet answered) survives a restart.
+func Start(cfg *Config, logger *slog.Logger) (*Daemon, error) {
+	return start(cfg, logger, startOptions{})
+}
+
+// startOptions are the tests' seams into start.
+type startOptions struct {
+	logOpts   []flog.Option   // after the daemon's own (a clock)
+	afterOpen func(*flog.Log) // called as soon as the log is open, before anything sets a hold
+}
+
+func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err error) {
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
@@ -80,12 +95,17 @@ func Start(cfg *Config, logger *slog.Logger) (d *Daemon, err error) {
 		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 	})
 	d.metrics.MustRegister(fsync)
-	d.log, err = flog.Open(filepath.Join(dataDir, "log"),
+	d.log, err = flog.Open(filepath.Join(dataDir, "log"), append([]flog.Option{
 		flog.WithLogger(logger), flog.WithMinFreeRatio(cfg.Log.MinFreeRatio),
 		flog.WithRetentionInterval(cfg.Log.RetentionInterval), flog.WithLinger(cfg.Log.Linger),
-		flog.WithSyncObserver(func(t time.Duration) { fsync.Observe(t.Seconds()) }))
+		flog.WithSyncObserver(func(t time.Duration) { fsync.Observe(t.Seconds()) }),
+		flog.WithRetentionPaused(), // until the holds are set, below
+	}, so.logOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("open log: %w", err)
+	}
+	if so.afterOpen != nil {
+		so.afterOpen(d.log)
 	}
 	d.metrics.MustRegister(&logCollector{log: d.log})
 	names := make([]string, 0, len(cfg.Log.Topics))
@@ -129,6 +149,8 @@ func Start(cfg *Config, logger *slog.Logger) (d *Daemon, err error) {
 	if err = d.startBridges(); err != nil {
 		return nil, err
 	}
+	// Every hold is set (commands.Start, bridge.New): retention may run.
+	d.log.ResumeRetention()
 
 	if d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
