@@ -38,6 +38,13 @@ import (
 // Errors are JSON: {"error": "..."}. With http.admin_token set, every
 // /api/v1 route needs "Authorization: Bearer <token>"; without it the topic
 // routes are open and the device routes refuse.
+//
+// Devices the configuration lists (devices: in the file or FERRY_DEVICES)
+// are the configuration's: written from it at every start, so PUT and
+// DELETE of one answer 409 Conflict naming its devices[i] entry (their
+// attributes and RPC are open to the API as for any device). Devices
+// created through the API, by provisioning or by a gateway, and those the
+// configuration no longer lists, are managed here and survive restarts.
 func (d *Daemon) routes() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(pattern, route string, admin bool, h http.HandlerFunc) {

@@ -88,7 +88,23 @@ func (d *Daemon) putDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Name = name
+	if d.refuseConfigured(w, name, "change") {
+		return
+	}
 	d.saveDevice(w, req, http.StatusOK)
+}
+
+// refuseConfigured answers 409 for a device the configuration lists: the
+// configuration is its source of truth (it is written from there at every
+// start), so an API change would be undone at the next restart.
+func (d *Daemon) refuseConfigured(w http.ResponseWriter, name, verb string) bool {
+	for i, dc := range d.cfg.Devices {
+		if dc.Name == name {
+			writeError(w, http.StatusConflict, "device %q is set in the configuration (devices[%d]): %s it there, it is written from there at every start", name, i, verb)
+			return true
+		}
+	}
+	return false
 }
 
 func (d *Daemon) saveDevice(w http.ResponseWriter, req deviceRequest, code int) {
@@ -123,7 +139,7 @@ func (d *Daemon) getDevice(w http.ResponseWriter, r *http.Request) {
 
 func (d *Daemon) deleteDevice(w http.ResponseWriter, r *http.Request) {
 	dev, ok := d.device(w, r)
-	if !ok {
+	if !ok || d.refuseConfigured(w, dev.Name, "remove") {
 		return
 	}
 	if err := d.reg.Delete(dev.Name); err != nil {

@@ -161,11 +161,14 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 	return d, nil
 }
 
-// seedDevices writes the configured devices into the registry.
+// seedDevices writes the configured devices into the registry, replacing
+// what it holds under their names: the configuration is the source of
+// truth for the devices it lists (the API refuses to change or delete
+// them). Devices it no longer lists stay, managed through the API.
 func (d *Daemon) seedDevices() error {
 	var errs []error
 	for i, dc := range d.cfg.Devices {
-		dev := registry.Device{Name: dc.Name, Type: dc.Type, Gateway: dc.Gateway, Source: "config"}
+		dev := registry.Device{Name: dc.Name, Type: dc.Type, Gateway: dc.Gateway, Source: registry.SourceConfig}
 		creds := registry.Credentials{Token: dc.Token, ClientID: dc.ClientID, Username: dc.Username, Password: dc.Password}
 		if err := d.reg.Put(dev, creds); err != nil {
 			errs = append(errs, fmt.Errorf("devices[%d] (%s): %w", i, dc.Name, err))

@@ -277,3 +277,55 @@ bridges:
 		t.Fatalf("telemetry records after the restart: %+v", recs)
 	}
 }
+
+// TestDaemonConfigDevicesAreConfigOwned: the configuration is the source
+// of truth for the devices it lists. The API refuses to change or delete
+// them (so a restart never silently undoes an API edit), a changed entry
+// takes effect at the next start, and devices the API created, or that
+// the configuration no longer lists, are the API's and survive restarts.
+func TestDaemonConfigDevicesAreConfigOwned(t *testing.T) {
+	dataDir := t.TempDir()
+	d := startDaemon(t, dataDir, "")
+	var e struct {
+		Error string `json:"error"`
+	}
+	if code := d.api("PUT", "/api/v1/devices/boiler-1", map[string]any{"token": "NEW"}, &e); code != 409 ||
+		!strings.Contains(e.Error, "devices[0]") {
+		t.Fatalf("PUT of a configured device: %d %q, want 409 naming devices[0]", code, e.Error)
+	}
+	if code := d.api("DELETE", "/api/v1/devices/boiler-2", nil, &e); code != 409 || !strings.Contains(e.Error, "devices[1]") {
+		t.Fatalf("DELETE of a configured device: %d %q, want 409 naming devices[1]", code, e.Error)
+	}
+	if code := d.api("POST", "/api/v1/devices", map[string]any{"name": "boiler-1", "token": "NEW"}, nil); code != 409 {
+		t.Fatalf("POST of a configured device's name: %d", code)
+	}
+	if code := d.api("POST", "/api/v1/devices", map[string]any{"name": "api-dev", "token": "API1"}, nil); code != 201 {
+		t.Fatalf("POST api-dev: %d", code)
+	}
+	if code := d.api("PUT", "/api/v1/devices/api-dev", map[string]any{"token": "API2", "type": "meter"}, nil); code != 200 {
+		t.Fatalf("PUT api-dev: %d", code)
+	}
+	connectDevice(t, d, "TOKEN1").Disconnect(100) // unchanged by the refused PUT
+	d.stop()
+
+	// Restart with boiler-1's token changed and boiler-2 no longer listed.
+	d = startDaemonEnv(t, dataDir, "", []string{`FERRY_DEVICES=[{name: boiler-1, token: TOKEN1B, type: boiler}]`})
+	connectDevice(t, d, "TOKEN1B").Disconnect(100)
+	if _, tok := mqttClient(t, d.broker(), "TOKEN1", "old-token", nil); tok.Error() == nil {
+		t.Fatal("boiler-1's old token still accepted after the configuration changed it")
+	}
+	connectDevice(t, d, "API2").Disconnect(100) // the API's edit of its own device stayed
+	var dev deviceJSON
+	if code := d.api("GET", "/api/v1/devices/api-dev", nil, &dev); code != 200 || dev.Type != "meter" || dev.Source != "api" {
+		t.Fatalf("api-dev after restart: %d %+v", code, dev)
+	}
+	if code := d.api("PUT", "/api/v1/devices/boiler-2", map[string]any{"token": "TOKEN2B"}, nil); code != 200 {
+		t.Fatalf("PUT of a device the configuration no longer lists: %d", code)
+	}
+	if code := d.api("DELETE", "/api/v1/devices/boiler-2", nil, nil); code != 204 {
+		t.Fatalf("DELETE of a device the configuration no longer lists: %d", code)
+	}
+	if code := d.api("PUT", "/api/v1/devices/boiler-1", map[string]any{"token": "X"}, nil); code != 409 {
+		t.Fatalf("PUT of boiler-1 after restart: %d", code)
+	}
+}
