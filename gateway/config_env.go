@@ -203,15 +203,20 @@ func resolveMapEntry(elem reflect.Type, tree map[string]any, path []string, rest
 			return nil
 		}
 	}
-	known := make([]string, 0, len(tree))
-	for k := range tree {
-		known = append(known, k)
+	if strings.Contains(name, ".") {
+		return nil // the key separator: not a name a variable can hold
 	}
-	sort.Strings(known)
-	for _, k := range known {
-		if envName(k) == name {
-			name = k
-			break
+	if _, exact := tree[name]; !exact {
+		known := make([]string, 0, len(tree))
+		for k := range tree {
+			known = append(known, k)
+		}
+		sort.Strings(known)
+		for _, k := range known {
+			if envName(k) == name {
+				name = k
+				break
+			}
 		}
 	}
 	p := append(append([]string(nil), path...), name)

@@ -206,6 +206,18 @@ log:
 	if cfg.Bridges.Kafka.MaxBatchRecords != 1000 || cfg.Commands.Topic != "" {
 		t.Fatalf("max_batch_records %d, commands.topic %q", cfg.Bridges.Kafka.MaxBatchRecords, cfg.Commands.Topic)
 	}
+	// With both spellings in the file, the exact one is meant.
+	cfg, err = LoadConfig(writeConfig(t, "log:\n  topics:\n    a-b: {partitions: 2}\n    a_b: {partitions: 2}\n"),
+		[]string{"FERRY_LOG_TOPICS_A_B_PARTITIONS=5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log.Topics["a_b"].Partitions != 5 || cfg.Log.Topics["a-b"].Partitions != 2 {
+		t.Fatalf("a_b %+v, a-b %+v", cfg.Log.Topics["a_b"], cfg.Log.Topics["a-b"])
+	}
+	if _, err := LoadConfig("", []string{"FERRY_LOG_TOPICS_A.B_PARTITIONS=5"}); err == nil || !strings.Contains(err.Error(), "FERRY_LOG_TOPICS_A.B_PARTITIONS: no such setting") {
+		t.Fatalf("a '.' in a variable's topic name: %v", err)
+	}
 }
 
 // TestConfigEnvMalformed: a value that does not parse as its setting's
@@ -509,4 +521,36 @@ func checkProblems(t *testing.T, err error, want []string) {
 	if len(ce.Problems) != len(want) {
 		t.Errorf("%d problems, want %d:\n%s", len(ce.Problems), len(want), got)
 	}
+}
+
+// FuzzLoadConfig: any file and any FERRY_ variable give a configuration
+// or a config error, never a panic, and a configuration that loads is
+// valid.
+func FuzzLoadConfig(f *testing.F) {
+	f.Add("mqtt: {listen: \":1\"}\n", "LOG_TOPICS_A_B_FLUSH_INTERVAL", "1s")
+	f.Add("bridges: {kafka: {topics: {telemetry: x}}}\n", "BRIDGES_KAFKA_TOPICS", "{a: b}")
+	f.Add("devices: [{name: a, token: t}]\n", "DEVICES", `[{"name":"b","token":"u"}]`)
+	f.Add("log:\n  topics:\n    x-y: {partitions: 2}\n", "LOG_TOPICS_X_Y_PARTITIONS", "3")
+	f.Add("mqtt: 5\n", "MQTT_LISTEN", "[")
+	f.Add("log: {topics: 3}\n", "LOG_TOPICS_A_PARTITIONS", "1")
+	f.Add("", "BRIDGES_KAFKA_BROKERS", "a:1,,b:2")
+	f.Add("? [a]\n: b\n", "LOG", "{topics: {a: {partitions: x}}}")
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, file, key, val string) {
+		p := filepath.Join(dir, "fuzz.yaml")
+		if err := os.WriteFile(p, []byte(file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := LoadConfig(p, []string{"FERRY_" + key + "=" + val})
+		if err != nil {
+			var ce *ConfigError
+			if !errors.As(err, &ce) && !strings.HasPrefix(err.Error(), "config: ") {
+				t.Fatalf("error %T %v is neither a ConfigError nor a config: error", err, err)
+			}
+			return
+		}
+		if problems := cfg.validate(); len(problems) > 0 {
+			t.Fatalf("loaded but invalid: %v", problems)
+		}
+	})
 }

@@ -1,12 +1,25 @@
 // Command gateway is the Ferry daemon: an MQTT broker that speaks the
 // ThingsBoard device API, writing every accepted data point to the durable
-// log, with an HTTP API for devices, topics and RPC.
+// log, with a Kafka listener for backend services, bridges to an upstream
+// Kafka cluster and an HTTP API for devices, topics and RPC.
 //
-//	go run ./gateway                     embedded defaults (configs/ferry.yaml)
+//	go run ./gateway                     embedded defaults (configs/ferry.yaml), data in ./data
 //	go run ./gateway --config my.yaml    plus a file; FERRY_<KEY> variables override both
+//	go run ./gateway --print-default-config
 //
-// SIGINT or SIGTERM stops accepting, lets in-flight appends commit and
-// their acknowledgements go out, closes the log cleanly and exits 0.
+// No config file is needed: the defaults are configs/ferry.yaml, embedded.
+// A file holds only the keys it changes. Every key can be set with
+// FERRY_<KEY>, dots as underscores, lists and maps included
+// (FERRY_BRIDGES_KAFKA_BROKERS=a:9092,b:9092, FERRY_DEVICES='[{"name":"a","token":"t"}]',
+// FERRY_LOG_TOPICS_ALARMS_PARTITIONS=3); the head of configs/ferry.yaml
+// gives the rules, and how a file merges into the defaults. The
+// configuration is validated once; every problem is printed with its full
+// key and the exit status is 2.
+//
+// On start the daemon prints its node id and the absolute data directory,
+// then the bound MQTT, Kafka and HTTP addresses. SIGINT or SIGTERM stops
+// accepting, lets in-flight appends commit and their acknowledgements go
+// out, closes the log cleanly and exits 0.
 package main
 
 import (
