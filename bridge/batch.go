@@ -2,15 +2,146 @@ package bridge
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"time"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
 )
 
+// TP names an edge partition.
+type TP struct {
+	Topic     string
+	Partition int32
+}
+
+func (tp TP) String() string { return fmt.Sprintf("%s/%d", tp.Topic, tp.Partition) }
+
+// Progress is a partition's replication position: every offset below Next
+// is upstream, and with live_first also [LiveFrom, LiveNext). LiveFrom is
+// 0 when the partition is not split (a split always has Next < LiveFrom).
+type Progress struct {
+	Next     int64 `json:"next"`
+	LiveFrom int64 `json:"live_from,omitempty"`
+	LiveNext int64 `json:"live_next,omitempty"`
+}
+
+func (p Progress) split() bool { return p.LiveFrom > 0 }
+
+// ahead is the number of records at or above Next already upstream.
+func (p Progress) ahead() int64 {
+	if p.split() {
+		return p.LiveNext - p.LiveFrom
+	}
+	return 0
+}
+
+// covers reports whether offset o is below Next or in the live range.
+func (p Progress) covers(o int64) bool {
+	return o < p.Next || (p.split() && o >= p.LiveFrom && o < p.LiveNext)
+}
+
+// union is the smallest Progress covering every offset a or b covers (a
+// superset when no Progress covers exactly those).
+func union(a, b Progress) Progress {
+	live := b
+	if !live.split() {
+		live = a
+	}
+	out := Progress{LiveFrom: live.LiveFrom, LiveNext: live.LiveNext}
+	out.Next = max(a.Next, b.Next)
+	for _, p := range []Progress{a, b} {
+		switch {
+		case !p.split():
+		case p.LiveFrom == out.LiveFrom:
+			out.LiveNext = max(out.LiveNext, p.LiveNext)
+		default:
+			out.Next = max(out.Next, p.LiveNext) // an older live range: under Next, with what lies between
+		}
+	}
+	if out.split() && out.Next >= out.LiveFrom {
+		out = Progress{Next: max(out.Next, out.LiveNext)}
+	}
+	return out
+}
+
+// Item is one record on its way upstream.
+type Item struct {
+	TP
+	Record flog.Record
+}
+
+// Batch is what one Send delivers: records from any number of partitions,
+// each partition's in offset order, and the partitions' progress once the
+// batch is upstream (a target that stores checkpoints upstream writes them
+// with the records, atomically).
+type Batch struct {
+	Items    []Item
+	Progress map[TP]Progress
+	Bytes    int // key, value and header bytes of Items
+	// Rejected are records this batch passes over because the upstream
+	// refused them for good (see RejectedError). A target that stores
+	// checkpoints upstream may record them with the checkpoints.
+	Rejected []Rejected
+
+	skips []skip // ranges retention dropped before replication, passed over by this batch
+}
+
+// skip is a range of a partition's offsets retention deleted unreplicated.
+type skip struct {
+	tp       TP
+	from, to int64
+}
+
 // refreshEvery bounds how long an idle engine goes without looking for
 // new partitions of its topics.
 const refreshEvery = 10 * time.Second
+
+// limits are the effective batch limits of a session.
+type limits struct {
+	batchBytes, batchRecords int
+	recordBytes              int // 0: no per-record limit
+}
+
+// with applies a Conn's Limits: smaller non-zero values win.
+func (l limits) with(t Limits) limits {
+	if t.MaxBatchBytes > 0 {
+		l.batchBytes = min(l.batchBytes, t.MaxBatchBytes)
+	}
+	if t.MaxBatchRecords > 0 {
+		l.batchRecords = min(l.batchRecords, t.MaxBatchRecords)
+	}
+	if t.MaxRecordBytes > 0 {
+		l.recordBytes = t.MaxRecordBytes
+	}
+	return l
+}
+
+// fillPlan is everything a fill reads: a copy of the cursors' positions
+// and maps the run goroutine leaves alone while a fill runs.
+type fillPlan struct {
+	order  []*cursor // the partitions to read, in order (only c.tp and c.p are read)
+	from   map[TP]Progress
+	lim    limits
+	poison map[TP]map[int64]string // records to pass over as rejected → reason
+}
+
+// plan is the next fill's plan (run goroutine only): every partition, or
+// while suspects are being isolated only theirs, in smaller batches.
+func (e *Engine) plan() fillPlan {
+	pl := fillPlan{order: e.order(), from: e.positions(), lim: e.lim, poison: e.poison}
+	if e.narrow.active() {
+		pl.lim.batchRecords = min(pl.lim.batchRecords, e.narrow.cap)
+		order := pl.order[:0:0]
+		for _, c := range pl.order {
+			if len(e.narrow.suspects[c.tp]) > 0 {
+				order = append(order, c)
+			}
+		}
+		pl.order = order
+	}
+	return pl
+}
 
 // nextBatch blocks until records are waiting, lingers briefly after an
 // idle spell so a trickle travels in fewer batches, then packs up to the
@@ -19,12 +150,13 @@ const refreshEvery = 10 * time.Second
 func (e *Engine) nextBatch() (*Batch, error) {
 	idle := false
 	for {
-		b, err := e.fill(e.order(), e.positions())
+		pl := e.plan()
+		b, err := e.fill(pl)
 		if err != nil {
 			return nil, err
 		}
 		if len(b.Items) > 0 || len(b.Progress) > 0 {
-			if idle && e.cfg.Linger > 0 && b.Bytes < e.cfg.MaxBatchBytes/2 {
+			if idle && e.cfg.Linger > 0 && b.Bytes < pl.lim.batchBytes/2 {
 				idle = false
 				t := time.NewTimer(e.cfg.Linger)
 				select {
@@ -38,20 +170,20 @@ func (e *Engine) nextBatch() (*Batch, error) {
 			return b, nil
 		}
 		idle = true
-		if err := e.waitData(); err != nil {
+		if err := e.waitData(pl.order); err != nil {
 			return nil, err
 		}
 	}
 }
 
-// waitData sleeps until any partition's high watermark moves.
-func (e *Engine) waitData() error {
+// waitData sleeps until any of the partitions' high watermark moves.
+func (e *Engine) waitData(order []*cursor) error {
 	cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(e.ctx.Done())}}
 	timer := time.NewTimer(refreshEvery)
 	defer timer.Stop()
 	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)})
 	pending := false
-	for _, c := range e.cursors {
+	for _, c := range order {
 		ch := c.p.Changed()
 		if c.p.HighWatermark() > c.prog.Next+c.prog.ahead() {
 			pending = true
@@ -81,14 +213,15 @@ func (e *Engine) positions() map[TP]Progress {
 	return m
 }
 
-// fill packs one batch of the partitions in order, starting at from,
-// without advancing the cursors. It reads nothing of the engine's mutable
-// state, so a prefetch can run it while the run goroutine sends.
-func (e *Engine) fill(order []*cursor, from map[TP]Progress) (*Batch, error) {
+// fill packs one batch of the plan's partitions without advancing the
+// cursors. It reads nothing of the engine's mutable state, so a prefetch
+// can run it while the run goroutine sends. It stops early, with the
+// engine's context error, when the engine is closing.
+func (e *Engine) fill(pl fillPlan) (*Batch, error) {
 	b := &Batch{Progress: map[TP]Progress{}}
-	prog := make(map[TP]Progress, len(order))
-	for _, c := range order {
-		p := from[c.tp]
+	prog := make(map[TP]Progress, len(pl.order))
+	for _, c := range pl.order {
+		p := pl.from[c.tp]
 		if e.cfg.Order == LiveFirst && !p.split() {
 			if hwm := c.p.HighWatermark(); hwm-p.Next > e.cfg.LiveThreshold {
 				p.LiveFrom, p.LiveNext = hwm, hwm
@@ -99,22 +232,25 @@ func (e *Engine) fill(order []*cursor, from map[TP]Progress) (*Batch, error) {
 		}
 		prog[c.tp] = p
 	}
-	full := func() bool { return b.Bytes >= e.cfg.MaxBatchBytes || len(b.Items) >= e.cfg.MaxBatchRecords }
+	full := func() bool { return b.Bytes >= pl.lim.batchBytes || len(b.Items) >= pl.lim.batchRecords }
 	// Live ranges first, then backlogs; a few rounds so every partition
 	// gets a share of the batch.
 	for _, live := range []bool{true, false} {
 		for round := 0; round < 4 && !full(); round++ {
-			share := max((e.cfg.MaxBatchBytes-b.Bytes)/max(len(order), 1), 64<<10)
+			share := max((pl.lim.batchBytes-b.Bytes)/max(len(pl.order), 1), 64<<10)
 			moved := false
-			for _, c := range order {
+			for _, c := range pl.order {
 				if full() {
 					break
+				}
+				if err := e.ctx.Err(); err != nil {
+					return nil, err
 				}
 				p := prog[c.tp]
 				if live && !p.split() {
 					continue
 				}
-				n, np, err := e.readInto(b, c, p, live, min(share, e.cfg.MaxBatchBytes-b.Bytes))
+				n, np, err := e.readInto(b, &pl, c, p, live, min(share, pl.lim.batchBytes-b.Bytes))
 				if err != nil {
 					return nil, err
 				}
@@ -150,8 +286,12 @@ func less(a, b TP) bool {
 }
 
 // readInto appends records of one range of c (the live range, or the
-// backlog/whole range) to b, up to maxBytes, and returns the new progress.
-func (e *Engine) readInto(b *Batch, c *cursor, p Progress, live bool, maxBytes int) (int, Progress, error) {
+// backlog/whole range) to b, up to maxBytes (a share: the first record
+// goes in whatever its size) and never past the batch limits (unless a
+// single record is larger than the whole batch: it then travels alone),
+// and returns the new progress. Records the plan says to pass over, or
+// larger than the upstream takes, go to b.Rejected instead.
+func (e *Engine) readInto(b *Batch, pl *fillPlan, c *cursor, p Progress, live bool, maxBytes int) (int, Progress, error) {
 	from, end := p.Next, c.p.HighWatermark()
 	if live {
 		from = p.LiveNext
@@ -173,6 +313,8 @@ func (e *Engine) readInto(b *Batch, c *cursor, p Progress, live bool, maxBytes i
 		}
 		return 0, p, nil
 	}
+	lim := pl.lim
+	poison := pl.poison[c.tp]
 	// maxBytes counts record bytes, the log's read limit stored ones, which
 	// zstd makes five to ten times smaller: read in steps and stop at the
 	// share, rather than decode far more than the batch takes (and give
@@ -192,7 +334,7 @@ func (e *Engine) readInto(b *Batch, c *cursor, p Progress, live bool, maxBytes i
 		if cap(b.Items) == 0 && len(recs) > 0 {
 			// Size the batch once from the first record, rather than
 			// growing (and copying) it a dozen times.
-			b.Items = make([]Item, 0, min(e.cfg.MaxBatchRecords, e.cfg.MaxBatchBytes/max(recordBytes(&recs[0]), 16)+1))
+			b.Items = make([]Item, 0, min(lim.batchRecords, lim.batchBytes/max(recordBytes(&recs[0]), 16)+1))
 		}
 		upto := min(next, end) // everything read was taken (gaps from compaction or control batches included)
 		full := false
@@ -204,12 +346,21 @@ func (e *Engine) readInto(b *Batch, c *cursor, p Progress, live bool, maxBytes i
 				upto = end
 				break
 			}
-			if len(b.Items) >= e.cfg.MaxBatchRecords || (n > 0 && (b.Bytes >= e.cfg.MaxBatchBytes || added >= maxBytes)) {
+			rb := recordBytes(&r)
+			reason, bad := poison[r.Offset]
+			if !bad && lim.recordBytes > 0 && rb > lim.recordBytes {
+				reason, bad = fmt.Sprintf("record of %d bytes is larger than the upstream takes (%d)", rb, lim.recordBytes), true
+			}
+			if bad {
+				b.Rejected = append(b.Rejected, Rejected{TP: c.tp, Offset: r.Offset, Reason: reason,
+					Timestamp: r.Timestamp, Key: r.Key, Bytes: rb})
+				continue // passed over: the progress moves past it
+			}
+			if len(b.Items) >= lim.batchRecords || (len(b.Items) > 0 && (b.Bytes+rb > lim.batchBytes || (n > 0 && added >= maxBytes))) {
 				upto, full = r.Offset, true // the batch or the share is full: this record goes next time
 				break
 			}
 			b.Items = append(b.Items, Item{TP: c.tp, Record: r})
-			rb := recordBytes(&r)
 			b.Bytes += rb
 			added += rb
 			n++

@@ -16,82 +16,15 @@ import (
 	"github.com/ferry-iot/ferry/broker/state"
 )
 
-// TP names an edge partition.
-type TP struct {
-	Topic     string
-	Partition int32
-}
-
-func (tp TP) String() string { return fmt.Sprintf("%s/%d", tp.Topic, tp.Partition) }
-
-// Progress is a partition's replication position: every offset below Next
-// is upstream, and with live_first also [LiveFrom, LiveNext). LiveFrom is
-// 0 when the partition is not split (a split always has Next < LiveFrom).
-type Progress struct {
-	Next     int64 `json:"next"`
-	LiveFrom int64 `json:"live_from,omitempty"`
-	LiveNext int64 `json:"live_next,omitempty"`
-}
-
-func (p Progress) split() bool { return p.LiveFrom > 0 }
-
-// sent is the number of records at or above Next already upstream.
-func (p Progress) ahead() int64 {
-	if p.split() {
-		return p.LiveNext - p.LiveFrom
-	}
-	return 0
-}
-
-// Item is one record on its way upstream.
-type Item struct {
-	TP
-	Record flog.Record
-}
-
-// Batch is what one Send delivers: records from any number of partitions,
-// each partition's in offset order, and the partitions' progress once the
-// batch is upstream (a target that stores checkpoints upstream writes them
-// with the records, atomically).
-type Batch struct {
-	Items    []Item
-	Progress map[TP]Progress
-	Bytes    int // key, value and header bytes of Items
-
-	skips []skip // ranges retention dropped before replication, passed over by this batch
-}
-
-// skip is a range of a partition's offsets retention deleted unreplicated.
-type skip struct {
-	tp       TP
-	from, to int64
-}
-
-// Target is one kind of upstream.
-type Target interface {
-	// Connect opens a session with the upstream. It may fence a previous
-	// instance (Kafka: a new producer epoch for the transactional id).
-	Connect(ctx context.Context) (Conn, error)
-}
-
-// Conn is a connected session.
-type Conn interface {
-	// Checkpoints returns the progress the upstream stored for tps (only
-	// those it knows), or nil when this upstream keeps none (the local
-	// checkpoints are then the truth).
-	Checkpoints(ctx context.Context, tps []TP) (map[TP]Progress, error)
-	// Send delivers b and returns nil once the upstream acknowledged all of
-	// it. On error nothing of b may be counted as delivered.
-	Send(ctx context.Context, b *Batch) error
-	// Close ends the session (an unfinished Send is abandoned).
-	Close() error
-}
-
 // Backlog orders.
 const (
 	OldestFirst = "oldest_first"
 	LiveFirst   = "live_first"
 )
+
+// DefaultRejectedTopic is the local topic that receives the provenance of
+// records the upstream refused for good.
+const DefaultRejectedTopic = "bridge_rejected"
 
 // Config configures an Engine. Zero fields take the defaults noted.
 type Config struct {
@@ -101,8 +34,11 @@ type Config struct {
 	Order         string // OldestFirst (default) or LiveFirst
 	LiveThreshold int64  // live_first: records behind before a partition is split (default 10000)
 
-	MaxBatchBytes   int           // per Send (default 4 MiB)
-	MaxBatchRecords int           // per Send (default 50000)
+	// MaxBatchBytes bounds the key, value and header bytes of one Send
+	// (default 4 MiB; a Conn's Limits may lower it). The engine holds at
+	// most two batches: the one in flight and the next, read meanwhile.
+	MaxBatchBytes   int
+	MaxBatchRecords int           // per Send (default 50000; a Conn's Limits may lower it)
 	Linger          time.Duration // after idling, wait this long for more records (default 50 ms)
 	RateLimit       int64         // bytes per second handed to the target; 0: unlimited
 
@@ -110,6 +46,12 @@ type Config struct {
 	Backoff            time.Duration // first retry delay (default 500 ms)
 	MaxBackoff         time.Duration // cap (default 60 s)
 	CheckpointInterval time.Duration // local checkpoint writes at most this often (default 1 s)
+
+	// RejectedTopic is the local topic (created on the first rejection)
+	// that receives one record per record the upstream refused for good:
+	// key "<bridge>/<topic>/<partition>/<offset>", value its provenance
+	// and the reason as JSON (default DefaultRejectedTopic).
+	RejectedTopic string
 
 	Logger  *slog.Logger
 	Metrics *Metrics // nil: kept, not registered
@@ -140,8 +82,12 @@ func (c *Config) ensureDefaults() {
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 60 * time.Second
 	}
+	c.MaxBackoff = max(c.MaxBackoff, c.Backoff)
 	if c.CheckpointInterval <= 0 {
 		c.CheckpointInterval = time.Second
+	}
+	if c.RejectedTopic == "" {
+		c.RejectedTopic = DefaultRejectedTopic
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -165,6 +111,15 @@ func (c *Config) Validate() error {
 	}
 	if c.RateLimit < 0 {
 		errs = append(errs, fmt.Errorf("bridge: rate limit %d is negative", c.RateLimit))
+	}
+	rt := c.RejectedTopic
+	if rt == "" {
+		rt = DefaultRejectedTopic
+	}
+	for _, t := range c.Topics {
+		if t == rt {
+			errs = append(errs, fmt.Errorf("bridge: topic %s is the rejected-records topic; it cannot be replicated by the same bridge", t))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -194,10 +149,23 @@ type Engine struct {
 	done    chan struct{}
 	started bool
 
+	// Seams for tests, set before Start.
+	wait       func(ctx context.Context, d time.Duration) // one backoff sleep
+	jitter     func() float64                             // in [0, 1)
+	onPrefetch func()                                     // at the start of every prefetch goroutine
+
 	// Owned by the run goroutine.
 	cursors   map[TP]*cursor
 	lastSaved time.Time
 	dirty     bool
+	lim       limits                    // this session's batch limits
+	poison    map[TP]map[int64]string   // records to skip when reached (→ reason); read by fills
+	narrow    narrowing                 // suspect records being isolated
+	lettered  map[TP]map[int64]struct{} // rejected records whose provenance is in the rejected topic
+	rejTopic  *flog.Topic
+	rejLog    logLimiter
+	lastFatal string // the misconfiguration last logged
+	wireSeen  int64  // the target's WireBytes at the last look
 
 	mu     sync.Mutex
 	status Status // guarded by mu; Partitions filled on read
@@ -208,7 +176,9 @@ type cursor struct {
 	tp   TP
 	p    *flog.Partition
 	prog Progress
-	high int64 // highest offset+1 handed to a Send, for the resent count
+	// handed covers every offset handed to a Send so far (acknowledged or
+	// not): an item it covers is sent again (RecordsResent).
+	handed Progress
 }
 
 type partSnap struct {
@@ -224,10 +194,16 @@ func New(cfg Config, lg *flog.Log, st *state.Store, target Target) (*Engine, err
 	}
 	cfg.ensureDefaults()
 	e := &Engine{cfg: cfg, log: lg, st: st, target: target, metrics: cfg.Metrics, logger: cfg.Logger,
-		owner: "bridge." + cfg.Name, cursors: map[TP]*cursor{}, done: make(chan struct{})}
+		owner: "bridge." + cfg.Name, cursors: map[TP]*cursor{}, done: make(chan struct{}),
+		poison: map[TP]map[int64]string{}, lettered: map[TP]map[int64]struct{}{}, jitter: rand.Float64}
+	e.wait = e.timerWait
 	if cfg.RateLimit > 0 {
 		e.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), int(max(cfg.RateLimit, int64(cfg.MaxBatchBytes))))
 	}
+	if wc, ok := target.(WireCounter); ok {
+		e.wireSeen = wc.WireBytes()
+	}
+	e.lim = limits{batchBytes: cfg.MaxBatchBytes, batchRecords: cfg.MaxBatchRecords}
 	e.status = Status{Name: cfg.Name, State: StateConnecting, Order: cfg.Order}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	// Hold what the stored checkpoints say is not yet upstream before any
@@ -261,9 +237,12 @@ func (e *Engine) run() {
 	for e.ctx.Err() == nil {
 		e.setState(StateConnecting, nil)
 		conn, err := e.connect()
+		e.countWire()
 		if err != nil {
-			e.metrics.Failures.WithLabelValues(e.cfg.Name, "connect").Inc()
-			e.failed(err, false)
+			if e.ctx.Err() != nil {
+				return
+			}
+			e.failed("connect", err, false, &backoff)
 			e.sleep(&backoff)
 			continue
 		}
@@ -271,14 +250,14 @@ func (e *Engine) run() {
 		e.metrics.Connects.WithLabelValues(e.cfg.Name).Inc()
 		progressed, stalled, err := e.pump(conn)
 		conn.Close()
+		e.countWire()
 		if e.ctx.Err() != nil {
 			return
 		}
-		e.metrics.Failures.WithLabelValues(e.cfg.Name, failureKind(stalled)).Inc()
-		e.failed(err, stalled)
 		if progressed {
 			backoff = e.cfg.Backoff
 		}
+		e.failed(failureKind(stalled), err, stalled, &backoff)
 		e.sleep(&backoff)
 	}
 }
@@ -290,8 +269,8 @@ func failureKind(stalled bool) string {
 	return "send"
 }
 
-// connect opens a session and resumes every cursor from the upstream's
-// checkpoints where it keeps them.
+// connect opens a session, takes its limits and resumes every cursor from
+// the upstream's checkpoints where it keeps them.
 func (e *Engine) connect() (Conn, error) {
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.StallTimeout)
 	defer cancel()
@@ -302,17 +281,21 @@ func (e *Engine) connect() (Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
+	e.lim = limits{batchBytes: e.cfg.MaxBatchBytes, batchRecords: e.cfg.MaxBatchRecords}
+	if l, ok := conn.(Limiter); ok {
+		e.lim = e.lim.with(l.Limits())
+	}
 	tps := make([]TP, 0, len(e.cursors))
 	for tp := range e.cursors {
 		tps = append(tps, tp)
 	}
-	sort.Slice(tps, func(i, j int) bool {
-		return tps[i].Topic < tps[j].Topic || (tps[i].Topic == tps[j].Topic && tps[i].Partition < tps[j].Partition)
-	})
-	up, err := conn.Checkpoints(ctx, tps)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("read upstream checkpoints: %w", err)
+	sort.Slice(tps, func(i, j int) bool { return less(tps[i], tps[j]) })
+	var up map[TP]Progress
+	if cp, ok := conn.(Checkpointer); ok {
+		if up, err = cp.Checkpoints(ctx, tps); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("read upstream checkpoints: %w", err)
+		}
 	}
 	for _, tp := range tps {
 		c := e.cursors[tp]
@@ -322,11 +305,6 @@ func (e *Engine) connect() (Conn, error) {
 			c.prog = p
 			e.dirty = true
 		}
-		// Records handed to an unconfirmed Send are sent again.
-		if resent := c.high - (c.prog.Next + c.prog.ahead()); resent > 0 && !c.prog.split() {
-			e.metrics.Resent.WithLabelValues(e.cfg.Name).Add(float64(resent))
-		}
-		c.high = 0
 		c.p.SetHold(e.owner, c.prog.Next)
 	}
 	e.publishStatus()
@@ -362,17 +340,21 @@ func (e *Engine) refreshPartitions() error {
 	return nil
 }
 
-// sleep waits out the backoff (with ±20 % jitter) and doubles it.
+// sleep waits out the backoff with ±20 % jitter, then doubles it up to
+// MaxBackoff.
 func (e *Engine) sleep(backoff *time.Duration) {
 	e.setState(StateBackingOff, nil)
-	d := time.Duration(float64(*backoff) * (0.8 + 0.4*rand.Float64()))
+	e.wait(e.ctx, time.Duration(float64(*backoff)*(0.8+0.4*e.jitter())))
+	*backoff = min(2**backoff, e.cfg.MaxBackoff)
+}
+
+func (e *Engine) timerWait(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-e.ctx.Done():
+	case <-ctx.Done():
 	}
-	*backoff = min(2**backoff, e.cfg.MaxBackoff)
 }
 
 // pump sends batches until a Send fails or the engine stops. While a
@@ -382,20 +364,19 @@ func (e *Engine) pump(conn Conn) (progressed, stalled bool, err error) {
 	var next *Batch
 	for {
 		b := next
+		next = nil
 		if b == nil {
 			if b, err = e.nextBatch(); err != nil {
 				return progressed, false, err
 			}
 		}
+		e.deadLetter(b)
 		if e.limiter != nil {
 			if err := e.waitRate(b.Bytes); err != nil {
 				return progressed, false, err
 			}
 		}
-		for _, it := range b.Items {
-			c := e.cursors[it.TP]
-			c.high = max(c.high, it.Record.Offset+1)
-		}
+		e.hand(b)
 		pre := e.prefetch(b)
 		ctx, cancel := context.WithTimeout(e.ctx, e.cfg.StallTimeout)
 		start := time.Now()
@@ -403,6 +384,11 @@ func (e *Engine) pump(conn Conn) (progressed, stalled bool, err error) {
 		stalled = errors.Is(ctx.Err(), context.DeadlineExceeded) && e.ctx.Err() == nil
 		cancel()
 		next = <-pre // joined before the cursors move
+		e.countWire()
+		if rej := (*RejectedError)(nil); err != nil && !stalled && errors.As(err, &rej) && e.rejected(b, rej) {
+			next = nil // it follows b: read again from the cursors
+			continue
+		}
 		if err != nil {
 			if stalled {
 				err = fmt.Errorf("no acknowledgement for %v with records waiting (stalled link): %w", e.cfg.StallTimeout, err)
@@ -415,19 +401,46 @@ func (e *Engine) pump(conn Conn) (progressed, stalled bool, err error) {
 	}
 }
 
+// hand notes b as handed to a Send: items handed before are counted as
+// resent.
+func (e *Engine) hand(b *Batch) {
+	var resent int64
+	for i := range b.Items {
+		it := &b.Items[i]
+		if e.cursors[it.TP].handed.covers(it.Record.Offset) {
+			resent++
+		}
+	}
+	for tp, p := range b.Progress {
+		c := e.cursors[tp]
+		c.handed = union(c.handed, p)
+	}
+	if resent > 0 {
+		e.metrics.Resent.WithLabelValues(e.cfg.Name).Add(float64(resent))
+		e.mu.Lock()
+		e.status.RecordsResent += resent
+		e.mu.Unlock()
+	}
+}
+
 // prefetch fills, on a goroutine it owns until the result is received,
 // the batch that follows b: from where b leaves each partition, or the
 // cursor. It yields nil when nothing follows yet (nextBatch then waits and
-// lingers as usual) or on a read error (nextBatch meets it again).
+// lingers as usual), on a read error (nextBatch meets it again) or when
+// the engine stops. The fill reads only the plan and the log, never the
+// engine's mutable state, and the run goroutine changes neither the
+// cursors nor the plan's maps before it has received the result.
 func (e *Engine) prefetch(b *Batch) <-chan *Batch {
-	from := e.positions()
+	pl := e.plan()
 	for tp, p := range b.Progress {
-		from[tp] = p
+		pl.from[tp] = p
 	}
-	order := e.order()
 	ch := make(chan *Batch, 1)
 	go func() {
-		nb, err := e.fill(order, from)
+		if e.onPrefetch != nil {
+			e.onPrefetch()
+		}
+		nb, err := e.fill(pl)
 		if err != nil || (len(nb.Items) == 0 && len(nb.Progress) == 0) {
 			nb = nil
 		}
@@ -463,6 +476,7 @@ func (e *Engine) delivered(b *Batch) {
 		e.logger.Warn("bridge: records were dropped by retention before replication", "bridge", e.cfg.Name,
 			"partition", s.tp.String(), "from", s.from, "to", s.to, "records", n)
 	}
+	e.skipped(b)
 	e.dirty = true
 	e.metrics.Records.WithLabelValues(e.cfg.Name).Add(float64(len(b.Items)))
 	e.metrics.Bytes.WithLabelValues(e.cfg.Name).Add(float64(b.Bytes))
@@ -479,16 +493,49 @@ func (e *Engine) delivered(b *Batch) {
 	e.publishStatus()
 }
 
-func (e *Engine) failed(err error, stalled bool) {
+// countWire adds what the target wrote since the last look to the wire
+// bytes (run goroutine only).
+func (e *Engine) countWire() {
+	wc, ok := e.target.(WireCounter)
+	if !ok {
+		return
+	}
+	n := wc.WireBytes()
+	if d := n - e.wireSeen; d > 0 {
+		e.wireSeen = n
+		e.metrics.Wire.WithLabelValues(e.cfg.Name).Add(float64(d))
+		e.mu.Lock()
+		e.status.WireBytes += d
+		e.mu.Unlock()
+	}
+}
+
+// failed records a failed session. A misconfiguration (ErrMisconfigured)
+// retries at MaxBackoff only and is logged once per distinct cause; other
+// failures back off from where they are and are logged each time (at most
+// once per backoff).
+func (e *Engine) failed(kind string, err error, stalled bool, backoff *time.Duration) {
 	st := StateBackingOff
 	if stalled {
 		st = StateStalled
 	}
 	e.setState(st, err)
-	e.logger.Warn("bridge: link failed, retrying", "bridge", e.cfg.Name, "stalled", stalled, "err", err)
 	e.mu.Lock()
 	e.status.Reconnects++
 	e.mu.Unlock()
+	if errors.Is(err, ErrMisconfigured) {
+		e.metrics.Failures.WithLabelValues(e.cfg.Name, "misconfigured").Inc()
+		*backoff = e.cfg.MaxBackoff
+		if msg := err.Error(); msg != e.lastFatal {
+			e.lastFatal = msg
+			e.logger.Error("bridge: the upstream refuses the configuration; retrying every max_backoff until it is fixed",
+				"bridge", e.cfg.Name, "max_backoff", e.cfg.MaxBackoff, "err", err)
+		}
+		return
+	}
+	e.lastFatal = ""
+	e.metrics.Failures.WithLabelValues(e.cfg.Name, kind).Inc()
+	e.logger.Warn("bridge: link failed, retrying", "bridge", e.cfg.Name, "stalled", stalled, "err", err)
 }
 
 func (e *Engine) setState(s string, err error) {

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,34 +33,89 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// fakeTarget records what it was sent; its behaviour per Send is
-// scripted by a function.
+// fakeTarget is the scripted upstream: it records what it was sent, and
+// its behaviour per Connect and Send is scripted by functions. Its
+// sessions have only the optional interfaces asked for (limits: Limiter,
+// upstream: Checkpointer), so it stands for the targets to come — an MQTT
+// or ThingsBoard one keeps no checkpoints upstream and wants small
+// batches.
 type fakeTarget struct {
+	connect func(n int) error                                // n: Connect number, from 1
+	send    func(ctx context.Context, n int, b *Batch) error // n: Send number, from 1
+	limits  *Limits                                          // non-nil: sessions are Limiters
+	// upstream non-nil: sessions are Checkpointers returning it, and
+	// acknowledged batches' progress is stored in it.
+	upstream map[TP]Progress
+
+	wire atomic.Int64 // WireBytes: 10 per item sent, acknowledged or not
+
 	mu       sync.Mutex
 	got      map[TP][]int64 // delivered offsets per partition, in order
+	batches  []*Batch       // acknowledged batches
 	sends    int
 	connects int
-	send     func(ctx context.Context, n int, b *Batch) error // n: Send number, from 1
+	failed   int // items of Sends that failed
+}
+
+func newFake() *fakeTarget { return &fakeTarget{got: map[TP][]int64{}} }
+
+type fakeConn struct{ f *fakeTarget }
+
+func (c fakeConn) Send(ctx context.Context, b *Batch) error { return c.f.doSend(ctx, b) }
+func (c fakeConn) Close() error                             { return nil }
+
+type limitedConn struct{ fakeConn }
+
+func (c limitedConn) Limits() Limits { return *c.f.limits }
+
+type checkpointConn struct{ fakeConn }
+
+func (c checkpointConn) Checkpoints(context.Context, []TP) (map[TP]Progress, error) {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	out := map[TP]Progress{}
+	for tp, p := range c.f.upstream {
+		out[tp] = p
+	}
+	return out, nil
 }
 
 func (f *fakeTarget) Connect(context.Context) (Conn, error) {
 	f.mu.Lock()
 	f.connects++
+	n := f.connects
 	f.mu.Unlock()
-	return f, nil
+	if f.connect != nil {
+		if err := f.connect(n); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case f.limits != nil:
+		return limitedConn{fakeConn{f}}, nil
+	case f.upstream != nil:
+		return checkpointConn{fakeConn{f}}, nil
+	}
+	return fakeConn{f}, nil
 }
-func (f *fakeTarget) Checkpoints(context.Context, []TP) (map[TP]Progress, error) { return nil, nil }
-func (f *fakeTarget) Close() error                                               { return nil }
-func (f *fakeTarget) Send(ctx context.Context, b *Batch) error {
+
+func (f *fakeTarget) WireBytes() int64 { return f.wire.Load() }
+
+func (f *fakeTarget) doSend(ctx context.Context, b *Batch) error {
 	f.mu.Lock()
 	f.sends++
 	n := f.sends
 	f.mu.Unlock()
+	f.wire.Add(10 * int64(len(b.Items)))
 	if f.send != nil {
-		if err := f.send(ctx, n, b); err != nil {
-			return err
+		err := f.send(ctx, n, b)
+		if err == nil {
+			err = ctx.Err()
 		}
-		if err := ctx.Err(); err != nil {
+		if err != nil {
+			f.mu.Lock()
+			f.failed += len(b.Items)
+			f.mu.Unlock()
 			return err
 		}
 	}
@@ -66,6 +123,12 @@ func (f *fakeTarget) Send(ctx context.Context, b *Batch) error {
 	defer f.mu.Unlock()
 	for _, it := range b.Items {
 		f.got[it.TP] = append(f.got[it.TP], it.Record.Offset)
+	}
+	f.batches = append(f.batches, b)
+	if f.upstream != nil {
+		for tp, p := range b.Progress {
+			f.upstream[tp] = p
+		}
 	}
 	return nil
 }
@@ -80,6 +143,8 @@ func (f *fakeTarget) delivered() int {
 	return n
 }
 
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
 func setup(t *testing.T, records, size int) (*flog.Log, *state.Store) {
 	t.Helper()
 	dir := t.TempDir()
@@ -87,7 +152,7 @@ func setup(t *testing.T, records, size int) (*flog.Log, *state.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lg, err := flog.Open(filepath.Join(dir, "log"), flog.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	lg, err := flog.Open(filepath.Join(dir, "log"), flog.WithLogger(quietLog()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,11 +167,18 @@ func setup(t *testing.T, records, size int) (*flog.Log, *state.Store) {
 
 func appendRecs(t *testing.T, tp *flog.Topic, from, n, size int) {
 	t.Helper()
-	var f *flog.Future
+	appendSized(t, tp, from, n, func(int) int { return size })
+}
+
+// appendSized appends records from..from+n-1 keyed k<i%7>, of size(i)
+// value bytes, and waits for them.
+func appendSized(t *testing.T, tp *flog.Topic, from, n int, size func(i int) int) {
+	t.Helper()
+	fs := make([]*flog.Future, 0, n)
 	for i := from; i < from+n; i++ {
-		f = tp.Append(context.Background(), []flog.Record{{Key: []byte(fmt.Sprintf("k%d", i%7)), Value: make([]byte, size)}})
+		fs = append(fs, tp.Append(context.Background(), []flog.Record{{Key: []byte(fmt.Sprintf("k%d", i%7)), Value: make([]byte, size(i))}}))
 	}
-	if f != nil {
+	for _, f := range fs { // each partition completes in order, not the partitions together
 		if _, err := f.Wait(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -120,36 +192,73 @@ func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-func checkDense(t *testing.T, f *fakeTarget, lg *flog.Log) {
+// checkDense asserts every record of topic t was delivered once, in
+// order, except the offsets in skip.
+func checkDense(t *testing.T, f *fakeTarget, lg *flog.Log, skip map[TP]map[int64]bool) {
 	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	tp, _ := lg.Topic("t")
 	for _, p := range tp.Partitions() {
-		got := f.got[TP{"t", p.ID()}]
-		if int64(len(got)) != p.HighWatermark() {
-			t.Fatalf("partition %d: %d delivered, log holds %d", p.ID(), len(got), p.HighWatermark())
-		}
-		for i, off := range got {
-			if off != int64(i) {
-				t.Fatalf("partition %d: delivery %d is offset %d", p.ID(), i, off)
+		k := TP{"t", p.ID()}
+		got := f.got[k]
+		want := int64(0)
+		for _, off := range got {
+			for skip[k][want] {
+				want++
 			}
+			if off != want {
+				t.Fatalf("partition %d: delivered offset %d where %d was due", p.ID(), off, want)
+			}
+			want++
+		}
+		for skip[k][want] {
+			want++
+		}
+		if want != p.HighWatermark() {
+			t.Fatalf("partition %d: delivered up to %d, log holds %d", p.ID(), want, p.HighWatermark())
+		}
+	}
+}
+
+// checkOnce asserts every record of topic t was delivered exactly once,
+// in any order.
+func checkOnce(t *testing.T, f *fakeTarget, lg *flog.Log) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	tp, _ := lg.Topic("t")
+	for _, p := range tp.Partitions() {
+		seen := map[int64]bool{}
+		for _, off := range f.got[TP{"t", p.ID()}] {
+			if seen[off] || off < 0 || off >= p.HighWatermark() {
+				t.Fatalf("partition %d: offset %d delivered twice or out of range", p.ID(), off)
+			}
+			seen[off] = true
+		}
+		if int64(len(seen)) != p.HighWatermark() {
+			t.Fatalf("partition %d: %d of %d delivered", p.ID(), len(seen), p.HighWatermark())
 		}
 	}
 }
 
 // TestFailuresResendAndBackOff: failed sends are retried after a backoff
-// and deliver every record once, in order; checkpoints survive a restart.
+// and deliver every record once, in order; the records handed again are
+// exactly those of the failed sends (Status.RecordsResent); checkpoints
+// survive a restart.
 func TestFailuresResendAndBackOff(t *testing.T) {
 	lg, st := setup(t, 3000, 100)
-	f := &fakeTarget{got: map[TP][]int64{}, send: func(_ context.Context, n int, _ *Batch) error {
+	f := newFake()
+	f.send = func(_ context.Context, n int, _ *Batch) error {
 		if n%3 == 0 {
 			return errors.New("link down")
 		}
 		return nil
-	}}
+	}
 	reg := prometheus.NewRegistry()
 	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 100, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 		Metrics: NewMetrics(reg)}, lg, st, f)
@@ -161,18 +270,23 @@ func TestFailuresResendAndBackOff(t *testing.T) {
 	if err := en.Close(); err != nil {
 		t.Fatal(err)
 	}
-	checkDense(t, f, lg)
+	checkDense(t, f, lg, nil)
 	if n := testutil.ToFloat64(en.metrics.Records.WithLabelValues("x")); n != 3000 {
 		t.Fatalf("records metric %v", n)
 	}
 	if n := testutil.ToFloat64(en.metrics.Failures.WithLabelValues("x", "send")); n == 0 {
 		t.Fatal("no send failures counted")
 	}
-	if st := en.Status(); st.Reconnects == 0 || st.RecordsSent != 3000 {
-		t.Fatalf("status %+v", st)
+	st1 := en.Status()
+	if st1.Reconnects == 0 || st1.RecordsSent != 3000 {
+		t.Fatalf("status %+v", st1)
+	}
+	if f.failed == 0 || st1.RecordsResent != int64(f.failed) || testutil.ToFloat64(en.metrics.Resent.WithLabelValues("x")) != float64(f.failed) {
+		t.Fatalf("resent: status %d, metric %v; items of failed sends %d", st1.RecordsResent,
+			testutil.ToFloat64(en.metrics.Resent.WithLabelValues("x")), f.failed)
 	}
 	// Restarted: the local checkpoints say everything is upstream.
-	f2 := &fakeTarget{got: map[TP][]int64{}}
+	f2 := newFake()
 	en2, err := New(Config{Name: "x", Topics: []string{"t"}}, lg, st, f2)
 	if err != nil {
 		t.Fatal(err)
@@ -182,6 +296,9 @@ func TestFailuresResendAndBackOff(t *testing.T) {
 	appendRecs(t, tp, 3000, 10, 100)
 	waitFor(t, "new records", 10*time.Second, func() bool { return f2.delivered() == 10 })
 	en2.Close()
+	if st := en2.Status(); st.RecordsResent != 0 {
+		t.Fatalf("a clean run counted %d resent", st.RecordsResent)
+	}
 }
 
 // TestStallWatchdog: a Send that never returns is abandoned after
@@ -189,7 +306,8 @@ func TestFailuresResendAndBackOff(t *testing.T) {
 func TestStallWatchdog(t *testing.T) {
 	lg, st := setup(t, 200, 100)
 	block := make(chan struct{})
-	f := &fakeTarget{got: map[TP][]int64{}, send: func(ctx context.Context, n int, _ *Batch) error {
+	f := newFake()
+	f.send = func(ctx context.Context, n int, _ *Batch) error {
 		if n == 1 {
 			select { // the link "looks up" but nothing comes back
 			case <-block:
@@ -198,7 +316,7 @@ func TestStallWatchdog(t *testing.T) {
 			return errors.New("gave up")
 		}
 		return nil
-	}}
+	}
 	en, err := New(Config{Name: "x", Topics: []string{"t"}, StallTimeout: 200 * time.Millisecond, Backoff: time.Millisecond}, lg, st, f)
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +337,7 @@ func TestStallWatchdog(t *testing.T) {
 // the limiter can never be faster than its rate).
 func TestRateLimit(t *testing.T) {
 	lg, st := setup(t, 300, 1000) // ~300 KB
-	f := &fakeTarget{got: map[TP][]int64{}}
+	f := newFake()
 	en, err := New(Config{Name: "x", Topics: []string{"t"}, RateLimit: 200 << 10, MaxBatchBytes: 64 << 10}, lg, st, f)
 	if err != nil {
 		t.Fatal(err)
@@ -235,27 +353,434 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
-// TestLiveFirstMerge: with a backlog above the threshold, records that
-// arrive later are sent before the backlog finishes; in the end every
-// record is delivered once and the ranges merge.
+// sleeps records the engine's backoff sleeps and the status at each.
+type sleeps struct {
+	mu     sync.Mutex
+	d      []time.Duration
+	states []Status
+	hook   func(i int) // after recording sleep i (from 0), on the run goroutine
+}
+
+func (s *sleeps) install(en *Engine) {
+	en.wait = func(ctx context.Context, d time.Duration) {
+		st := en.Status()
+		s.mu.Lock()
+		s.d = append(s.d, d)
+		s.states = append(s.states, st)
+		i := len(s.d) - 1
+		s.mu.Unlock()
+		if s.hook != nil {
+			s.hook(i)
+		}
+	}
+}
+
+func (s *sleeps) n() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.d)
+}
+
+// TestBackoffDoubles: each failed connect doubles the delay up to
+// MaxBackoff, with the jitter factor 0.8 + 0.4·U[0,1) applied on top
+// (±20 %); a session that delivered something starts again from Backoff.
+func TestBackoffDoubles(t *testing.T) {
+	lg, st := setup(t, 10, 10)
+	const fails = 9
+	f := newFake()
+	f.connect = func(n int) error {
+		if n <= fails {
+			return fmt.Errorf("dial %d refused", n)
+		}
+		return nil
+	}
+	f.send = func(_ context.Context, n int, _ *Batch) error {
+		if n == 2 {
+			return errors.New("link dropped after a delivery")
+		}
+		return nil
+	}
+	en, err := New(Config{Name: "x", Topics: []string{"t"}, Backoff: 100 * time.Millisecond, MaxBackoff: 3 * time.Second, MaxBatchRecords: 5}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jitters := []float64{0, 0.999, 0.5, 0.25}
+	var ji int
+	en.jitter = func() float64 { j := jitters[ji%len(jitters)]; ji++; return j }
+	var s sleeps
+	s.install(en)
+	en.Start()
+	waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == 10 })
+	en.Close()
+	if s.n() != fails+1 {
+		t.Fatalf("%d sleeps, want %d (one per failed connect, one after the dropped session)", s.n(), fails+1)
+	}
+	nominal := 100 * time.Millisecond
+	for i, d := range s.d {
+		want := nominal
+		if i == fails {
+			want = 100 * time.Millisecond // the session delivered a batch first: back to Backoff
+		}
+		j := jitters[i%len(jitters)]
+		if exact := time.Duration(float64(want) * (0.8 + 0.4*j)); d != exact {
+			t.Fatalf("sleep %d: %v, want %v (nominal %v, jitter %.3f)", i, d, exact, want, j)
+		}
+		if float64(d) < 0.8*float64(want) || float64(d) >= 1.2*float64(want) {
+			t.Fatalf("sleep %d: %v outside ±20%% of %v", i, d, want)
+		}
+		nominal = min(2*nominal, 3*time.Second)
+		if st := s.states[i]; st.State != StateBackingOff {
+			t.Fatalf("sleep %d: state %q, want %s", i, st.State, StateBackingOff)
+		}
+	}
+	if got := s.d[fails-1]; got != time.Duration(float64(3*time.Second)*(0.8+0.4*jitters[(fails-1)%len(jitters)])) {
+		t.Fatalf("the last connect backoff %v did not reach the 3 s cap", got)
+	}
+	if !strings.Contains(s.states[0].LastError, "dial 1 refused") {
+		t.Fatalf("last error %q", s.states[0].LastError)
+	}
+	// And with the real jitter: within ±20 % of the doubling sequence.
+	lg2, st2 := setup(t, 1, 1)
+	f2 := newFake()
+	f2.connect = func(int) error { return errors.New("refused") }
+	en2, err := New(Config{Name: "y", Topics: []string{"t"}, Backoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, lg2, st2, f2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s2 sleeps
+	s2.install(en2)
+	en2.Start()
+	waitFor(t, "12 sleeps", 10*time.Second, func() bool { return s2.n() >= 12 })
+	en2.Close()
+	nominal = 10 * time.Millisecond
+	distinct := map[time.Duration]bool{}
+	for i, d := range s2.d[:12] {
+		if float64(d) < 0.8*float64(nominal) || float64(d) >= 1.2*float64(nominal) {
+			t.Fatalf("sleep %d: %v outside ±20%% of %v", i, d, nominal)
+		}
+		if nominal == 200*time.Millisecond {
+			distinct[d] = true
+		}
+		nominal = min(2*nominal, 200*time.Millisecond)
+	}
+	if len(distinct) < 2 {
+		t.Fatalf("no jitter at the cap: %v", s2.d)
+	}
+}
+
+// TestStatusStates: the state is backing_off while the upstream is
+// unreachable, stalled after the watchdog gave up on a silent link (for
+// the whole backoff that follows), and connected once a session works.
+func TestStatusStates(t *testing.T) {
+	lg, st := setup(t, 100, 10)
+	f := newFake()
+	f.connect = func(n int) error {
+		if n == 1 {
+			return errors.New("no route to host")
+		}
+		return nil
+	}
+	f.send = func(ctx context.Context, n int, _ *Batch) error {
+		if n == 1 {
+			<-ctx.Done() // up but silent: the watchdog fires
+			return ctx.Err()
+		}
+		return nil
+	}
+	en, err := New(Config{Name: "x", Topics: []string{"t"}, StallTimeout: 100 * time.Millisecond, Backoff: time.Millisecond}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s sleeps
+	s.install(en)
+	en.Start()
+	var final Status
+	waitFor(t, "delivery", 10*time.Second, func() bool { final = en.Status(); return final.RecordsSent == 100 })
+	en.Close()
+	if s.n() != 2 {
+		t.Fatalf("%d backoffs, want 2", s.n())
+	}
+	if got := s.states[0]; got.State != StateBackingOff || !strings.Contains(got.LastError, "no route to host") {
+		t.Fatalf("while unreachable: %q (%s)", got.State, got.LastError)
+	}
+	if got := s.states[1]; got.State != StateStalled || !strings.Contains(got.LastError, "stalled") {
+		t.Fatalf("after the watchdog: %q (%s)", got.State, got.LastError)
+	}
+	if final.State != StateConnected || final.LastError != "" || final.Reconnects != 2 {
+		t.Fatalf("after recovery: %+v", final)
+	}
+	if n := testutil.ToFloat64(en.metrics.State.WithLabelValues("x", StateStopped)); n != 1 {
+		t.Fatalf("state gauge after Close: stopped=%v", n)
+	}
+}
+
+// TestMisconfiguredBacksOffAtMax: an error marked ErrMisconfigured (wrong
+// password, untrusted certificate) is retried at MaxBackoff at once and
+// logged once per distinct cause, not once per retry.
+func TestMisconfiguredBacksOffAtMax(t *testing.T) {
+	lg, st := setup(t, 10, 10)
+	f := newFake()
+	f.connect = func(n int) error {
+		if n <= 4 {
+			return fmt.Errorf("sasl: %w: authentication failed for user ferry", ErrMisconfigured)
+		}
+		return nil
+	}
+	var logs syncBuf
+	en, err := New(Config{Name: "x", Topics: []string{"t"}, Backoff: time.Millisecond, MaxBackoff: time.Second,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s sleeps
+	s.install(en)
+	en.Start()
+	waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == 10 })
+	en.Close()
+	if s.n() != 4 {
+		t.Fatalf("%d backoffs, want 4", s.n())
+	}
+	for i, d := range s.d {
+		if d < 800*time.Millisecond {
+			t.Fatalf("backoff %d after a misconfiguration: %v, want MaxBackoff (1 s ±20%%)", i, d)
+		}
+		if !strings.Contains(s.states[i].LastError, "authentication failed") || s.states[i].State != StateBackingOff {
+			t.Fatalf("status while misconfigured: %+v", s.states[i])
+		}
+	}
+	if n := testutil.ToFloat64(en.metrics.Failures.WithLabelValues("x", "misconfigured")); n != 4 {
+		t.Fatalf("misconfigured failures %v, want 4", n)
+	}
+	if n := strings.Count(logs.String(), "refuses the configuration"); n != 1 {
+		t.Fatalf("%d log lines for 4 identical misconfiguration failures, want 1:\n%s", n, logs.String())
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestWireBytes: a target's WireBytes reaches Status and
+// ferry_bridge_wire_bytes_total, failed sends included.
+func TestWireBytes(t *testing.T) {
+	lg, st := setup(t, 500, 10)
+	f := newFake()
+	f.send = func(_ context.Context, n int, _ *Batch) error {
+		if n == 2 {
+			return errors.New("lost")
+		}
+		return nil
+	}
+	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 50, Backoff: time.Millisecond}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.Start()
+	waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == 500 })
+	en.Close()
+	stat := en.Status()
+	if w := f.WireBytes(); w != 10*(500+int64(f.failed)) || stat.WireBytes != w ||
+		testutil.ToFloat64(en.metrics.Wire.WithLabelValues("x")) != float64(w) {
+		t.Fatalf("wire bytes: target %d, status %d, metric %v", w, stat.WireBytes, testutil.ToFloat64(en.metrics.Wire.WithLabelValues("x")))
+	}
+}
+
+// TestUpstreamCheckpointsWin: a session that is a Checkpointer resumes
+// from the upstream's progress (ahead of the local one after a crash),
+// one that is not relies on the local checkpoints.
+func TestUpstreamCheckpointsWin(t *testing.T) {
+	lg, st := setup(t, 400, 10)
+	f := newFake()
+	f.upstream = map[TP]Progress{{"t", 0}: {Next: 50}, {"t", 1}: {Next: 70}}
+	en, err := New(Config{Name: "x", Topics: []string{"t"}}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.Start()
+	waitFor(t, "delivery", 10*time.Second, func() bool { return en.Status().Lag == 0 })
+	en.Close()
+	tp, _ := lg.Topic("t")
+	for _, p := range tp.Partitions() {
+		got := f.got[TP{"t", p.ID()}]
+		if want := f.upstream[TP{"t", p.ID()}]; len(got) == 0 || got[0] != map[int32]int64{0: 50, 1: 70}[p.ID()] || want.Next != p.HighWatermark() {
+			t.Fatalf("partition %d: first delivered %v, upstream checkpoint %+v, end %d", p.ID(), got[:min(len(got), 1)], want, p.HighWatermark())
+		}
+	}
+	// A target keeping no checkpoints upstream: the local ones (all
+	// delivered) rule; only new records go.
+	f2 := newFake()
+	en2, err := New(Config{Name: "x", Topics: []string{"t"}}, lg, st, f2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en2.Start()
+	appendRecs(t, tp, 400, 20, 10)
+	waitFor(t, "new records", 10*time.Second, func() bool { return en2.Status().Lag == 0 && f2.delivered() == 20 })
+	en2.Close()
+}
+
+// TestTargetLimits: a session's Limits cap every batch (an MQTT target:
+// few records per Send, as many as it keeps in flight).
+func TestTargetLimits(t *testing.T) {
+	lg, st := setup(t, 1000, 50)
+	f := newFake()
+	f.limits = &Limits{MaxBatchRecords: 7, MaxBatchBytes: 300}
+	en, err := New(Config{Name: "x", Topics: []string{"t"}}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.Start()
+	waitFor(t, "delivery", 20*time.Second, func() bool { return f.delivered() == 1000 })
+	en.Close()
+	checkDense(t, f, lg, nil)
+	for i, b := range f.batches {
+		if len(b.Items) > 7 || b.Bytes > 300 {
+			t.Fatalf("batch %d: %d records, %d bytes over the target's limits", i, len(b.Items), b.Bytes)
+		}
+	}
+}
+
+// TestBatchBytesBound: no batch — prefetched or not — holds more than
+// MaxBatchBytes of records, whatever their sizes; a record larger than a
+// whole batch travels alone.
+func TestBatchBytesBound(t *testing.T) {
+	lg, st := setup(t, 0, 0)
+	tp, _ := lg.Topic("t")
+	const maxBatch = 10_000
+	appendSized(t, tp, 0, 3000, func(i int) int {
+		if i == 1500 {
+			return 3 * maxBatch
+		}
+		return 50 + (i*7919)%3000
+	})
+	f := newFake()
+	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchBytes: maxBatch}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.Start()
+	waitFor(t, "delivery", 20*time.Second, func() bool { return f.delivered() == 3000 })
+	en.Close()
+	checkDense(t, f, lg, nil)
+	alone := false
+	for i, b := range f.batches {
+		sum := 0
+		for j := range b.Items {
+			sum += recordBytes(&b.Items[j].Record)
+		}
+		if sum != b.Bytes {
+			t.Fatalf("batch %d: Bytes %d, its records %d", i, b.Bytes, sum)
+		}
+		if b.Bytes > maxBatch {
+			if len(b.Items) != 1 {
+				t.Fatalf("batch %d: %d bytes in %d records, over MaxBatchBytes %d", i, b.Bytes, len(b.Items), maxBatch)
+			}
+			alone = true
+		}
+	}
+	if !alone {
+		t.Fatal("the oversized record did not travel alone")
+	}
+}
+
+// TestCloseDuringPrefetch: Close while the prefetch goroutine is reading
+// waits for it and leaves no goroutine behind.
+func TestCloseDuringPrefetch(t *testing.T) {
+	lg, st := setup(t, 2000, 100)
+	ignore := goleak.IgnoreCurrent()
+	f := newFake()
+	f.send = func(ctx context.Context, n int, _ *Batch) error {
+		<-ctx.Done() // Close cancels the Send
+		return ctx.Err()
+	}
+	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 100}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var finished atomic.Bool
+	en.onPrefetch = func() {
+		close(entered)
+		<-release
+		finished.Store(true)
+	}
+	en.Start()
+	<-entered
+	closed := make(chan error, 1)
+	go func() { closed <- en.Close() }()
+	waitFor(t, "the Send to be cancelled", 10*time.Second, func() bool { return en.ctx.Err() != nil })
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while the prefetch was still reading", err)
+	default:
+	}
+	close(release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if !finished.Load() {
+		t.Fatal("Close returned before the prefetch goroutine ended")
+	}
+	goleak.VerifyNone(t, ignore)
+	if f.delivered() != 0 {
+		t.Fatalf("%d delivered by a Send that never acknowledged", f.delivered())
+	}
+}
+
+// TestLiveFirstMerge: with a backlog above the threshold, the first batch
+// splits every partition at its end; records appended after the split
+// (marked "live" by construction) go out before the backlog has drained;
+// in the end every record is delivered once and the ranges merge.
 func TestLiveFirstMerge(t *testing.T) {
 	lg, st := setup(t, 2000, 100)
 	tp, _ := lg.Topic("t")
-	var mu sync.Mutex
-	var liveSeenAt int // sends done when the first live record went out
+	ends := map[TP]int64{} // where the split must happen: nothing is appended before it
+	for _, p := range tp.Partitions() {
+		ends[TP{"t", p.ID()}] = p.HighWatermark()
+	}
 	release := make(chan struct{})
-	f := &fakeTarget{got: map[TP][]int64{}}
+	var (
+		mu          sync.Mutex
+		firstSplit  map[TP]Progress
+		liveSeen    = map[TP]int{} // live records delivered per partition
+		backlogLeft = -1           // backlog records not yet delivered when the first live record went
+		backlogSent int
+	)
+	f := newFake()
 	f.send = func(_ context.Context, n int, b *Batch) error {
 		if n == 1 {
-			<-release
+			mu.Lock()
+			firstSplit = b.Progress
+			mu.Unlock()
+			<-release // held while the live records are appended
 		}
+		mu.Lock()
+		defer mu.Unlock()
 		for _, it := range b.Items {
-			if it.Record.Offset >= 1000 && it.Record.Offset%2 == 0 { // a live record (see below)
-				mu.Lock()
-				if liveSeenAt == 0 {
-					liveSeenAt = n
+			isLive := strings.HasPrefix(string(it.Record.Key), "live-")
+			if isLive != (it.Record.Offset >= ends[it.TP]) {
+				t.Errorf("%s offset %d key %s: live by key %v, by offset %v", it.TP, it.Record.Offset, it.Record.Key, isLive, !isLive)
+			}
+			if isLive {
+				if backlogLeft < 0 {
+					backlogLeft = 2000 - backlogSent
 				}
-				mu.Unlock()
+				liveSeen[it.TP]++
+			} else {
+				backlogSent++
 			}
 		}
 		return nil
@@ -265,34 +790,40 @@ func TestLiveFirstMerge(t *testing.T) {
 		t.Fatal(err)
 	}
 	en.Start()
-	// The first batch (which splits the partitions) is held back while
-	// live records arrive.
-	waitFor(t, "first send", 10*time.Second, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.sends == 1 })
-	appendRecs(t, tp, 2000, 200, 100) // live records: offsets >= ~1000 in each partition
+	waitFor(t, "first send", 10*time.Second, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.sends >= 1 })
+	// Live records: marked by key, appended after the split.
+	var futs []*flog.Future
+	for i := range 200 {
+		futs = append(futs, tp.Append(context.Background(), []flog.Record{{Key: []byte(fmt.Sprintf("live-%d", i%7)), Value: make([]byte, 100)}}))
+	}
+	for _, fut := range futs {
+		if _, err := fut.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	close(release)
 	waitFor(t, "delivery", 20*time.Second, func() bool { return f.delivered() == 2200 })
 	en.Close()
-	for _, p := range tp.Partitions() {
-		got := f.got[TP{"t", p.ID()}]
-		seen := map[int64]bool{}
-		for _, off := range got {
-			if seen[off] {
-				t.Fatalf("offset %d delivered twice", off)
-			}
-			seen[off] = true
+	checkOnce(t, f, lg) // live_first's order is checked below
+	mu.Lock()
+	defer mu.Unlock()
+	for tp, end := range ends {
+		if p := firstSplit[tp]; p.LiveFrom != end || p.LiveNext != end {
+			t.Fatalf("%s: the first batch split at %+v, want live range from the end %d", tp, p, end)
 		}
-		if int64(len(seen)) != p.HighWatermark() {
-			t.Fatalf("partition %d: %d of %d delivered", p.ID(), len(seen), p.HighWatermark())
-		}
+	}
+	if live := liveSeen[TP{"t", 0}] + liveSeen[TP{"t", 1}]; live != 200 {
+		t.Fatalf("%d live records delivered, want 200", live)
+	}
+	if backlogLeft <= 0 {
+		t.Fatalf("the first live record went out with %d backlog records left: not before the backlog drained", backlogLeft)
 	}
 	for _, p := range en.Status().Partitions {
 		if p.LiveFrom != 0 || p.Lag != 0 {
 			t.Fatalf("ranges did not merge: %+v", p)
 		}
 	}
-	// 2000 backlog records at 50 a batch need ~40 sends; live ones went
-	// out long before that.
-	if liveSeenAt == 0 || liveSeenAt > 10 {
-		t.Fatalf("first live record went out with send %d", liveSeenAt)
-	}
+	t.Logf("first live record sent with %d of 2000 backlog records still waiting", backlogLeft)
 }
+
+func newTextLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

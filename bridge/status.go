@@ -14,18 +14,39 @@ import (
 
 // Status is a bridge's state for the HTTP API.
 type Status struct {
-	Name                string            `json:"name"`
-	State               string            `json:"state"` // connecting, connected, backing_off, stalled, stopped
-	Order               string            `json:"order"`
-	LastError           string            `json:"last_error,omitempty"`
-	LastAck             time.Time         `json:"last_ack"`
-	RecordsSent         int64             `json:"records_sent"`
-	BytesSent           int64             `json:"bytes_sent"`
-	Reconnects          int64             `json:"reconnects"`
-	RecordsSkipped      int64             `json:"records_skipped"`      // dropped by retention before replication, seen by this bridge
-	DroppedUnreplicated int64             `json:"dropped_unreplicated"` // the log's count for the bridged topics
-	Lag                 int64             `json:"lag"`                  // records not yet upstream, all partitions
-	Partitions          []PartitionStatus `json:"partitions"`
+	Name                string    `json:"name"`
+	State               string    `json:"state"` // connecting, connected, backing_off, stalled, stopped
+	Order               string    `json:"order"`
+	LastError           string    `json:"last_error,omitempty"`
+	LastAck             time.Time `json:"last_ack"`
+	RecordsSent         int64     `json:"records_sent"`
+	BytesSent           int64     `json:"bytes_sent"` // key, value and header bytes, before compression
+	WireBytes           int64     `json:"wire_bytes"` // written to the upstream (after compression; all requests), when the target counts them
+	Reconnects          int64     `json:"reconnects"`
+	RecordsSkipped      int64     `json:"records_skipped"`      // dropped by retention before replication, seen by this bridge
+	DroppedUnreplicated int64     `json:"dropped_unreplicated"` // the log's count for the bridged topics
+	// RecordsResent counts records handed to a Send again after a failed
+	// or unconfirmed one, since start. At least once: an upper bound of
+	// the duplicates upstream. Exactly once: copies in aborted
+	// transactions, which read_committed consumers never see.
+	RecordsResent int64 `json:"records_resent"`
+	// RecordsRejected counts records the upstream refused for good and
+	// the bridge skipped (provenance in the rejected topic); LastRejected
+	// is the latest.
+	RecordsRejected int64             `json:"records_rejected"`
+	LastRejected    *RejectedStatus   `json:"last_rejected,omitempty"`
+	Lag             int64             `json:"lag"` // records not yet upstream, all partitions
+	Partitions      []PartitionStatus `json:"partitions"`
+}
+
+// RejectedStatus names a record the bridge skipped because the upstream
+// refused it for good.
+type RejectedStatus struct {
+	Topic     string    `json:"topic"`
+	Partition int32     `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Reason    string    `json:"reason"`
+	At        time.Time `json:"at"`
 }
 
 // PartitionStatus is one edge partition's replication position.
@@ -54,6 +75,10 @@ func (e *Engine) publishStatus() {
 func (e *Engine) Status() Status {
 	e.mu.Lock()
 	st := e.status
+	if st.LastRejected != nil {
+		lr := *st.LastRejected
+		st.LastRejected = &lr
+	}
 	parts := e.parts
 	e.mu.Unlock()
 	st.Partitions = make([]PartitionStatus, 0, len(parts))
@@ -124,10 +149,12 @@ type Metrics struct {
 	Records     *prometheus.CounterVec
 	Bytes       *prometheus.CounterVec
 	Batches     *prometheus.CounterVec
+	Wire        *prometheus.CounterVec
 	Resent      *prometheus.CounterVec
 	Skipped     *prometheus.CounterVec
+	Rejected    *prometheus.CounterVec
 	Connects    *prometheus.CounterVec
-	Failures    *prometheus.CounterVec // bridge, kind: connect, send, stalled
+	Failures    *prometheus.CounterVec // bridge, kind: connect, send, stalled, misconfigured
 	SendSeconds *prometheus.HistogramVec
 	State       *prometheus.GaugeVec // bridge, state: 1 for the current one
 }
@@ -141,23 +168,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Records the upstream acknowledged."}, l),
 		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_bytes_sent_total",
 			Help: "Key, value and header bytes of acknowledged records (before compression; the target reports wire bytes)."}, l),
+		Wire: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_wire_bytes_total",
+			Help: "Bytes written to the upstream: requests of every kind after compression, retries included (targets that count them)."}, l),
 		Batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_batches_total",
 			Help: "Acknowledged batches (Kafka exactly-once: committed transactions)."}, l),
 		Resent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_records_resent_total",
-			Help: "Records sent again after a failed or unconfirmed send (at-least-once: possible duplicates upstream; exactly-once: aborted, invisible)."}, l),
+			Help: "Records handed to the upstream again after a failed or unconfirmed send (at-least-once: an upper bound of the duplicates upstream; exactly-once: aborted, invisible)."}, l),
 		Skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_records_skipped_total",
 			Help: "Records retention dropped (on_full: overwrite_oldest) before the bridge replicated them."}, l),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_records_rejected_total",
+			Help: "Records the upstream refused for good (too large, invalid), skipped; their provenance is in the rejected topic."}, l),
 		Connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_connects_total",
 			Help: "Sessions opened with the upstream."}, l),
 		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_failures_total",
-			Help: "Link failures by kind: connect, send, stalled (the watchdog saw no acknowledgement)."}, []string{"bridge", "kind"}),
+			Help: "Link failures by kind: connect, send, stalled (the watchdog saw no acknowledgement), misconfigured (credentials, certificates, missing upstream features)."}, []string{"bridge", "kind"}),
 		SendSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ferry_bridge_send_seconds",
 			Help: "Time for the upstream to acknowledge one batch.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}, l),
 		State: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ferry_bridge_state",
 			Help: "1 for the bridge's current link state."}, []string{"bridge", "state"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Records, m.Bytes, m.Batches, m.Resent, m.Skipped, m.Connects, m.Failures, m.SendSeconds, m.State)
+		reg.MustRegister(m.Records, m.Bytes, m.Wire, m.Batches, m.Resent, m.Skipped, m.Rejected, m.Connects, m.Failures, m.SendSeconds, m.State)
 	}
 	return m
 }

@@ -21,7 +21,7 @@ import (
 // dialer: while it is down dials are refused, and cutting it closes every
 // live connection.
 type link struct {
-	mu    struct {
+	mu struct {
 		sync.Mutex
 		down  bool
 		conns map[*linkConn]struct{}

@@ -1,0 +1,229 @@
+package bridge
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	flog "github.com/ferry-iot/ferry/broker/log"
+)
+
+// Records the upstream refuses for good ("poison": larger than it takes,
+// invalid for it) must not wedge the bridge. The policy, all on the run
+// goroutine:
+//
+//  1. A Send answers *RejectedError. Exact records (or any record that
+//     was alone in its batch) go to e.poison; suspects (Suspect) make the
+//     engine narrow: only the suspects' partitions, in batches of half as
+//     many records, doubling again after each acknowledged batch, until
+//     the cursors have passed every suspect.
+//  2. The next fill passes over poison records (and records larger than
+//     the Conn's Limits.MaxRecordBytes) into Batch.Rejected; the batch's
+//     progress moves past them.
+//  3. Before that batch is sent, the records' provenance is appended to
+//     the local rejected topic (once per record; a crash can repeat it,
+//     the key names the record).
+//  4. Once it is acknowledged — the upstream checkpoint, if any, moved
+//     past them in the same transaction — they are counted (Status,
+//     ferry_bridge_records_rejected_total) and logged, rate-limited.
+
+// narrowing isolates the guilty records among suspects.
+type narrowing struct {
+	cap      int                       // records per batch; 0: not narrowing
+	suspects map[TP]map[int64]struct{} // not yet passed by the cursors
+}
+
+func (n *narrowing) active() bool { return n.cap > 0 }
+
+// rejected applies a Send's *RejectedError to b. It returns false when the
+// error names none of b's records (the session is then failed like any
+// other error).
+func (e *Engine) rejected(b *Batch, rej *RejectedError) bool {
+	in := make(map[TP]map[int64]bool)
+	for i := range b.Items {
+		it := &b.Items[i]
+		if in[it.TP] == nil {
+			in[it.TP] = map[int64]bool{}
+		}
+		in[it.TP][it.Record.Offset] = true
+	}
+	var named []Rejected
+	for _, r := range rej.Records {
+		if in[r.TP][r.Offset] {
+			named = append(named, r)
+		}
+	}
+	if len(named) == 0 {
+		return false
+	}
+	cause := "the upstream refused it"
+	if rej.Err != nil {
+		cause = rej.Err.Error()
+	}
+	if !rej.Suspect || len(b.Items) == 1 {
+		for _, r := range named {
+			if e.poison[r.TP] == nil {
+				e.poison[r.TP] = map[int64]string{}
+			}
+			reason := r.Reason
+			if reason == "" {
+				reason = cause
+			}
+			e.poison[r.TP][r.Offset] = reason
+		}
+		e.logger.Debug("bridge: records refused for good, skipping them", "bridge", e.cfg.Name, "records", len(named), "err", rej.Err)
+		return true
+	}
+	if e.narrow.suspects == nil {
+		e.narrow.suspects = map[TP]map[int64]struct{}{}
+	}
+	for _, r := range named {
+		if e.narrow.suspects[r.TP] == nil {
+			e.narrow.suspects[r.TP] = map[int64]struct{}{}
+		}
+		e.narrow.suspects[r.TP][r.Offset] = struct{}{}
+	}
+	e.narrow.cap = max(1, len(b.Items)/2)
+	e.logger.Debug("bridge: the upstream refused a batch for good, narrowing down the guilty records", "bridge", e.cfg.Name,
+		"suspects", len(named), "batch", len(b.Items), "next_batch_records", e.narrow.cap, "err", rej.Err)
+	return true
+}
+
+// skipped counts the rejected records an acknowledged batch passed over
+// and forgets the poison and suspects the cursors have passed.
+func (e *Engine) skipped(b *Batch) {
+	for _, r := range b.Rejected {
+		e.metrics.Rejected.WithLabelValues(e.cfg.Name).Inc()
+		e.mu.Lock()
+		e.status.RecordsRejected++
+		e.status.LastRejected = &RejectedStatus{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+			Reason: r.Reason, At: time.Now()}
+		e.mu.Unlock()
+		if ok, quiet := e.rejLog.allow(time.Now(), time.Minute); ok {
+			e.logger.Warn("bridge: the upstream refuses a record for good; skipped, provenance in the rejected topic",
+				"bridge", e.cfg.Name, "partition", r.TP.String(), "offset", r.Offset, "bytes", r.Bytes, "reason", r.Reason,
+				"rejected_topic", e.cfg.RejectedTopic, "not_logged_since_last", quiet)
+		}
+	}
+	for tp, prog := range b.Progress {
+		for off := range e.poison[tp] {
+			if prog.covers(off) {
+				delete(e.poison[tp], off)
+			}
+		}
+		for off := range e.lettered[tp] {
+			if prog.covers(off) {
+				delete(e.lettered[tp], off)
+			}
+		}
+		if !e.narrow.active() {
+			continue
+		}
+		for off := range e.narrow.suspects[tp] {
+			if prog.covers(off) {
+				delete(e.narrow.suspects[tp], off)
+			}
+		}
+		if len(e.narrow.suspects[tp]) == 0 {
+			delete(e.narrow.suspects, tp)
+		}
+	}
+	if e.narrow.active() {
+		if len(e.narrow.suspects) == 0 {
+			e.narrow = narrowing{}
+		} else {
+			e.narrow.cap = min(2*e.narrow.cap, e.cfg.MaxBatchRecords)
+		}
+	}
+}
+
+// rejectedRecord is the value of a rejected-topic record.
+type rejectedRecord struct {
+	Bridge     string    `json:"bridge"`
+	Topic      string    `json:"topic"`
+	Partition  int32     `json:"partition"`
+	Offset     int64     `json:"offset"`
+	Timestamp  int64     `json:"timestamp"`
+	Key        []byte    `json:"key"`
+	Bytes      int       `json:"bytes"`
+	Reason     string    `json:"reason"`
+	RejectedAt time.Time `json:"rejected_at"`
+}
+
+// deadLetter appends the provenance of b's rejected records to the
+// rejected topic before b is sent, so a record skipped upstream is on
+// record locally even if the process dies right after the upstream
+// acknowledged. A failure is logged and tried again with the next batch
+// that passes over the record; it never holds replication up.
+func (e *Engine) deadLetter(b *Batch) {
+	var recs []flog.Record
+	var marked []Rejected
+	now := time.Now()
+	for _, r := range b.Rejected {
+		if _, ok := e.lettered[r.TP][r.Offset]; ok {
+			continue
+		}
+		v, _ := json.Marshal(rejectedRecord{Bridge: e.cfg.Name, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+			Timestamp: r.Timestamp, Key: r.Key, Bytes: r.Bytes, Reason: r.Reason, RejectedAt: now})
+		recs = append(recs, flog.Record{Key: []byte(e.cfg.Name + "/" + r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" +
+			strconv.FormatInt(r.Offset, 10)), Value: v, Timestamp: now.UnixMilli()})
+		if e.lettered[r.TP] == nil {
+			e.lettered[r.TP] = map[int64]struct{}{}
+		}
+		e.lettered[r.TP][r.Offset] = struct{}{}
+		marked = append(marked, r)
+	}
+	if len(recs) == 0 {
+		return
+	}
+	t, err := e.rejectedTopic()
+	if err == nil {
+		_, err = t.Append(e.ctx, recs).Wait(e.ctx)
+	}
+	if err != nil {
+		for _, r := range marked {
+			delete(e.lettered[r.TP], r.Offset)
+		}
+		e.logger.Warn("bridge: cannot record rejected records in the rejected topic", "bridge", e.cfg.Name,
+			"rejected_topic", e.cfg.RejectedTopic, "records", len(recs), "err", err)
+	}
+}
+
+// rejectedTopic opens the rejected topic, creating it with the log's
+// defaults when it does not exist (a configured one keeps its settings).
+func (e *Engine) rejectedTopic() (*flog.Topic, error) {
+	if e.rejTopic != nil {
+		return e.rejTopic, nil
+	}
+	t, err := e.log.Topic(e.cfg.RejectedTopic)
+	if errors.Is(err, flog.ErrUnknownTopic) {
+		t, err = e.log.CreateTopic(e.cfg.RejectedTopic, flog.TopicConfig{Partitions: 1})
+		if errors.Is(err, flog.ErrTopicExists) {
+			t, err = e.log.Topic(e.cfg.RejectedTopic)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: rejected topic %s: %w", e.cfg.Name, e.cfg.RejectedTopic, err)
+	}
+	e.rejTopic = t
+	return t, nil
+}
+
+// logLimiter lets one line through, then at most one per interval, and
+// counts what it held back (owned by one goroutine).
+type logLimiter struct {
+	last  time.Time
+	quiet int64
+}
+
+func (l *logLimiter) allow(now time.Time, every time.Duration) (bool, int64) {
+	if !l.last.IsZero() && now.Sub(l.last) < every {
+		l.quiet++
+		return false, 0
+	}
+	q := l.quiet
+	l.last, l.quiet = now, 0
+	return true, q
+}

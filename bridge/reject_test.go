@@ -1,0 +1,239 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	flog "github.com/ferry-iot/ferry/broker/log"
+)
+
+// poisonSend refuses, for good, every batch that holds one of the poison
+// records: naming just those (exact), or every record of the batch
+// (suspect, as Kafka refuses a whole partition batch).
+func poisonSend(poison map[TP]map[int64]bool, suspect bool) func(context.Context, int, *Batch) error {
+	return func(_ context.Context, _ int, b *Batch) error {
+		var guilty, all []Rejected
+		for _, it := range b.Items {
+			r := Rejected{TP: it.TP, Offset: it.Record.Offset}
+			all = append(all, r)
+			if poison[it.TP][it.Record.Offset] {
+				guilty = append(guilty, r)
+			}
+		}
+		if len(guilty) == 0 {
+			return nil
+		}
+		if suspect {
+			return fmt.Errorf("send: %w", &RejectedError{Records: all, Suspect: true, Err: errors.New("INVALID_RECORD")})
+		}
+		return &RejectedError{Records: guilty, Err: errors.New("MESSAGE_TOO_LARGE")}
+	}
+}
+
+// checkRejected asserts the poison records were skipped: counted once
+// each, never delivered, their provenance in the rejected topic, and each
+// passed over by an acknowledged batch whose progress moves past it (what
+// an upstream that stores checkpoints commits in the same transaction).
+func checkRejected(t *testing.T, en *Engine, f *fakeTarget, lg *flog.Log, poison map[TP]map[int64]bool) {
+	t.Helper()
+	checkDense(t, f, lg, poison)
+	n := 0
+	for _, offs := range poison {
+		n += len(offs)
+	}
+	st := en.Status()
+	if st.RecordsRejected != int64(n) || testutil.ToFloat64(en.metrics.Rejected.WithLabelValues("x")) != float64(n) {
+		t.Fatalf("rejected: status %d, metric %v, want %d", st.RecordsRejected, testutil.ToFloat64(en.metrics.Rejected.WithLabelValues("x")), n)
+	}
+	if st.LastRejected == nil || !poison[TP{st.LastRejected.Topic, st.LastRejected.Partition}][st.LastRejected.Offset] || st.LastRejected.Reason == "" {
+		t.Fatalf("last rejected: %+v", st.LastRejected)
+	}
+	if st.Reconnects != 0 {
+		t.Fatalf("rejections cost %d reconnects", st.Reconnects)
+	}
+	passed := map[TP]map[int64]bool{}
+	f.mu.Lock()
+	for _, b := range f.batches {
+		for _, r := range b.Rejected {
+			if !b.Progress[r.TP].covers(r.Offset) {
+				t.Fatalf("batch rejecting %s@%d carries progress %+v, not past it", r.TP, r.Offset, b.Progress[r.TP])
+			}
+			if passed[r.TP] == nil {
+				passed[r.TP] = map[int64]bool{}
+			}
+			if passed[r.TP][r.Offset] {
+				t.Fatalf("%s@%d rejected by two acknowledged batches", r.TP, r.Offset)
+			}
+			passed[r.TP][r.Offset] = true
+		}
+	}
+	f.mu.Unlock()
+	for tp, offs := range poison {
+		for off := range offs {
+			if !passed[tp][off] {
+				t.Fatalf("%s@%d was never passed over by an acknowledged batch", tp, off)
+			}
+		}
+	}
+	// The rejected topic: one record per poison record (a retry may
+	// repeat one; the key names it).
+	rt, err := lg.Topic(DefaultRejectedTopic)
+	if err != nil {
+		t.Fatalf("rejected topic: %v", err)
+	}
+	p := rt.Partitions()[0]
+	var recs []flog.Record
+	for pos := int64(0); pos < p.HighWatermark(); {
+		rs, next, _, err := p.ReadRecords(pos, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, pos = append(recs, rs...), next
+	}
+	seen := map[string]bool{}
+	for _, r := range recs {
+		var v rejectedRecord
+		if err := json.Unmarshal(r.Value, &v); err != nil {
+			t.Fatalf("rejected record %q: %v", r.Value, err)
+		}
+		if !poison[TP{v.Topic, v.Partition}][v.Offset] || v.Bridge != "x" || v.Reason == "" || v.Bytes == 0 ||
+			string(r.Key) != fmt.Sprintf("x/%s/%d/%d", v.Topic, v.Partition, v.Offset) {
+			t.Fatalf("rejected record %s: %+v", r.Key, v)
+		}
+		seen[string(r.Key)] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("rejected topic names %d records, want %d", len(seen), n)
+	}
+}
+
+// TestRejectedExact: records the upstream refuses for good, by name, are
+// skipped; replication goes on without a reconnect.
+func TestRejectedExact(t *testing.T) {
+	lg, st := setup(t, 2000, 20)
+	poison := map[TP]map[int64]bool{{"t", 0}: {17: true, 18: true, 400: true}, {"t", 1}: {0: true}}
+	f := newFake()
+	f.send = poisonSend(poison, false)
+	var logs syncBuf
+	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 100, Logger: newTextLogger(&logs)}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.Start()
+	waitFor(t, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
+	en.Close()
+	checkRejected(t, en, f, lg, poison)
+	if n := strings.Count(logs.String(), "refuses a record for good"); n != 1 {
+		t.Fatalf("%d log lines for 4 rejections in a minute, want 1 (rate-limited)", n)
+	}
+}
+
+// TestRejectedSuspects: the upstream refuses whole batches holding a
+// poison record without saying which; the engine narrows the batches down
+// until the guilty record is alone, skips only it, and delivers every
+// innocent record exactly once, in order.
+func TestRejectedSuspects(t *testing.T) {
+	lg, st := setup(t, 3000, 20)
+	poison := map[TP]map[int64]bool{{"t", 0}: {333: true, 334: true, 900: true}, {"t", 1}: {1: true}}
+	f := newFake()
+	f.send = poisonSend(poison, true)
+	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 500}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.Start()
+	waitFor(t, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
+	en.Close()
+	checkRejected(t, en, f, lg, poison)
+	f.mu.Lock()
+	t.Logf("%d sends for %d acknowledged batches", f.sends, len(f.batches))
+	f.mu.Unlock()
+	if en.narrow.active() {
+		t.Fatalf("still narrowing after the suspects were passed: %+v", en.narrow)
+	}
+}
+
+// TestRejectedTooLarge: a record larger than the session's
+// Limits.MaxRecordBytes never reaches Send; it is rejected like one the
+// upstream refused.
+func TestRejectedTooLarge(t *testing.T) {
+	lg, st := setup(t, 0, 0)
+	tp, _ := lg.Topic("t")
+	appendSized(t, tp, 0, 500, func(i int) int {
+		if i%97 == 13 {
+			return 5000
+		}
+		return 30
+	})
+	poison := map[TP]map[int64]bool{}
+	for _, p := range tp.Partitions() {
+		for pos := int64(0); pos < p.HighWatermark(); {
+			recs, next, _, err := p.ReadRecords(pos, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range recs {
+				if len(r.Value) == 5000 {
+					k := TP{"t", p.ID()}
+					if poison[k] == nil {
+						poison[k] = map[int64]bool{}
+					}
+					poison[k][r.Offset] = true
+				}
+			}
+			pos = next
+		}
+	}
+	f := newFake()
+	f.limits = &Limits{MaxRecordBytes: 1000}
+	f.send = func(_ context.Context, _ int, b *Batch) error {
+		for _, it := range b.Items {
+			if recordBytes(&it.Record) > 1000 {
+				return fmt.Errorf("test: a %d-byte record reached Send", recordBytes(&it.Record))
+			}
+		}
+		return nil
+	}
+	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 40}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.Start()
+	waitFor(t, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
+	en.Close()
+	checkRejected(t, en, f, lg, poison)
+	if r := en.Status().LastRejected; !strings.Contains(r.Reason, "larger than the upstream takes") {
+		t.Fatalf("reason %q", r.Reason)
+	}
+}
+
+// TestRejectedUnknownRecords: a RejectedError naming none of the batch's
+// records is a plain failure (reconnect), not a skip.
+func TestRejectedUnknownRecords(t *testing.T) {
+	lg, st := setup(t, 50, 10)
+	f := newFake()
+	f.send = func(_ context.Context, n int, _ *Batch) error {
+		if n == 1 {
+			return &RejectedError{Records: []Rejected{{TP: TP{"other", 0}, Offset: 1}}, Err: errors.New("confused target")}
+		}
+		return nil
+	}
+	en, err := New(Config{Name: "x", Topics: []string{"t"}, Backoff: time.Millisecond}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.Start()
+	waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == 50 })
+	en.Close()
+	checkDense(t, f, lg, nil)
+	if st := en.Status(); st.RecordsRejected != 0 || st.Reconnects != 1 {
+		t.Fatalf("status %+v", st)
+	}
+}
