@@ -2,10 +2,12 @@ package kafka
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -96,11 +98,70 @@ func TestLinkFaultsExactlyOnce(t *testing.T) {
 		commits, aborts, l.refused.Load(), l.severed.Load(), apts.Hits())
 }
 
+// storedButLost makes the upstream store every Produce to the upstream
+// topic but answer REQUEST_TIMED_OUT, until the engine gave up on the
+// link (the stall watchdog): kgo retries within the session (the
+// idempotent sequence keeps those out), then the engine reconnects with a
+// new producer id and sends the batch again — which the upstream already
+// holds. Duplicates, by construction.
+func storedButLost(c *kfake.Cluster) fault {
+	var h *kfake.FaultHandle
+	return fault{"store a Produce, lose its answer",
+		func() {
+			h = c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "site1.telemetry", Err: kerr.RequestTimedOut, Count: -1})
+		},
+		func() { h.Remove() }}
+}
+
+// TestLinkStates: against kfake, the state is backing_off while the link
+// is cut, connected once it is back, stalled after the watchdog gave up
+// on a swallowed Produce, and connected again. (A backoff of 1 s keeps
+// each state up long enough to be seen.)
+func TestLinkStates(t *testing.T) {
+	t.Parallel() // mostly waiting out the stall timeout and backoffs
+	c := cluster(t)
+	e := newEdge(t, "")
+	defer e.close()
+	e.produce("telemetry", 0, 100, 20)
+	l := newLink()
+	tg := target(t, c.ListenAddrs(), ExactlyOnce, kgo.Dialer(l.dial))
+	en := engineFor(t, e, tg, bridge.Config{StallTimeout: time.Second, Backoff: time.Second, MaxBackoff: time.Second})
+	en.Start()
+	defer en.Close()
+	in := startIngest(e, 100, 20, 20, 20*time.Millisecond)
+	state := func(want string) func() bool {
+		return func() bool { return en.Status().State == want }
+	}
+	progress := func() {
+		t.Helper()
+		sent := en.Status().RecordsSent
+		waitFor(t, "progress", 30*time.Second, func() bool { st := en.Status(); return st.RecordsSent > sent && st.State == bridge.StateConnected })
+	}
+	start := time.Now()
+	progress()
+	t.Logf("%v: connected", time.Since(start).Round(time.Millisecond))
+	l.cut()
+	waitFor(t, "backing_off while the link is cut", 30*time.Second, state(bridge.StateBackingOff))
+	t.Logf("%v: backing off: %s", time.Since(start).Round(time.Millisecond), en.Status().LastError)
+	l.restore()
+	progress()
+	t.Logf("%v: connected", time.Since(start).Round(time.Millisecond))
+	dropNext(c, kmsg.Produce)
+	waitFor(t, "stalled after the watchdog", 30*time.Second, state(bridge.StateStalled))
+	if st := en.Status(); !strings.Contains(st.LastError, "stalled link") {
+		t.Fatalf("last error when stalled: %s", st.LastError)
+	}
+	t.Logf("%v: stalled", time.Since(start).Round(time.Millisecond))
+	progress()
+	t.Logf("%v: connected", time.Since(start).Round(time.Millisecond))
+	in.halt(t)
+}
+
 // TestLinkFaultsAtLeastOnce: the same faults against at-least-once
 // delivery (idempotent producer, no transactions, local checkpoints):
 // nothing may be missing; a batch whose acknowledgement was lost is sent
-// again, and every duplicate upstream must be accounted for by the
-// engine's resent counter.
+// again — at least one such resend is forced — and every duplicate
+// upstream is accounted for by records_resent (Status and metric).
 func TestLinkFaultsAtLeastOnce(t *testing.T) {
 	t.Parallel() // mostly waiting out stall timeouts and backoffs
 	c := cluster(t)
@@ -118,11 +179,12 @@ func TestLinkFaultsAtLeastOnce(t *testing.T) {
 	in := startIngest(e, backlog, 50, 200, 50*time.Millisecond)
 
 	faults := []fault{
+		storedButLost(c),
 		{"refuse connections", l.cut, l.restore},
 		{"drop a Produce", func() { dropNext(c, kmsg.Produce) }, func() {}},
 		{"delay a Produce", func() { delayNext(c, kmsg.Produce, stall+stall/2) }, func() {}},
 	}
-	runFaults(t, en, faults, 6)
+	runFaults(t, en, faults, 8)
 
 	total := in.halt(t)
 	waitLag(t, en, 60*time.Second)
@@ -133,8 +195,11 @@ func TestLinkFaultsAtLeastOnce(t *testing.T) {
 	u := readUpstream(t, c.ListenAddrs(), "site1.telemetry", total, 30*time.Second)
 	dups := u.check(t, e, "telemetry", true)
 	resent := counter(m.Resent.WithLabelValues("kafka"))
-	if float64(dups) > resent {
-		t.Fatalf("upstream holds %d duplicates, the engine counted only %v resent", dups, resent)
+	if dups == 0 {
+		t.Fatal("no duplicate upstream although answers to stored produces were lost")
+	}
+	if float64(dups) > resent || float64(st.RecordsResent) != resent {
+		t.Fatalf("upstream holds %d duplicates; records resent: status %d, metric %v", dups, st.RecordsResent, resent)
 	}
 	if len(u.recs) != total+dups {
 		t.Fatalf("upstream holds %d records: %d edge records + %d duplicates expected", len(u.recs), total, dups)

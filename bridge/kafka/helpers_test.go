@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -155,10 +156,12 @@ type upstream struct {
 	byPos map[string]int // "topic/partition/offset" → copies
 }
 
-func readUpstream(t *testing.T, addrs []string, topic string, want int, timeout time.Duration) *upstream {
+// readUpstream reads topic until it holds at least want records and
+// nothing more comes; opts reach the client (TLS, SASL).
+func readUpstream(t *testing.T, addrs []string, topic string, want int, timeout time.Duration, opts ...kgo.Opt) *upstream {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,8 +203,8 @@ func prov(r *kgo.Record) string {
 }
 
 // check asserts the upstream holds every edge record of topic exactly
-// once (by provenance) and each key's records in edge order; it returns
-// the duplicates.
+// once (by provenance), each key in one upstream partition, and each
+// key's records in edge order; it returns the duplicates.
 func (u *upstream) check(t *testing.T, e *edge, topic string, allowDup bool) int {
 	t.Helper()
 	return u.verify(t, e, topic, allowDup, true)
@@ -235,6 +238,26 @@ func (u *upstream) verify(t *testing.T, e *edge, topic string, allowDup, ordered
 	if dups > 0 && !allowDup {
 		t.Fatalf("%d edge records duplicated upstream", dups)
 	}
+	for _, r := range u.recs { // nothing upstream that the edge never had
+		p, err := tp.Partition(int32(atoi(header(r, "ferry.partition"))))
+		if header(r, "ferry.topic") != topic || err != nil || int64(atoi(header(r, "ferry.offset"))) >= p.HighWatermark() {
+			t.Fatalf("upstream record with provenance %s is no edge record", prov(r))
+		}
+	}
+	// Partitioning by key: each key in exactly one upstream partition.
+	parts := map[string]map[int32]bool{}
+	for _, r := range u.recs {
+		k := string(r.Key)
+		if parts[k] == nil {
+			parts[k] = map[int32]bool{}
+		}
+		parts[k][r.Partition] = true
+	}
+	for k, ps := range parts {
+		if len(ps) != 1 {
+			t.Fatalf("key %s spread over upstream partitions %v", k, ps)
+		}
+	}
 	if !ordered {
 		return dups
 	}
@@ -256,9 +279,57 @@ func (u *upstream) verify(t *testing.T, e *edge, topic string, allowDup, ordered
 	return dups
 }
 
-type syncLog struct {
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// edgeRecords reads every record of topic from the edge log, by
+// provenance "topic/partition/offset".
+func (e *edge) edgeRecords(topic string) map[string]flog.Record {
+	e.t.Helper()
+	tp, err := e.log.Topic(topic)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[string]flog.Record{}
+	for _, p := range tp.Partitions() {
+		for pos := p.StartOffset(); pos < p.HighWatermark(); {
+			recs, next, _, err := p.ReadRecords(pos, 1<<20)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			for _, r := range recs {
+				out[fmt.Sprintf("%s/%d/%d", topic, p.ID(), r.Offset)] = r
+			}
+			if next <= pos {
+				break
+			}
+			pos = next
+		}
+	}
+	return out
+}
+
+// syncBuf is a logger's destination tests read.
+type syncBuf struct {
 	mu sync.Mutex
-	b  []string
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func engineFor(t *testing.T, e *edge, tg *Target, cfg bridge.Config) *bridge.Engine {
@@ -283,8 +354,22 @@ func engineFor(t *testing.T, e *edge, tg *Target, cfg bridge.Config) *bridge.Eng
 
 func target(t *testing.T, addrs []string, delivery string, opts ...kgo.Opt) *Target {
 	t.Helper()
-	tg, err := New(Config{Brokers: addrs, Topics: map[string]string{"telemetry": "site1.telemetry"}, NodeID: "gw-test",
-		Delivery: delivery, Opts: opts, Logger: quiet()})
+	return targetWith(t, Config{Brokers: addrs, Delivery: delivery, Opts: opts})
+}
+
+// targetWith fills in the test defaults (topics, node id, logger).
+func targetWith(t *testing.T, cfg Config) *Target {
+	t.Helper()
+	if cfg.Topics == nil {
+		cfg.Topics = map[string]string{"telemetry": "site1.telemetry"}
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = "gw-test"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = quiet()
+	}
+	tg, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

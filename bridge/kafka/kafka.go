@@ -23,10 +23,37 @@
 //
 // # At least once
 //
-// An idempotent producer (plain acks=all where the cluster lacks
-// InitProducerId); no upstream checkpoints, the engine's local ones rule,
-// and a record whose acknowledgement was lost is sent again (counted by
-// the engine as resent).
+// An idempotent producer; no upstream checkpoints, the engine's local ones
+// rule, and a record whose acknowledgement was lost is sent again (counted
+// by the engine as resent). An upstream without InitProducerId (Kafka
+// before 0.11, some Kafka-compatible services) is detected on connect and
+// logged once; the target then produces without idempotence (acks=all,
+// one request in flight per broker so retries keep order), where kgo's
+// own retry of a request whose answer was lost can also store a record
+// twice, uncounted. Exactly-once against such an upstream is a
+// configuration error (bridge.ErrMisconfigured).
+//
+// # What the upstream takes
+//
+// Connect asks the upstream for max.message.bytes of the upstream topics
+// (message.max.bytes of a broker for topics not created yet) and caps the
+// producer's batches below it; the session's bridge.Limits tell the engine
+// the largest record that fits, so a larger one is rejected before it is
+// sent. A record or batch the upstream refuses for good anyway
+// (MESSAGE_TOO_LARGE, INVALID_RECORD, INVALID_TIMESTAMP, ...) is reported
+// as a *bridge.RejectedError — exact when it was the only record of its
+// upstream partition in the Send, suspect otherwise — after the
+// transaction was aborted; the engine skips it, and the next transaction
+// records the skip in the checkpoint topic (key
+// "<node_id>/<topic>/<partition>/<offset>/rejected") with the checkpoint
+// that passes it.
+//
+// # Errors that need an operator
+//
+// Refused credentials (SASL), an untrusted or refused certificate, denied
+// authorizations and missing transactions are wrapped in
+// bridge.ErrMisconfigured: the engine retries them at its maximum backoff
+// only.
 //
 // # Records
 //
@@ -142,11 +169,29 @@ func codec(name string) (kgo.CompressionCodec, error) {
 	return kgo.NoCompression(), fmt.Errorf("bridge/kafka: compression %q is not zstd, lz4, snappy, gzip or none", name)
 }
 
-// Target replicates to one Kafka cluster.
+// Target replicates to one Kafka cluster. Connect is called by one
+// engine's run goroutine at a time.
 type Target struct {
 	cfg       Config
 	wireBytes atomic.Int64 // bytes written to the upstream's sockets (all requests)
+
+	mu struct {
+		sync.Mutex
+		shape shape // what the last probe found: the next client starts with it
+	}
+	warnedNoIdempotence atomic.Bool  // logged once per Target
+	saslDropped         atomic.Int64 // SASLAuthenticate answers that never came (OnBrokerRead)
 }
+
+// shape is what the producer client is built for.
+type shape struct {
+	batchMax   int  // kgo.ProducerBatchMaxBytes
+	idempotent bool // false: the upstream lacks InitProducerId (at-least-once only)
+}
+
+// defaultBatchMax is the producer's batch limit when the upstream takes
+// more: 1 MiB, below Kafka's default message.max.bytes (1 MiB + 12).
+const defaultBatchMax = 1 << 20
 
 // New checks cfg and returns the target.
 func New(cfg Config) (*Target, error) {
@@ -154,11 +199,14 @@ func New(cfg Config) (*Target, error) {
 		return nil, err
 	}
 	cfg.ensureDefaults()
-	return &Target{cfg: cfg}, nil
+	t := &Target{cfg: cfg}
+	t.mu.shape = shape{batchMax: defaultBatchMax, idempotent: true}
+	return t, nil
 }
 
 // WireBytes is the number of bytes written to the upstream so far
-// (requests of every kind, after compression, before TLS).
+// (requests of every kind, after compression, before TLS); it implements
+// bridge.WireCounter.
 func (t *Target) WireBytes() int64 { return t.wireBytes.Load() }
 
 // OnBrokerWrite implements kgo.HookBrokerWrite.
@@ -166,11 +214,34 @@ func (t *Target) OnBrokerWrite(_ kgo.BrokerMetadata, _ int16, n int, _, _ time.D
 	t.wireBytes.Add(int64(n))
 }
 
+// OnBrokerRead implements kgo.HookBrokerRead. It counts connections the
+// upstream closed instead of answering SASLAuthenticate: Kafka before 1.0
+// (raw SASL tokens) and kfake refuse credentials that way, not with
+// SASL_AUTHENTICATION_FAILED.
+func (t *Target) OnBrokerRead(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if err != nil && key == int16(kmsg.SASLAuthenticate) {
+		t.saslDropped.Add(1)
+	}
+}
+
+// ping checks the client reaches the upstream. A connection closed while
+// authenticating is reported as refused credentials (a link cut at that
+// very moment is mistaken for one: it costs one retry at max backoff).
+func (t *Target) ping(ctx context.Context, cl *kgo.Client) error {
+	dropped := t.saslDropped.Load()
+	err := cl.Ping(ctx)
+	if err == nil {
+		return nil
+	}
+	if t.cfg.SASL != nil && t.saslDropped.Load() > dropped {
+		err = fmt.Errorf("the upstream closed the connection instead of accepting the credentials: %w (%w)", kerr.SaslAuthenticationFailed, err)
+	}
+	return t.classify(fmt.Errorf("bridge/kafka: %w", err))
+}
+
 func (t *Target) eos() bool { return t.cfg.Delivery == ExactlyOnce }
 
-// Connect opens a client; for exactly-once it fences the previous
-// instance and makes sure the checkpoint topic exists.
-func (t *Target) Connect(ctx context.Context) (bridge.Conn, error) {
+func (t *Target) client(sh shape) (*kgo.Client, error) {
 	comp, _ := codec(t.cfg.Compression)
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(t.cfg.Brokers...),
@@ -180,8 +251,13 @@ func (t *Target) Connect(ctx context.Context) (bridge.Conn, error) {
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.WithHooks(t),
 		kgo.MaxBufferedRecords(1 << 20),
-		kgo.ProducerBatchMaxBytes(1 << 20),
+		kgo.ProducerBatchMaxBytes(int32(sh.batchMax)),
 		kgo.RecordRetries(5),
+	}
+	if !sh.idempotent {
+		// acks=all stays; without idempotence kgo keeps one produce
+		// request in flight per broker, so a retry cannot reorder.
+		opts = append(opts, kgo.DisableIdempotentWrite())
 	}
 	if t.cfg.TLS != nil {
 		opts = append(opts, kgo.DialTLSConfig(t.cfg.TLS.Clone()))
@@ -197,32 +273,105 @@ func (t *Target) Connect(ctx context.Context) (bridge.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bridge/kafka: client: %w", err)
 	}
-	c := &conn{t: t, cl: cl}
-	if err := cl.Ping(ctx); err != nil {
-		cl.Close()
-		return nil, fmt.Errorf("bridge/kafka: %w", err)
+	return cl, nil
+}
+
+// Connect opens a client shaped for the upstream (see probe), and for
+// exactly-once fences the previous instance and makes sure the checkpoint
+// topic exists.
+func (t *Target) Connect(ctx context.Context) (bridge.Conn, error) {
+	t.mu.Lock()
+	sh := t.mu.shape
+	t.mu.Unlock()
+	cl, err := t.client(sh)
+	if err != nil {
+		return nil, err
 	}
-	if t.eos() {
-		if err := c.fence(ctx); err != nil {
+	if err := t.ping(ctx, cl); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	up, err := t.probe(ctx, cl)
+	if err != nil {
+		cl.Close()
+		return nil, t.classify(fmt.Errorf("bridge/kafka: ask the upstream what it supports: %w", err))
+	}
+	if t.eos() && up.missingTxn != "" {
+		cl.Close()
+		return nil, fmt.Errorf("bridge/kafka: %w: the upstream does not support transactions (no %s), which exactly_once needs: use delivery at_least_once",
+			bridge.ErrMisconfigured, up.missingTxn)
+	}
+	want := t.shapeFor(up)
+	if want != sh {
+		cl.Close()
+		t.mu.Lock()
+		t.mu.shape = want
+		t.mu.Unlock()
+		if cl, err = t.client(want); err != nil {
+			return nil, err
+		}
+		if err := t.ping(ctx, cl); err != nil {
 			cl.Close()
 			return nil, err
 		}
+	}
+	c := &conn{t: t, cl: cl, shape: want}
+	if t.eos() {
+		if err := c.fence(ctx); err != nil {
+			cl.Close()
+			return nil, t.classify(err)
+		}
 		if err := c.ensureCheckpointTopic(ctx); err != nil {
 			cl.Close()
-			return nil, err
+			return nil, t.classify(err)
 		}
 	}
 	return c, nil
 }
 
+// shapeFor decides the client for what the probe found, logging what
+// changes the target's behaviour.
+func (t *Target) shapeFor(up upstreamInfo) shape {
+	sh := shape{batchMax: defaultBatchMax, idempotent: up.missingIdempotence == ""}
+	if up.maxMessage > 0 {
+		// kgo bounds a batch's uncompressed size; what the broker checks
+		// is the compressed batch, which for incompressible records is a
+		// little larger: keep a margin.
+		sh.batchMax = min(sh.batchMax, up.maxMessage-min(1024, up.maxMessage/8))
+	}
+	if !sh.idempotent && !t.warnedNoIdempotence.Swap(true) {
+		t.cfg.Logger.Warn("bridge/kafka: the upstream does not support idempotent producing; at-least-once without idempotence: "+
+			"a produce retried after a lost answer may be stored twice", "missing", up.missingIdempotence)
+	}
+	t.mu.Lock()
+	prev := t.mu.shape.batchMax
+	t.mu.Unlock()
+	if sh.batchMax != prev {
+		t.cfg.Logger.Info("bridge/kafka: producer batches sized to what the upstream takes", "max_message_bytes", up.maxMessage,
+			"batch_max_bytes", sh.batchMax)
+	}
+	return sh
+}
+
 type conn struct {
-	t  *Target
-	cl *kgo.Client
+	t     *Target
+	cl    *kgo.Client
+	shape shape
 }
 
 func (c *conn) Close() error {
 	c.cl.Close()
 	return nil
+}
+
+// Limits implements bridge.Limiter: the largest record that fits a
+// producer batch with its framing and provenance headers.
+func (c *conn) Limits() bridge.Limits {
+	overhead := 512 + len(c.t.cfg.NodeID)
+	for edge := range c.t.cfg.Topics {
+		overhead = max(overhead, 512+len(c.t.cfg.NodeID)+len(edge))
+	}
+	return bridge.Limits{MaxRecordBytes: max(c.shape.batchMax-overhead, 1)}
 }
 
 // fence sends InitProducerId for the transactional id: the coordinator
@@ -270,9 +419,10 @@ func (c *conn) checkpointKey(tp bridge.TP) string {
 	return c.t.cfg.NodeID + "/" + tp.Topic + "/" + strconv.Itoa(int(tp.Partition))
 }
 
-// Checkpoints reads the committed checkpoints (exactly-once only): the
-// checkpoint topic from its start to its last stable offset, skipping
-// aborted transactions, as a read_committed consumer does.
+// Checkpoints implements bridge.Checkpointer: it reads the committed
+// checkpoints (exactly-once only): the checkpoint topic from its start to
+// its last stable offset, skipping aborted transactions, as a
+// read_committed consumer does.
 func (c *conn) Checkpoints(ctx context.Context, tps []bridge.TP) (map[bridge.TP]bridge.Progress, error) {
 	if !c.t.eos() {
 		return nil, nil
@@ -294,106 +444,4 @@ func (c *conn) Checkpoints(ctx context.Context, tps []bridge.TP) (map[bridge.TP]
 		return nil, fmt.Errorf("bridge/kafka: read checkpoints: %w", err)
 	}
 	return out, nil
-}
-
-// Send delivers one batch: a transaction with the records and the
-// checkpoints (exactly-once), or the records alone (at-least-once).
-func (c *conn) Send(ctx context.Context, b *bridge.Batch) error {
-	if c.t.eos() {
-		if err := c.cl.BeginTransaction(); err != nil {
-			return fmt.Errorf("bridge/kafka: begin transaction: %w", err)
-		}
-	}
-	var (
-		mu       sync.Mutex
-		firstErr error
-	)
-	promise := func(_ *kgo.Record, err error) {
-		if err != nil {
-			mu.Lock()
-			if firstErr == nil {
-				firstErr = err
-			}
-			mu.Unlock()
-		}
-	}
-	// The records, their headers and the provenance values are carved out
-	// of a few arrays per batch rather than allocated one by one: kgo
-	// holds them until Flush returns, and so does this Send.
-	node := []byte(c.t.cfg.NodeID)
-	recs := make([]kgo.Record, len(b.Items))
-	nh := 0
-	for i := range b.Items {
-		nh += len(b.Items[i].Record.Headers) + 4
-	}
-	hdrs := make([]kgo.RecordHeader, 0, nh)
-	digits := make([]byte, 0, len(b.Items)*16)
-	names := map[string][]byte{}
-	for i := range b.Items {
-		it := &b.Items[i]
-		r := &recs[i]
-		r.Topic, r.Key, r.Value, r.Timestamp = c.t.cfg.Topics[it.Topic], it.Record.Key, it.Record.Value, time.UnixMilli(it.Record.Timestamp)
-		first := len(hdrs)
-		for _, h := range it.Record.Headers {
-			hdrs = append(hdrs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
-		}
-		name, ok := names[it.Topic]
-		if !ok {
-			name = []byte(it.Topic)
-			names[it.Topic] = name
-		}
-		p0 := len(digits)
-		digits = strconv.AppendInt(digits, int64(it.Partition), 10)
-		p1 := len(digits)
-		digits = strconv.AppendInt(digits, it.Record.Offset, 10)
-		o1 := len(digits)
-		hdrs = append(hdrs,
-			kgo.RecordHeader{Key: "ferry.node", Value: node},
-			kgo.RecordHeader{Key: "ferry.topic", Value: name},
-			kgo.RecordHeader{Key: "ferry.partition", Value: digits[p0:p1:p1]},
-			kgo.RecordHeader{Key: "ferry.offset", Value: digits[p1:o1:o1]})
-		r.Headers = hdrs[first:len(hdrs):len(hdrs)]
-		c.cl.Produce(ctx, r, promise)
-	}
-	if c.t.eos() {
-		for tp, p := range b.Progress {
-			v, _ := json.Marshal(p)
-			c.cl.Produce(ctx, &kgo.Record{Topic: c.t.cfg.CheckpointTopic, Key: []byte(c.checkpointKey(tp)), Value: v}, promise)
-		}
-	}
-	err := c.cl.Flush(ctx)
-	mu.Lock()
-	if err == nil {
-		err = firstErr
-	}
-	mu.Unlock()
-	if !c.t.eos() {
-		if err != nil {
-			return fmt.Errorf("bridge/kafka: produce: %w", err)
-		}
-		return nil
-	}
-	if err != nil {
-		c.abort(ctx)
-		return fmt.Errorf("bridge/kafka: produce in transaction: %w", err)
-	}
-	if err := c.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
-		// Unconfirmed or refused: the engine reconnects, and the fence
-		// plus the committed checkpoints tell what made it.
-		return fmt.Errorf("bridge/kafka: commit: %w", err)
-	}
-	return nil
-}
-
-// abort drops what is buffered and aborts the open transaction, within
-// what is left of the Send's deadline: once the engine gave up on the
-// Send (stall watchdog, Close) it must not wait for produce requests a
-// silent upstream never answers. Errors are moot: the engine closes this
-// client, reconnects, and its fence aborts whatever is still open.
-func (c *conn) abort(ctx context.Context) {
-	if ctx.Err() != nil {
-		return
-	}
-	_ = c.cl.AbortBufferedRecords(ctx)
-	_ = c.cl.EndTransaction(ctx, kgo.TryAbort)
 }

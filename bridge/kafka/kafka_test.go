@@ -1,21 +1,30 @@
 package kafka
 
 import (
+	"bytes"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/ferry-iot/ferry/bridge"
+	flog "github.com/ferry-iot/ferry/broker/log"
 )
 
 // TestNormalFlow: a backlog and live records reach the upstream exactly
-// once, in per-key order, with keys, values, timestamps and headers.
+// once, in per-key order, each key in one upstream partition, and every
+// upstream record carries its edge record's key, value, timestamp and
+// headers, followed by the provenance headers.
 func TestNormalFlow(t *testing.T) {
 	c := cluster(t)
 	e := newEdge(t, "")
 	defer e.close()
 	e.produce("telemetry", 0, 5000, 20)
 	tg := target(t, c.ListenAddrs(), ExactlyOnce)
-	en := engineFor(t, e, tg, bridge.Config{})
+	m := bridge.NewMetrics(prometheus.NewRegistry())
+	en := engineFor(t, e, tg, bridge.Config{Metrics: m})
 	en.Start()
 	e.produce("telemetry", 5000, 1000, 20)
 	waitLag(t, en, 30*time.Second)
@@ -24,16 +33,53 @@ func TestNormalFlow(t *testing.T) {
 	}
 	u := readUpstream(t, c.ListenAddrs(), "site1.telemetry", 6000, 20*time.Second)
 	u.check(t, e, "telemetry", false)
-	r := u.recs[0]
-	if header(r, "ferry.node") != "gw-test" || header(r, "device") != string(r.Key) || header(r, "seq") == "" {
-		t.Fatalf("headers not preserved: %+v", r.Headers)
+	if len(u.recs) != 6000 {
+		t.Fatalf("upstream holds %d records, want 6000", len(u.recs))
 	}
-	if r.Timestamp.UnixMilli() < 1_700_000_000_000 || r.Timestamp.UnixMilli() > 1_700_000_006_000 {
-		t.Fatalf("timestamp %v not preserved", r.Timestamp)
-	}
+	checkRecords(t, u, e.edgeRecords("telemetry"))
 	st := en.Status()
-	if st.RecordsSent != 6000 || st.Lag != 0 {
+	if st.RecordsSent != 6000 || st.Lag != 0 || st.RecordsResent != 0 || st.RecordsRejected != 0 {
 		t.Fatalf("status: %+v", st)
 	}
-	t.Logf("wire bytes %d for 6000 records: %.1f bytes/record", tg.WireBytes(), float64(tg.WireBytes())/6000)
+	if st.WireBytes != tg.WireBytes() || counter(m.Wire.WithLabelValues("kafka")) != float64(tg.WireBytes()) || st.WireBytes <= 0 {
+		t.Fatalf("wire bytes: status %d, metric %v, target %d", st.WireBytes, counter(m.Wire.WithLabelValues("kafka")), tg.WireBytes())
+	}
+	if st.WireBytes >= st.BytesSent {
+		t.Fatalf("%d bytes on the wire for %d record bytes: not compressed", st.WireBytes, st.BytesSent)
+	}
+	t.Logf("wire bytes %d for 6000 records (%d record bytes): %.1f bytes/record", st.WireBytes, st.BytesSent, float64(st.WireBytes)/6000)
+}
+
+// checkRecords compares every upstream record with the edge record its
+// provenance names.
+func checkRecords(t *testing.T, u *upstream, edgeRecs map[string]flog.Record) {
+	t.Helper()
+	for _, r := range u.recs {
+		er, ok := edgeRecs[prov(r)]
+		if !ok {
+			t.Fatalf("upstream record %s has no edge record", prov(r))
+		}
+		if !bytes.Equal(r.Key, er.Key) || !bytes.Equal(r.Value, er.Value) {
+			t.Fatalf("%s: key %q value %q upstream, edge %q %q", prov(r), r.Key, r.Value, er.Key, er.Value)
+		}
+		if r.Timestamp.UnixMilli() != er.Timestamp {
+			t.Fatalf("%s: timestamp %d upstream, edge %d", prov(r), r.Timestamp.UnixMilli(), er.Timestamp)
+		}
+		if len(r.Headers) != len(er.Headers)+4 {
+			t.Fatalf("%s: %d headers upstream, edge %d + 4 provenance", prov(r), len(r.Headers), len(er.Headers))
+		}
+		for i, h := range er.Headers {
+			if r.Headers[i].Key != h.Key || !bytes.Equal(r.Headers[i].Value, h.Value) {
+				t.Fatalf("%s: header %d is %s=%q upstream, edge %s=%q", prov(r), i, r.Headers[i].Key, r.Headers[i].Value, h.Key, h.Value)
+			}
+		}
+		want := []kgo.RecordHeader{{Key: "ferry.node", Value: []byte("gw-test")}, {Key: "ferry.topic", Value: []byte("telemetry")},
+			{Key: "ferry.partition", Value: []byte(header(r, "ferry.partition"))}, {Key: "ferry.offset", Value: []byte(strconv.FormatInt(er.Offset, 10))}}
+		for i, h := range want {
+			got := r.Headers[len(er.Headers)+i]
+			if got.Key != h.Key || !bytes.Equal(got.Value, h.Value) {
+				t.Fatalf("%s: provenance header %d is %s=%q, want %s=%q", prov(r), i, got.Key, got.Value, h.Key, h.Value)
+			}
+		}
+	}
 }
