@@ -48,7 +48,7 @@ bridges:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if s := st.Bridges[0]; s.State != bridge.StateConnected || s.LastAck.IsZero() {
+	if s := st.Bridges[0]; s.State != bridge.StateConnected || s.LastAck.IsZero() || s.WireBytes <= 0 || s.RecordsResent != 0 || s.RecordsRejected != 0 {
 		t.Fatalf("bridge status: %+v", s)
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(up.ListenAddrs()...), kgo.ConsumeTopics("site7.telemetry"),
@@ -81,5 +81,13 @@ bridges:
 	}
 	if v := d.metric(`ferry_bridge_lag{bridge="kafka",partition="0",topic="telemetry"}`); v != 0 {
 		t.Fatalf("lag metric %v", v)
+	}
+	// Wire bytes (after compression, every request) reach the metrics;
+	// the records' own bytes are counted apart, before compression.
+	if v := d.metric(`ferry_bridge_wire_bytes_total{bridge="kafka"}`); v <= 0 {
+		t.Fatalf("wire bytes metric %v", v)
+	}
+	if v := d.metric(`ferry_bridge_records_rejected_total{bridge="kafka"}`); v != 0 {
+		t.Fatalf("rejected records metric %v", v)
 	}
 }
