@@ -24,14 +24,46 @@
 //	   └────────────────────── retention keeps offsets ≥ hold ◀───────┘
 //
 // A target whose upstream stores checkpoints itself (Kafka exactly-once:
-// in the same transaction as the records) returns them from
-// Conn.Checkpoints on every connect, and they win over the local ones: a
-// crash between the upstream commit and the local write never resends.
+// in the same transaction as the records) has Conns that are
+// Checkpointers: their checkpoints, read on every connect, win over the
+// local ones, so a crash between the upstream commit and the local write
+// never resends. Targets without (MQTT, ThingsBoard, Kafka at-least-once)
+// rely on the local checkpoints: at least once.
+//
+// # Targets
+//
+// A Target connects; a Conn sends and closes. Everything else is an
+// optional single-method interface the engine discovers by type
+// assertion: Checkpointer (upstream checkpoints), Limiter (the session's
+// batch limits and the largest record the upstream takes: an MQTT target
+// wants few records per Send, as many as it keeps in flight), WireCounter
+// on the Target (bytes on the wire, ferry_bridge_wire_bytes_total).
+// Errors wrapping ErrMisconfigured (credentials or certificates refused,
+// a missing upstream feature) are retried at MaxBackoff only and logged
+// once per cause.
+//
+// # Records the upstream refuses for good
+//
+// A record larger than the Conn's Limits.MaxRecordBytes, or one a Send
+// reports in a *RejectedError, is skipped rather than retried forever:
+// the next batch passes over it (Batch.Rejected) and its progress moves
+// past it, so a target storing checkpoints upstream records the skip in
+// the same transaction as that checkpoint; before that batch is sent the
+// record's provenance is appended to the local RejectedTopic; once it is
+// acknowledged the skip is counted (Status.RecordsRejected,
+// ferry_bridge_records_rejected_total) and logged, at most once a minute.
+// When the upstream refused a whole batch without saying which record is
+// at fault (Suspect), the engine sends the suspects' partitions in
+// batches of half the size, doubling again after each acknowledgement,
+// until the guilty record travels alone.
 //
 // # Link behaviour
 //
 // Connect failures and send failures back off exponentially with jitter
-// (Backoff → MaxBackoff). A watchdog bounds every Send with StallTimeout:
+// (Backoff doubling to MaxBackoff, each delay ×0.8–1.2; back to Backoff
+// after a session that delivered something). Status.State is
+// backing_off meanwhile, stalled for the backoff after a watchdog
+// failure, connected while a session works. A watchdog bounds every Send with StallTimeout:
 // a link that looks up but acknowledges nothing while records wait is a
 // failure, and the engine reconnects. RateLimit caps the bytes handed to
 // the target per second, for metered links.
@@ -49,12 +81,22 @@
 // ferry.offset provenance header. The checkpoint then holds both ranges
 // (Progress) and the retention hold stays at the backlog cursor.
 //
+// # Memory
+//
+// A batch holds at most MaxBatchBytes of record bytes (lowered by the
+// Conn's Limits; a single larger record travels alone), and the engine
+// holds at most two: the one in flight and the prefetched next one. The
+// records point into the decoded stored batches they came from, so those
+// stay alive with them; reads are stepped (64 KiB of stored bytes at a
+// time) so little more is decoded than the batch takes.
+//
 // # Goroutines
 //
 // One run goroutine per Engine, started by Start and stopped by Close
 // (which cancels a Send in flight and waits). While a Send is in flight
 // the run goroutine has a second one read the next batch from the log
-// (prefetch: it touches no engine state and is joined before the cursors
-// move), so log decompression overlaps the upstream's round trips.
-// Targets own nothing else that outlives a Conn.
+// (prefetch: it reads only a plan copied from the cursors and the log, is
+// joined before the cursors move or the plan's maps change, and stops
+// early when the engine closes), so log decompression overlaps the
+// upstream's round trips. Targets own nothing else that outlives a Conn.
 package bridge
