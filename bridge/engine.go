@@ -197,6 +197,7 @@ func New(cfg Config, lg *flog.Log, st *state.Store, target Target) (*Engine, err
 		owner: "bridge." + cfg.Name, cursors: map[TP]*cursor{}, done: make(chan struct{}),
 		poison: map[TP]map[int64]string{}, lettered: map[TP]map[int64]struct{}{}, jitter: rand.Float64}
 	e.wait = e.timerWait
+	e.metrics.touch(cfg.Name)
 	if cfg.RateLimit > 0 {
 		e.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), int(max(cfg.RateLimit, int64(cfg.MaxBatchBytes))))
 	}

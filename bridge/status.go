@@ -193,6 +193,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// touch creates bridge name's series at zero, so dashboards and alerts
+// see every counter (a rejected-records alert, say) before its first
+// increment.
+func (m *Metrics) touch(name string) {
+	for _, v := range []*prometheus.CounterVec{m.Records, m.Bytes, m.Wire, m.Batches, m.Resent, m.Skipped, m.Rejected, m.Connects} {
+		v.WithLabelValues(name)
+	}
+	for _, kind := range []string{"connect", "send", "stalled", "misconfigured"} {
+		m.Failures.WithLabelValues(name, kind)
+	}
+}
+
 func (m *Metrics) setState(name, s string) {
 	for _, x := range []string{StateConnecting, StateConnected, StateBackingOff, StateStalled, StateStopped} {
 		v := 0.0

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ferry-iot/ferry/bridge"
 	bkafka "github.com/ferry-iot/ferry/bridge/kafka"
+	flog "github.com/ferry-iot/ferry/broker/log"
 )
 
 // upstreamTopicRE is Kafka's rule for topic names (the upstream's, which
@@ -66,6 +67,11 @@ func (c *Config) validateKafkaBridge(bad func(key, format string, args ...any)) 
 		case kb.Delivery == bkafka.ExactlyOnce && up == kb.CheckpointTopic:
 			bad(key, "upstream topic %q is bridges.kafka.checkpoint_topic", up)
 		}
+	}
+	if err := flog.ValidTopicName(kb.RejectedTopic); err != nil {
+		bad("bridges.kafka.rejected_topic", "%q: %v", kb.RejectedTopic, err)
+	} else if _, ok := kb.Topics[kb.RejectedTopic]; ok {
+		bad("bridges.kafka.topics."+kb.RejectedTopic, "is bridges.kafka.rejected_topic, which the bridge cannot replicate")
 	}
 	switch kb.Delivery {
 	case bkafka.ExactlyOnce:
@@ -196,7 +202,7 @@ func (d *Daemon) startBridges() error {
 		linger = -1 // the engine reads zero as its default and a negative linger as none
 	}
 	en, err := bridge.New(bridge.Config{
-		Name: "kafka", Topics: topics, Order: kb.Order, LiveThreshold: kb.LiveThreshold,
+		Name: "kafka", Topics: topics, RejectedTopic: kb.RejectedTopic, Order: kb.Order, LiveThreshold: kb.LiveThreshold,
 		RateLimit: rateLimit, MaxBatchBytes: int(maxBatch), MaxBatchRecords: kb.MaxBatchRecords, Linger: linger,
 		StallTimeout: kb.StallTimeout, Backoff: kb.Backoff, MaxBackoff: kb.MaxBackoff,
 		Logger: d.logger, Metrics: d.bridgeMetrics(),

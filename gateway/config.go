@@ -113,6 +113,7 @@ type KafkaBridgeConfig struct {
 	Delivery        string            `mapstructure:"delivery"`
 	TransactionalID string            `mapstructure:"transactional_id"`
 	CheckpointTopic string            `mapstructure:"checkpoint_topic"`
+	RejectedTopic   string            `mapstructure:"rejected_topic"`
 	Compression     string            `mapstructure:"compression"`
 	TLS             BridgeTLSConfig   `mapstructure:"tls"`
 	SASL            BridgeSASLConfig  `mapstructure:"sasl"`

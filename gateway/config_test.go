@@ -438,6 +438,8 @@ bridges:
 		}},
 		{"no mapping", "    topics: {}\n", nil, []string{"bridges.kafka.topics: must map at least one log topic"}},
 		{"checkpoint topic", "    checkpoint_topic: \"..\"\n", nil, []string{"bridges.kafka.checkpoint_topic: \"..\" is not a Kafka topic name"}},
+		{"rejected topic name", "    rejected_topic: \"no space\"\n", nil, []string{"bridges.kafka.rejected_topic: \"no space\""}},
+		{"rejected topic replicated", "    rejected_topic: telemetry\n", nil, []string{"bridges.kafka.topics.telemetry: is bridges.kafka.rejected_topic"}},
 		{"sizes and counts", "    rate_limit: fast\n    max_batch_bytes: 1KiB\n    max_batch_records: 0\n    live_threshold: 0\n", nil, []string{
 			"bridges.kafka.live_threshold: 0 must be at least 1",
 			"bridges.kafka.max_batch_bytes: \"1KiB\" is not a size within 64KiB..64MiB",
