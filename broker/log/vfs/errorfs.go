@@ -44,6 +44,13 @@ type Injector interface {
 	MaybeError(op Op, name string) error
 }
 
+// InjectFunc is an Injector from a function, for faults chosen by name
+// (fail opening one file, every write of another).
+type InjectFunc func(op Op, name string) error
+
+// MaybeError implements Injector.
+func (f InjectFunc) MaybeError(op Op, name string) error { return f(op, name) }
+
 // InjectAt fails the operation with index Index (counting from 0, every
 // operation counted) and, when Sticky, every operation after it.
 type InjectAt struct {

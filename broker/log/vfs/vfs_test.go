@@ -147,6 +147,28 @@ func TestErrorFSInjectsAndTears(t *testing.T) {
 	}
 }
 
+func TestInjectFuncFailsByName(t *testing.T) {
+	m := NewMem()
+	write(t, m, "/a", "aaa", true).Close()
+	write(t, m, "/b", "bbb", true).Close()
+	e := NewErrorFS(m, InjectFunc(func(op Op, name string) error {
+		if op == OpOpen && name == "/b" {
+			return ErrInjected
+		}
+		return nil
+	}))
+	if f, err := e.OpenFile("/a", os.O_RDONLY, 0); err != nil {
+		t.Fatalf("open /a: %v", err)
+	} else {
+		f.Close()
+	}
+	_, err := e.OpenFile("/b", os.O_RDONLY, 0)
+	var pe *os.PathError
+	if !errors.Is(err, ErrInjected) || !errors.As(err, &pe) || pe.Path != "/b" || pe.Op != "open" {
+		t.Fatalf("open /b: %v", err)
+	}
+}
+
 func TestPowerCutSnapshotsAtTheCut(t *testing.T) {
 	m := NewMem()
 	p := NewPowerCut(m, 3, CrashOptions{})
