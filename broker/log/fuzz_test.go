@@ -148,6 +148,7 @@ func FuzzRecovery(f *testing.F) {
 		if len(tail) > 0 {
 			f.WriteAt(tail, cur)
 		}
+		before, _ := f.Size()
 		f.Close()
 		// The shutdown was unclean: state.json as Open leaves it.
 		stPath := filepath.Join(testDir, "t", "0", stateFile)
@@ -167,9 +168,37 @@ func FuzzRecovery(f *testing.F) {
 				keep = 2 * (i + 1)
 			}
 		}
+		// The report says what was cut, and the cut is what the file lost.
+		rep := p.Recovery()
+		after, err := vfs.ReadFile(mem, seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.TruncatedBytes != before-int64(len(after)) {
+			t.Fatalf("report says %d bytes cut, the file went from %d to %d bytes", rep.TruncatedBytes, before, len(after))
+		}
+		if (rep.TruncatedBytes > 0) != (rep.TruncateReason != "") {
+			t.Fatalf("%d bytes cut with reason %q", rep.TruncatedBytes, rep.TruncateReason)
+		}
+		if rep.ScannedBytes != int64(len(after)) {
+			t.Fatalf("scanned %d valid bytes, kept %d", rep.ScannedBytes, len(after))
+		}
 		got := readAll(t, p)
 		if len(got) < keep {
 			t.Fatalf("%d records survive, %d batches before byte %d were intact", len(got), keep/2, intact)
+		}
+		// Within the original bytes the cut lies at a batch boundary, and
+		// every batch before it is read back.
+		if int64(len(after)) <= size {
+			atBoundary := len(after) == 0 && len(got) == 0
+			for i, end := range ends {
+				if end == int64(len(after)) && len(got) == 2*(i+1) {
+					atBoundary = true
+				}
+			}
+			if !atBoundary {
+				t.Fatalf("cut at %d with %d records read: not the end of the batches before it (ends %v)", len(after), len(got), ends)
+			}
 		}
 		for i, r := range got {
 			if r.Offset != int64(i) || string(r.Value) != value(i) {

@@ -1,10 +1,13 @@
 package log
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ferry-iot/ferry/broker/log/vfs"
@@ -49,45 +52,102 @@ func TestCleanReopenScansNothing(t *testing.T) {
 }
 
 // TestUncleanReopenTruncatesTornTail crashes a log with unsynced data many
-// times, tearing the tail differently each time.
+// times, tearing the tail differently each time (a prefix of the unsynced
+// bytes survives, or zeros do). Recovery must cut exactly at the end of the
+// last whole batch that survived and report the bytes it cut and why.
 func TestUncleanReopenTruncatesTornTail(t *testing.T) {
+	segFile := filepath.Join(testDir, "t", "0", segmentName(0, suffixLog))
+	kinds := map[string]int{}
 	for seed := uint64(0); seed < 40; seed++ {
 		mem := vfs.NewMem()
 		l := openTestLog(t, mem)
 		p, _ := mustTopic(t, l, "t", TopicConfig{Flush: FlushNever}).Partition(0)
-		acked := 0
+		var ends []int64 // where each one-record batch ends
 		for i := 0; i < 100; i++ {
 			mustAppend(t, p, rec("k", value(i), 0))
-			acked++
+			ends = append(ends, p.Size())
 		}
 		// Make the first 100 durable, then write 50 more without a sync.
 		p.log.inCommitter(p.log.syncUnsynced)
 		for i := 100; i < 150; i++ {
 			mustAppend(t, p, rec("k", value(i), 0))
+			ends = append(ends, p.Size())
+		}
+		written, err := vfs.ReadFile(mem, segFile)
+		if err != nil {
+			t.Fatal(err)
 		}
 		crashed := mem.CrashClone(vfs.CrashOptions{Rand: rand.New(rand.NewPCG(seed, 1))})
 		l.Close()
+		torn, err := vfs.ReadFile(crashed, segFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The cut belongs after the last batch whose bytes all survived.
+		wantValid, wantRecs := int64(0), 0
+		for i, end := range ends {
+			if end <= int64(len(torn)) && bytes.Equal(torn[:end], written[:end]) {
+				wantValid, wantRecs = end, i+1
+			}
+		}
+		if wantRecs < 100 {
+			t.Fatalf("seed %d: the crash lost synced data (%d whole batches)", seed, wantRecs)
+		}
+		wantCut := int64(len(torn)) - wantValid
+		var wantReason string
+		switch rest := torn[wantValid:]; {
+		case wantCut == 0:
+			kinds["no cut"]++
+		case len(rest) < BatchHeaderSize:
+			wantReason = fmt.Sprintf("partial batch header at %d", wantValid)
+			kinds["partial header"]++
+		case bytes.Equal(rest[:BatchHeaderSize], written[wantValid:wantValid+BatchHeaderSize]):
+			wantReason = fmt.Sprintf("partial batch at %d", wantValid)
+			kinds["partial batch"]++
+		default: // zeros where the next batch was
+			wantReason = fmt.Sprintf("at %d: log: corrupt record batch: length 0 below the header size", wantValid)
+			kinds["zeros"]++
+		}
+
 		l2 := openTestLog(t, crashed)
 		tp, _ := l2.Topic("t")
 		p2, _ := tp.Partition(0)
+		rep := p2.Recovery()
+		after, err := vfs.ReadFile(crashed, segFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Clean || rep.TruncatedBytes != wantCut || int64(len(after)) != wantValid ||
+			rep.TruncatedBytes != int64(len(torn)-len(after)) {
+			t.Fatalf("seed %d: report %+v, file %d -> %d bytes; want %d bytes cut at %d", seed, rep, len(torn), len(after), wantCut, wantValid)
+		}
+		if (wantReason == "") != (rep.TruncateReason == "") || !strings.Contains(rep.TruncateReason, wantReason) {
+			t.Fatalf("seed %d: truncate reason %q, want %q", seed, rep.TruncateReason, wantReason)
+		}
+		if rep.ScannedBytes != wantValid {
+			t.Fatalf("seed %d: scanned %d bytes, %d were valid", seed, rep.ScannedBytes, wantValid)
+		}
 		got := readAll(t, p2)
-		if len(got) < 100 {
-			t.Fatalf("seed %d: %d records survive, want at least the 100 synced", seed, len(got))
+		if len(got) != wantRecs {
+			t.Fatalf("seed %d: %d records survive, %d batches were whole", seed, len(got), wantRecs)
 		}
 		for i, r := range got {
 			if r.Offset != int64(i) || string(r.Value) != value(i) {
 				t.Fatalf("seed %d: offset %d holds %+v", seed, i, r)
 			}
 		}
-		rep := p2.Recovery()
-		if rep.Clean {
-			t.Fatalf("seed %d: crash reported as clean", seed)
-		}
 		if off := mustAppend(t, p2, rec("k", "next", 0)); off != int64(len(got)) {
 			t.Fatalf("seed %d: append after recovery got %d, want %d", seed, off, len(got))
 		}
 		l2.Close()
 	}
+	// The seeds are fixed: make sure they keep covering every kind of tear.
+	for _, k := range []string{"partial header", "partial batch", "zeros"} {
+		if kinds[k] == 0 {
+			t.Errorf("no seed tore the tail as %q: %v", k, kinds)
+		}
+	}
+	t.Logf("tears: %v", kinds)
 }
 
 func TestStickyWriteAndSyncErrors(t *testing.T) {
