@@ -1,6 +1,7 @@
 package log
 
 import (
+	"errors"
 	"math"
 	"os"
 	"sync"
@@ -188,7 +189,9 @@ func (l *Log) commitCycle() bool {
 // written to p so far.
 func (l *Log) claimSync(p *Partition, pc *partCycle) *partCycle {
 	pc.sync = p.activeSegment()
-	pc.sync.acquire()
+	if pc.sync != nil { // nil only for a deleted partition: syncFiles fails it
+		pc.sync.acquire()
+	}
 	p.unsynced = false
 	delete(l.unsynced, p)
 	return pc
@@ -236,7 +239,9 @@ func (l *Log) syncLoop() {
 			if errs[i] != nil {
 				pc.p.setErr(errs[i]) // before the next fsync: never retried
 			}
-			pc.sync.release()
+			if pc.sync != nil {
+				pc.sync.release()
+			}
 		}
 		l.pubCh <- syncedCycle{parts: cycle, errs: errs}
 	}
@@ -271,6 +276,10 @@ func (l *Log) syncFiles(cycle []*partCycle) []error {
 		p := cycle[i].p
 		if err := p.Err(); err != nil {
 			errs[i] = err
+			return
+		}
+		if cycle[i].sync == nil {
+			errs[i] = p.goneErr()
 			return
 		}
 		if err := cycle[i].sync.file.Sync(); err != nil {
@@ -354,6 +363,9 @@ func (p *Partition) recycle(items []*pendingItem, waiters []waiter) {
 func (l *Log) writePartition(p *Partition, pc *partCycle) error {
 	cfg := p.topic.Config()
 	seg := p.activeSegment()
+	if seg == nil {
+		return p.goneErr()
+	}
 	buf := l.wbuf[:0]
 	segStart := seg.size.Load()
 	logNow := l.logNowMs()
@@ -441,7 +453,17 @@ func (l *Log) roll(p *Partition, old *segment) (*segment, error) {
 	if err := old.file.Sync(); err != nil {
 		return fail(err)
 	}
-	if err := old.writeIndexes(l.opts.fs); err != nil {
+	if old.indexBad.Load() { // a read found the in-memory index wrong: fix it before it goes to disk
+		p.repairIndex(old, errors.New("sealing a segment whose index a read found wrong"))
+	}
+	old.filesMu.Lock()
+	err := old.writeIndexes(l.opts.fs)
+	if err == nil {
+		old.sealed.Store(true)
+		old.dropMemoryIndex()
+	}
+	old.filesMu.Unlock()
+	if err != nil {
 		return fail(err)
 	}
 	seg, err := l.createSegment(p.dir, p.next)
@@ -452,8 +474,6 @@ func (l *Log) roll(p *Partition, old *segment) (*segment, error) {
 		_ = seg.file.Close()
 		return fail(err)
 	}
-	old.sealed.Store(true)
-	old.dropMemoryIndex()
 	p.segMu.Lock()
 	p.segs = append(p.segs, seg)
 	p.segMu.Unlock()

@@ -35,7 +35,7 @@ func (l *Log) Compact() int64 {
 	logNow := l.logNowMs()
 	for _, t := range l.Topics() {
 		cfg := t.Config()
-		if cfg.Cleanup != CleanupCompact {
+		if !cfg.Cleanup.compacts() {
 			continue
 		}
 		for _, p := range t.Partitions() {
@@ -241,15 +241,27 @@ func (p *Partition) rewriteSegment(s *segment, cfg TopicConfig, latest map[strin
 	ns.next.Store(s.next.Load())
 	ns.logTime.Store(s.logTime.Load())
 	ns.sealed.Store(true)
+	// filesMu: no index repair of s may write its files while they are
+	// swapped, and none installs anything on s afterwards (indexGone).
+	s.filesMu.Lock()
+	if !p.hasSegment(s) { // deleted meanwhile
+		s.filesMu.Unlock()
+		_ = out.Close()
+		_ = fs.Remove(cleanedPath)
+		return 0, nil
+	}
 	s.indexGone.Store(true)
 	if err := swapSegmentFiles(fs, s, cleanedPath); err != nil {
+		s.filesMu.Unlock()
 		_ = out.Close()
 		return 0, err
 	}
 	if err := ns.writeIndexes(fs); err != nil {
+		// Lookups use the entries still in memory; the next open rebuilds the files.
 		p.log.opts.logger.Warn("log: write index after compaction (rebuilt on next open)", "segment", s.base, "err", err)
+	} else {
+		ns.dropMemoryIndex()
 	}
-	ns.dropMemoryIndex()
 	p.segMu.Lock()
 	swapped := false
 	for i, cur := range p.segs {
@@ -259,7 +271,8 @@ func (p *Partition) rewriteSegment(s *segment, cfg TopicConfig, latest map[strin
 		}
 	}
 	p.segMu.Unlock()
-	if !swapped { // deleted meanwhile
+	s.filesMu.Unlock()
+	if !swapped { // cannot happen: retention and compaction passes are serialized
 		ns.release()
 		return 0, nil
 	}

@@ -43,7 +43,7 @@ func ParseCompression(s string) (Compression, error) {
 			return Compression(i), nil
 		}
 	}
-	return 0, fmt.Errorf("log: unknown compression %q (want none, gzip, snappy, lz4 or zstd)", s)
+	return 0, fmt.Errorf("%w: unknown compression %q (want none, gzip, snappy, lz4 or zstd)", ErrInvalidConfig, s)
 }
 
 // compressor compresses record sets exactly as franz-go's default

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/ferry-iot/ferry/broker/log/vfs"
@@ -37,14 +38,45 @@ const (
 	RejectNew OnFull = "reject_new"
 )
 
-// CleanupPolicy is Kafka's cleanup.policy.
+// CleanupPolicy is Kafka's cleanup.policy: "delete", "compact", or both
+// as a comma-separated list ("compact,delete", in either order).
 type CleanupPolicy string
 
 // Cleanup policies.
 const (
-	CleanupDelete  CleanupPolicy = "delete"
+	// CleanupDelete deletes whole segments by age and size (default).
+	CleanupDelete CleanupPolicy = "delete"
+	// CleanupCompact keeps the newest record per key and, as in Kafka,
+	// deletes nothing by age or retention_bytes; only the free-disk floor
+	// can still drop its oldest segments (see the package doc).
 	CleanupCompact CleanupPolicy = "compact"
+	// CleanupCompactDelete compacts and also deletes by age and size.
+	CleanupCompactDelete CleanupPolicy = "compact,delete"
 )
+
+// parts reports which policies c names and whether every name is known.
+func (c CleanupPolicy) parts() (compact, del, ok bool) {
+	ok = c != ""
+	for rest, more := string(c), true; more; {
+		var n string
+		n, rest, more = strings.Cut(rest, ",")
+		switch strings.TrimSpace(n) {
+		case string(CleanupDelete):
+			del = true
+		case string(CleanupCompact):
+			compact = true
+		default:
+			ok = false
+		}
+	}
+	return compact, del, ok
+}
+
+// compacts reports whether the policy includes compaction.
+func (c CleanupPolicy) compacts() bool { comp, _, _ := c.parts(); return comp }
+
+// deletes reports whether the policy includes deletion by age and size.
+func (c CleanupPolicy) deletes() bool { _, del, _ := c.parts(); return del }
 
 // TopicConfig is a topic's configuration. Zero fields take the defaults
 // that EnsureDefaults documents; the config is stored with the topic.
@@ -61,13 +93,15 @@ type TopicConfig struct {
 	// only when both say it is older.
 	Retention time.Duration `json:"retention"`
 	// RetentionBytes caps each partition's size; 0 or negative is no cap.
+	// Like retention, it applies only when the cleanup policy includes
+	// delete (Kafka ignores retention.bytes for cleanup.policy=compact).
 	RetentionBytes int64 `json:"retention_bytes"`
 	// OnFull is what happens at RetentionBytes or the disk's free floor
 	// (default overwrite_oldest).
 	OnFull OnFull `json:"on_full"`
 	// Compression is the codec of batches the log builds (default none).
 	Compression Compression `json:"compression"`
-	// Cleanup is delete (default) or compact.
+	// Cleanup is delete (default), compact, or compact,delete.
 	Cleanup CleanupPolicy `json:"cleanup_policy"`
 	// DeleteRetention is how long tombstones survive compaction (default 1 day).
 	DeleteRetention time.Duration `json:"delete_retention"`
@@ -145,11 +179,14 @@ func (c *TopicConfig) EnsureDefaults() {
 // capped at an eighth of RetentionBytes so that size retention can delete
 // in steps instead of wiping the partition.
 func (c TopicConfig) rollBytes() int64 {
-	if c.RetentionBytes > 0 {
+	if c.limitsBytes() {
 		return min(c.SegmentBytes, max(c.RetentionBytes/8, 16<<10))
 	}
 	return c.SegmentBytes
 }
+
+// limitsBytes reports whether retention_bytes applies to the topic.
+func (c TopicConfig) limitsBytes() bool { return c.RetentionBytes > 0 && c.Cleanup.deletes() }
 
 // FieldError is one invalid TopicConfig field; it wraps ErrInvalidConfig.
 // Validate joins one per problem, so a configuration layer can prefix the
@@ -190,10 +227,8 @@ func (c *TopicConfig) Validate() error {
 	if c.Compression < CompressionNone || c.Compression > CompressionZstd {
 		bad("compression", "unknown codec %d", c.Compression)
 	}
-	switch c.Cleanup {
-	case CleanupDelete, CleanupCompact:
-	default:
-		bad("cleanup_policy", "%q is not delete or compact", c.Cleanup)
+	if _, _, ok := c.Cleanup.parts(); !ok {
+		bad("cleanup_policy", "%q is not delete, compact or compact,delete", c.Cleanup)
 	}
 	if c.DeleteRetention < 0 {
 		bad("delete_retention", "%v is negative", c.DeleteRetention)

@@ -65,10 +65,42 @@
 // segment's indexes and marks state.json clean, and the next open reads
 // only metadata. After an unclean shutdown the active segment is validated
 // batch by batch (framing, CRC, dense offsets) and truncated at the first
-// invalid or partial batch; sealed segments get an O(1) index check and a
-// rescan only when it fails. A damaged sealed segment is reported and
-// skipped, never fatal. Open reports what it did per partition
-// (Partition.Recovery).
+// invalid or partial batch (RecoveryReport.TruncatedBytes and
+// TruncateReason say what was cut and why); sealed segments get an O(1)
+// index check and a rescan only when it fails. A damaged sealed segment is
+// reported and skipped, never fatal: one that cannot even be opened or
+// sized stays in the list as an empty placeholder whose offsets are
+// reported lost, and a rebuilt index that cannot be written is served from
+// memory and rebuilt on the next open. Open reports what it did per
+// partition (Partition.Recovery) and counts it (Log.Stats).
+//
+// Every index lookup checks the entry it starts from against the batch
+// header at the entry's position (repair.go), so a wrong entry in the
+// middle of an index, which the open-time check cannot see, costs one scan
+// from the segment start and a rebuild of that segment's indexes (files
+// replaced atomically), never a wrong answer or a false damage report.
+// Reads, time lookups and the Kafka listener skip damage the same way.
+//
+// # Cleanup policies
+//
+// cleanup_policy is delete (default), compact, or compact,delete, with
+// Kafka's meaning: age retention and retention_bytes apply only when the
+// policy includes delete; a compact-only topic keeps its newest record per
+// key however old or large it grows, and retention_bytes does not make a
+// compact-only reject_new topic refuse appends. The free-disk floor
+// protects the device whatever the policy: it deletes the oldest sealed
+// segments of overwrite_oldest delete topics first (rolling their active
+// segments when that is all they hold) and only when those have nothing
+// left drops the oldest segments of compact-only overwrite_oldest topics,
+// counted like any overwrite_oldest drop; reject_new topics of either
+// policy refuse appends below the floor.
+//
+// # Deleting a topic
+//
+// DeleteTopic waits for a running retention or compaction pass, commits
+// what was queued, then releases the segments. Every later call on the old
+// partitions (appends, reads, time lookups, long polls, which it wakes)
+// fails with ErrTopicDeleted, which matches ErrUnknownTopic and ErrClosed.
 //
 // All file I/O goes through package vfs, whose Mem filesystem simulates
 // power cuts and whose ErrorFS injects a fault at any operation.

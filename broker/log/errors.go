@@ -12,6 +12,15 @@ var (
 	ErrClosed = errors.New("log: closed")
 	// ErrUnknownTopic means the topic does not exist.
 	ErrUnknownTopic = errors.New("log: unknown topic")
+	// ErrUnknownPartition means the topic exists but has no partition of
+	// that number. It is distinct from ErrUnknownTopic; Kafka answers both
+	// with UNKNOWN_TOPIC_OR_PARTITION.
+	ErrUnknownPartition = errors.New("log: unknown partition")
+	// ErrTopicDeleted is returned by calls on a partition whose topic was
+	// deleted (appends that were queued, reads, long polls). It matches
+	// both ErrUnknownTopic and ErrClosed with errors.Is, so callers that
+	// treat either as "gone" keep doing so.
+	ErrTopicDeleted error = deletedError{}
 	// ErrTopicExists means CreateTopic found the topic already there.
 	ErrTopicExists = errors.New("log: topic already exists")
 	// ErrInvalidConfig wraps every configuration problem.
@@ -27,6 +36,13 @@ var (
 	// ErrNullKey means a record without a key was appended to a compacted topic.
 	ErrNullKey = errors.New("log: compacted topic requires a key")
 )
+
+type deletedError struct{}
+
+func (deletedError) Error() string { return "log: topic deleted" }
+
+// Is makes a deleted topic both unknown and closed.
+func (deletedError) Is(target error) bool { return target == ErrUnknownTopic || target == ErrClosed }
 
 // FullError says which limit refused an append. It wraps ErrLogFull.
 type FullError struct {

@@ -62,9 +62,12 @@ type Log struct {
 	freeBudget atomic.Int64 // bytes that may be written before the next disk check
 
 	stats struct {
-		bytesWritten atomic.Int64
-		syncs        atomic.Int64
-		syncNanos    atomic.Int64
+		bytesWritten     atomic.Int64
+		syncs            atomic.Int64
+		syncNanos        atomic.Int64
+		indexRebuilds    atomic.Int64
+		indexWriteErrors atomic.Int64
+		damaged          atomic.Int64
 	}
 }
 
@@ -74,6 +77,15 @@ type Stats struct {
 	Syncs        int64         // fsync rounds
 	SyncTime     time.Duration // total time in fsync rounds
 	DiskLow      bool          // below the free-disk floor
+	// IndexRebuilds counts segment indexes rebuilt because they were
+	// missing or wrong, at open or when a read found a wrong entry.
+	IndexRebuilds int64
+	// IndexWriteErrors counts rebuilt indexes that could not be written
+	// (served from memory until the next open).
+	IndexWriteErrors int64
+	// DamagedSegments counts damage found in sealed segments (at open or by
+	// reads), each also listed in its partition's RecoveryReport.Damaged.
+	DamagedSegments int64
 }
 
 // Open opens (or creates) the log in dir and recovers every partition.
@@ -165,13 +177,13 @@ func (l *Log) load() error {
 		for i := 0; i < cfg.Partitions; i++ {
 			pdir := filepath.Join(path, strconv.Itoa(i))
 			if ok, err := vfs.Exists(fs, pdir); err != nil {
-				return err
+				return fmt.Errorf("log: topic %q partition %d: stat %s: %w", name, i, pdir, err)
 			} else if !ok { // created by an UpdateTopic that crashed
 				if err := fs.MkdirAll(pdir, 0o755); err != nil {
-					return err
+					return fmt.Errorf("log: topic %q partition %d: create %s: %w", name, i, pdir, err)
 				}
 				if err := fs.SyncDir(path); err != nil {
-					return err
+					return fmt.Errorf("log: topic %q partition %d: sync %s: %w", name, i, path, err)
 				}
 			}
 			st, err := readState(fs, pdir)
@@ -191,7 +203,7 @@ func (l *Log) load() error {
 				for _, p := range lt.t.parts {
 					releaseAll(p.segs)
 				}
-				return fmt.Errorf("log: open %s/%d: %w", lt.t.name, i, err)
+				return err // names the topic and partition
 			}
 			lt.t.parts = append(lt.t.parts, p)
 			if err := l.afterOpen(p); err != nil {
@@ -216,7 +228,7 @@ func (l *Log) afterOpen(p *Partition) error {
 		a.createdLog = now
 	}
 	if err := p.writeState(false); err != nil {
-		return fmt.Errorf("log: mark %s/%d open: %w", p.topic.name, p.id, err)
+		return fmt.Errorf("mark open: %w", err) // writeState names the topic and partition
 	}
 	r := p.report
 	if !r.Clean || len(r.IndexRebuilt) > 0 || len(r.Damaged) > 0 {
@@ -245,6 +257,10 @@ func (l *Log) Stats() Stats {
 		Syncs:        l.stats.syncs.Load(),
 		SyncTime:     time.Duration(l.stats.syncNanos.Load()),
 		DiskLow:      l.diskLow.Load(),
+
+		IndexRebuilds:    l.stats.indexRebuilds.Load(),
+		IndexWriteErrors: l.stats.indexWriteErrors.Load(),
+		DamagedSegments:  l.stats.damaged.Load(),
 	}
 }
 
@@ -293,7 +309,7 @@ func (l *Log) CreateTopic(name string, cfg TopicConfig) (*Topic, error) {
 	}
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("log: topic %q: %w", name, err)
 	}
 	l.createMu.Lock()
 	defer l.createMu.Unlock()
@@ -302,36 +318,45 @@ func (l *Log) CreateTopic(name string, cfg TopicConfig) (*Topic, error) {
 	} else if errors.Is(err, ErrClosed) {
 		return nil, err
 	}
+	fail := func(what string, err error) (*Topic, error) {
+		return nil, fmt.Errorf("log: topic %q: create: %s: %w", name, what, err)
+	}
 	fs := l.opts.fs
 	tmp := filepath.Join(l.dir, "."+name+".creating")
 	final := filepath.Join(l.dir, name)
 	meta, err := encodeTopicFile(name, cfg)
 	if err != nil {
-		return nil, err
+		return fail("encode "+topicFileName, err)
 	}
 	if err := fs.RemoveAll(tmp); err != nil {
-		return nil, err
+		return fail("remove leftover "+tmp, err)
 	}
 	if err := fs.MkdirAll(tmp, 0o755); err != nil {
-		return nil, err
+		return fail("create "+tmp, err)
 	}
 	for i := 0; i < cfg.Partitions; i++ {
 		if err := fs.MkdirAll(filepath.Join(tmp, strconv.Itoa(i)), 0o755); err != nil {
-			return nil, err
+			return fail(fmt.Sprintf("create partition %d directory", i), err)
 		}
 	}
 	if err := vfs.WriteFileAtomic(fs, filepath.Join(tmp, topicFileName), meta); err != nil {
-		return nil, err
+		return fail("write "+topicFileName, err)
 	}
 	if err := fs.Rename(tmp, final); err != nil {
-		return nil, err
+		return fail("rename into place", err)
 	}
 	if err := fs.SyncDir(l.dir); err != nil {
-		return nil, err
+		return fail("sync "+l.dir, err)
 	}
 	t := &Topic{log: l, name: name, dir: final}
 	t.cfg.Store(&cfg)
 	if err := l.addPartitions(t, cfg.Partitions); err != nil {
+		for _, p := range t.Partitions() {
+			p.segMu.Lock()
+			releaseAll(p.segs)
+			p.segs = nil
+			p.segMu.Unlock()
+		}
 		return nil, err
 	}
 	l.mu.Lock()
@@ -346,18 +371,19 @@ func (l *Log) addPartitions(t *Topic, n int) error {
 	for i := t.NumPartitions(); i < n; i++ {
 		pdir := filepath.Join(t.dir, strconv.Itoa(i))
 		if err := l.opts.fs.MkdirAll(pdir, 0o755); err != nil {
-			return err
+			return fmt.Errorf("log: topic %q partition %d: create %s: %w", t.name, i, pdir, err)
 		}
 		if err := l.opts.fs.SyncDir(t.dir); err != nil {
-			return err
+			return fmt.Errorf("log: topic %q partition %d: sync %s: %w", t.name, i, t.dir, err)
 		}
 		p, err := l.openPartition(t, int32(i), pdir, partitionState{}, errors.New("new partition"))
 		if err != nil {
-			return fmt.Errorf("log: create %s/%d: %w", t.name, i, err)
+			return err // names the topic and partition
 		}
 		p.report.Clean = true
 		if err := l.afterOpen(p); err != nil {
-			return err
+			releaseAll(p.segs)
+			return fmt.Errorf("log: topic %q partition %d: %w", t.name, i, err)
 		}
 		t.mu.Lock()
 		t.parts = append(t.parts, p)
@@ -371,7 +397,7 @@ func (l *Log) addPartitions(t *Topic, n int) error {
 func (l *Log) UpdateTopic(name string, cfg TopicConfig) error {
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
-		return err
+		return fmt.Errorf("log: topic %q: %w", name, err)
 	}
 	l.createMu.Lock()
 	defer l.createMu.Unlock()
@@ -384,10 +410,10 @@ func (l *Log) UpdateTopic(name string, cfg TopicConfig) error {
 	}
 	meta, err := encodeTopicFile(name, cfg)
 	if err != nil {
-		return err
+		return fmt.Errorf("log: topic %q: update: encode %s: %w", name, topicFileName, err)
 	}
 	if err := vfs.WriteFileAtomic(l.opts.fs, filepath.Join(t.dir, topicFileName), meta); err != nil {
-		return err
+		return fmt.Errorf("log: topic %q: update: write %s: %w", name, topicFileName, err)
 	}
 	t.cfg.Store(&cfg)
 	return l.addPartitions(t, cfg.Partitions)
@@ -405,8 +431,12 @@ func (l *Log) EnsureTopic(name string, cfg TopicConfig) (*Topic, error) {
 	return t, err
 }
 
-// DeleteTopic removes a topic and its data. Appends in flight fail with
-// ErrClosed.
+// DeleteTopic removes a topic and its data. Appends already queued are
+// committed first; every later call on its partitions (appends, reads, time
+// lookups, long polls) fails with ErrTopicDeleted. It waits for a retention
+// or compaction pass in progress (housekeepMu), so no pass works on the
+// partitions while their segments go, nor touches the files of a topic
+// created later under the same name.
 func (l *Log) DeleteTopic(name string) error {
 	l.createMu.Lock()
 	defer l.createMu.Unlock()
@@ -414,17 +444,21 @@ func (l *Log) DeleteTopic(name string) error {
 	if err != nil {
 		return err
 	}
+	l.housekeepMu.Lock()
+	defer l.housekeepMu.Unlock()
 	l.mu.Lock()
 	delete(l.topics, name)
 	l.mu.Unlock()
 	parts := t.Partitions()
 	for _, p := range parts {
+		p.deleted.Store(true)
 		p.mu.Lock()
 		p.mu.closed = true
 		p.mu.Unlock()
 	}
 	// Let the committer finish whatever was queued and the syncer publish
-	// it, then forget the partitions on the committer's goroutine.
+	// it, then forget the partitions on the committer's goroutine. Close
+	// waits for createMu, so the committer is running.
 	l.inCommitter(func() {
 		for l.commitCycle() {
 		}
@@ -438,16 +472,20 @@ func (l *Log) DeleteTopic(name string) error {
 		releaseAll(p.segs)
 		p.segs = nil
 		p.segMu.Unlock()
+		p.wake() // long polls return ErrTopicDeleted
 	}
 	fs := l.opts.fs
 	tomb := filepath.Join(l.dir, "."+name+".deleting")
 	if err := fs.Rename(t.dir, tomb); err != nil {
-		return err
+		return fmt.Errorf("log: topic %q: delete: rename to %s: %w", name, tomb, err)
 	}
 	if err := fs.SyncDir(l.dir); err != nil {
-		return err
+		return fmt.Errorf("log: topic %q: delete: sync %s: %w", name, l.dir, err)
 	}
-	return fs.RemoveAll(tomb)
+	if err := fs.RemoveAll(tomb); err != nil {
+		return fmt.Errorf("log: topic %q: delete: remove %s (removed on the next open): %w", name, tomb, err)
+	}
+	return nil
 }
 
 // inCommitter runs fn on the committer goroutine and waits for it.
@@ -464,6 +502,10 @@ func (l *Log) inCommitter(fn func()) {
 // partition durable, marks it clean (so the next open scans nothing) and
 // closes the files.
 func (l *Log) Close() error {
+	// Wait for a topic create, update or delete in progress: they need the
+	// committer and must not leave a topic half-made.
+	l.createMu.Lock()
+	defer l.createMu.Unlock()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -480,6 +522,7 @@ func (l *Log) Close() error {
 			p.mu.Lock()
 			p.mu.closed = true
 			p.mu.Unlock()
+			p.wake() // long polls return ErrClosed
 		}
 	}
 	close(l.quit)
@@ -503,13 +546,22 @@ func (p *Partition) closeClean() error {
 		return err
 	}
 	active := p.activeSegment()
+	if active == nil {
+		return nil
+	}
 	fail := func(err error) error {
 		return &StorageError{Topic: p.topic.name, Partition: p.id, Op: "close", Err: err}
 	}
 	if err := active.file.Sync(); err != nil {
 		return fail(err)
 	}
-	if err := active.writeIndexes(p.log.opts.fs); err != nil {
+	if active.indexBad.Load() { // a read found the in-memory index wrong
+		p.repairIndex(active, errors.New("closing a segment whose index a read found wrong"))
+	}
+	active.filesMu.Lock()
+	err := active.writeIndexes(p.log.opts.fs)
+	active.filesMu.Unlock()
+	if err != nil {
 		return fail(err)
 	}
 	if err := p.writeState(true); err != nil {

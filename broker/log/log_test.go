@@ -56,6 +56,27 @@ func TestAppendReadRoundTrip(t *testing.T) {
 			if p.HighWatermark() != 50 {
 				t.Fatalf("hwm %d", p.HighWatermark())
 			}
+			// The stored batches carry the codec in their attributes: the
+			// records were really compressed with it.
+			sl, err := p.Read(0, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := sl.AppendTo(nil)
+			sl.Release()
+			if err != nil {
+				t.Fatal(err)
+			}
+			batches := 0
+			if err := SplitBatches(raw, func(h BatchHeader, b []byte) error {
+				batches++
+				if h.Codec() != codec {
+					t.Errorf("batch at offset %d stored with codec %v, topic asks for %v", h.BaseOffset, h.Codec(), codec)
+				}
+				return nil
+			}); err != nil || batches < 2 {
+				t.Fatalf("%d batches: %v", batches, err)
+			}
 		})
 	}
 }
@@ -355,6 +376,50 @@ func TestRawBatchAppendKeepsBytes(t *testing.T) {
 	}
 	if p.HighWatermark() != 3 {
 		t.Fatalf("hwm %d after a refused batch", p.HighWatermark())
+	}
+}
+
+// TestAppendBatchRefusesOffsetGaps: a raw batch whose last offset delta
+// does not match its record count would claim offsets no record holds (or
+// records sharing an offset). AppendBatch must refuse it, count it, and
+// leave the offsets dense.
+func TestAppendBatchRefusesOffsetGaps(t *testing.T) {
+	l := openTestLog(t, vfs.NewMem())
+	defer l.Close()
+	tp := mustTopic(t, l, "t", TopicConfig{})
+	p, _ := tp.Partition(0)
+	ctx := context.Background()
+	mustAppend(t, p, rec("a", "first", 5))
+	build := func(count int, lastDelta int32) []byte {
+		var rb []byte
+		for i := 0; i < count; i++ {
+			rb = appendRecord(rb, int32(i), 0, &Record{Key: []byte("k"), Value: []byte(value(i))})
+		}
+		return appendBatch(nil, batchFields{lastDelta: lastDelta, firstTs: 1, maxTs: 1, producerID: -1,
+			producerEpoch: -1, baseSequence: -1, count: int32(count)}, rb)
+	}
+	for _, c := range []struct {
+		count     int
+		lastDelta int32
+	}{{2, 5}, {3, 1}, {0, 0}, {1, 1}} {
+		_, err := p.AppendBatch(ctx, build(c.count, c.lastDelta)).Wait(ctx)
+		if !errors.Is(err, ErrCorruptBatch) || !strings.Contains(err.Error(), "topic t partition 0") {
+			t.Fatalf("%d records with last offset delta %d: %v", c.count, c.lastDelta, err)
+		}
+	}
+	if st := tp.Stats(); st.InvalidBatches != 4 {
+		t.Fatalf("%d refused batches counted, want 4", st.InvalidBatches)
+	}
+	if off, err := p.AppendBatch(ctx, build(3, 2)).Wait(ctx); err != nil || off != 1 {
+		t.Fatalf("a well-formed batch after the refused ones: offset %d, %v", off, err)
+	}
+	if hwm := p.HighWatermark(); hwm != 4 {
+		t.Fatalf("high watermark %d, want 4", hwm)
+	}
+	for i, r := range readAll(t, p) {
+		if r.Offset != int64(i) {
+			t.Fatalf("offsets not dense: index %d holds %d", i, r.Offset)
+		}
 	}
 }
 

@@ -51,6 +51,9 @@ func (p *Partition) writeState(clean bool) error {
 	p.segMu.RLock()
 	segs := append([]*segment(nil), p.segs...)
 	p.segMu.RUnlock()
+	if len(segs) == 0 {
+		return fmt.Errorf("log: topic %q partition %d: write %s: %w", p.topic.name, p.id, stateFile, p.goneErr())
+	}
 	active := segs[len(segs)-1]
 	st := partitionState{
 		Version:       1,
@@ -69,9 +72,12 @@ func (p *Partition) writeState(clean bool) error {
 	}
 	b, err := json.Marshal(st)
 	if err != nil {
-		return err
+		return fmt.Errorf("log: topic %q partition %d: encode %s: %w", p.topic.name, p.id, stateFile, err)
 	}
-	return vfs.WriteFileAtomic(p.log.opts.fs, filepath.Join(p.dir, stateFile), b)
+	if err := vfs.WriteFileAtomic(p.log.opts.fs, filepath.Join(p.dir, stateFile), b); err != nil {
+		return fmt.Errorf("log: topic %q partition %d: write %s: %w", p.topic.name, p.id, stateFile, err)
+	}
+	return nil
 }
 
 // openPartition loads a partition directory. After a clean shutdown it
@@ -86,9 +92,13 @@ func (l *Log) openPartition(t *Topic, id int32, dir string, st partitionState, s
 	cfg := t.Config()
 	p := &Partition{topic: t, id: id, dir: dir, log: l, notify: make(chan struct{})}
 	p.report = RecoveryReport{Topic: t.name, Partition: id}
+	fail := func(what string, err error) (*Partition, error) {
+		releaseAll(p.segs)
+		return nil, fmt.Errorf("log: topic %q partition %d: %s: %w", t.name, id, what, err)
+	}
 	names, err := fs.ReadDir(dir)
 	if err != nil {
-		return nil, err
+		return fail("list "+dir, err)
 	}
 	var bases []int64
 	have := map[string]bool{}
@@ -105,7 +115,7 @@ func (l *Log) openPartition(t *Topic, id int32, dir string, st partitionState, s
 		}
 		if stale {
 			if err := fs.Remove(filepath.Join(dir, n)); err != nil {
-				return nil, err
+				return fail("remove leftover "+n, err)
 			}
 		}
 	}
@@ -119,12 +129,12 @@ func (l *Log) openPartition(t *Topic, id int32, dir string, st partitionState, s
 		}
 		seg, err := l.createSegment(dir, base)
 		if err != nil {
-			return nil, err
-		}
-		if err := fs.SyncDir(dir); err != nil {
-			return nil, err
+			return fail("create the first segment", err)
 		}
 		p.segs = []*segment{seg}
+		if err := fs.SyncDir(dir); err != nil {
+			return fail("sync "+dir, err)
+		}
 		p.next = base
 	}
 	for i, base := range bases {
@@ -142,28 +152,32 @@ func (l *Log) openPartition(t *Topic, id int32, dir string, st partitionState, s
 		}
 		f, err := fs.OpenFile(seg.path(suffixLog), flag, 0)
 		if err != nil {
-			releaseAll(p.segs)
-			return nil, err
+			if last {
+				return fail("open the active segment", err)
+			}
+			p.unreadableSealed(seg, bases[i+1], fmt.Errorf("open: %w", err))
+			continue
 		}
 		seg.file = f
 		size, err := f.Size()
 		if err != nil {
-			releaseAll(append(p.segs, seg))
-			return nil, err
+			if last {
+				_ = f.Close()
+				return fail("size the active segment", err)
+			}
+			_ = f.Close()
+			p.unreadableSealed(seg, bases[i+1], fmt.Errorf("size: %w", err))
+			continue
 		}
 		seg.size.Store(size)
 		p.segs = append(p.segs, seg)
 		if !last {
 			seg.next.Store(bases[i+1])
-			if err := p.openSealed(seg, size, cfg.IndexIntervalBytes); err != nil {
-				releaseAll(p.segs)
-				return nil, err
-			}
+			p.openSealed(seg, size, cfg.IndexIntervalBytes)
 			continue
 		}
 		if err := p.openActive(seg, size, clean, st, cfg.IndexIntervalBytes); err != nil {
-			releaseAll(p.segs)
-			return nil, err
+			return fail("recover the active segment", err)
 		}
 	}
 	p.hwm.Store(p.next)
@@ -177,6 +191,44 @@ func (l *Log) openPartition(t *Topic, id int32, dir string, st partitionState, s
 	return p, nil
 }
 
+// unreadableSealed keeps a sealed segment that cannot be opened or sized
+// in the list as an empty, damaged placeholder: its offsets are reported
+// lost, reads skip to the next segment, and retention deletes it in turn.
+func (p *Partition) unreadableSealed(seg *segment, next int64, cause error) {
+	l := p.log
+	seg.file = unreadableFile{name: seg.path(suffixLog), err: cause}
+	seg.sealed.Store(true)
+	seg.indexGone.Store(true) // its index files describe a file we cannot read
+	seg.next.Store(next)
+	seg.idx.onDisk = true
+	lost := int64(-1)
+	if fi, err := l.opts.fs.Stat(seg.path(suffixLog)); err == nil {
+		lost = fi.Size()
+	}
+	d := Damage{Segment: seg.base, LostBytes: lost, FirstOffset: seg.base, NextOffset: next, Reason: cause.Error()}
+	p.report.Damaged = append(p.report.Damaged, d)
+	l.stats.damaged.Add(1)
+	p.segs = append(p.segs, seg)
+	l.opts.logger.Error("log: cannot read a sealed segment, serving the rest of the partition",
+		"topic", p.topic.name, "partition", p.id, "segment", seg.base,
+		"offsets", fmt.Sprintf("%d..%d", seg.base, next-1), "err", cause)
+}
+
+// unreadableFile stands in for a segment file that could not be opened:
+// every operation fails with the reason.
+type unreadableFile struct {
+	name string
+	err  error
+}
+
+func (f unreadableFile) ReadAt([]byte, int64) (int, error)  { return 0, f.err }
+func (f unreadableFile) WriteAt([]byte, int64) (int, error) { return 0, f.err }
+func (f unreadableFile) Close() error                       { return nil }
+func (f unreadableFile) Sync() error                        { return f.err }
+func (f unreadableFile) Truncate(int64) error               { return f.err }
+func (f unreadableFile) Size() (int64, error)               { return 0, f.err }
+func (f unreadableFile) Name() string                       { return f.name }
+
 func indexBase(name string) (int64, bool) {
 	for _, suf := range []string{suffixIndex, suffixTimeIndex} {
 		if strings.HasSuffix(name, suf) && len(name) == 20+len(suf) {
@@ -188,20 +240,23 @@ func indexBase(name string) (int64, bool) {
 }
 
 // openSealed checks a sealed segment's indexes and rebuilds them (with a
-// full validation scan) when they are missing or wrong.
-func (p *Partition) openSealed(seg *segment, size int64, interval int) error {
+// full validation scan) when they are missing or wrong. Nothing here is
+// fatal: damage is reported and skipped, and indexes that cannot be
+// written are kept in memory.
+func (p *Partition) openSealed(seg *segment, size int64, interval int) {
 	seg.sealed.Store(true)
 	seg.readable.Store(size)
 	seg.idx.onDisk = true
 	err := p.checkIndexes(seg, size)
 	if err == nil {
-		return nil
+		return
 	}
 	res := scanSegment(seg, size, false, interval)
 	seg.next.Store(max(seg.next.Load(), res.next))
 	p.report.IndexRebuilt = append(p.report.IndexRebuilt, seg.base)
 	p.report.ScannedBytes += res.validBytes
 	l := p.log
+	l.stats.indexRebuilds.Add(1)
 	l.opts.logger.Warn("log: rebuilt segment index", "topic", p.topic.name, "partition", p.id,
 		"segment", seg.base, "reason", err)
 	if res.stop != nil {
@@ -209,15 +264,21 @@ func (p *Partition) openSealed(seg *segment, size int64, interval int) error {
 		d := Damage{Segment: seg.base, Position: res.validBytes, LostBytes: size - res.validBytes,
 			FirstOffset: res.next, NextOffset: seg.next.Load(), Reason: res.stop.Error()}
 		p.report.Damaged = append(p.report.Damaged, d)
+		l.stats.damaged.Add(1)
 		l.opts.logger.Error("log: damaged segment, serving the rest of the partition",
 			"topic", p.topic.name, "partition", p.id, "segment", seg.base, "position", d.Position,
 			"lost_bytes", d.LostBytes, "offsets", fmt.Sprintf("%d..%d", d.FirstOffset, d.NextOffset-1), "err", res.stop)
 	}
 	if err := seg.writeIndexes(l.opts.fs); err != nil {
-		return err
+		// The scan left the entries in memory: serve from them, and let
+		// the next open try again.
+		p.report.IndexUnwritten = append(p.report.IndexUnwritten, seg.base)
+		l.stats.indexWriteErrors.Add(1)
+		l.opts.logger.Warn("log: cannot write a rebuilt segment index, keeping it in memory",
+			"topic", p.topic.name, "partition", p.id, "segment", seg.base, "err", err)
+		return
 	}
 	seg.dropMemoryIndex()
-	return nil
 }
 
 // openActive loads the active segment: trusted after a clean shutdown,
@@ -242,10 +303,10 @@ func (p *Partition) openActive(seg *segment, size int64, clean bool, st partitio
 	p.report.ScannedBytes += res.validBytes
 	if res.validBytes < size {
 		if err := seg.file.Truncate(res.validBytes); err != nil {
-			return err
+			return fmt.Errorf("truncate segment %d to %d bytes: %w", seg.base, res.validBytes, err)
 		}
 		if err := seg.file.Sync(); err != nil {
-			return err
+			return fmt.Errorf("sync segment %d after truncation: %w", seg.base, err)
 		}
 		p.report.TruncatedBytes = size - res.validBytes
 		if res.stop != nil {
@@ -263,9 +324,11 @@ func (p *Partition) openActive(seg *segment, size int64, clean bool, st partitio
 	return nil
 }
 
-// checkIndexes is the O(1) sanity check of a sealed segment's indexes: the
-// files exist with whole entries, and the last offset entry points at a
-// batch whose last offset it names.
+// checkIndexes is the cheap sanity check of a segment's indexes: the files
+// exist with whole entries, the last offset entry points at a batch whose
+// last offset it names, and (sealed segments) the last time entry names a
+// batch no newer than it says — one index search. Wrong entries in the
+// middle are found by the reads that use them (repair.go).
 func (p *Partition) checkIndexes(seg *segment, size int64) error {
 	fs := p.log.opts.fs
 	idx, err := vfs.ReadFileTail(fs, seg.path(suffixIndex), indexEntrySize)
@@ -299,7 +362,23 @@ func (p *Partition) checkIndexes(seg *segment, size int64) error {
 		return fmt.Errorf("time index size %d is not a multiple of %d", tix.Size, timeEntrySize)
 	}
 	if tix.Size > 0 {
-		seg.maxTs.Store(int64(binary.BigEndian.Uint64(tix.Tail)))
+		ts, last := int64(binary.BigEndian.Uint64(tix.Tail)), seg.base+int64(binary.BigEndian.Uint32(tix.Tail[8:]))
+		if seg.idx.onDisk {
+			// Sealed: the last entry gives the segment's largest timestamp,
+			// which decides whether time lookups search the segment at all.
+			// It must name a batch that ends at its offset and holds
+			// nothing newer.
+			pos, h, err := seg.locate(fs, last, size)
+			switch {
+			case err != nil:
+				return fmt.Errorf("time index's last entry (offset %d): %w", last, err)
+			case pos >= size || h.LastOffset() != last:
+				return fmt.Errorf("time index's last entry names offset %d, no batch ends there", last)
+			case h.MaxTimestamp > ts:
+				return fmt.Errorf("time index's last entry says %d up to offset %d, the batch holds %d", ts, last, h.MaxTimestamp)
+			}
+		}
+		seg.maxTs.Store(ts)
 	}
 	return nil
 }

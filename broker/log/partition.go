@@ -49,9 +49,14 @@ type Partition struct {
 	}
 
 	// segMu guards the segment list; the last segment is the active one.
-	// Held only to read or swap the list, never across I/O.
+	// Held only to read or swap the list, never across I/O. The list is
+	// empty only once the partition's topic was deleted (or the log closed).
 	segMu sync.RWMutex
 	segs  []*segment
+
+	// deleted is set by DeleteTopic before it releases the segments: calls
+	// that find no segment then answer ErrTopicDeleted.
+	deleted atomic.Bool
 
 	// Committer-owned state (the committer goroutine, or Open/Close while
 	// the committer is not running).
@@ -106,12 +111,16 @@ func (p *Partition) wake() {
 }
 
 // Wait blocks until the high watermark passes offset (there is a record at
-// offset to read) or ctx ends. It does not poll: it sleeps on Changed.
+// offset to read), ctx ends, or the partition goes away (ErrTopicDeleted,
+// ErrClosed). It does not poll: it sleeps on Changed.
 func (p *Partition) Wait(ctx context.Context, offset int64) error {
 	for {
 		ch := p.Changed()
 		if p.hwm.Load() > offset {
 			return nil
+		}
+		if err := p.closedErr(); err != nil {
+			return err
 		}
 		select {
 		case <-ch:
@@ -134,6 +143,7 @@ func (p *Partition) Append(ctx context.Context, recs []Record) *Future {
 
 func (p *Partition) append(ctx context.Context, recs []Record, f *Future) {
 	cfg := p.topic.Config()
+	compacted := cfg.Cleanup.compacts()
 	need := 0
 	for i := range recs {
 		r := &recs[i]
@@ -142,7 +152,7 @@ func (p *Partition) append(ctx context.Context, recs []Record, f *Future) {
 			f.complete(p.id, -1, fmt.Errorf("%w: %d bytes, topic %s allows %d per batch", ErrRecordTooLarge, hint, p.topic.name, cfg.MaxBatchBytes))
 			return
 		}
-		if cfg.Cleanup == CleanupCompact && r.Key == nil {
+		if compacted && r.Key == nil {
 			f.complete(p.id, -1, fmt.Errorf("%w: topic %s", ErrNullKey, p.topic.name))
 			return
 		}
@@ -193,8 +203,12 @@ func (p *Partition) AppendBatch(ctx context.Context, batch []byte) *Future {
 	f := newFuture(1)
 	cfg := p.topic.Config()
 	h, err := ValidateBatch(batch)
+	if err == nil {
+		err = checkDenseBatch(h)
+	}
 	if err != nil {
-		f.complete(p.id, -1, err)
+		p.topic.stats.badBatches.Add(1)
+		f.complete(p.id, -1, fmt.Errorf("%w (topic %s partition %d)", err, p.topic.name, p.id))
 		return f
 	}
 	if len(batch) > cfg.MaxBatchBytes {
@@ -202,6 +216,7 @@ func (p *Partition) AppendBatch(ctx context.Context, batch []byte) *Future {
 		return f
 	}
 	if h.IsControl() {
+		p.topic.stats.badBatches.Add(1)
 		f.complete(p.id, -1, fmt.Errorf("%w: control batches cannot be produced", ErrCorruptBatch))
 		return f
 	}
@@ -218,17 +233,58 @@ func (p *Partition) AppendBatch(ctx context.Context, batch []byte) *Future {
 	return f
 }
 
+// checkDenseBatch checks what the log's dense offsets rely on in a raw
+// batch: it claims exactly one offset per record (offsets base..base+n-1),
+// so a batch can never open a gap in the partition's offsets. The records
+// themselves are checked by whoever decodes them (the Kafka listener
+// validates every record's offset delta before it appends; readers refuse
+// deltas outside the batch).
+func checkDenseBatch(h BatchHeader) error {
+	switch {
+	case h.NumRecords < 1:
+		return fmt.Errorf("%w: batch holds %d records", ErrCorruptBatch, h.NumRecords)
+	case h.LastOffsetDelta != h.NumRecords-1:
+		return fmt.Errorf("%w: last offset delta %d does not match %d records (want %d): offsets would not be dense",
+			ErrCorruptBatch, h.LastOffsetDelta, h.NumRecords, h.NumRecords-1)
+	}
+	return nil
+}
+
+// goneErr is the error for a partition that takes no more work:
+// ErrTopicDeleted after DeleteTopic, ErrClosed after Log.Close.
+func (p *Partition) goneErr() error {
+	if p.deleted.Load() {
+		return ErrTopicDeleted
+	}
+	return ErrClosed
+}
+
+// closedErr returns goneErr when the partition was deleted or closed, nil
+// while it is open.
+func (p *Partition) closedErr() error {
+	if p.deleted.Load() {
+		return ErrTopicDeleted
+	}
+	p.mu.Lock()
+	closed := p.mu.closed
+	p.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	return nil
+}
+
 // waitSpaceLocked applies the full policy and the pending-bytes bound.
 func (p *Partition) waitSpaceLocked(ctx context.Context, need int, cfg TopicConfig) error {
 	for {
 		switch {
 		case p.mu.closed:
-			return ErrClosed
+			return p.goneErr()
 		case p.mu.err != nil:
 			return p.mu.err
 		}
 		if cfg.OnFull == RejectNew {
-			if cfg.RetentionBytes > 0 && p.bytes.Load()+int64(p.mu.bytes+need) > cfg.RetentionBytes {
+			if cfg.limitsBytes() && p.bytes.Load()+int64(p.mu.bytes+need) > cfg.RetentionBytes {
 				p.topic.stats.rejected.Add(1)
 				return &FullError{Topic: p.topic.name, Partition: p.id, Reason: "retention_bytes"}
 			}
@@ -298,7 +354,7 @@ func (p *Partition) takePending() ([]*pendingItem, []waiter) {
 	return items, waiters
 }
 
-// failPending fails everything queued with err and makes err sticky.
+// setErr makes err the partition's sticky error (the first one wins).
 func (p *Partition) setErr(err error) {
 	p.mu.Lock()
 	if p.mu.err == nil {
@@ -340,11 +396,27 @@ func releaseAll(segs []*segment) {
 	}
 }
 
-// activeSegment returns the active segment (committer use).
+// activeSegment returns the active segment, or nil once the partition's
+// segments are gone (deleted topic, closed log).
 func (p *Partition) activeSegment() *segment {
 	p.segMu.RLock()
 	defer p.segMu.RUnlock()
+	if len(p.segs) == 0 {
+		return nil
+	}
 	return p.segs[len(p.segs)-1]
+}
+
+// hasSegment reports whether s is still in the segment list.
+func (p *Partition) hasSegment(s *segment) bool {
+	p.segMu.RLock()
+	defer p.segMu.RUnlock()
+	for _, cur := range p.segs {
+		if cur == s {
+			return true
+		}
+	}
+	return false
 }
 
 // Segments returns the number of segments.
@@ -362,16 +434,21 @@ type RecoveryReport struct {
 	ScannedBytes   int64   // bytes validated batch by batch
 	TruncatedBytes int64   // bytes cut from the end of the active segment
 	TruncateReason string  // why the scan stopped, when it cut bytes
-	IndexRebuilt   []int64 // bases of segments whose indexes were rebuilt
+	IndexRebuilt   []int64 // bases of segments whose indexes were rebuilt (at open or by a read that found them wrong)
+	// IndexUnwritten are bases of sealed segments whose rebuilt indexes
+	// could not be written: they are served from an in-memory index and
+	// rebuilt again on the next open.
+	IndexUnwritten []int64
 	Damaged        []Damage
 }
 
-// Damage is a sealed segment found invalid from Position on. Reads skip
-// from there to the next segment; the file is kept for inspection.
+// Damage is a sealed segment found invalid (or unreadable) from Position
+// on. Reads skip from there to the next segment; the file is kept for
+// inspection.
 type Damage struct {
 	Segment     int64 // base offset
 	Position    int64
-	LostBytes   int64
+	LostBytes   int64 // -1 when the file could not even be opened or sized
 	FirstOffset int64 // first offset that can no longer be read
 	NextOffset  int64 // where reads resume
 	Reason      string
@@ -384,6 +461,7 @@ func (p *Partition) Recovery() RecoveryReport {
 	defer p.reportMu.Unlock()
 	r := p.report
 	r.IndexRebuilt = append([]int64(nil), r.IndexRebuilt...)
+	r.IndexUnwritten = append([]int64(nil), r.IndexUnwritten...)
 	r.Damaged = append([]Damage(nil), r.Damaged...)
 	return r
 }

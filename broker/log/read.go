@@ -58,7 +58,7 @@ func (s *Slice) Release() {
 func (p *Partition) Read(offset int64, maxBytes int) (*Slice, error) {
 	segs := p.acquireFrom(offset)
 	if segs == nil {
-		return nil, ErrClosed
+		return nil, fmt.Errorf("log: topic %q partition %d: read at %d: %w", p.topic.name, p.id, offset, p.goneErr())
 	}
 	defer releaseAll(segs)
 	hwm, start := p.hwm.Load(), p.logStart.Load()
@@ -69,23 +69,18 @@ func (p *Partition) Read(offset int64, maxBytes int) (*Slice, error) {
 	if offset == hwm {
 		return sl, nil
 	}
-	fs := p.log.opts.fs
 	for _, seg := range segs {
 		limit := seg.readable.Load()
-		pos, err := seg.findBatch(fs, offset, limit)
+		pos, first, err := p.findBatch(seg, offset, limit)
 		if err != nil {
 			if !seg.sealed.Load() {
-				return nil, fmt.Errorf("log: %s/%d: read at %d: %w", p.topic.name, p.id, offset, err)
+				return nil, fmt.Errorf("log: topic %q partition %d: read at %d: %w", p.topic.name, p.id, offset, err)
 			}
-			p.markDamaged(seg, pos, err)
+			p.markDamaged(seg, pos, err) // a damaged sealed segment: skip to the next one
 			continue
 		}
 		if pos >= limit {
 			continue // every batch here is below offset; try the next segment
-		}
-		first, err := readHeaderAt(seg.file, pos, make([]byte, BatchHeaderSize))
-		if err != nil {
-			return nil, err
 		}
 		n := max(int64(maxBytes), first.Size())
 		if pos+n > limit {
@@ -185,6 +180,7 @@ func (p *Partition) markDamaged(seg *segment, pos int64, cause error) int64 {
 	}
 	d := Damage{Segment: seg.base, Position: pos, LostBytes: seg.size.Load() - pos,
 		FirstOffset: first, NextOffset: resume, Reason: cause.Error()}
+	p.log.stats.damaged.Add(1)
 	p.reportMu.Lock()
 	p.report.Damaged = append(p.report.Damaged, d)
 	p.reportMu.Unlock()
@@ -211,46 +207,66 @@ func lastBatchBefore(seg *segment, end int64) (BatchHeader, error) {
 }
 
 // OffsetForTime returns the first offset whose record timestamp is >= ts,
-// as Kafka's ListOffsets does, or ok=false when every record is older.
+// as Kafka's ListOffsets does, or ok=false when every record is older. A
+// damaged sealed segment is reported and skipped, like a read skips it.
 func (p *Partition) OffsetForTime(ts int64) (offset int64, ok bool, err error) {
 	segs := p.acquireFrom(p.logStart.Load())
+	if segs == nil {
+		return -1, false, fmt.Errorf("log: topic %q partition %d: offset for time %d: %w", p.topic.name, p.id, ts, p.goneErr())
+	}
 	defer releaseAll(segs)
-	fs := p.log.opts.fs
-	var hdr [BatchHeaderSize]byte
 	for _, seg := range segs {
 		if seg.maxTs.Load() < ts {
 			continue
 		}
-		limit := seg.readable.Load()
-		pos, err := seg.findBatch(fs, seg.lookupTime(fs, ts), limit)
+		off, found, pos, err := p.offsetForTimeIn(seg, ts)
 		if err != nil {
-			return -1, false, err
+			if !seg.sealed.Load() {
+				return -1, false, fmt.Errorf("log: topic %q partition %d: offset for time %d: %w", p.topic.name, p.id, ts, err)
+			}
+			p.markDamaged(seg, pos, err)
+			continue
 		}
-		for pos+BatchHeaderSize <= limit {
-			h, err := readHeaderAt(seg.file, pos, hdr[:])
-			if err != nil {
-				return -1, false, err
-			}
-			if pos+h.Size() > limit {
-				break
-			}
-			if h.MaxTimestamp >= ts {
-				b := make([]byte, h.Size())
-				if _, err := seg.file.ReadAt(b, pos); err != nil && !errors.Is(err, io.EOF) {
-					return -1, false, err
-				}
-				_, rs, err := DecodeRecords(b, defaultDecompressor)
-				if err != nil {
-					return -1, false, err
-				}
-				for _, r := range rs {
-					if r.Timestamp >= ts {
-						return r.Offset, true, nil
-					}
-				}
-			}
-			pos += h.Size()
+		if found {
+			return off, true, nil
 		}
 	}
 	return -1, false, nil
+}
+
+// offsetForTimeIn searches one segment; on error pos is where the segment
+// stopped being readable.
+func (p *Partition) offsetForTimeIn(seg *segment, ts int64) (offset int64, found bool, pos int64, err error) {
+	limit := seg.readable.Load()
+	pos, done, err := p.timeStart(seg, ts, limit)
+	if err != nil || done {
+		return -1, false, pos, err
+	}
+	var hdr [BatchHeaderSize]byte
+	for pos+BatchHeaderSize <= limit {
+		h, err := readHeaderAt(seg.file, pos, hdr[:])
+		if err != nil {
+			return -1, false, pos, err
+		}
+		if pos+h.Size() > limit {
+			break
+		}
+		if h.MaxTimestamp >= ts {
+			b := make([]byte, h.Size())
+			if _, err := seg.file.ReadAt(b, pos); err != nil && !errors.Is(err, io.EOF) {
+				return -1, false, pos, err
+			}
+			_, rs, err := DecodeRecords(b, defaultDecompressor)
+			if err != nil {
+				return -1, false, pos, err
+			}
+			for _, r := range rs {
+				if r.Timestamp >= ts {
+					return r.Offset, true, pos, nil
+				}
+			}
+		}
+		pos += h.Size()
+	}
+	return -1, false, pos, nil
 }

@@ -17,9 +17,21 @@ import (
 //     the oldest segments of overwrite_oldest topics go first, and
 //     reject_new topics refuse appends until space frees up.
 //
+// Age and size apply to topics whose cleanup policy includes delete
+// (delete, compact,delete); as in Kafka, cleanup_policy=compact alone
+// deletes nothing by age or retention_bytes. The free-disk floor protects
+// the device whatever the policy: it deletes from delete topics first, and
+// drops the oldest segments of compact-only overwrite_oldest topics only
+// when no delete topic has anything left to give.
+//
 // Age deletion respects retention holds (offsets a bridge still has to
 // replicate); size and free-disk deletion are forced, and what they drop
 // above a hold is counted as dropped unreplicated.
+//
+// A pass holds Log.housekeepMu throughout; DeleteTopic takes it too, so no
+// pass works on a partition whose segments are being released. The
+// functions below still tolerate an empty segment list (a deleted
+// partition, a closed log) and do nothing with it.
 
 // holdSet is the retention holds on a partition: owner → first offset the
 // owner still needs.
@@ -113,12 +125,12 @@ func (l *Log) EnforceRetention() RetentionReport {
 	wallNow, logNow := l.opts.clock.Now().UnixMilli(), l.logNowMs()
 	for _, t := range l.Topics() {
 		cfg := t.Config()
-		if cfg.Cleanup != CleanupDelete {
-			continue
+		if !cfg.Cleanup.deletes() {
+			continue // compact alone: no age or size deletion (Kafka's semantics)
 		}
 		for _, p := range t.Partitions() {
 			rep.Expired += p.expire(cfg, wallNow, logNow)
-			if cfg.OnFull == OverwriteOldest && cfg.RetentionBytes > 0 {
+			if cfg.OnFull == OverwriteOldest && cfg.limitsBytes() {
 				rep.Dropped += p.enforceBytes(cfg)
 			}
 		}
@@ -141,6 +153,10 @@ func expired(s *segment, cfg TopicConfig, wallNow, logNow int64) bool {
 func (p *Partition) expire(cfg TopicConfig, wallNow, logNow int64) int {
 	hold := p.holdFrom()
 	p.segMu.RLock()
+	if len(p.segs) == 0 { // deleted
+		p.segMu.RUnlock()
+		return 0
+	}
 	n := 0
 	for n < len(p.segs)-1 && expired(p.segs[n], cfg, wallNow, logNow) && p.segs[n].next.Load() <= hold {
 		n++
@@ -166,6 +182,10 @@ func (p *Partition) enforceBytes(cfg TopicConfig) int {
 	deleted := 0
 	for p.bytes.Load() > cfg.RetentionBytes {
 		p.segMu.RLock()
+		if len(p.segs) == 0 { // deleted
+			p.segMu.RUnlock()
+			break
+		}
 		sealed := len(p.segs) - 1
 		active := p.segs[len(p.segs)-1]
 		p.segMu.RUnlock()
@@ -184,10 +204,17 @@ func (p *Partition) enforceBytes(cfg TopicConfig) int {
 // dropOldest force-deletes the oldest sealed segment and counts it.
 func (p *Partition) dropOldest(why string) {
 	p.segMu.RLock()
+	if len(p.segs) < 2 { // only the active segment, or deleted
+		p.segMu.RUnlock()
+		return
+	}
 	seg := p.segs[0]
 	p.segMu.RUnlock()
 	hold := p.holdFrom()
 	recs, bytes := p.deleteOldest(1)
+	if recs == 0 && bytes == 0 {
+		return
+	}
 	p.topic.stats.droppedRecords.Add(recs)
 	p.topic.stats.droppedBytes.Add(bytes)
 	attrs := []any{"topic", p.topic.name, "partition", p.id, "segment", seg.base,
@@ -205,8 +232,11 @@ func (p *Partition) dropOldest(why string) {
 // active segment and holds data; it reports whether it rolled.
 func (l *Log) rollIdle(p *Partition, active *segment) bool {
 	rolled := false
+	if active == nil {
+		return false
+	}
 	l.inCommitter(func() {
-		if p.Err() != nil || p.activeSegment() != active || active.size.Load() == 0 || p.unsyncedWaiting() {
+		if p.Err() != nil || p.deleted.Load() || p.activeSegment() != active || active.size.Load() == 0 || p.unsyncedWaiting() {
 			return
 		}
 		if _, err := l.roll(p, active); err != nil {
@@ -233,12 +263,19 @@ func (p *Partition) deleteOldest(n int) (records, bytes int64) {
 	if n > len(p.segs)-1 {
 		n = len(p.segs) - 1
 	}
+	if n <= 0 {
+		p.segMu.Unlock()
+		return 0, 0
+	}
 	gone := append([]*segment(nil), p.segs[:n]...)
 	p.segs = append(p.segs[:0:0], p.segs[n:]...)
 	p.logStart.Store(p.segs[0].base)
 	p.segMu.Unlock()
 	fs := p.log.opts.fs
 	for _, s := range gone {
+		// filesMu: an index repair in progress must not recreate the
+		// index files of a segment being removed.
+		s.filesMu.Lock()
 		records += s.next.Load() - s.base
 		bytes += s.size.Load()
 		p.bytes.Add(-s.size.Load())
@@ -247,6 +284,7 @@ func (p *Partition) deleteOldest(n int) (records, bytes int64) {
 				p.log.opts.logger.Warn("log: remove segment file", "file", s.path(suf), "err", err)
 			}
 		}
+		s.filesMu.Unlock()
 		s.release()
 	}
 	if len(gone) > 0 {
@@ -285,34 +323,29 @@ func (l *Log) checkDisk() int64 {
 }
 
 // enforceDiskFloor deletes the oldest sealed segments of overwrite_oldest
-// topics (by log time, across all of them) until the free-disk floor is met.
+// topics (by log time) until the free-disk floor is met: delete topics
+// first; compact-only topics only when no delete topic has a sealed
+// segment or an active one to roll.
 func (l *Log) enforceDiskFloor() int {
 	need := l.checkDisk()
 	deleted := 0
 	for need > 0 {
-		var best *Partition
-		var bestTime int64
-		for _, t := range l.Topics() {
-			cfg := t.Config()
-			if cfg.OnFull != OverwriteOldest || cfg.Cleanup != CleanupDelete {
-				continue
+		best := l.oldestSealed(true)
+		if best == nil {
+			if l.rollLargestActive(true) {
+				break // the next pass deletes what was rolled (or rolls again)
 			}
-			for _, p := range t.Partitions() {
-				p.segMu.RLock()
-				if len(p.segs) > 1 {
-					if lt := p.segs[0].logTime.Load(); best == nil || lt < bestTime {
-						best, bestTime = p, lt
-					}
-				}
-				p.segMu.RUnlock()
-			}
+			best = l.oldestSealed(false)
 		}
 		if best == nil {
-			l.rollLargestActive()
+			l.rollLargestActive(false)
 			break
 		}
-		size := best.Size()
+		size, segs := best.Size(), best.Segments()
 		best.dropOldest("disk_free")
+		if best.Segments() >= segs {
+			break // nothing came off (deleted meanwhile)
+		}
 		deleted++
 		need -= size - best.Size()
 		if need <= 0 {
@@ -325,23 +358,57 @@ func (l *Log) enforceDiskFloor() int {
 	return deleted
 }
 
-// rollLargestActive rolls the largest active segment of an
-// overwrite_oldest topic, so the next pass has something to delete.
-func (l *Log) rollLargestActive() {
+// floorCandidate reports whether the free-disk floor may delete from a
+// topic: overwrite_oldest ones, delete policies in the first tier
+// (deletes=true), compact-only ones in the second.
+func floorCandidate(cfg TopicConfig, deletes bool) bool {
+	return cfg.OnFull == OverwriteOldest && cfg.Cleanup.deletes() == deletes
+}
+
+// oldestSealed returns the partition of a floor candidate topic whose
+// oldest sealed segment is the oldest in log time, or nil.
+func (l *Log) oldestSealed(deletes bool) *Partition {
 	var best *Partition
-	var bestSize int64
+	var bestTime int64
 	for _, t := range l.Topics() {
-		cfg := t.Config()
-		if cfg.OnFull != OverwriteOldest || cfg.Cleanup != CleanupDelete {
+		if !floorCandidate(t.Config(), deletes) {
 			continue
 		}
 		for _, p := range t.Partitions() {
-			if s := p.activeSegment().size.Load(); s > bestSize {
-				best, bestSize = p, s
+			p.segMu.RLock()
+			if len(p.segs) > 1 {
+				if lt := p.segs[0].logTime.Load(); best == nil || lt < bestTime {
+					best, bestTime = p, lt
+				}
+			}
+			p.segMu.RUnlock()
+		}
+	}
+	return best
+}
+
+// rollLargestActive rolls the largest active segment of a floor candidate
+// topic, so the next pass has something to delete. It reports whether any
+// candidate holds data in its active segment (rolled now, or busy with
+// appends and rolling on its own), so that the compact tier is left alone
+// while the delete tier still has data.
+func (l *Log) rollLargestActive(deletes bool) bool {
+	var best *Partition
+	var bestSeg *segment
+	for _, t := range l.Topics() {
+		if !floorCandidate(t.Config(), deletes) {
+			continue
+		}
+		for _, p := range t.Partitions() {
+			a := p.activeSegment()
+			if a != nil && a.size.Load() > 0 && p.Err() == nil && (bestSeg == nil || a.size.Load() > bestSeg.size.Load()) {
+				best, bestSeg = p, a
 			}
 		}
 	}
-	if best != nil {
-		l.rollIdle(best, best.activeSegment())
+	if best == nil {
+		return false
 	}
+	l.rollIdle(best, bestSeg)
+	return true
 }

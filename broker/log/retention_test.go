@@ -373,3 +373,84 @@ func TestRetentionNotPausedByDefault(t *testing.T) {
 		}
 	})
 }
+
+// TestRetentionByPolicy: as in Kafka, cleanup_policy=compact alone deletes
+// nothing by age or retention_bytes (nor refuses appends by size), while
+// compact,delete compacts and deletes by both.
+func TestRetentionByPolicy(t *testing.T) {
+	clock := newFakeClock()
+	l := openTestLog(t, vfs.NewMem(), WithClock(clock))
+	defer l.Close()
+	base := TopicConfig{SegmentBytes: 4096, Retention: time.Hour, RetentionBytes: 16 << 10}
+	cfgC, cfgCD, cfgR := base, base, base
+	cfgC.Cleanup, cfgCD.Cleanup, cfgR.Cleanup = CleanupCompact, CleanupCompactDelete, CleanupCompact
+	cfgR.OnFull = RejectNew
+	c, _ := mustTopic(t, l, "c", cfgC).Partition(0)
+	cd, _ := mustTopic(t, l, "cd", cfgCD).Partition(0)
+	r, _ := mustTopic(t, l, "r", cfgR).Partition(0)
+	payload := make([]byte, 200)
+	for i := 0; i < 300; i++ { // about 80 KB each, every key distinct
+		for _, p := range []*Partition{c, cd, r} {
+			mustAppend(t, p, Record{Key: []byte(fmt.Sprintf("key-%d", i)), Value: payload})
+		}
+	}
+	l.EnforceRetention()
+	if c.StartOffset() != 0 || r.StartOffset() != 0 {
+		t.Fatalf("retention_bytes deleted from compact-only topics: starts %d, %d", c.StartOffset(), r.StartOffset())
+	}
+	if cd.StartOffset() == 0 || cd.Size() > 16<<10+4096 {
+		t.Fatalf("compact,delete kept %d bytes from offset %d, cap 16 KiB", cd.Size(), cd.StartOffset())
+	}
+	clock.Advance(2 * time.Hour)
+	l.EnforceRetention()
+	if c.StartOffset() != 0 || len(readAll(t, c)) != 300 {
+		t.Fatal("age retention deleted from a compact-only topic")
+	}
+	if cd.Segments() != 1 {
+		t.Fatalf("compact,delete kept %d segments past retention", cd.Segments())
+	}
+}
+
+// TestDiskFloorReachesCompactedTopics fills a small disk with a delete
+// topic and a compacted (overwrite_oldest) one: the floor takes from the
+// delete topic first and, once it has nothing left, from the compacted
+// topic, so the device never fills up.
+func TestDiskFloorReachesCompactedTopics(t *testing.T) {
+	mem := vfs.NewMem()
+	mem.SetCapacity(1 << 20)
+	l := openTestLog(t, mem, WithMinFreeRatio(0.25))
+	defer l.Close()
+	tele, _ := mustTopic(t, l, "tele", TopicConfig{SegmentBytes: 32 << 10}).Partition(0)
+	st := mustTopic(t, l, "state", TopicConfig{SegmentBytes: 32 << 10, Cleanup: CleanupCompact})
+	state, _ := st.Partition(0)
+	payload := make([]byte, 500)
+	for i := 0; i < 400; i++ { // 200 KB of telemetry
+		mustAppend(t, tele, Record{Key: []byte("k"), Value: payload})
+	}
+	firstDrop := true
+	for i := 0; i < 3000; i++ { // 1.5 MB of distinct keys into a 1 MB disk
+		_, err := state.Append(context.Background(), []Record{{Key: []byte(fmt.Sprintf("dev-%d", i)), Value: payload}}).Wait(context.Background())
+		if err != nil {
+			t.Fatalf("compacted append %d: %v", i, err)
+		}
+		if i%50 == 0 {
+			l.EnforceRetention()
+			if st.Stats().DroppedRecords > 0 && firstDrop {
+				firstDrop = false
+				if tele.Segments() != 1 || tele.Size() != 0 {
+					t.Fatalf("the floor dropped compacted data while the delete topic still held %d bytes in %d segments", tele.Size(), tele.Segments())
+				}
+			}
+		}
+	}
+	l.EnforceRetention()
+	if du, _ := mem.DiskUsage("/"); du.FreeRatio() < 0.25 {
+		t.Fatalf("free ratio %.2f below the floor", du.FreeRatio())
+	}
+	if st.Stats().DroppedRecords == 0 || state.StartOffset() == 0 {
+		t.Fatal("the floor never reached the compacted topic")
+	}
+	if state.HighWatermark() != 3000 {
+		t.Fatalf("compacted hwm %d", state.HighWatermark())
+	}
+}

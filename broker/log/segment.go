@@ -73,6 +73,19 @@ type segment struct {
 	// indexGone is set when compaction replaces the segment: its index
 	// files may then describe the new file, so lookups scan instead.
 	indexGone atomic.Bool
+	// indexBad is set when a lookup found an index entry that does not
+	// describe the batch it points at; lookups scan from the start until
+	// repairIndex has rebuilt the index and cleared it.
+	indexBad atomic.Bool
+	// repairMu serializes index repairs of this segment (repair.go),
+	// including their scans; taken before filesMu.
+	repairMu sync.Mutex
+	// filesMu serializes changing this segment's index files or its
+	// in-memory index wholesale: sealing it (roll, clean close), a
+	// compaction swapping it, a repair installing a rebuilt index,
+	// retention removing its files. Held across those small writes and
+	// removals only, never across a scan; taken before Partition.segMu.
+	filesMu sync.Mutex
 
 	idx struct {
 		sync.RWMutex
@@ -160,74 +173,79 @@ func (s *segment) dropMemoryIndex() {
 	s.idx.Unlock()
 }
 
-// lookupPos returns a file position at or before the batch that holds
-// offset: the position of the last indexed batch whose last offset is below
-// offset, or 0.
-func (s *segment) lookupPos(fs vfs.FS, offset int64) int64 {
+// lookupPos returns the index entry to start a search for offset from:
+// the last indexed batch whose last offset (base+rel) is below offset.
+// ok is false when there is none (or the index is not to be trusted), and
+// the search starts at position 0.
+func (s *segment) lookupPos(fs vfs.FS, offset int64) (e indexEntry, ok bool) {
 	rel := offset - s.base
-	if rel <= 0 || s.indexGone.Load() {
-		return 0
+	if rel <= 0 || s.indexGone.Load() || s.indexBad.Load() {
+		return indexEntry{}, false
 	}
 	s.idx.RLock()
 	onDisk := s.idx.onDisk
 	if !onDisk {
 		es := s.idx.offsets
 		i := sort.Search(len(es), func(i int) bool { return int64(es[i].rel) >= rel })
-		var pos int64
 		if i > 0 {
-			pos = int64(es[i-1].pos)
+			e, ok = es[i-1], true
 		}
 		s.idx.RUnlock()
-		return pos
+		return e, ok
 	}
 	s.idx.RUnlock()
-	pos, _ := searchIndexFile(fs, s.path(suffixIndex), indexEntrySize, func(e []byte) bool {
+	b, ok := searchIndexFile(fs, s.path(suffixIndex), indexEntrySize, func(e []byte) bool {
 		return int64(binary.BigEndian.Uint32(e)) >= rel
-	}, func(e []byte) int64 { return int64(binary.BigEndian.Uint32(e[4:])) })
-	return pos
+	})
+	if !ok {
+		return indexEntry{}, false
+	}
+	return indexEntry{rel: binary.BigEndian.Uint32(b), pos: binary.BigEndian.Uint32(b[4:])}, true
 }
 
-// lookupTime returns the smallest offset from which a scan for the first
-// record with timestamp >= ts must start.
-func (s *segment) lookupTime(fs vfs.FS, ts int64) int64 {
-	if s.indexGone.Load() {
-		return s.base
+// lookupTime returns the time index entry to start a search for the first
+// record with timestamp >= ts from: the last entry whose timestamp is below
+// ts, so every record up to its offset is older. ok is false when there is
+// none (or the index is not to be trusted): the search starts at the base.
+func (s *segment) lookupTime(fs vfs.FS, ts int64) (e timeEntry, ok bool) {
+	if s.indexGone.Load() || s.indexBad.Load() {
+		return timeEntry{}, false
 	}
 	s.idx.RLock()
 	onDisk := s.idx.onDisk
 	if !onDisk {
 		es := s.idx.times
 		i := sort.Search(len(es), func(i int) bool { return es[i].ts >= ts })
-		var off = s.base
 		if i > 0 {
-			off = s.base + int64(es[i-1].rel) + 1
+			e, ok = es[i-1], true
 		}
 		s.idx.RUnlock()
-		return off
+		return e, ok
 	}
 	s.idx.RUnlock()
-	rel, ok := searchIndexFile(fs, s.path(suffixTimeIndex), timeEntrySize, func(e []byte) bool {
+	b, ok := searchIndexFile(fs, s.path(suffixTimeIndex), timeEntrySize, func(e []byte) bool {
 		return int64(binary.BigEndian.Uint64(e)) >= ts
-	}, func(e []byte) int64 { return int64(binary.BigEndian.Uint32(e[8:])) + 1 })
+	})
 	if !ok {
-		return s.base
+		return timeEntry{}, false
 	}
-	return s.base + rel
+	return timeEntry{ts: int64(binary.BigEndian.Uint64(b)), rel: binary.BigEndian.Uint32(b[8:])}, true
 }
 
 // searchIndexFile binary-searches fixed-size entries in an index file for
-// the first entry where ge is true and returns val of the entry before it.
-// ok is false when there is no such earlier entry (or the file is
-// unreadable, in which case the caller scans from the segment start).
-func searchIndexFile(fs vfs.FS, name string, size int, ge func([]byte) bool, val func([]byte) int64) (int64, bool) {
+// the first entry where ge is true and returns the entry before it. ok is
+// false when there is no such earlier entry (or the file is unreadable, in
+// which case the caller scans from the segment start). The entry is not
+// checked here: the caller validates it against the batch it names.
+func searchIndexFile(fs vfs.FS, name string, size int, ge func([]byte) bool) ([]byte, bool) {
 	f, err := fs.OpenFile(name, os.O_RDONLY, 0)
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
 	defer f.Close()
 	fsize, err := f.Size()
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
 	n := int(fsize / int64(size))
 	buf := make([]byte, size)
@@ -240,12 +258,12 @@ func searchIndexFile(fs vfs.FS, name string, size int, ge func([]byte) bool, val
 		return ge(buf)
 	})
 	if readErr != nil || i == 0 {
-		return 0, false
+		return nil, false
 	}
 	if _, err := f.ReadAt(buf, int64((i-1)*size)); err != nil {
-		return 0, false
+		return nil, false
 	}
-	return val(buf), true
+	return buf, true
 }
 
 // readHeaderAt reads the batch header at pos.
@@ -261,21 +279,58 @@ func readHeaderAt(f vfs.File, pos int64, buf []byte) (BatchHeader, error) {
 	return h, h.checkFraming()
 }
 
-// findBatch returns the position of the first batch, at or after the
-// indexed position, whose last offset is >= offset, reading no further than
-// limit. It returns limit when there is none.
-func (s *segment) findBatch(fs vfs.FS, offset, limit int64) (int64, error) {
-	pos := s.lookupPos(fs, offset)
+// errBadIndex marks an index entry that does not describe the batch it
+// points at (a wrong position, offset or timestamp).
+var errBadIndex = errors.New("log: index entry does not match the segment")
+
+// locate returns the position and header of the first batch whose last
+// offset is >= offset, reading no further than limit; pos is limit when
+// there is none. It starts at the offset index's entry for offset after
+// checking that the entry names the batch found there, and fails with
+// errBadIndex when it does not (the caller repairs the index and scans from
+// the start). Other errors are read or framing errors at pos.
+func (s *segment) locate(fs vfs.FS, offset, limit int64) (int64, BatchHeader, error) {
+	e, ok := s.lookupPos(fs, offset)
+	if !ok {
+		return s.scanFrom(0, offset, limit)
+	}
+	pos := int64(e.pos)
+	if pos+BatchHeaderSize > limit {
+		if s.sealed.Load() && limit == s.size.Load() {
+			return 0, BatchHeader{}, fmt.Errorf("%w: offset index entry %d@%d points past the end %d", errBadIndex, s.base+int64(e.rel), pos, limit)
+		}
+		// An entry of a batch readers may not see yet (unpublished, or
+		// past damage): the offset, which lies after it, is not readable.
+		return limit, BatchHeader{}, nil
+	}
+	var buf [BatchHeaderSize]byte
+	h, err := readHeaderAt(s.file, pos, buf[:])
+	switch {
+	case errors.Is(err, ErrCorruptBatch):
+		return 0, BatchHeader{}, fmt.Errorf("%w: offset index entry %d@%d: %w", errBadIndex, s.base+int64(e.rel), pos, err)
+	case err != nil:
+		return pos, h, err
+	case h.LastOffset() != s.base+int64(e.rel):
+		return 0, BatchHeader{}, fmt.Errorf("%w: offset index entry names offset %d at %d, the batch there ends at %d",
+			errBadIndex, s.base+int64(e.rel), pos, h.LastOffset())
+	}
+	// The entry's batch ends below offset: search on from the next one.
+	return s.scanFrom(pos+h.Size(), offset, limit)
+}
+
+// scanFrom walks batch headers from pos (a batch boundary) to the first
+// batch whose last offset is >= offset, reading no further than limit.
+func (s *segment) scanFrom(pos, offset, limit int64) (int64, BatchHeader, error) {
 	var buf [BatchHeaderSize]byte
 	for pos+BatchHeaderSize <= limit {
 		h, err := readHeaderAt(s.file, pos, buf[:])
 		if err != nil {
-			return pos, err
+			return pos, h, err
 		}
 		if h.LastOffset() >= offset {
-			return pos, nil
+			return pos, h, nil
 		}
 		pos += h.Size()
 	}
-	return limit, nil
+	return limit, BatchHeader{}, nil
 }

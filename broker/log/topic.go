@@ -31,6 +31,7 @@ type topicStats struct {
 	expiredBytes   atomic.Int64
 	compactedBytes atomic.Int64
 	droppedHeld    atomic.Int64
+	badBatches     atomic.Int64
 }
 
 // TopicStats are a topic's counters since the log opened.
@@ -47,6 +48,9 @@ type TopicStats struct {
 	DroppedUnreplicated int64
 	// CompactedBytes counts bytes compaction removed.
 	CompactedBytes int64
+	// InvalidBatches counts raw batches AppendBatch refused (framing, CRC,
+	// offsets that would not be dense, control batches).
+	InvalidBatches int64
 }
 
 // Name returns the topic's name.
@@ -74,7 +78,7 @@ func (t *Topic) Partition(id int32) (*Partition, error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if id < 0 || int(id) >= len(t.parts) {
-		return nil, fmt.Errorf("%w: %s has no partition %d", ErrUnknownTopic, t.name, id)
+		return nil, fmt.Errorf("%w: topic %s has no partition %d (it has %d)", ErrUnknownPartition, t.name, id, len(t.parts))
 	}
 	return t.parts[id], nil
 }
@@ -88,6 +92,7 @@ func (t *Topic) Stats() TopicStats {
 		ExpiredRecords: t.stats.expiredRecords.Load(),
 		ExpiredBytes:   t.stats.expiredBytes.Load(),
 		CompactedBytes: t.stats.compactedBytes.Load(),
+		InvalidBatches: t.stats.badBatches.Load(),
 
 		DroppedUnreplicated: t.stats.droppedHeld.Load(),
 	}
@@ -185,7 +190,7 @@ func encodeTopicFile(name string, c TopicConfig) ([]byte, error) {
 func decodeTopicFile(b []byte) (string, TopicConfig, error) {
 	var f topicFile
 	if err := json.Unmarshal(b, &f); err != nil {
-		return "", TopicConfig{}, err
+		return "", TopicConfig{}, fmt.Errorf("%w: %s: %w", ErrInvalidConfig, topicFileName, err)
 	}
 	c := TopicConfig{
 		Partitions: f.Partitions, Flush: FlushPolicy(f.Flush), RetentionBytes: f.RetentionBytes,
@@ -194,14 +199,16 @@ func decodeTopicFile(b []byte) (string, TopicConfig, error) {
 	}
 	var err error
 	if c.Compression, err = ParseCompression(f.Compression); err != nil {
-		return "", c, err
+		return "", c, &FieldError{Field: "compression", Problem: fmt.Sprintf("unknown codec %q", f.Compression)}
 	}
 	for _, d := range []struct {
-		s   string
-		dst *time.Duration
-	}{{f.FlushInterval, &c.FlushInterval}, {f.Retention, &c.Retention}, {f.DeleteRetention, &c.DeleteRetention}, {f.SegmentAge, &c.SegmentAge}} {
+		field string
+		s     string
+		dst   *time.Duration
+	}{{"flush_interval", f.FlushInterval, &c.FlushInterval}, {"retention", f.Retention, &c.Retention},
+		{"delete_retention", f.DeleteRetention, &c.DeleteRetention}, {"segment_age", f.SegmentAge, &c.SegmentAge}} {
 		if *d.dst, err = time.ParseDuration(d.s); err != nil {
-			return "", c, err
+			return "", c, &FieldError{Field: d.field, Problem: err.Error()}
 		}
 	}
 	c.EnsureDefaults()

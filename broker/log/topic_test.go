@@ -1,6 +1,7 @@
 package log
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -31,9 +32,101 @@ func TestTopicConfigValidationReportsEveryProblem(t *testing.T) {
 			t.Errorf("topic name %q accepted", bad)
 		}
 	}
-	if _, err := ParseCompression("brotli"); err == nil {
-		t.Error("unknown codec accepted")
+	if _, err := ParseCompression("brotli"); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("unknown codec: %v, want ErrInvalidConfig", err)
 	}
+	for _, p := range []CleanupPolicy{"delete", "compact", "compact,delete", "delete, compact"} {
+		c := TopicConfig{Cleanup: p}
+		c.EnsureDefaults()
+		if err := c.Validate(); err != nil {
+			t.Errorf("cleanup_policy %q refused: %v", p, err)
+		}
+	}
+	for _, p := range []CleanupPolicy{"compact,", "shred,delete", ","} {
+		c := TopicConfig{Cleanup: p}
+		c.EnsureDefaults()
+		if err := c.Validate(); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("cleanup_policy %q accepted", p)
+		}
+	}
+}
+
+// TestTopicFileErrorsNameTheField: a topic.json with a bad duration or
+// codec is refused with the field's name.
+func TestTopicFileErrorsNameTheField(t *testing.T) {
+	good, err := encodeTopicFile("t", TopicConfig{Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for field, bad := range map[string]string{
+		"flush_interval":   `"flush_interval": "soon"`,
+		"retention":        `"retention": "forever"`,
+		"delete_retention": `"delete_retention": "1 day"`,
+		"segment_age":      `"segment_age": "7"`,
+		"compression":      `"compression": "brotli"`,
+	} {
+		b := good
+		for _, line := range strings.Split(string(good), "\n") {
+			if strings.Contains(line, `"`+field+`"`) {
+				b = []byte(strings.Replace(string(good), strings.TrimSuffix(strings.TrimSpace(line), ","), bad, 1))
+			}
+		}
+		if bytes.Equal(b, good) {
+			t.Fatalf("no %s line in %s", field, good)
+		}
+		_, _, err := decodeTopicFile(b)
+		var fe *FieldError
+		if !errors.Is(err, ErrInvalidConfig) || !errors.As(err, &fe) || fe.Field != field {
+			t.Errorf("%s: %v", field, err)
+		}
+	}
+	if _, _, err := decodeTopicFile([]byte("{")); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("truncated topic.json: %v", err)
+	}
+}
+
+// TestErrorsNameTopicAndPartition: storage errors from topic admin and
+// partition recovery say which topic (and partition) and wrap the cause.
+func TestErrorsNameTopicAndPartition(t *testing.T) {
+	mem := vfs.NewMem()
+	var fail atomic.Value // func(vfs.Op, string) bool
+	fail.Store(func(vfs.Op, string) bool { return false })
+	efs := vfs.NewErrorFS(mem, vfs.InjectFunc(func(op vfs.Op, name string) error {
+		if fail.Load().(func(vfs.Op, string) bool)(op, name) {
+			return vfs.ErrInjected
+		}
+		return nil
+	}))
+	l := openTestLog(t, efs)
+	mustTopic(t, l, "kept", TopicConfig{Partitions: 2})
+	check := func(what string, err error, want string) {
+		t.Helper()
+		if !errors.Is(err, vfs.ErrInjected) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want it to name %s and wrap the fault", what, err, want)
+		}
+	}
+	fail.Store(func(op vfs.Op, _ string) bool { return op == vfs.OpMkdirAll })
+	_, err := l.CreateTopic("made", TopicConfig{})
+	check("CreateTopic", err, `topic "made"`)
+	fail.Store(func(op vfs.Op, name string) bool {
+		return op == vfs.OpOpen && strings.HasSuffix(name, topicFileName+".tmp")
+	})
+	check("UpdateTopic", l.UpdateTopic("kept", TopicConfig{Partitions: 3}), `topic "kept"`)
+	fail.Store(func(op vfs.Op, _ string) bool { return op == vfs.OpMkdirAll })
+	check("UpdateTopic adding a partition", l.UpdateTopic("kept", TopicConfig{Partitions: 3}), `topic "kept" partition 2`)
+	fail.Store(func(vfs.Op, string) bool { return false })
+	mustTopic(t, l, "doomed", TopicConfig{})
+	fail.Store(func(op vfs.Op, _ string) bool { return op == vfs.OpRename })
+	check("DeleteTopic", l.DeleteTopic("doomed"), `topic "doomed"`)
+	fail.Store(func(vfs.Op, string) bool { return false })
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fail.Store(func(op vfs.Op, name string) bool {
+		return op == vfs.OpReadDir && name == filepath.Join(testDir, "kept", "1")
+	})
+	_, err = Open(testDir, WithFS(efs), WithLogger(quietLogger()))
+	check("Open", err, `topic "kept" partition 1`)
 }
 
 func TestTopicMetadataPersistsAndGrows(t *testing.T) {
@@ -77,6 +170,11 @@ func TestTopicMetadataPersistsAndGrows(t *testing.T) {
 	if _, err := l.Topic("nope"); !errors.Is(err, ErrUnknownTopic) {
 		t.Fatalf("unknown topic: %v", err)
 	}
+	for _, id := range []int32{-1, 4, 100} {
+		if _, err := tp.Partition(id); !errors.Is(err, ErrUnknownPartition) || errors.Is(err, ErrUnknownTopic) {
+			t.Fatalf("partition %d of a topic with 4: %v, want ErrUnknownPartition only", id, err)
+		}
+	}
 }
 
 func TestInterruptedTopicCreationIsCleanedUp(t *testing.T) {
@@ -114,62 +212,105 @@ func TestDeleteTopic(t *testing.T) {
 	mustTopic(t, l, "gone", TopicConfig{}) // the name is free again
 }
 
+// waitAck waits for an append's acknowledgement; the timeout only turns a
+// hang into a failure.
+func waitAck(t *testing.T, f *Future) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	off, err := f.Wait(ctx)
+	if err != nil {
+		t.Fatalf("append not acknowledged: %v", err)
+	}
+	return off
+}
+
+// durableHWM is the high watermark a power cut now would leave.
+func durableHWM(t *testing.T, mem *vfs.Mem) int64 {
+	t.Helper()
+	c := openTestLog(t, mem.CrashClone(vfs.CrashOptions{}))
+	defer c.Close()
+	tp, _ := c.Topic("t")
+	p, _ := tp.Partition(0)
+	return p.HighWatermark()
+}
+
+// TestFlushPolicies holds every fsync of segment files back: interval and
+// never must acknowledge anyway (after the write), and the record is then
+// visible but not yet durable. interval's own timer fsyncs it without more
+// appends; never leaves it to the clean shutdown.
 func TestFlushPolicies(t *testing.T) {
+	guard := func(t *testing.T, ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s never happened", what)
+		}
+	}
 	t.Run("interval", func(t *testing.T) {
 		mem := vfs.NewMem()
-		l := openTestLog(t, mem)
+		fs := &blockingSyncFS{FS: mem, release: make(chan struct{}), entered: make(chan struct{}, 16)}
+		synced := make(chan struct{}, 16)
+		l := openTestLog(t, fs, WithSyncObserver(func(time.Duration) {
+			select {
+			case synced <- struct{}{}:
+			default:
+			}
+		}))
 		defer l.Close()
 		p, _ := mustTopic(t, l, "t", TopicConfig{Flush: FlushInterval, FlushInterval: 20 * time.Millisecond}).Partition(0)
-		mustAppend(t, p, rec("k", "v", 0)) // acknowledged after the write
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			// The periodic fsync makes it durable without further appends.
-			c := openTestLog(t, mem.CrashClone(vfs.CrashOptions{}))
-			tp, _ := c.Topic("t")
-			cp, _ := tp.Partition(0)
-			n := cp.HighWatermark()
-			c.Close()
-			if n == 1 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("record never became durable under flush=interval")
-			}
-			time.Sleep(10 * time.Millisecond)
+		fs.blocked.Store(true)
+		waitAck(t, p.Append(context.Background(), []Record{rec("k", "v", 0)})) // every fsync is held back
+		if p.HighWatermark() != 1 {
+			t.Fatalf("acknowledged record not visible: hwm %d", p.HighWatermark())
+		}
+		if n := durableHWM(t, mem); n != 0 {
+			t.Fatalf("%d records durable before any fsync ran", n)
+		}
+		guard(t, fs.entered, "the periodic fsync") // started by the interval alone
+		fs.blocked.Store(false)
+		close(fs.release)
+		guard(t, synced, "the end of the periodic fsync")
+		if n := durableHWM(t, mem); n != 1 {
+			t.Fatalf("durable hwm %d after the periodic fsync, want 1", n)
 		}
 	})
 	t.Run("never", func(t *testing.T) {
 		mem := vfs.NewMem()
-		l := openTestLog(t, mem)
+		fs := &blockingSyncFS{FS: mem, release: make(chan struct{}), entered: make(chan struct{}, 16)}
+		l := openTestLog(t, fs)
 		p, _ := mustTopic(t, l, "t", TopicConfig{Flush: FlushNever}).Partition(0)
-		mustAppend(t, p, rec("k", "v", 0))
+		fs.blocked.Store(true)
+		waitAck(t, p.Append(context.Background(), []Record{rec("k", "v", 0)}))
 		if p.HighWatermark() != 1 {
 			t.Fatal("flush=never append not visible after acknowledgement")
 		}
-		c := openTestLog(t, mem.CrashClone(vfs.CrashOptions{}))
-		tp, _ := c.Topic("t")
-		cp, _ := tp.Partition(0)
-		if cp.HighWatermark() != 0 {
+		if n := durableHWM(t, mem); n != 0 {
 			t.Fatal("flush=never record was fsynced before close")
 		}
-		c.Close()
+		select {
+		case <-fs.entered:
+			t.Fatal("flush=never fsynced a segment file")
+		default:
+		}
+		fs.blocked.Store(false)
+		close(fs.release)
 		l.Close() // a clean shutdown syncs everything
-		c = openTestLog(t, mem.CrashClone(vfs.CrashOptions{}))
-		defer c.Close()
-		tp, _ = c.Topic("t")
-		cp, _ = tp.Partition(0)
-		if cp.HighWatermark() != 1 {
+		if n := durableHWM(t, mem); n != 1 {
 			t.Fatal("clean shutdown did not sync a flush=never topic")
 		}
 	})
 }
 
 // blockingSyncFS blocks every fsync while blocked is set, until release
-// is closed, to fill the commit pipeline.
+// is closed, to fill the commit pipeline. When entered is set, each fsync of
+// a segment file is signalled on it (without blocking) as it starts.
 type blockingSyncFS struct {
 	vfs.FS
 	blocked atomic.Bool
 	release chan struct{}
+	entered chan struct{}
 }
 
 func (b *blockingSyncFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
@@ -186,6 +327,12 @@ type blockingFile struct {
 }
 
 func (f blockingFile) Sync() error {
+	if f.fs.entered != nil && strings.HasSuffix(f.Name(), suffixLog) {
+		select {
+		case f.fs.entered <- struct{}{}:
+		default:
+		}
+	}
 	if f.fs.blocked.Load() {
 		<-f.fs.release
 	}
