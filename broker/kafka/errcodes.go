@@ -16,7 +16,9 @@ func codeFor(err error) int16 {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, flog.ErrUnknownTopic):
+	case errors.Is(err, flog.ErrUnknownTopic), errors.Is(err, flog.ErrUnknownPartition):
+		// ErrTopicDeleted matches ErrUnknownTopic: a topic deleted under a
+		// request is unknown to the client, not a retriable shutdown.
 		return kerr.UnknownTopicOrPartition.Code
 	case errors.Is(err, flog.ErrOffsetOutOfRange):
 		return kerr.OffsetOutOfRange.Code
