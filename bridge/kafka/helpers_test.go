@@ -390,7 +390,7 @@ func waitLag(t *testing.T, en *bridge.Engine, timeout time.Duration) {
 }
 
 // txnMarkers reads topic read_uncommitted with its control records and
-// counts the transactions that ended there, by producer epoch: commits
+// counts the transactions that ended there: commits
 // and aborts (a transaction spanning partitions counts once).
 func txnMarkers(t *testing.T, addrs []string, topic string) (commits, aborts int) {
 	t.Helper()
@@ -401,11 +401,16 @@ func txnMarkers(t *testing.T, addrs []string, topic string) (commits, aborts int
 		t.Fatal(err)
 	}
 	defer cl.Close()
+	// A transaction's markers (one per partition it wrote) share producer
+	// id, epoch and kind. Since KIP-890 every EndTxn bumps the epoch, and a
+	// fence's abort takes the epoch the next transaction then commits
+	// with, so the kind is part of the key.
 	type txn struct {
-		pid   int64
-		epoch int16
+		pid    int64
+		epoch  int16
+		commit bool
 	}
-	ended := map[txn]bool{} // → committed
+	ended := map[txn]bool{}
 	seen := 0
 	for quiet, deadline := 0, time.Now().Add(30*time.Second); quiet < 2 && time.Now().Before(deadline); {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -415,15 +420,15 @@ func txnMarkers(t *testing.T, addrs []string, topic string) (commits, aborts int
 		fs.EachRecord(func(r *kgo.Record) {
 			n++
 			if r.Attrs.IsControl() && len(r.Key) >= 4 {
-				ended[txn{r.ProducerID, r.ProducerEpoch}] = r.Key[3] == 1 // key: version int16, type int16 (0 abort, 1 commit)
+				ended[txn{r.ProducerID, r.ProducerEpoch, r.Key[3] == 1}] = true // key: version int16, type int16 (0 abort, 1 commit)
 			}
 		})
 		if seen += n; n == 0 && seen > 0 {
 			quiet++
 		}
 	}
-	for _, c := range ended {
-		if c {
+	for k := range ended {
+		if k.commit {
 			commits++
 		} else {
 			aborts++
