@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/ferry-iot/ferry/broker/state"
 )
@@ -68,17 +69,72 @@ func attrPrefix(device string, scope Scope) ([]byte, error) {
 }
 
 // SetAttributes creates or updates attributes of the device in one
-// transaction. All validation problems are reported at once; an unknown
-// device gives ErrNotFound. When attrs repeats a key, the last one wins.
+// transaction and returns once they are durable. All validation problems
+// are reported at once; an unknown device gives ErrNotFound. When attrs
+// repeats a key, the last one wins.
 func (r *Registry) SetAttributes(device string, scope Scope, attrs []Attribute) error {
+	w, err := r.SetAttributesAsync(device, scope, attrs)
+	if err != nil {
+		return err
+	}
+	return w.Wait()
+}
+
+// SetAttributesAsync is SetAttributes that does not wait: it validates,
+// queues the write and returns it; the Write completes when the
+// attributes are durable. Writes queued while a commit is in progress
+// share the next transaction, so many devices reporting attributes at
+// once cost few syncs. Until the Write completes, Attributes may still
+// return the previous values.
+func (r *Registry) SetAttributesAsync(device string, scope Scope, attrs []Attribute) (*Write, error) {
+	keys, vals, err := r.encodeAttributes(device, scope, attrs)
+	if err != nil {
+		return nil, err
+	}
+	w := &Write{wrap: func(err error) error { return fmt.Errorf("registry: set attributes of %q: %w", device, err) }}
+	for i := range keys {
+		w.set(keys[i], vals[i])
+	}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	if r.mu.devices[device] == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, device)
+	}
+	return r.enqueue(w), nil
+}
+
+// ValidateAttributes reports every problem SetAttributes would find in
+// attrs (keys, values, timestamps), without a device: callers that must
+// tell bad input from a storage failure check first.
+func ValidateAttributes(attrs []Attribute) error {
+	_, _, err := encodeAttributes(nil, attrs, time.Time{})
+	return err
+}
+
+// ValidateName reports whether s is acceptable as a device name (or type,
+// or attribute key): non-empty, at most MaxNameLen bytes, valid UTF-8, no
+// control characters. field names it in the error, a *FieldError.
+func ValidateName(field, s string) error {
 	var p problems
+	checkName(&p, field, s, true)
+	return p.err()
+}
+
+func (r *Registry) encodeAttributes(device string, scope Scope, attrs []Attribute) (keys, vals [][]byte, err error) {
 	prefix, err := attrPrefix(device, scope)
 	if err != nil {
-		p = append(p, err)
+		return nil, nil, err
 	}
-	now := r.now().UnixMilli()
-	keys := make([][]byte, len(attrs))
-	vals := make([][]byte, len(attrs))
+	return encodeAttributes(prefix, attrs, r.now())
+}
+
+// encodeAttributes validates attrs and encodes their store keys (prefix +
+// key) and values (UpdatedMs, zero meaning now, and the compact JSON).
+func encodeAttributes(prefix []byte, attrs []Attribute, now time.Time) (keys, vals [][]byte, err error) {
+	var p problems
+	nowMs := now.UnixMilli()
+	keys = make([][]byte, len(attrs))
+	vals = make([][]byte, len(attrs))
 	for i, a := range attrs {
 		field := fmt.Sprintf("attributes[%d]", i)
 		checkName(&p, field+".key", a.Key, true)
@@ -96,61 +152,40 @@ func (r *Registry) SetAttributes(device string, scope Scope, attrs []Attribute) 
 		}
 		ts := a.UpdatedMs
 		if ts == 0 {
-			ts = now
+			ts = nowMs
 		}
 		keys[i] = append(slices.Clip(prefix), a.Key...)
 		vals[i] = append(binary.BigEndian.AppendUint64(nil, uint64(ts)), buf.Bytes()...)
 	}
 	if err := p.err(); err != nil {
-		return err
+		return nil, nil, err
 	}
-
-	r.wmu.Lock()
-	defer r.wmu.Unlock()
-	if r.mu.devices[device] == nil {
-		return fmt.Errorf("%w: %q", ErrNotFound, device)
-	}
-	err = r.st.Update(func(tx *state.Txn) error {
-		for i := range keys {
-			if err := tx.Set(keys[i], vals[i]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("registry: set attributes of %q: %w", device, err)
-	}
-	return nil
+	return keys, vals, nil
 }
 
-// DeleteAttributes deletes the keys in one transaction; unknown keys are
-// ignored, an unknown device gives ErrNotFound.
+// DeleteAttributes deletes the keys in one transaction and returns once
+// that is durable; unknown keys are ignored, an unknown device gives
+// ErrNotFound.
 func (r *Registry) DeleteAttributes(device string, scope Scope, keys []string) error {
 	prefix, err := attrPrefix(device, scope)
 	if err != nil {
 		return err
 	}
+	w := &Write{wrap: func(err error) error { return fmt.Errorf("registry: delete attributes of %q: %w", device, err) }}
+	for _, k := range keys {
+		if k == "" || len(k) > MaxNameLen {
+			continue // could not have been set
+		}
+		w.delete(append(slices.Clip(prefix), k...))
+	}
 	r.wmu.Lock()
-	defer r.wmu.Unlock()
 	if r.mu.devices[device] == nil {
+		r.wmu.Unlock()
 		return fmt.Errorf("%w: %q", ErrNotFound, device)
 	}
-	err = r.st.Update(func(tx *state.Txn) error {
-		for _, k := range keys {
-			if k == "" || len(k) > MaxNameLen {
-				continue // could not have been set
-			}
-			if err := tx.Delete(append(slices.Clip(prefix), k...)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("registry: delete attributes of %q: %w", device, err)
-	}
-	return nil
+	r.enqueue(w)
+	r.wmu.Unlock()
+	return w.Wait()
 }
 
 // Attributes returns the requested keys (all when keys is nil), sorted by

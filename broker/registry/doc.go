@@ -62,8 +62,32 @@
 //
 // Devices and the credential index live in memory under an RWMutex;
 // Authenticate, Get and List take only its read lock. Writers are
-// serialized by a second mutex (wmu): they validate against the index,
-// write the store while holding wmu only, and then publish the change
-// under the write lock, so a slow fsync never blocks a CONNECT. Lock
-// order: wmu, then mu. Attributes are read from the store, not cached.
+// serialized by a second mutex (wmu): under it a writer validates against
+// the index, applies its change in memory and queues the store
+// transaction on the writer, then releases it and (for the synchronous
+// calls) waits. No lock is held across store I/O, so a slow sync never
+// blocks a CONNECT or another writer's validation. Lock order: wmu, then
+// mu, then the writer's queue lock.
+//
+// # Writes
+//
+//	caller (under wmu)                     commit goroutine (while work is queued)
+//	──────────────────                     ───────────────────────────────────────
+//	validate, apply in memory
+//	queue Write ─────────────────────────▶ take consecutive queued Writes (bounded)
+//	return Write (…Async) or wait            one state transaction, one sync
+//	                                         success: complete them
+//	                                         failure: undo them and every later
+//	                                                  queued Write, newest first,
+//	                                                  and fail them all
+//
+// Writes reach the store in the order they were made, and writes queued
+// while a commit is in progress share the next one: many devices
+// reporting attributes at once (EnsureAsync, SetAttributesAsync from the
+// MQTT read loops) cost a few syncs, not one each. A Write's success
+// implies the success of every earlier one. The in-memory state runs ahead
+// of the store by the queued writes: a device being created is visible
+// (and its name taken) at once; if its write fails it disappears again.
+// Attributes are read from the store, not cached, so they show a queued
+// value once its Write has completed.
 package registry

@@ -27,16 +27,18 @@ func attrDevicePrefix(name string) []byte { return []byte(prefixAttr + name + "\
 
 // Registry is the device registry. It is safe for concurrent use.
 //
-// Lock order: wmu, then mu. Neither is held by readers across state I/O;
-// writers hold wmu (never mu) across it.
+// Lock order: wmu, then mu, then the writer's queue lock. None is held
+// across state I/O: writers validate and apply their change in memory
+// under wmu and queue its store transaction on the writer (see Write).
 type Registry struct {
 	st  *state.Store
 	now func() time.Time
 
 	// wmu serializes writers. A writer validates against the index while
-	// holding wmu alone (only wmu holders change the index), writes the
-	// store, and then publishes the change under mu, so Authenticate is
-	// never blocked by a disk write.
+	// holding wmu alone (only wmu holders change the index), publishes its
+	// change under mu and queues the store write, all before releasing
+	// wmu, so changes reach the store in the order they were made and
+	// Authenticate is never blocked by a disk write.
 	wmu sync.Mutex
 
 	mu struct {
@@ -44,6 +46,8 @@ type Registry struct {
 		devices map[string]*entry // by name
 		creds   map[credID]*entry // credential index
 	}
+
+	w writer // ordered, coalescing store writes
 }
 
 // Open loads the devices and the credential index from st into memory.
@@ -138,15 +142,20 @@ func repairIndex(st *state.Store, creds map[credID]*entry) error {
 // d.ClientID and d.Username are taken from c. A zero d.CreatedAt keeps the
 // replaced device's, or is now. Attributes are kept. All validation
 // problems are reported at once (*FieldError, wrapping ErrInvalid);
-// credentials another device uses give ErrCredentialsTaken.
+// credentials another device uses give ErrCredentialsTaken. Put returns
+// once the change is durable.
 func (r *Registry) Put(d Device, c Credentials) error {
 	e, err := prepare(d, c)
 	if err != nil {
 		return err
 	}
 	r.wmu.Lock()
-	defer r.wmu.Unlock()
-	return r.putLocked(e)
+	w, err := r.putLocked(e)
+	r.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	return w.Wait()
 }
 
 // Create is Put that refuses to replace: ErrExists if the device exists.
@@ -156,11 +165,16 @@ func (r *Registry) Create(d Device, c Credentials) error {
 		return err
 	}
 	r.wmu.Lock()
-	defer r.wmu.Unlock()
 	if r.mu.devices[d.Name] != nil {
+		r.wmu.Unlock()
 		return fmt.Errorf("%w: %q", ErrExists, d.Name)
 	}
-	return r.putLocked(e)
+	w, err := r.putLocked(e)
+	r.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	return w.Wait()
 }
 
 // prepare validates d and c and hashes c into a new entry.
@@ -175,11 +189,26 @@ func prepare(d Device, c Credentials) (*entry, error) {
 }
 
 // Ensure creates d without credentials if no device of that name exists,
-// as for a device a gateway announces, and returns it with true; an
-// existing device is returned unchanged with false.
+// as for a device a gateway announces, and returns it with true once it is
+// durable; an existing device is returned unchanged with false.
 func (r *Registry) Ensure(d Device) (Device, bool, error) {
+	dev, created, w, err := r.EnsureAsync(d)
+	if err == nil && w != nil {
+		err = w.Wait()
+	}
+	if err != nil {
+		return Device{}, false, err
+	}
+	return dev, created, nil
+}
+
+// EnsureAsync is Ensure that does not wait for the store: a created device
+// is visible (Get, Ensure, Create) at once, and the returned Write
+// completes when it is durable. If that write fails the device is removed
+// again. An existing device comes back with a nil Write.
+func (r *Registry) EnsureAsync(d Device) (Device, bool, *Write, error) {
 	if cur, ok := r.Get(d.Name); ok {
-		return cur, false, nil
+		return cur, false, nil, nil
 	}
 	var p problems
 	validateDevice(&d, &p)
@@ -187,23 +216,25 @@ func (r *Registry) Ensure(d Device) (Device, bool, error) {
 		p.add("credential", "Ensure creates devices without credentials; use Put")
 	}
 	if err := p.err(); err != nil {
-		return Device{}, false, err
+		return Device{}, false, nil, err
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	if cur := r.mu.devices[d.Name]; cur != nil {
-		return cur.dev, false, nil
+		return cur.dev, false, nil, nil
 	}
 	e := &entry{dev: d}
-	if err := r.putLocked(e); err != nil {
-		return Device{}, false, err
+	w, err := r.putLocked(e)
+	if err != nil {
+		return Device{}, false, nil, err
 	}
-	return e.dev, true, nil
+	return e.dev, true, w, nil
 }
 
-// putLocked stores e, replacing the device of the same name, in one
-// transaction with its credential index entries. Caller holds wmu.
-func (r *Registry) putLocked(e *entry) error {
+// putLocked makes e the device of its name, replacing the one there, in
+// memory at once and in the store (one transaction with its credential
+// index entries) through the returned Write. Caller holds wmu.
+func (r *Registry) putLocked(e *entry) (*Write, error) {
 	name := e.dev.Name
 	old := r.mu.devices[name]
 	switch {
@@ -219,36 +250,27 @@ func (r *Registry) putLocked(e *entry) error {
 	for _, id := range newIDs {
 		if owner := r.mu.creds[id]; owner != nil && owner.dev.Name != name {
 			if id[0] == nsName {
-				return fmt.Errorf("%w: %s", ErrCredentialsTaken, owner.describe(id))
+				return nil, fmt.Errorf("%w: %s", ErrCredentialsTaken, owner.describe(id))
 			}
-			return fmt.Errorf("%w: %s (device %q)", ErrCredentialsTaken, owner.describe(id), owner.dev.Name)
+			return nil, fmt.Errorf("%w: %s (device %q)", ErrCredentialsTaken, owner.describe(id), owner.dev.Name)
 		}
 	}
 	var oldIDs []credID
 	if old != nil {
 		oldIDs = old.ids()
 	}
-	err := r.st.Update(func(tx *state.Txn) error {
-		for _, id := range oldIDs {
-			if !slices.Contains(newIDs, id) {
-				if err := tx.Delete(credKey(id)); err != nil {
-					return err
-				}
-			}
+	w := &Write{wrap: func(err error) error { return fmt.Errorf("registry: put %q: %w", name, err) }}
+	for _, id := range oldIDs {
+		if !slices.Contains(newIDs, id) {
+			w.delete(credKey(id))
 		}
-		for _, id := range newIDs {
-			if err := tx.Set(credKey(id), []byte(name)); err != nil {
-				return err
-			}
-		}
-		return tx.Set(deviceKey(name), e.marshal())
-	})
-	if err != nil {
-		return fmt.Errorf("registry: put %q: %w", name, err)
 	}
+	for _, id := range newIDs {
+		w.set(credKey(id), []byte(name))
+	}
+	w.set(deviceKey(name), e.marshal())
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	for _, id := range oldIDs {
 		delete(r.mu.creds, id)
 	}
@@ -256,52 +278,63 @@ func (r *Registry) putLocked(e *entry) error {
 		r.mu.creds[id] = e
 	}
 	r.mu.devices[name] = e
-	return nil
+	r.mu.Unlock()
+	w.undo = func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, id := range newIDs {
+			delete(r.mu.creds, id)
+		}
+		for _, id := range oldIDs {
+			r.mu.creds[id] = old
+		}
+		if old != nil {
+			r.mu.devices[name] = old
+		} else {
+			delete(r.mu.devices, name)
+		}
+	}
+	return r.enqueue(w), nil
 }
 
 // Delete removes the device, its credentials and its attributes, in one
-// transaction.
+// transaction, and returns once that is durable.
 func (r *Registry) Delete(name string) error {
 	r.wmu.Lock()
-	defer r.wmu.Unlock()
 	old := r.mu.devices[name]
 	if old == nil {
+		r.wmu.Unlock()
 		return fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
-	// Attributes change only under wmu, so the list stays exact.
-	var attrKeys [][]byte
-	err := r.st.Scan(attrDevicePrefix(name), func(k, _ []byte) error {
-		attrKeys = append(attrKeys, k)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("registry: delete %q: %w", name, err)
-	}
 	ids := old.ids()
-	err = r.st.Update(func(tx *state.Txn) error {
-		for _, k := range attrKeys {
-			if err := tx.Delete(k); err != nil {
-				return err
-			}
-		}
-		for _, id := range ids {
-			if err := tx.Delete(credKey(id)); err != nil {
-				return err
-			}
-		}
-		return tx.Delete(deviceKey(name))
-	})
-	if err != nil {
-		return fmt.Errorf("registry: delete %q: %w", name, err)
+	// Attribute writes are queued under wmu after checking that the
+	// device exists, so after this point none can be queued for it, and
+	// the prefix delete (committed after every earlier write) finds them all.
+	w := &Write{
+		prefixDelete: attrDevicePrefix(name),
+		wrap:         func(err error) error { return fmt.Errorf("registry: delete %q: %w", name, err) },
 	}
-
+	for _, id := range ids {
+		w.delete(credKey(id))
+	}
+	w.delete(deviceKey(name))
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	for _, id := range ids {
 		delete(r.mu.creds, id)
 	}
 	delete(r.mu.devices, name)
-	return nil
+	r.mu.Unlock()
+	w.undo = func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, id := range ids {
+			r.mu.creds[id] = old
+		}
+		r.mu.devices[name] = old
+	}
+	r.enqueue(w)
+	r.wmu.Unlock()
+	return w.Wait()
 }
 
 // Get returns the device of that name.
