@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -9,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-iot/ferry/broker/log/vfs"
+	"github.com/ferry-iot/ferry/broker/registry"
+	"github.com/ferry-iot/ferry/broker/state"
 )
 
 // TestPubackOnlyAfterFsync: with every fsync held, a QoS 1 publish gets no
@@ -38,40 +41,135 @@ func TestPubackOnlyAfterFsync(t *testing.T) {
 }
 
 // TestPipelinedPublishesShareCommitsAndAckInOrder sends many QoS 1
-// publishes without waiting: PUBACKs come back in publish order, and far
-// fewer fsyncs than publishes were needed.
+// publishes of every kind without waiting: PUBACKs come back in publish
+// order, far fewer log fsyncs than publishes were needed, and the
+// attribute publishes' registry writes shared a few transactions.
 func TestPipelinedPublishesShareCommitsAndAckInOrder(t *testing.T) {
 	fs := newBlockingFS()
 	e := newEnv(t, withLogFS(fs))
 	c := connectToken(t, e, "TOKEN1", 4)
 	const n = 200
 	fs.block() // make the first cycle slow so the rest pile up behind it
+	defer fs.unblock()
+	release := holdState(t, e.st) // and the registry's first transaction
 	var ids []uint16
-	kinds := []string{"v1/devices/me/telemetry", "v1/devices/me/attributes/request/7", "v1/devices/me/telemetry", "unknown/topic"}
+	kinds := []string{"v1/devices/me/telemetry", "v1/devices/me/attributes/request/7", "v1/devices/me/attributes", "unknown/topic", "v2/a"}
+	attrPublishes := 0
 	for i := 0; i < n; i++ {
 		topic := kinds[i%len(kinds)]
 		payload := fmt.Sprintf(`{"seq":%d}`, i)
-		if topic != "v1/devices/me/telemetry" {
+		switch topic {
+		case "v1/devices/me/attributes", "v2/a":
+			attrPublishes++
+		case "v1/devices/me/telemetry":
+		default:
 			payload = "{}"
 		}
 		ids = append(ids, c.publish(topic, payload, 1))
 	}
-	time.Sleep(50 * time.Millisecond)
-	syncsBefore := e.log.Stats().Syncs
+	// Every publish is handled (its records appended, its registry write
+	// queued) before anything is released.
+	waitFor(t, func() bool {
+		return testutil.ToFloat64(e.metrics.Records.WithLabelValues("telemetry")) == float64(n/len(kinds)) &&
+			testutil.ToFloat64(e.metrics.Records.WithLabelValues("attributes")) == float64(attrPublishes)
+	})
+	syncsBefore, regBefore := e.log.Stats().Syncs, e.reg.Stats()
 	fs.unblock()
+	release()
 	for i := 0; i < n; i++ {
-		var ack = c.expect(packets.Puback)
-		if ack.PacketID != ids[i] {
-			t.Fatalf("PUBACK %d arrived in place of %d: out of order", ack.PacketID, ids[i])
+		pk, err := c.read(10 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pk.FixedHeader.Type == packets.Publish { // an attribute response
+			i--
+			continue
+		}
+		if pk.FixedHeader.Type != packets.Puback || pk.PacketID != ids[i] {
+			t.Fatalf("packet %d id %d arrived in place of PUBACK %d: out of order", pk.FixedHeader.Type, pk.PacketID, ids[i])
 		}
 	}
-	stored := e.records("telemetry")
-	if len(stored) != n/2 {
-		t.Fatalf("%d telemetry records stored, want %d", len(stored), n/2)
+	if stored := e.records("telemetry"); len(stored) != n/len(kinds) {
+		t.Fatalf("%d telemetry records stored, want %d", len(stored), n/len(kinds))
+	}
+	if stored := e.records("attributes"); len(stored) != attrPublishes {
+		t.Fatalf("%d attribute records stored, want %d", len(stored), attrPublishes)
 	}
 	if syncs := e.log.Stats().Syncs - syncsBefore; syncs > n/10 {
-		t.Fatalf("%d publishes needed %d fsync rounds: no group commit", n/2, syncs)
+		t.Fatalf("%d publishes needed %d fsync rounds: no group commit", n, syncs)
 	}
+	reg := e.reg.Stats()
+	if w := reg.Writes - regBefore.Writes; w != uint64(attrPublishes) {
+		t.Fatalf("%d registry writes for %d attribute publishes", w, attrPublishes)
+	}
+	// The first write may have been taken alone before the store was
+	// held; all others queued behind it.
+	if commits := reg.Commits - regBefore.Commits; commits > 2 {
+		t.Fatalf("%d attribute publishes took %d registry transactions: not coalesced", attrPublishes, commits)
+	}
+	attrs, err := e.reg.Attributes("boiler-1", registry.ScopeClient, []string{"seq"})
+	if err != nil || len(attrs) != 1 || string(attrs[0].Value) != fmt.Sprint(n-1) {
+		t.Fatalf("latest attribute %+v %v, want seq %d", attrs, err, n-1)
+	}
+}
+
+// TestAttributePublishDoesNotBlockReadLoop: while the registry cannot
+// commit, an attribute publish is not acknowledged, but the connection's
+// read loop goes on (a PINGREQ is answered); the PUBACK follows once the
+// attribute is durable in the registry.
+func TestAttributePublishDoesNotBlockReadLoop(t *testing.T) {
+	for _, topic := range []string{"v1/devices/me/attributes", "v1/gateway/attributes"} {
+		t.Run(topic, func(t *testing.T) {
+			e := newEnv(t)
+			c := connectToken(t, e, "GWTOKEN", 4)
+			payload := `{"fw":"v2"}`
+			device := "gw-1"
+			if topic == "v1/gateway/attributes" {
+				payload, device = `{"Child":{"fw":"v2"}}`, "Child"
+			}
+			release := holdState(t, e.st)
+			id := c.publish(topic, payload, 1)
+			c.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+			pk, err := c.read(10 * time.Second)
+			if err != nil || pk.FixedHeader.Type != packets.Pingresp {
+				t.Fatalf("first packet %v (id %d), %v; want PINGRESP while the registry is held", pk.FixedHeader.Type, pk.PacketID, err)
+			}
+			release()
+			if code := c.expectAck(id); code != 0 {
+				t.Fatalf("PUBACK %#x", code)
+			}
+			attrs, err := e.reg.Attributes(device, registry.ScopeClient, nil)
+			if err != nil || len(attrs) != 1 || string(attrs[0].Value) != `"v2"` {
+				t.Fatalf("attributes at PUBACK time: %+v %v", attrs, err)
+			}
+		})
+	}
+}
+
+// holdState starts a state store transaction that does not commit until
+// release: the registry's writes wait behind it.
+func holdState(t *testing.T, st *state.Store) (release func()) {
+	t.Helper()
+	opened, unblock, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- st.Update(func(*state.Txn) error {
+			close(opened)
+			<-unblock
+			return nil
+		})
+	}()
+	<-opened
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			close(unblock)
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
 }
 
 // TestStorageFailureNeverAcknowledges fails every fsync: MQTT 5 clients get
@@ -103,5 +201,17 @@ func TestStorageFailureNeverAcknowledges(t *testing.T) {
 				t.Fatalf("%d records readable, want only the acknowledged one", len(recs))
 			}
 		})
+	}
+}
+
+// waitFor polls cond until it holds (a condition the system reaches by
+// itself, not a timing claim); it fails after a generous bound.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestBadInput covers every refusal ThingsBoard defines, on both protocol
@@ -26,6 +27,8 @@ func TestBadInput(t *testing.T) {
 		{"rpc without method", "v1/devices/me/rpc/request/1", `{"params":{}}`, reasonInvalidPayload, 0x99, true},
 		{"oversize", "v1/devices/me/telemetry", `{"big":"` + strings.Repeat("x", 70000) + `"}`, reasonOversize, 0x95, true},
 		{"unknown topic", "v1/devices/me/nonsense", `{"a":1}`, reasonUnknownTopic, 0x90, false},
+		{"attribute key over 255 bytes", "v1/devices/me/attributes", `{"` + strings.Repeat("k", 256) + `":1}`, reasonInvalidPayload, 0x99, true},
+		{"attribute key with a control character", "v2/a", `{"a\u0001b":1}`, reasonInvalidPayload, 0x99, true},
 	}
 	for _, version := range []byte{4, 5} {
 		for _, tc := range cases {
@@ -66,6 +69,54 @@ func TestBadInput(t *testing.T) {
 				}
 				if n := len(e.records("attributes")); n != 0 {
 					t.Fatalf("%d attribute records", n)
+				}
+			})
+		}
+	}
+}
+
+// TestGatewayBadNames: device names and attribute keys the registry
+// cannot hold are bad input on every gateway topic (MQTT 5 PUBACK 0x99,
+// MQTT 3.1.1 disconnect), counted as invalid_payload, never as a storage
+// error, and nothing of the publish is stored.
+func TestGatewayBadNames(t *testing.T) {
+	long := strings.Repeat("n", 256)
+	cases := []struct{ name, topic, payload string }{
+		{"connect long name", "v1/gateway/connect", `{"device":"` + long + `"}`},
+		{"connect control character", "v1/gateway/connect", `{"device":"a\nb"}`},
+		{"connect long type", "v1/gateway/connect", `{"device":"ok","type":"` + long + `"}`},
+		{"telemetry long name", "v1/gateway/telemetry", `{"Good":[{"a":1}],"` + long + `":[{"a":1}]}`},
+		{"telemetry control character", "v1/gateway/telemetry", `{"a\u0007":[{"a":1}]}`},
+		{"attributes long name", "v1/gateway/attributes", `{"` + long + `":{"a":1}}`},
+		{"attributes long key", "v1/gateway/attributes", `{"Good":{"` + long + `":1}}`},
+		{"attribute request long name", "v1/gateway/attributes/request", `{"id":1,"device":"` + long + `","client":true,"key":"a"}`},
+		{"rpc answer control character", "v1/gateway/rpc", `{"device":"a\u0000","id":1,"data":{}}`},
+		{"disconnect long name", "v1/gateway/disconnect", `{"device":"` + long + `"}`},
+	}
+	for _, version := range []byte{4, 5} {
+		for _, tc := range cases {
+			t.Run(fmt.Sprintf("v%d/%s", version, tc.name), func(t *testing.T) {
+				e := newEnv(t)
+				c := connectToken(t, e, "GWTOKEN", version)
+				id := c.publish(tc.topic, tc.payload, 1)
+				if version == 5 {
+					if code := c.expectAck(id); code != packets.ErrPayloadFormatInvalid.Code {
+						t.Fatalf("PUBACK %#x, want 0x99", code)
+					}
+				} else {
+					c.expectClosed()
+				}
+				if got := e.rejected(reasonInvalidPayload); got != 1 {
+					t.Fatalf("invalid_payload counted %v", got)
+				}
+				if got := testutil.ToFloat64(e.metrics.StorageErrors); got != 0 {
+					t.Fatalf("counted as %v storage errors", got)
+				}
+				if n := len(e.records("telemetry")) + len(e.records("attributes")); n != 0 {
+					t.Fatalf("%d records stored", n)
+				}
+				if _, ok := e.reg.Get("Good"); ok {
+					t.Fatal("a device of the refused publish was created")
 				}
 			})
 		}

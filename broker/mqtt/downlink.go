@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,7 +13,14 @@ import (
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
 )
 
-// rpcTable holds server-side RPCs waiting for the device's answer.
+// rpcTable holds server-side RPCs waiting for the device's answer. A
+// request is keyed by the device it was written through (the device
+// itself, or the gateway it is behind) as well as the device and id, so
+// only that device can answer it: another device, or a gateway naming the
+// device, or naming the id of a request that went elsewhere, resolves
+// nothing. Any connection of that device may answer, as in ThingsBoard,
+// where the device's actor matches the id: a shell-script device receives
+// with mosquitto_sub and answers with mosquitto_pub.
 type rpcTable struct {
 	seq     atomic.Int64
 	mu      sync.Mutex
@@ -20,33 +28,37 @@ type rpcTable struct {
 }
 
 type rpcKey struct {
-	device string
+	via    string // the device whose session the request was written to
+	device string // the device the request is for
 	id     int64
 }
 
 func (t *rpcTable) init() { t.pending = map[rpcKey]chan json.RawMessage{} }
 
-func (t *rpcTable) add(device string) (int64, chan json.RawMessage) {
-	id := t.seq.Add(1)
+// add registers a request to device written through device via. Ids are
+// a ThingsBoard request id: a positive Java int.
+func (t *rpcTable) add(via, device string) (int64, chan json.RawMessage) {
+	id := (t.seq.Add(1)-1)%math.MaxInt32 + 1
 	ch := make(chan json.RawMessage, 1)
 	t.mu.Lock()
-	t.pending[rpcKey{device, id}] = ch
+	t.pending[rpcKey{via, device, id}] = ch
 	t.mu.Unlock()
 	return id, ch
 }
 
-func (t *rpcTable) remove(device string, id int64) {
+func (t *rpcTable) remove(via, device string, id int64) {
 	t.mu.Lock()
-	delete(t.pending, rpcKey{device, id})
+	delete(t.pending, rpcKey{via, device, id})
 	t.mu.Unlock()
 }
 
-// resolve delivers a device's answer; answers nobody waits for (late, or
-// forged ids) are dropped.
-func (t *rpcTable) resolve(device string, id int64, resp json.RawMessage) bool {
+// resolve delivers an answer that device via gave for device; answers
+// nobody waits for from it (late, or forged ids) are dropped.
+func (t *rpcTable) resolve(via, device string, id int64, resp json.RawMessage) bool {
+	k := rpcKey{via, device, id}
 	t.mu.Lock()
-	ch, ok := t.pending[rpcKey{device, id}]
-	delete(t.pending, rpcKey{device, id})
+	ch, ok := t.pending[k]
+	delete(t.pending, k)
 	t.mu.Unlock()
 	if ok {
 		ch <- resp
@@ -83,8 +95,10 @@ func (srv *Server) RPC(ctx context.Context, req RPCRequest) (json.RawMessage, er
 	direct, gw := srv.devices[req.Device], srv.gwChild[req.Device]
 	srv.mu.Unlock()
 	var send func(id int64) error
+	var target *session
 	switch {
 	case direct != nil:
+		target = direct
 		filter := direct.rpcFilter.Load()
 		if filter == nil {
 			return nil, fmt.Errorf("%w: %s has no subscription to v1/devices/me/rpc/request/+", ErrNotSubscribed, req.Device)
@@ -93,6 +107,7 @@ func (srv *Server) RPC(ctx context.Context, req RPCRequest) (json.RawMessage, er
 			return direct.publish(tb.DownlinkTopic(*filter, id), tb.EncodeRPCRequest(req.Method, req.Params))
 		}
 	case gw != nil:
+		target = gw
 		if !gw.subGwRPC.Load() {
 			return nil, fmt.Errorf("%w: gateway %s has no subscription to v1/gateway/rpc", ErrNotSubscribed, gw.device.Name)
 		}
@@ -102,8 +117,8 @@ func (srv *Server) RPC(ctx context.Context, req RPCRequest) (json.RawMessage, er
 	default:
 		return nil, fmt.Errorf("%w: %s", ErrDeviceOffline, req.Device)
 	}
-	id, ch := srv.rpc.add(req.Device)
-	defer srv.rpc.remove(req.Device, id)
+	id, ch := srv.rpc.add(target.device.Name, req.Device)
+	defer srv.rpc.remove(target.device.Name, req.Device, id)
 	if err := send(id); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrDeviceOffline, req.Device, err)
 	}

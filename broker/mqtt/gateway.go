@@ -2,6 +2,8 @@ package mqtt
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -15,109 +17,274 @@ import (
 // thingsboard.md §2) for a session whose device is flagged gateway: the
 // devices behind it are created on first mention and their data is keyed
 // by their own names, with a header naming the gateway.
+//
+// A gateway acts only for the devices it owns: those created through it
+// (registry Parent = the gateway). A publish naming any other existing
+// device (one with credentials of its own, one behind another gateway, the
+// gateway itself) is refused as a whole, nothing of it stored: counted as
+// foreign_device, MQTT 5 PUBACK 0x87 (not authorized), MQTT 3.1.1 a plain
+// PUBACK (acknowledged and dropped). ThingsBoard leaves a gateway publish
+// it cannot process unacknowledged, but a 3.1.1 client would then hold it
+// in flight and resend it after every reconnect, refused forever; the
+// refusal is permanent, so it is acknowledged and dropped as ThingsBoard
+// does for publishes it cannot route (unknown topics).
+//
+// Device names and attribute keys the registry cannot hold (empty, more
+// than 255 bytes, control characters) are bad input, as invalid JSON is.
 func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Time) {
 	bad := func(err error) {
 		srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
 	}
-	ok := func() { s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, start: start}) }
+	failed := func(err error) {
+		srv.logLimited(s.device.Name, "registry", "gateway device not stored", "err", err)
+		s.enqueue(ackItem{err: err, packetID: pk.id, qos: pk.qos})
+	}
+	ok := func(w *registry.Write) { s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, reg: w, start: start}) }
 	switch t.Kind {
 	case tb.TopicGatewayConnect:
 		gd, err := tb.ParseGatewayConnect(pk.payload)
+		if err == nil {
+			err = checkChild(gd.Device, gd.Type)
+		}
 		if err != nil {
 			bad(err)
 			return
 		}
-		if _, err := srv.child(s, gd.Device, gd.Type); err != nil {
-			s.enqueue(ackItem{err: err, packetID: pk.id, qos: pk.qos})
-			return
+		_, w, err := srv.child(s, gd.Device, gd.Type)
+		switch {
+		case errors.Is(err, errForeign):
+			srv.refuseForeign(s, pk, gd.Device)
+		case err != nil:
+			failed(err)
+		default:
+			ok(w)
 		}
-		ok()
 	case tb.TopicGatewayDisconnect:
 		name, err := tb.ParseGatewayDisconnect(pk.payload)
+		if err == nil {
+			err = checkChild(name, "")
+		}
 		if err != nil {
 			bad(err)
 			return
 		}
+		// Downlinks for the device stop going through this session (a
+		// session routes only devices it owns).
 		srv.mu.Lock()
 		if srv.gwChild[name] == s {
 			delete(srv.gwChild, name)
 		}
 		srv.mu.Unlock()
-		ok()
+		ok(nil)
 	case tb.TopicGatewayTelemetry:
 		devs, err := tb.ParseGatewayTelemetry(pk.payload)
 		if err != nil {
 			bad(err)
 			return
 		}
+		names := make([]string, len(devs))
+		for i, de := range devs {
+			names[i] = de.Device
+		}
+		if !srv.gatewayCheck(s, pk, names, nil) {
+			return
+		}
 		var recs []flog.Record
+		var last *registry.Write
 		for _, de := range devs {
-			dev, err := srv.child(s, de.Device, "")
-			if err != nil {
-				s.enqueue(ackItem{err: err, packetID: pk.id, qos: pk.qos})
+			dev, w, err := srv.child(s, de.Device, "")
+			switch {
+			case errors.Is(err, errForeign): // created by someone else since gatewayCheck
+				srv.refuseForeign(s, pk, de.Device)
 				return
+			case err != nil:
+				failed(err)
+				return
+			}
+			if w != nil {
+				last = w
 			}
 			recs = srv.entryRecords(recs, dev, s.device.Name, de.Entries, start.UnixMilli())
 		}
-		srv.store(s, pk, srv.telemetry, recs, start)
+		srv.storeGateway(s, pk, srv.telemetry, recs, last, start)
 	case tb.TopicGatewayAttributes:
 		devs, err := tb.ParseGatewayAttributes(pk.payload)
 		if err != nil {
 			bad(err)
 			return
 		}
-		var recs []flog.Record
 		now := start.UnixMilli()
-		for _, da := range devs {
-			dev, err := srv.child(s, da.Device, "")
-			if err == nil {
-				err = srv.setClientAttributes(dev.Name, da.Values, now)
-			}
-			if err != nil {
-				s.enqueue(ackItem{err: err, packetID: pk.id, qos: pk.qos})
+		names := make([]string, len(devs))
+		attrs := make([][]registry.Attribute, len(devs))
+		for i, da := range devs {
+			names[i], attrs[i] = da.Device, clientAttributes(da.Values, now)
+		}
+		if !srv.gatewayCheck(s, pk, names, attrs) {
+			return
+		}
+		var recs []flog.Record
+		var last *registry.Write
+		for i, da := range devs {
+			dev, w, err := srv.child(s, da.Device, "")
+			switch {
+			case errors.Is(err, errForeign):
+				srv.refuseForeign(s, pk, da.Device)
+				return
+			case err != nil:
+				failed(err)
 				return
 			}
+			if w != nil {
+				last = w
+			}
+			if len(attrs[i]) == 0 {
+				continue
+			}
+			if w, err = srv.reg.SetAttributesAsync(dev.Name, registry.ScopeClient, attrs[i]); err != nil {
+				failed(err)
+				return
+			}
+			last = w
 			recs = srv.entryRecords(recs, dev, s.device.Name, []tb.Entry{{Ts: now, Values: da.Values}}, now)
 		}
-		srv.store(s, pk, srv.attributes, recs, start)
+		srv.storeGateway(s, pk, srv.attributes, recs, last, start)
 	case tb.TopicGatewayAttributesRequest:
 		req, err := tb.ParseGatewayAttributeRequest(pk.payload)
+		if err == nil {
+			err = checkChild(req.Device, "")
+		}
 		if err != nil {
 			bad(err)
+			return
+		}
+		if srv.foreign(s, req.Device) {
+			srv.refuseForeign(s, pk, req.Device)
 			return
 		}
 		scope := registry.ScopeShared
 		if req.Client {
 			scope = registry.ScopeClient
 		}
-		attrs, _ := srv.reg.Attributes(req.Device, scope, req.Keys)
-		kvs := attributesToKVs(attrs)
-		srv.reply(s, tb.TopicGatewayAttributesResponse,
-			tb.EncodeGatewayAttributeResponse(req.ID, req.Device, len(req.Keys) == 1 && len(kvs) == 1, kvs))
-		ok()
+		// Answered after the session's earlier publishes are decided (see
+		// the device attribute request). A device not created yet has no
+		// attributes: the answer is empty.
+		s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, start: start, then: func() {
+			attrs, _ := srv.reg.Attributes(req.Device, scope, req.Keys)
+			kvs := attributesToKVs(attrs)
+			srv.reply(s, tb.TopicGatewayAttributesResponse,
+				tb.EncodeGatewayAttributeResponse(req.ID, req.Device, len(req.Keys) == 1 && len(kvs) == 1, kvs))
+		}})
 	case tb.TopicGatewayRPC:
 		resp, err := tb.ParseGatewayRPCResponse(pk.payload)
+		if err == nil {
+			err = checkChild(resp.Device, "")
+		}
 		if err != nil {
 			bad(err)
 			return
 		}
-		srv.rpc.resolve(resp.Device, resp.ID, json.RawMessage(append([]byte(nil), resp.Data...)))
-		ok()
+		if srv.foreign(s, resp.Device) {
+			srv.refuseForeign(s, pk, resp.Device)
+			return
+		}
+		// Only a request for that device written through this gateway
+		// resolves.
+		srv.rpc.resolve(s.device.Name, resp.Device, resp.ID, json.RawMessage(append([]byte(nil), resp.Data...)))
+		ok(nil)
 	case tb.TopicGatewayClaim:
 		if _, err := tb.ParseGatewayClaim(pk.payload); err != nil {
 			bad(err)
 			return
 		}
-		ok()
+		ok(nil) // claiming is a ThingsBoard cloud feature; accepted and ignored
 	}
 }
 
-// child returns the registry entry of a device behind gateway session s,
-// creating it on first mention, and routes its downlinks through s.
-func (srv *Server) child(s *session, name, typ string) (registry.Device, error) {
-	dev, _, err := srv.reg.Ensure(registry.Device{Name: name, Type: typ, Parent: s.device.Name, Source: "gateway"})
+// errForeign: a gateway named a device it does not own.
+var errForeign = errors.New("mqtt: device is not the gateway's")
+
+// checkChild validates a device name (and type, when given) from a
+// gateway publish as the registry will: bad input, not a storage failure.
+func checkChild(name, typ string) error {
+	err := registry.ValidateName("device", name)
+	if err == nil && typ != "" {
+		err = registry.ValidateName("type", typ)
+	}
 	if err != nil {
-		return dev, err
+		return fmt.Errorf("mqtt: gateway device %q: %w", truncate(name, 64), err)
+	}
+	return nil
+}
+
+// gatewayCheck decides a multi-device gateway publish before anything of
+// it is stored: every name (and attribute set) must be valid, else it is
+// bad input; every named device must be new or owned by the gateway, else
+// the publish is refused. It reports whether to go on; when not, the
+// answer is queued.
+func (srv *Server) gatewayCheck(s *session, pk *pub, names []string, attrs [][]registry.Attribute) bool {
+	for i, name := range names {
+		err := checkChild(name, "")
+		if err == nil && attrs != nil {
+			if err = registry.ValidateAttributes(attrs[i]); err != nil {
+				err = fmt.Errorf("mqtt: attributes of %q: %w", truncate(name, 64), err)
+			}
+		}
+		if err != nil {
+			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+			return false
+		}
+	}
+	for _, name := range names {
+		if srv.foreign(s, name) {
+			srv.refuseForeign(s, pk, name)
+			return false
+		}
+	}
+	return true
+}
+
+// foreign reports whether device exists and is not owned by gateway
+// session s.
+func (srv *Server) foreign(s *session, device string) bool {
+	d, ok := srv.reg.Get(device)
+	return ok && d.Parent != s.device.Name
+}
+
+// refuseForeign answers a gateway publish naming a device the gateway does
+// not own (see handleGateway).
+func (srv *Server) refuseForeign(s *session, pk *pub, device string) {
+	srv.metrics.Rejected.WithLabelValues(reasonForeignDevice).Inc()
+	srv.logLimited(s.device.Name, reasonForeignDevice, "gateway publish names a device the gateway does not own: dropped",
+		"topic", pk.topic, "named_device", truncate(device, 64))
+	code := byte(0)
+	if s.v5 {
+		code = packets.ErrNotAuthorized.Code
+	}
+	s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, code: code})
+}
+
+// storeGateway appends a gateway publish's records; the acknowledgement
+// waits for them and for the publish's last registry write.
+func (srv *Server) storeGateway(s *session, pk *pub, topic *flog.Topic, recs []flog.Record, reg *registry.Write, start time.Time) {
+	it := ackItem{packetID: pk.id, qos: pk.qos, reg: reg, start: start}
+	if len(recs) > 0 {
+		it.fut = topic.Append(srv.ctx, recs)
+		srv.metrics.Records.WithLabelValues(topic.Name()).Add(float64(len(recs)))
+	}
+	s.enqueue(it)
+}
+
+// child returns the registry entry of a device behind gateway session s,
+// creating it on first mention (the returned Write completes when it is
+// durable; nil for an existing device), and routes its downlinks through
+// s. A device the gateway does not own gives errForeign.
+func (srv *Server) child(s *session, name, typ string) (registry.Device, *registry.Write, error) {
+	dev, created, w, err := srv.reg.EnsureAsync(registry.Device{Name: name, Type: typ, Parent: s.device.Name, Source: registry.SourceGateway})
+	if err != nil {
+		return dev, nil, err
+	}
+	if !created && dev.Parent != s.device.Name {
+		return dev, nil, errForeign
 	}
 	srv.mu.Lock()
 	prev := srv.gwChild[name]
@@ -126,7 +293,7 @@ func (srv *Server) child(s *session, name, typ string) (registry.Device, error) 
 	if prev != s && s.subGwRPC.Load() {
 		srv.rpcReady(name)
 	}
-	return dev, nil
+	return dev, w, nil
 }
 
 // childrenOf returns the devices whose downlinks go through gateway session s.
@@ -140,13 +307,4 @@ func (srv *Server) childrenOf(s *session) []string {
 		}
 	}
 	return names
-}
-
-// setClientAttributes stores the latest client attribute values.
-func (srv *Server) setClientAttributes(device string, kvs []tb.KV, now int64) error {
-	attrs := make([]registry.Attribute, len(kvs))
-	for i, kv := range kvs {
-		attrs[i] = registry.Attribute{Key: kv.Key, Value: kv.Value.AppendJSON(nil), UpdatedMs: now}
-	}
-	return srv.reg.SetAttributes(device, registry.ScopeClient, attrs)
 }

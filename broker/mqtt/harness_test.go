@@ -204,6 +204,8 @@ func (c *client) write(pk packets.Packet) {
 		err = pk.SubscribeEncode(&buf)
 	case packets.Disconnect:
 		err = pk.DisconnectEncode(&buf)
+	case packets.Pingreq:
+		err = pk.PingreqEncode(&buf)
 	default:
 		c.t.Fatalf("test client cannot encode %v", pk.FixedHeader.Type)
 	}
@@ -437,4 +439,46 @@ func (c *client) request(topic, payload string) packets.Packet {
 		}
 	}
 	return resp
+}
+
+// ack answers a server publish received at QoS 1.
+func (c *client) ack(pk packets.Packet) {
+	c.t.Helper()
+	if pk.FixedHeader.Qos == 1 {
+		c.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	}
+}
+
+// nextPublish returns the next server PUBLISH, acknowledging it, and fails
+// on any PUBACK or other packet before it (callers expect a downlink here).
+func (c *client) nextPublish() packets.Packet {
+	c.t.Helper()
+	for {
+		pk, err := c.read(10 * time.Second)
+		if err != nil {
+			c.t.Fatalf("waiting for a server publish: %v", err)
+		}
+		switch pk.FixedHeader.Type {
+		case packets.Publish:
+			c.ack(pk)
+			return pk
+		case packets.Suback, packets.Pingresp:
+		default:
+			c.t.Fatalf("packet type %d (id %d) before the expected server publish", pk.FixedHeader.Type, pk.PacketID)
+		}
+	}
+}
+
+// expectAck reads the next packet, which must be the PUBACK of id, and
+// returns its reason code.
+func (c *client) expectAck(id uint16) byte {
+	c.t.Helper()
+	pk, err := c.read(10 * time.Second)
+	if err != nil {
+		c.t.Fatalf("waiting for PUBACK %d: %v", id, err)
+	}
+	if pk.FixedHeader.Type != packets.Puback || pk.PacketID != id {
+		c.t.Fatalf("packet type %d id %d (topic %q %s), want PUBACK %d", pk.FixedHeader.Type, pk.PacketID, pk.TopicName, pk.Payload, id)
+	}
+	return pk.ReasonCode
 }

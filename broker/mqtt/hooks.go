@@ -38,18 +38,24 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	pass := pk.Connect.Password
 	clientID := string(pk.Connect.ClientIdentifier)
 	v5 := cl.Properties.ProtocolVersion == 5
+	if srv.closing.Load() {
+		return h.refuse(cl, v5, packets.ErrServerUnavailable, "shutting_down", user, clientID)
+	}
 	s := &session{srv: srv, cl: cl, v5: v5}
 	switch dev, res := srv.reg.Authenticate(clientID, user, pass); {
 	case user == "provision" || clientID == "provision":
 		s.provision = true
-		s.device = registry.Device{Name: "provision:" + cl.Net.Remote}
+		// The client id, not the remote address: log lines are limited per
+		// device name, and a reconnecting client has a new port each time.
+		s.device = registry.Device{Name: "provision:" + truncate(clientID, 64)}
 	case res == registry.AuthOK:
 		s.device = dev
 	case srv.cfg.AllowAnonymous && user == "" && len(pass) == 0 && clientID != "":
 		d, _, err := srv.reg.Ensure(registry.Device{Name: clientID, Type: "anonymous", Source: "anonymous"})
 		if err != nil {
-			srv.logger.Warn("mqtt: anonymous device", "client_id", clientID, "err", err)
-			return h.refuse(cl, v5, packets.ErrServerUnavailable, "server_unavailable")
+			srv.logLimited(identity("", clientID), "anonymous_device", "anonymous device not registered",
+				"client_id", truncate(clientID, 64), "err", err)
+			return h.refuse(cl, v5, packets.ErrServerUnavailable, "server_unavailable", user, clientID)
 		}
 		s.device = d
 	default:
@@ -63,7 +69,7 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		case clientID != "":
 			code = packets.ErrClientIdentifierNotValid
 		}
-		return h.refuse(cl, v5, code, "auth")
+		return h.refuse(cl, v5, code, "auth", user, clientID)
 	}
 	srv.sessions.Store(cl, s)
 	return nil
@@ -71,9 +77,14 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 
 // refuse writes a CONNACK with code (mapped as ThingsBoard maps it for
 // MQTT 3.x) and makes mochi drop the connection without its own CONNACK.
-func (h *hook) refuse(cl *mochi.Client, v5 bool, code packets.Code, reason string) error {
+// The log line is limited per presented identity (user name or client id,
+// fingerprinted) and reason, not per remote address, which changes with
+// every reconnect.
+func (h *hook) refuse(cl *mochi.Client, v5 bool, code packets.Code, reason, user, clientID string) error {
 	h.srv.metrics.Rejected.WithLabelValues("connect_" + reason).Inc()
-	h.srv.logLimited(cl.Net.Remote, "connect_"+reason, "connection refused", "client_id", cl.ID, "code", code.Code)
+	id := identity(user, clientID)
+	h.srv.logLimited(id, "connect_"+reason, "connection refused",
+		"client_id", truncate(clientID, 64), "remote", cl.Net.Remote, "code", code.Code)
 	if v5 {
 		_ = h.srv.mochi.SendConnack(cl, code, false, nil)
 		return errRefused
@@ -225,8 +236,11 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	if cl.Net.Inline {
 		return pk, nil
 	}
+	h.srv.pubMu.RLock()
+	defer h.srv.pubMu.RUnlock()
 	s := h.srv.session(cl)
-	if s == nil || s.isClosing() {
+	if s == nil || s.isClosing() || h.srv.closing.Load() {
+		// Shutting down: not acknowledged, so the device resends it later.
 		return pk, packets.ErrRejectPacket
 	}
 	// Only what the handlers need, passed by pointer: mochi's Packet is

@@ -52,7 +52,7 @@ func (srv *Server) provision(req tb.ProvisionRequest) []byte {
 	}
 	fail := func(why string, err error) []byte {
 		srv.metrics.Provisioned.WithLabelValues("failure").Inc()
-		srv.logger.Warn("mqtt: provisioning failed", "device", name, "reason", why, "err", err)
+		srv.logLimited(name, "provisioning", "provisioning failed", "why", why, "err", err)
 		return tb.EncodeProvisionFailure("FAILURE", "Failed to provision device!")
 	}
 	dev := registry.Device{Name: name, Type: "default", Gateway: req.Gateway, Source: "provision"}

@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,6 +21,7 @@ const (
 	reasonNotGateway     = "not_gateway"
 	reasonNotAllowed     = "topic_not_allowed"
 	reasonUnsupported    = "unsupported_rpc"
+	reasonForeignDevice  = "foreign_device" // a gateway named a device it does not own
 )
 
 // pub is one device publish, as the handlers see it.
@@ -81,18 +83,23 @@ func (srv *Server) handlePublish(s *session, pk *pub) {
 			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
 			return
 		}
-		srv.storeAttributes(s, pk, s.device, "", kvs, start)
+		srv.storeAttributes(s, pk, kvs, start)
 	case tb.TopicAttributesRequest:
 		req, err := tb.ParseAttributeRequest(pk.payload)
 		if err != nil {
 			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
 			return
 		}
-		client, shared := srv.lookupAttributes(s.device.Name, req)
-		srv.reply(s, tb.ResponseTopic(t), tb.EncodeAttributeResponse(client, shared))
-		ok()
+		// Answered on the acker, after the session's earlier publishes are
+		// decided, so the response shows the attributes they set.
+		topic := tb.ResponseTopic(t)
+		s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, start: start, then: func() {
+			client, shared := srv.lookupAttributes(s.device.Name, req)
+			srv.reply(s, topic, tb.EncodeAttributeResponse(client, shared))
+		}})
 	case tb.TopicRPCResponse:
-		srv.rpc.resolve(s.device.Name, t.RequestID, json.RawMessage(append([]byte(nil), pk.payload...)))
+		// Only a request written to this device (not through a gateway) resolves.
+		srv.rpc.resolve(s.device.Name, s.device.Name, t.RequestID, json.RawMessage(append([]byte(nil), pk.payload...)))
 		ok()
 	case tb.TopicRPCRequest:
 		req, err := tb.ParseRPCRequest(pk.payload)
@@ -182,25 +189,42 @@ func recordHeaders(dev registry.Device, gateway string) []flog.Header {
 	return h
 }
 
-// storeAttributes records client attributes: the registry keeps the latest
-// values (for attribute requests) and the log keeps the history.
-func (srv *Server) storeAttributes(s *session, pk *pub, dev registry.Device, gateway string, kvs []tb.KV, start time.Time) {
+// storeAttributes records a device's client attributes: the registry keeps
+// the latest values (for attribute requests) and the log the history. The
+// registry write is queued, not waited for here: the acknowledgement waits
+// for both, so pipelined attribute publishes share the registry's syncs
+// as they share the log's. Attributes the registry refuses (a key longer
+// than 255 bytes, a control character) are bad input, answered before
+// anything is stored.
+func (srv *Server) storeAttributes(s *session, pk *pub, kvs []tb.KV, start time.Time) {
 	if len(kvs) == 0 {
 		s.enqueue(ackItem{packetID: pk.id, qos: pk.qos})
 		return
 	}
 	now := start.UnixMilli()
+	w, err := srv.reg.SetAttributesAsync(s.device.Name, registry.ScopeClient, clientAttributes(kvs, now))
+	switch {
+	case errors.Is(err, registry.ErrInvalid):
+		srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+		return
+	case err != nil: // the device was deleted while connected
+		srv.logLimited(s.device.Name, "attributes", "client attributes not stored", "err", err)
+		s.enqueue(ackItem{err: err, packetID: pk.id, qos: pk.qos})
+		return
+	}
+	recs := srv.entryRecords(nil, s.device, "", []tb.Entry{{Ts: now, Values: kvs}}, now)
+	fut := srv.attributes.Append(srv.ctx, recs)
+	srv.metrics.Records.WithLabelValues(srv.attributes.Name()).Add(float64(len(recs)))
+	s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, fut: fut, reg: w, start: start})
+}
+
+// clientAttributes converts parsed attributes for the registry.
+func clientAttributes(kvs []tb.KV, now int64) []registry.Attribute {
 	attrs := make([]registry.Attribute, len(kvs))
 	for i, kv := range kvs {
 		attrs[i] = registry.Attribute{Key: kv.Key, Value: kv.Value.AppendJSON(nil), UpdatedMs: now}
 	}
-	if err := srv.reg.SetAttributes(dev.Name, registry.ScopeClient, attrs); err != nil {
-		srv.logger.Error("mqtt: store client attributes", "device", dev.Name, "err", err)
-		s.enqueue(ackItem{err: err, packetID: pk.id, qos: pk.qos})
-		return
-	}
-	recs := srv.entryRecords(nil, dev, gateway, []tb.Entry{{Ts: now, Values: kvs}}, now)
-	srv.store(s, pk, srv.attributes, recs, start)
+	return attrs
 }
 
 // lookupAttributes answers a device attribute request from the registry.

@@ -9,10 +9,10 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
 	"github.com/ferry-iot/ferry/broker/registry"
@@ -73,16 +73,25 @@ type Server struct {
 
 	mu      sync.Mutex
 	devices map[string]*session // device name → its newest direct session
-	gwChild map[string]*session // device behind a gateway → that gateway's session
+	gwChild map[string]*session // device behind a gateway (owned by it) → that gateway's session
 
 	rpc        rpcTable
 	onRPCReady atomic.Pointer[func(device string)] // see OnRPCReady
 
+	// Shutdown: Close sets closing (OnConnect refuses, OnPublish drops),
+	// then takes pubMu for writing, which waits for the publishes being
+	// handled (each holds it for reading); after that nothing new is
+	// queued on an acker, so ackWG can be waited for.
+	closing atomic.Bool
+	pubMu   sync.RWMutex
 	ackWG   sync.WaitGroup // per-connection ackers
+	closed  atomic.Bool    // Close ran
 
-	wsAddr, tlsAddr net.Addr // bound optional listeners (set by Start)
-	addr    atomic.Value   // net.Addr of the TCP listener
-	started atomic.Bool
+	tcpLn, tlsLn    net.Listener // closed first by Close, to stop accepting
+	ws              *wsListener
+	wsAddr, tlsAddr net.Addr     // bound optional listeners (set by Start)
+	addr            atomic.Value // net.Addr of the TCP listener
+	started         atomic.Bool
 }
 
 // New builds a broker over the registry and the log's telemetry and
@@ -137,18 +146,17 @@ func (s *Server) Start() error {
 		return fmt.Errorf("mqtt: listen %s: %w", s.cfg.Listen, err)
 	}
 	s.addr.Store(ln.Addr())
+	s.tcpLn = ln
 	if err := s.mochi.AddListener(listeners.NewNet("tcp", ln)); err != nil {
 		ln.Close()
 		return fmt.Errorf("mqtt: %w", err)
 	}
 	if s.cfg.TLSListen != "" {
 		tl, err := tls.Listen("tcp", s.cfg.TLSListen, s.cfg.TLS)
-		if err == nil {
-			s.tlsAddr = tl.Addr()
-		}
 		if err != nil {
 			return fmt.Errorf("mqtt: listen tls %s: %w", s.cfg.TLSListen, err)
 		}
+		s.tlsAddr, s.tlsLn = tl.Addr(), tl
 		if err := s.mochi.AddListener(listeners.NewNet("tls", tl)); err != nil {
 			tl.Close()
 			return fmt.Errorf("mqtt: %w", err)
@@ -163,7 +171,7 @@ func (s *Server) Start() error {
 			ws.ln.Close()
 			return fmt.Errorf("mqtt: %w", err)
 		}
-		s.wsAddr = ws.ln.Addr()
+		s.wsAddr, s.ws = ws.ln.Addr(), ws
 	}
 	if err := s.mochi.Serve(); err != nil {
 		return fmt.Errorf("mqtt: serve: %w", err)
@@ -184,26 +192,68 @@ func (s *Server) Addr() net.Addr {
 	return a
 }
 
-// Close stops accepting, disconnects every client and waits until every
-// queued acknowledgement was decided (the futures complete as the log
-// commits; the log must still be open).
+// Close shuts the broker down without losing an acknowledgement: it stops
+// accepting connections and publishes (a publish arriving now is not
+// acknowledged; the device resends it after reconnecting), waits until
+// every publish already received has its acknowledgement decided and
+// written (the futures complete as the log commits, so the log must still
+// be open), and only then disconnects the clients. Close is idempotent.
 func (s *Server) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	s.closing.Store(true)
+	s.stopAccepting() // also what a failed Start bound
+	s.cancel()        // an append still waiting for space gives up: its device is not acknowledged
+	// A barrier: once it is passed, every publish being handled has queued
+	// its acknowledgement, and later ones see closing.
+	s.pubMu.Lock()
+	s.pubMu.Unlock()
+	s.ackWG.Wait()
 	var err error
 	if s.started.Load() {
+		// DISCONNECT (server shutting down) to every client, by our own
+		// list: mochi's closeListenerClients read-locks its client map
+		// twice (Clients.GetByListener calls Len), which deadlocks when a
+		// client leaving at that moment asks for the write lock in
+		// between. CloseAll also waits for every connection goroutine, so
+		// mochi's Close, which closes the listeners again, finds them done.
+		s.mochi.Listeners.CloseAll(s.disconnectListener)
 		err = s.mochi.Close()
 	}
-	s.cancel()
-	s.ackWG.Wait()
-	s.mu.Lock()
-	for _, sess := range s.devices {
-		sess.stopTimer()
-	}
-	s.mu.Unlock()
+	s.sessions.Range(func(_, v any) bool {
+		v.(*session).stopTimer()
+		return true
+	})
 	s.rpc.failAll(ErrShuttingDown)
 	if err != nil {
 		return fmt.Errorf("mqtt: close: %w", err)
 	}
 	return nil
+}
+
+// disconnectListener disconnects the authenticated clients of one listener.
+func (s *Server) disconnectListener(id string) {
+	s.sessions.Range(func(k, _ any) bool {
+		if cl := k.(*mochi.Client); cl.Net.Listener == id {
+			_ = s.mochi.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+		return true
+	})
+}
+
+// stopAccepting closes the listening sockets but not the connections
+// (mochi's Close would disconnect every client first).
+func (s *Server) stopAccepting() {
+	if s.tcpLn != nil {
+		_ = s.tcpLn.Close()
+	}
+	if s.tlsLn != nil {
+		_ = s.tlsLn.Close()
+	}
+	if s.ws != nil {
+		s.ws.stopAccepting()
+	}
 }
 
 // Connected returns the number of authenticated connections.
@@ -242,30 +292,4 @@ func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
 
 func (f levelFilter) WithGroup(n string) slog.Handler {
 	return levelFilter{Handler: f.Handler.WithGroup(n), min: f.min}
-}
-
-// logLimiter lets one log line through per device and reason per minute.
-type logLimiter struct {
-	mu   sync.Mutex
-	last map[string]time.Time
-}
-
-func (l *logLimiter) init() { l.last = map[string]time.Time{} }
-
-func (l *logLimiter) allow(device, reason string, now time.Time) bool {
-	key := device + "\x00" + reason
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if t, ok := l.last[key]; ok && now.Sub(t) < time.Minute {
-		return false
-	}
-	if len(l.last) > 10000 { // forget stale entries rather than grow
-		for k, t := range l.last {
-			if now.Sub(t) >= time.Minute {
-				delete(l.last, k)
-			}
-		}
-	}
-	l.last[key] = now
-	return true
 }

@@ -41,11 +41,21 @@ type session struct {
 type ackItem struct {
 	packetID   uint16
 	qos        byte
-	fut        *flog.Future // nil: nothing stored, decide at once
-	err        error        // a storage failure known before queueing
-	code       byte         // PUBACK reason code when fut is nil or succeeded
-	disconnect bool         // close the connection instead of acknowledging (MQTT 3.x error path)
-	start      time.Time
+	fut        *flog.Future    // records appended to the log; nil: none
+	reg        *registry.Write // the publish's last registry write (attributes, new devices); nil: none
+	err        error           // a storage failure known before queueing
+	code       byte            // PUBACK reason code when nothing failed
+	disconnect bool            // close the connection instead of acknowledging (MQTT 3.x error path)
+	// then runs on the acker when the item's turn comes, after everything
+	// queued before it is decided (and before its own PUBACK): replies that
+	// must see the session's earlier writes, such as attribute responses.
+	then  func()
+	start time.Time
+}
+
+// pending reports whether deciding the item may wait for storage.
+func (it *ackItem) pending() bool {
+	return (it.fut != nil && !isDone(it.fut.Done())) || (it.reg != nil && !isDone(it.reg.Done()))
 }
 
 // isClosing reports whether the session stopped processing publishes.
@@ -63,7 +73,7 @@ func (s *session) enqueue(it ackItem) {
 	if it.disconnect {
 		s.closing = true
 	}
-	if it.qos == 0 && !it.disconnect && it.fut == nil && it.err == nil {
+	if it.qos == 0 && !it.disconnect && it.fut == nil && it.reg == nil && it.err == nil && it.then == nil {
 		s.mu.Unlock()
 		return
 	}
@@ -96,14 +106,18 @@ func (s *session) drain() {
 		s.queue[0] = ackItem{}
 		s.queue = s.queue[1:]
 		s.mu.Unlock()
-		if it.fut != nil && !isDone(it.fut) { // about to wait: send what is decided
+		if it.pending() { // about to wait: send what is decided
 			acks = s.flush(acks)
 		}
-		code, ok := s.decide(it)
+		code, ok := s.decide(&it)
 		if !ok { // acknowledge what came before, then close
 			acks = s.flush(acks)
 			s.disconnect(packets.Code{Code: code, Reason: "rejected"})
 			continue
+		}
+		if it.then != nil {
+			acks = s.flush(acks)
+			it.then()
 		}
 		if it.qos > 0 {
 			acks = appendPuback(acks, it.packetID, code, s.v5)
@@ -111,9 +125,9 @@ func (s *session) drain() {
 	}
 }
 
-func isDone(f *flog.Future) bool {
+func isDone(done <-chan struct{}) bool {
 	select {
-	case <-f.Done():
+	case <-done:
 		return true
 	default:
 		return false
@@ -142,15 +156,23 @@ func (s *session) flush(acks []byte) []byte {
 	return acks[:0]
 }
 
-// decide waits for an item's storage (if any) and returns the PUBACK
-// reason code, or ok=false and the reason to close the connection with.
-func (s *session) decide(it ackItem) (code byte, ok bool) {
+// decide waits for an item's storage (if any: its records in the log and
+// its registry writes) and returns the PUBACK reason code, or ok=false and
+// the reason to close the connection with.
+func (s *session) decide(it *ackItem) (code byte, ok bool) {
 	code = it.code
-	if it.fut != nil || it.err != nil {
+	if it.fut != nil || it.reg != nil || it.err != nil {
 		err := it.err
+		if it.reg != nil {
+			if werr := it.reg.Wait(); err == nil { // the registry completes every write
+				err = werr
+			}
+		}
 		if it.fut != nil {
 			<-it.fut.Done() // the log completes every future, also on Close
-			err = it.fut.Err()
+			if err == nil {
+				err = it.fut.Err()
+			}
 		}
 		if err != nil {
 			s.srv.metrics.StorageErrors.Inc()
@@ -252,11 +274,4 @@ func (srv *Server) session(cl *mochi.Client) *session {
 		return nil
 	}
 	return v.(*session)
-}
-
-// logLimited logs a warning at most once per device and reason per minute.
-func (srv *Server) logLimited(device, reason, msg string, args ...any) {
-	if srv.limiter.allow(device, reason, time.Now()) {
-		srv.logger.Warn("mqtt: "+msg, append([]any{"device", device, "reason", reason}, args...)...)
-	}
 }

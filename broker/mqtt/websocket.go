@@ -29,6 +29,8 @@ type wsListener struct {
 
 	mu        sync.Mutex
 	establish listeners.EstablishFn // guarded by mu
+
+	closeOnce sync.Once // the clients are closed once (Close runs twice at shutdown)
 }
 
 func newWSListener(id, addr string) (*wsListener, error) {
@@ -64,11 +66,15 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
+// stopAccepting closes the listening socket; upgraded (hijacked)
+// connections are not the HTTP server's any more and stay open.
+func (l *wsListener) stopAccepting() { _ = l.srv.Close() }
+
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = l.srv.Shutdown(ctx)
-	closeClients(l.id)
+	l.closeOnce.Do(func() { closeClients(l.id) })
 }
 
 func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,117 @@
+package mqtt
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestRefusedConnectsLoggedOncePerIdentity: a device reconnecting in a
+// loop with a bad token (a new remote port each time, a new client id
+// too) is logged once a minute; another device's refusal still gets its
+// own line; every refusal is counted.
+func TestRefusedConnectsLoggedOncePerIdentity(t *testing.T) {
+	e := newEnv(t)
+	var lines strings.Builder
+	w := &lockedWriter{w: &lines}
+	e.srv.logger = newTestLogger(w)
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	e.srv.limiter.setClock(clock.Now)
+	count := func() int {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return strings.Count(lines.String(), "connection refused")
+	}
+	refused := func(token, clientID string) {
+		t.Helper()
+		if _, ack := dial(t, e.srv.Addr(), connectOpts{clientID: clientID, username: token}); ack.ReasonCode != 0x05 {
+			t.Fatalf("CONNACK %#x", ack.ReasonCode)
+		}
+	}
+	for i := range 20 {
+		refused("BAD-TOKEN", fmt.Sprintf("client-%d", i))
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d log lines for 20 refusals of one token", n)
+	}
+	if strings.Contains(lines.String(), "BAD-TOKEN") {
+		t.Fatal("the presented token was logged")
+	}
+	refused("OTHER-BAD-TOKEN", "x")
+	if n := count(); n != 2 {
+		t.Fatalf("%d log lines: the second device's refusal was not logged", n)
+	}
+	clock.Advance(59 * time.Second)
+	refused("BAD-TOKEN", "y")
+	if n := count(); n != 2 {
+		t.Fatalf("%d log lines within the minute", n)
+	}
+	clock.Advance(2 * time.Second)
+	refused("BAD-TOKEN", "z")
+	if n := count(); n != 3 {
+		t.Fatalf("%d log lines after the minute, want 3", n)
+	}
+	if got := e.rejected("connect_auth"); got != 23 {
+		t.Fatalf("connect_auth counted %v, want 23", got)
+	}
+}
+
+// TestLimiterBounded: the limiter remembers at most limiterKeys keys
+// however many distinct identities show up, and logs at most
+// limiterLinesPerMinute lines a minute, reporting what it held back.
+func TestLimiterBounded(t *testing.T) {
+	var l logLimiter
+	l.init()
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	l.setClock(clock.Now)
+	for i := range 100_000 {
+		if i%limiterLinesPerMinute == 0 {
+			clock.Advance(time.Minute) // keep the budget open: every key logs
+		}
+		if ok, _ := l.allow(identity(fmt.Sprintf("token-%d", i), "")); !ok {
+			t.Fatalf("identity %d held back", i)
+		}
+		if n := l.size(); n > limiterKeys {
+			t.Fatalf("%d keys remembered after %d identities", n, i+1)
+		}
+	}
+	if n := l.size(); n != limiterKeys {
+		t.Fatalf("%d keys remembered, want the cap %d", n, limiterKeys)
+	}
+	// One minute with twice the budget of distinct keys: half get through.
+	clock.Advance(time.Minute)
+	allowed := 0
+	for i := range 2 * limiterLinesPerMinute {
+		if ok, _ := l.allow(fmt.Sprintf("burst-%d", i)); ok {
+			allowed++
+		}
+	}
+	if allowed != limiterLinesPerMinute {
+		t.Fatalf("%d lines in a minute, want %d", allowed, limiterLinesPerMinute)
+	}
+	clock.Advance(time.Minute)
+	ok, suppressed := l.allow("later")
+	if !ok || suppressed != limiterLinesPerMinute {
+		t.Fatalf("after the burst: ok %v, suppressed %d, want %d", ok, suppressed, limiterLinesPerMinute)
+	}
+}
