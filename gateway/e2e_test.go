@@ -182,6 +182,12 @@ func TestE2EGatewayDevice(t *testing.T) {
 	publish(t, gw, "v1/gateway/connect", `{"device":"Modbus Meter","type":"meter"}`)
 	publish(t, gw, "v1/gateway/telemetry", `{"Modbus Meter":[{"ts":1700000000000,"values":{"kwh":1.5}}],"Pump 2":[{"rpm":900}]}`)
 	publish(t, gw, "v1/gateway/attributes", `{"Modbus Meter":{"serial":"A-1"}}`)
+	// A device with its own credentials is not the gateway's: acknowledged
+	// (MQTT 3.1.1) and dropped.
+	publish(t, gw, "v1/gateway/telemetry", `{"boiler-1":[{"forged":1}]}`)
+	if got := d.metric(`ferry_mqtt_rejected_total{reason="foreign_device"}`); got != 1 {
+		t.Fatalf("foreign_device refusals %v, want 1", got)
+	}
 	recs := d.records("telemetry")
 	if len(recs) != 2 {
 		t.Fatalf("%d records", len(recs))
