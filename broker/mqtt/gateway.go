@@ -101,9 +101,7 @@ func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Tim
 				failed(err)
 				return
 			}
-			if w != nil {
-				last = w
-			}
+			last = registry.Latest(last, w)
 			recs = srv.entryRecords(recs, dev, s.device.Name, de.Entries, start.UnixMilli())
 		}
 		srv.storeGateway(s, pk, srv.telemetry, recs, last, start)
@@ -134,9 +132,7 @@ func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Tim
 				failed(err)
 				return
 			}
-			if w != nil {
-				last = w
-			}
+			last = registry.Latest(last, w)
 			if len(attrs[i]) == 0 {
 				continue
 			}
@@ -144,7 +140,7 @@ func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Tim
 				failed(err)
 				return
 			}
-			last = w
+			last = registry.Latest(last, w)
 			recs = srv.entryRecords(recs, dev, s.device.Name, []tb.Entry{{Ts: now, Values: da.Values}}, now)
 		}
 		srv.storeGateway(s, pk, srv.attributes, recs, last, start)

@@ -72,6 +72,7 @@ type entry struct {
 	tokenHash [hashLen]byte // SHA-256(token), for access_token
 	salt      []byte        // for mqtt_basic with a password
 	pwHash    []byte        // SHA-256(salt || password); empty: any password
+	write     *Write        // the write that stored this entry (nil when loaded by Open)
 }
 
 // newEntry hashes c into a new entry for d; kind was validated.

@@ -205,10 +205,14 @@ func (r *Registry) Ensure(d Device) (Device, bool, error) {
 // EnsureAsync is Ensure that does not wait for the store: a created device
 // is visible (Get, Ensure, Create) at once, and the returned Write
 // completes when it is durable. If that write fails the device is removed
-// again. An existing device comes back with a nil Write.
+// again. An existing device comes back with a nil Write, or, while it is
+// still being written, with that pending Write.
 func (r *Registry) EnsureAsync(d Device) (Device, bool, *Write, error) {
-	if cur, ok := r.Get(d.Name); ok {
-		return cur, false, nil, nil
+	r.mu.RLock()
+	cur := r.mu.devices[d.Name]
+	r.mu.RUnlock()
+	if cur != nil {
+		return cur.dev, false, cur.write.pending(), nil
 	}
 	var p problems
 	validateDevice(&d, &p)
@@ -221,7 +225,7 @@ func (r *Registry) EnsureAsync(d Device) (Device, bool, *Write, error) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	if cur := r.mu.devices[d.Name]; cur != nil {
-		return cur.dev, false, nil, nil
+		return cur.dev, false, cur.write.pending(), nil
 	}
 	e := &entry{dev: d}
 	w, err := r.putLocked(e)
@@ -260,6 +264,7 @@ func (r *Registry) putLocked(e *entry) (*Write, error) {
 		oldIDs = old.ids()
 	}
 	w := &Write{wrap: func(err error) error { return fmt.Errorf("registry: put %q: %w", name, err) }}
+	e.write = w // before e is published: entries do not change once in the index
 	for _, id := range oldIDs {
 		if !slices.Contains(newIDs, id) {
 			w.delete(credKey(id))

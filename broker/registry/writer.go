@@ -16,7 +16,8 @@ import (
 // waiting for the last of several Writes is waiting for all of them.
 type Write struct {
 	done chan struct{}
-	err  error // set before done is closed
+	err  error  // set before done is closed
+	seq  uint64 // queue position, set by enqueue
 
 	sets    []kv
 	deletes [][]byte
@@ -42,6 +43,31 @@ func (w *Write) Err() error {
 		return w.err
 	default:
 		return nil
+	}
+}
+
+// Latest returns whichever of a and b was made later (either may be nil):
+// waiting for it is waiting for both.
+func Latest(a, b *Write) *Write {
+	switch {
+	case a == nil:
+		return b
+	case b == nil || a.seq > b.seq:
+		return a
+	}
+	return b
+}
+
+// pending returns w if it has not completed yet, else nil.
+func (w *Write) pending() *Write {
+	if w == nil {
+		return nil
+	}
+	select {
+	case <-w.done:
+		return nil
+	default:
+		return w
 	}
 }
 
@@ -81,6 +107,7 @@ type writer struct {
 	mu      sync.Mutex
 	queue   []*Write // guarded by mu: made, not yet committed, in order
 	running bool     // guarded by mu: the commit goroutine is alive
+	seq     uint64   // guarded by mu: the last Write's seq
 
 	commits atomic.Uint64 // transactions committed (or attempted)
 	writes  atomic.Uint64 // writes completed, either way
@@ -91,6 +118,8 @@ type writer struct {
 func (r *Registry) enqueue(w *Write) *Write {
 	w.done = make(chan struct{})
 	r.w.mu.Lock()
+	r.w.seq++
+	w.seq = r.w.seq
 	r.w.queue = append(r.w.queue, w)
 	if !r.w.running {
 		r.w.running = true
@@ -208,7 +237,7 @@ func (r *Registry) finish(w *Write, err error) {
 		err = w.wrap(err)
 	}
 	w.err = err
-	w.sets, w.deletes, w.undo = nil, nil, nil
+	w.sets, w.deletes, w.undo, w.wrap = nil, nil, nil, nil // entries keep their Write: keep it small
 	r.w.writes.Add(1)
 	close(w.done)
 }

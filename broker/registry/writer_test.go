@@ -100,7 +100,9 @@ func TestEnsureAsyncVisibleAtOnce(t *testing.T) {
 	if err != nil || !created || w == nil {
 		t.Fatalf("EnsureAsync = %+v %v %v %v", d, created, w, err)
 	}
-	if got, created, w2, err := r.EnsureAsync(Device{Name: "child", Parent: "gw-2"}); err != nil || created || w2 != nil || got.Parent != "gw-1" {
+	// A second caller gets the existing device and, while it is being
+	// written, its pending write.
+	if got, created, w2, err := r.EnsureAsync(Device{Name: "child", Parent: "gw-2"}); err != nil || created || w2 != w || got.Parent != "gw-1" {
 		t.Fatalf("second EnsureAsync = %+v %v %v %v", got, created, w2, err)
 	}
 	createErr := make(chan error, 1)
@@ -111,9 +113,19 @@ func TestEnsureAsyncVisibleAtOnce(t *testing.T) {
 	if _, err := r.SetAttributesAsync("child", ScopeClient, []Attribute{{Key: "k", Value: []byte("1")}}); err != nil {
 		t.Fatalf("attributes of a pending device: %v", err)
 	}
-	release()
-	if err := w.Wait(); err != nil {
+	aw, err := r.SetAttributesAsync("child", ScopeClient, []Attribute{{Key: "k2", Value: []byte("2")}})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if Latest(w, aw) != aw || Latest(aw, w) != aw || Latest(nil, w) != w || Latest(w, nil) != w {
+		t.Fatal("Latest does not pick the write made last")
+	}
+	release()
+	if err := aw.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, w3, _ := r.EnsureAsync(Device{Name: "child"}); w3 != nil || got.Parent != "gw-1" {
+		t.Fatalf("EnsureAsync after the write completed: %+v %v", got, w3)
 	}
 }
 
