@@ -186,6 +186,7 @@ func printSummary(w io.Writer, s sim.Summary, took time.Duration) {
 	fmt.Fprintf(w, "  acknowledged  %d (%.1f/s)\n", s.Acked, perSecond)
 	fmt.Fprintf(w, "  unconfirmed   %d (in flight across a reconnect or at the end)\n", s.Unconfirmed)
 	fmt.Fprintf(w, "  failed        %d\n", s.Failed)
+	fmt.Fprintf(w, "  retried       %d (refused while the connection dropped, sent again)\n", s.Retried)
 	fmt.Fprintf(w, "  reconnects    %d\n", s.Reconnects)
 	fmt.Fprintf(w, "  rpc answered  %d\n", s.RPCAnswered)
 	fmt.Fprintf(w, "  attributes    %d\n", s.Attributes)

@@ -283,7 +283,9 @@ func (d *device) onRPC(_ mqtt.Client, m mqtt.Message) {
 // Inflight slot, so a slow broker cannot make them wait behind telemetry.
 func (d *device) answer(req rpcRequest) {
 	epoch := d.epoch.Load()
-	d.publish(kindRPC, topicRPCResponse+req.id, rpcReply(d.idx, d.lastSeq, req.payload), -1, epoch, false)
+	// Refused at once (the connection just dropped): the server times the
+	// request out, as ThingsBoard does when a device goes away mid-RPC.
+	_ = d.publish(kindRPC, topicRPCResponse+req.id, rpcReply(d.idx, d.lastSeq, req.payload), -1, epoch, false)
 }
 
 // publishLoop sends telemetry (and attributes) until Messages are sent,
@@ -313,14 +315,22 @@ func (d *device) publishLoop(ctx context.Context) bool {
 			continue
 		}
 		shape := d.cfg.Shapes[seq%len(d.cfg.Shapes)]
-		d.publish(kindTelemetry, topicTelemetry, Telemetry(shape, d.idx, seq, time.Now()), seq, epoch, true)
+		if !d.publish(kindTelemetry, topicTelemetry, Telemetry(shape, d.idx, seq, time.Now()), seq, epoch, true) {
+			<-d.slots // the connection dropped after the check: same reading again once it is back
+			if !d.awaitConnection(ctx) {
+				return false
+			}
+			continue
+		}
 		d.lastSeq = seq
 		seq++
 		if every := d.cfg.AttributesEvery; every > 0 && seq%every == 0 {
 			if !d.await(ctx, nil, true) {
 				return false
 			}
-			d.publish(kindAttributes, topicAttributes, Attributes(d.idx, seq-1), seq-1, d.epoch.Load(), true)
+			if !d.publish(kindAttributes, topicAttributes, Attributes(d.idx, seq-1), seq-1, d.epoch.Load(), true) {
+				<-d.slots // the next update carries the attributes' current values
+			}
 		}
 	}
 	return true
@@ -364,15 +374,28 @@ func (d *device) awaitConnection(ctx context.Context) bool {
 }
 
 // publish hands one message to paho and starts its waiter. slot says
-// whether the caller took an Inflight slot for it.
-func (d *device) publish(k kind, topic string, payload []byte, seq int, epoch uint64, slot bool) {
+// whether the caller took an Inflight slot for it. It reports false, with
+// nothing counted and nothing started, when paho refused the message at
+// once because the connection had just dropped (ErrNotConnected: neither
+// stored nor written): firmware keeps such a reading and sends it again
+// once it is connected, so the caller gives the slot back and retries.
+func (d *device) publish(k kind, topic string, payload []byte, seq int, epoch uint64, slot bool) bool {
 	start := time.Now()
 	tok := d.client.Publish(topic, d.cfg.wireQoS(), false, payload)
+	select {
+	case <-tok.Done():
+		if errors.Is(tok.Error(), mqtt.ErrNotConnected) {
+			d.st.retried.Add(1)
+			return false
+		}
+	default:
+	}
 	if k == kindTelemetry {
 		d.st.sent.Add(1)
 	}
 	d.waiters.Add(1)
 	go d.track(tok, k, seq, epoch, start, slot)
+	return true
 }
 
 // track waits for one publish token and counts its outcome exactly once.

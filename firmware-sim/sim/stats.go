@@ -16,6 +16,11 @@ type Summary struct {
 	// Sent counts telemetry publishes; Acked, Failed and Unconfirmed their
 	// outcomes (see Outcome). Messages still in flight are in Sent only.
 	Sent, Acked, Failed, Unconfirmed int64
+	// Retried counts publishes paho refused at once because the
+	// connection had just dropped (neither stored nor written); the device
+	// sent the same message again once reconnected, so they are not in
+	// Sent twice.
+	Retried int64
 	// Reconnects counts successful automatic reconnections.
 	Reconnects int64
 	// RPCAnswered counts server-side RPC requests answered and the answer
@@ -43,7 +48,7 @@ type MessageResult struct {
 // stats are the counters all devices of a run share.
 type stats struct {
 	sent, acked, failed, unconfirmed atomic.Int64
-	reconnects, rpcAnswered          atomic.Int64
+	reconnects, rpcAnswered, retried atomic.Int64
 	provisioned, attributes          atomic.Int64
 	connected                        atomic.Int64 // devices with an open connection now
 	connectedAtEnd                   atomic.Int64 // devices connected when they stopped
@@ -75,6 +80,7 @@ func (s *stats) summary(devices int, final bool) Summary {
 		Acked:       s.acked.Load(),
 		Failed:      s.failed.Load(),
 		Unconfirmed: s.unconfirmed.Load(),
+		Retried:     s.retried.Load(),
 		Reconnects:  s.reconnects.Load(),
 		RPCAnswered: s.rpcAnswered.Load(),
 		Provisioned: s.provisioned.Load(),
