@@ -39,7 +39,9 @@ type recordAt struct {
 
 type delivered struct {
 	member string
-	at     int64 // clock when the poll returned it
+	gen    int32     // the member's generation when it polled (-1: not known)
+	at     int64     // clock when the poll returned it
+	when   time.Time // for the failure message
 }
 
 type committed struct {
@@ -60,7 +62,7 @@ func (d *deliveries) got(member string, gen int32, recs []recordAt, values []str
 	defer d.mu.Unlock()
 	d.clock++
 	for _, r := range recs {
-		d.byRecord[r] = append(d.byRecord[r], delivered{member, d.clock})
+		d.byRecord[r] = append(d.byRecord[r], delivered{member, gen, d.clock, time.Now()})
 	}
 	for _, v := range values {
 		d.values[v] = struct{}{}
@@ -122,8 +124,8 @@ func (d *deliveries) check(t *testing.T, ends map[int32]int64, strict bool) int 
 				}
 				for _, c := range d.commits[p] {
 					if c.at < again.at && c.offset > off {
-						t.Errorf("partition %d offset %d: delivered to %s again after %s had committed %d (first delivery to %s)",
-							p, off, again.member, c.member, c.offset, ds[0].member)
+						t.Errorf("partition %d offset %d: delivered to %s (generation %d, %s) again after %s had committed %d (first delivery to %s, generation %d, %s)",
+							p, off, again.member, again.gen, again.when.Format("15:04:05.000"), c.member, c.offset, ds[0].member, ds[0].gen, ds[0].when.Format("15:04:05.000"))
 						break
 					}
 				}
@@ -336,7 +338,18 @@ func TestKafkaGroupChurnKgo(t *testing.T) {
 	produced := flow(ctx, t, d.kgoClient(t, kgo.DefaultProduceTopic("churn")), stopFlow)
 	got := newDeliveries()
 
-	start := func(name string) *kgoMember { return startKgoMember(ctx, t, d, "churners", "churn", name, got) }
+	// The members' kgo logs (group sessions, assignments, offset fetches)
+	// are kept and shown only if the test fails.
+	var logs syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("franz-go logs of the members:\n%s", logs.String())
+		}
+	})
+	start := func(name string) *kgoMember {
+		return startKgoMember(ctx, t, d, "churners", "churn", name, got,
+			kgo.WithLogger(kgo.BasicLogger(&logs, kgo.LogLevelInfo, func() string { return time.Now().Format("15:04:05.000 ") + name + " " })))
+	}
 	stop := func(m *kgoMember) { m.stop() }
 	settle := func(names ...string) int32 {
 		t.Helper()
