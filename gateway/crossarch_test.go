@@ -249,42 +249,10 @@ func (p *emulated) call(method, path, body string) (int, string) {
 // records reads a whole topic through the HTTP API.
 func (p *emulated) records(t *testing.T, topic string) []apiRecord {
 	t.Helper()
-	code, body := p.call("GET", "/api/v1/topics/"+topic, "")
-	if code != http.StatusOK {
-		t.Fatalf("topic %s: %d %s", topic, code, body)
-	}
-	var info struct {
-		Partitions []struct {
-			Partition   int32 `json:"partition"`
-			StartOffset int64 `json:"start_offset"`
-			EndOffset   int64 `json:"end_offset"`
-		} `json:"partitions"`
-	}
-	if err := json.Unmarshal([]byte(body), &info); err != nil {
-		t.Fatal(err)
-	}
-	var out []apiRecord
-	for _, part := range info.Partitions {
-		for off := part.StartOffset; off < part.EndOffset; {
-			code, body := p.call("GET", fmt.Sprintf("/api/v1/topics/%s/records?partition=%d&offset=%d&limit=500", topic, part.Partition, off), "")
-			if code != http.StatusOK {
-				t.Fatalf("records: %d %s", code, body)
-			}
-			var page struct {
-				Records []apiRecord `json:"records"`
-				Next    int64       `json:"next_offset"`
-			}
-			if err := json.Unmarshal([]byte(body), &page); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, page.Records...)
-			if page.Next <= off {
-				break
-			}
-			off = page.Next
-		}
-	}
-	return out
+	return topicRecords(t, topic, func(path string) (int, []byte) {
+		code, body := p.call("GET", path, "")
+		return code, []byte(body)
+	})
 }
 
 type writerFunc func([]byte) (int, error)

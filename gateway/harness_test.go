@@ -165,6 +165,17 @@ type apiRecord struct {
 // records reads every record of a topic through the HTTP API.
 func (d *daemon) records(topic string) []apiRecord {
 	d.t.Helper()
+	return topicRecords(d.t, topic, func(path string) (int, []byte) {
+		var raw json.RawMessage
+		code := d.api("GET", path, nil, &raw)
+		return code, raw
+	})
+}
+
+// topicRecords reads every record of a topic, page by page, through the
+// HTTP API; get makes one GET (status and body).
+func topicRecords(t testing.TB, topic string, get func(path string) (int, []byte)) []apiRecord {
+	t.Helper()
 	var info struct {
 		Partitions []struct {
 			Partition   int32 `json:"partition"`
@@ -172,8 +183,12 @@ func (d *daemon) records(topic string) []apiRecord {
 			EndOffset   int64 `json:"end_offset"`
 		} `json:"partitions"`
 	}
-	if code := d.api("GET", "/api/v1/topics/"+topic, nil, &info); code != 200 {
-		d.t.Fatalf("topic %s: %d", topic, code)
+	code, body := get("/api/v1/topics/" + topic)
+	if code != http.StatusOK {
+		t.Fatalf("topic %s: %d %s", topic, code, body)
+	}
+	if err := json.Unmarshal(body, &info); err != nil {
+		t.Fatalf("topic %s: %v", topic, err)
 	}
 	var out []apiRecord
 	for _, p := range info.Partitions {
@@ -182,8 +197,12 @@ func (d *daemon) records(topic string) []apiRecord {
 				Records []apiRecord `json:"records"`
 				Next    int64       `json:"next_offset"`
 			}
-			if code := d.api("GET", fmt.Sprintf("/api/v1/topics/%s/records?partition=%d&offset=%d&limit=500", topic, p.Partition, off), nil, &page); code != 200 {
-				d.t.Fatalf("records: %d", code)
+			code, body := get(fmt.Sprintf("/api/v1/topics/%s/records?partition=%d&offset=%d&limit=500", topic, p.Partition, off))
+			if code != http.StatusOK {
+				t.Fatalf("records: %d %s", code, body)
+			}
+			if err := json.Unmarshal(body, &page); err != nil {
+				t.Fatalf("records: %v", err)
 			}
 			out = append(out, page.Records...)
 			if page.Next <= off {
