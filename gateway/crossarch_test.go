@@ -58,7 +58,7 @@ func TestCrossArchitectures(t *testing.T) {
 	}
 }
 
-func goTool(t *testing.T) string {
+func goTool(t testing.TB) string {
 	t.Helper()
 	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
 		return p

@@ -41,7 +41,7 @@ fi
 # The bridge: a 1 GiB backlog drained to kfake vs a plain franz-go producer, one run each
 # (FERRY_BENCH_DRAIN_MB sets the backlog size).
 if part bridge; then
-  go test -run '^$' -bench 'BenchmarkDrain' -benchtime=1x -count=1 -timeout 60m ./bridge/kafka/ | tee "$out/drain.txt"
+  go test -run '^$' -bench 'BenchmarkDrain' -benchtime=1x -count=3 -timeout 60m ./bridge/kafka/ | tee "$out/drain.txt"
 fi
 
 if command -v benchstat >/dev/null 2>&1; then

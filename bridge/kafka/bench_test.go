@@ -23,13 +23,17 @@ import (
 // records from 1,000 devices over 3 edge partitions) to a fresh kfake
 // cluster over loopback, with the engine (exactly-once, zstd) and, in the
 // same run, with a plain franz-go producer (idempotent, zstd, kgo's
-// defaults) writing the same records read from the same log to another
-// fresh cluster. The backlog is FERRY_BENCH_DRAIN_MB MiB of record
-// payload (key, value, headers; default 1024, the 1 GiB); use
-// -benchtime=1x. Metrics: MB/s and records/s of both, ratio = engine ÷
-// plain (goal ≥ 0.5), and wire bytes per record (everything written to the
-// upstream's sockets: produce requests after compression, transaction and
-// checkpoint traffic).
+// defaults) reading the same log and writing to another fresh cluster,
+// twice: the same upstream records the engine writes (each with the four
+// provenance headers ferry.node/topic/partition/offset, which make a
+// 165-byte record about 40 % larger before compression), and the bare
+// edge records. The backlog is FERRY_BENCH_DRAIN_MB MiB of record payload
+// (key, value, headers as stored; default 1024, the 1 GiB); use
+// -benchtime=1x. Metrics: MB/s (of the stored payload) and records/s of
+// each, ratio = engine ÷ plain with the same upstream records (goal ≥
+// 0.5), ratio_bare = engine ÷ plain with the bare records, and wire bytes
+// per record (everything written to the upstream's sockets: produce
+// requests after compression, transaction and checkpoint traffic).
 func BenchmarkDrain(b *testing.B) {
 	mb := 1024
 	if s := os.Getenv("FERRY_BENCH_DRAIN_MB"); s != "" {
@@ -45,8 +49,8 @@ func BenchmarkDrain(b *testing.B) {
 	b.Logf("backlog: %d records, %.1f MiB payload, %.1f MiB on disk, filled in %v",
 		recs, float64(payload)/(1<<20), float64(logSize(e.log))/(1<<20), time.Since(fillStart).Round(time.Millisecond))
 
-	var engineTime, plainTime, engineCPU, plainCPU time.Duration
-	var wire, plainWire int64
+	var engineTime, plainTime, bareTime, engineCPU, plainCPU time.Duration
+	var wire, plainWire, bareWire int64
 	b.ResetTimer()
 	for i := range b.N {
 		cpu := cpuTime()
@@ -55,10 +59,13 @@ func BenchmarkDrain(b *testing.B) {
 		wire += w
 		engineCPU += cpuTime() - cpu
 		cpu = cpuTime()
-		d, w = drainPlain(b, e)
+		d, w = drainPlain(b, e, true)
 		plainTime += d
 		plainWire += w
 		plainCPU += cpuTime() - cpu
+		d, w = drainPlain(b, e, false)
+		bareTime += d
+		bareWire += w
 	}
 	b.StopTimer()
 	n := float64(b.N)
@@ -67,9 +74,13 @@ func BenchmarkDrain(b *testing.B) {
 	b.ReportMetric(plainRate/1e6, "plain_MB/s")
 	b.ReportMetric(float64(recs)*n/engineTime.Seconds(), "engine_rec/s")
 	b.ReportMetric(float64(recs)*n/plainTime.Seconds(), "plain_rec/s")
+	bareRate := float64(payload) * n / bareTime.Seconds()
+	b.ReportMetric(bareRate/1e6, "bare_MB/s")
 	b.ReportMetric(engRate/plainRate, "ratio")
+	b.ReportMetric(engRate/bareRate, "ratio_bare")
 	b.ReportMetric(float64(wire)/n/float64(recs), "wire_B/rec")
 	b.ReportMetric(float64(plainWire)/n/float64(recs), "plain_wire_B/rec")
+	b.ReportMetric(float64(bareWire)/n/float64(recs), "bare_wire_B/rec")
 	// CPU of this process (engine or producer, the log, kfake) per GiB of
 	// payload: on 2 cores the drain is CPU-bound.
 	gib := float64(payload) * n / (1 << 30)
@@ -193,9 +204,10 @@ func (w *wireCounter) OnBrokerWrite(_ kgo.BrokerMetadata, _ int16, n int, _, _ t
 }
 
 // drainPlain reads the edge topic and produces every record with a plain
-// kgo producer to a fresh cluster; it returns the time until the last
-// record was acknowledged and the wire bytes.
-func drainPlain(b *testing.B, e *edge) (time.Duration, int64) {
+// kgo producer to a fresh cluster — with provenance, carrying the same
+// four provenance headers the engine adds — and returns the time until the
+// last record was acknowledged and the wire bytes.
+func drainPlain(b *testing.B, e *edge, provenance bool) (time.Duration, int64) {
 	c := benchCluster(b)
 	defer c.Close()
 	var wc wireCounter
@@ -222,7 +234,9 @@ func drainPlain(b *testing.B, e *edge) (time.Duration, int64) {
 	}
 	start := time.Now()
 	ctx := context.Background()
+	node, topic := []byte("gw-plain"), []byte("telemetry")
 	for _, p := range tp.Partitions() {
+		partition := strconv.AppendInt(nil, int64(p.ID()), 10)
 		for off := p.StartOffset(); off < p.HighWatermark(); {
 			recs, next, _, err := p.ReadRecords(off, 1<<20)
 			if err != nil {
@@ -231,9 +245,16 @@ func drainPlain(b *testing.B, e *edge) (time.Duration, int64) {
 			for i := range recs {
 				lr := &recs[i]
 				r := &kgo.Record{Topic: "site1.telemetry", Key: lr.Key, Value: lr.Value, Timestamp: time.UnixMilli(lr.Timestamp)}
-				r.Headers = make([]kgo.RecordHeader, 0, len(lr.Headers))
+				r.Headers = make([]kgo.RecordHeader, 0, len(lr.Headers)+4)
 				for _, h := range lr.Headers {
 					r.Headers = append(r.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+				}
+				if provenance {
+					r.Headers = append(r.Headers,
+						kgo.RecordHeader{Key: "ferry.node", Value: node},
+						kgo.RecordHeader{Key: "ferry.topic", Value: topic},
+						kgo.RecordHeader{Key: "ferry.partition", Value: partition},
+						kgo.RecordHeader{Key: "ferry.offset", Value: strconv.AppendInt(nil, lr.Offset, 10)})
 				}
 				cl.Produce(ctx, r, promise)
 			}
