@@ -121,3 +121,19 @@ func readAll(t testing.TB, p *Partition) []Record {
 }
 
 func value(i int) string { return fmt.Sprintf("value-%06d", i) }
+
+// segmentBases returns p's segment base offsets, failing unless there are
+// at least atLeast segments.
+func segmentBases(t *testing.T, p *Partition, atLeast int) []int64 {
+	t.Helper()
+	var bases []int64
+	p.segMu.RLock()
+	for _, s := range p.segs {
+		bases = append(bases, s.base)
+	}
+	p.segMu.RUnlock()
+	if len(bases) < atLeast {
+		t.Fatalf("only %d segments", len(bases))
+	}
+	return bases
+}

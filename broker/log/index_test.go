@@ -20,15 +20,7 @@ func indexedLog(t *testing.T, n int) (*vfs.Mem, []int64) {
 	for i := 0; i < n; i++ {
 		mustAppend(t, p, rec("k", value(i), 1_000_000+int64(i)*10))
 	}
-	var bases []int64
-	p.segMu.RLock()
-	for _, s := range p.segs {
-		bases = append(bases, s.base)
-	}
-	p.segMu.RUnlock()
-	if len(bases) < 4 {
-		t.Fatalf("only %d segments", len(bases))
-	}
+	bases := segmentBases(t, p, 4)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}

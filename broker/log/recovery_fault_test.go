@@ -22,15 +22,7 @@ func twoTopicLog(t *testing.T, mem *vfs.Mem, n int) []int64 {
 	for i := 0; i < 50; i++ {
 		mustAppend(t, o, rec("k", value(i), 0))
 	}
-	var bases []int64
-	p.segMu.RLock()
-	for _, s := range p.segs {
-		bases = append(bases, s.base)
-	}
-	p.segMu.RUnlock()
-	if len(bases) < 4 {
-		t.Fatalf("only %d segments", len(bases))
-	}
+	bases := segmentBases(t, p, 4)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -89,20 +89,13 @@ func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Tim
 		if !srv.gatewayCheck(s, pk, names, nil) {
 			return
 		}
+		children, last, resolved := srv.children(s, pk, names, failed)
+		if !resolved {
+			return
+		}
 		var recs []flog.Record
-		var last *registry.Write
-		for _, de := range devs {
-			dev, w, err := srv.child(s, de.Device, "")
-			switch {
-			case errors.Is(err, errForeign): // created by someone else since gatewayCheck
-				srv.refuseForeign(s, pk, de.Device)
-				return
-			case err != nil:
-				failed(err)
-				return
-			}
-			last = registry.Latest(last, w)
-			recs = srv.entryRecords(recs, dev, s.device.Name, de.Entries, start.UnixMilli())
+		for i, de := range devs {
+			recs = srv.entryRecords(recs, children[i], s.device.Name, de.Entries, start.UnixMilli())
 		}
 		srv.storeGateway(s, pk, srv.telemetry, recs, last, start)
 	case tb.TopicGatewayAttributes:
@@ -120,23 +113,18 @@ func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Tim
 		if !srv.gatewayCheck(s, pk, names, attrs) {
 			return
 		}
+		children, last, resolved := srv.children(s, pk, names, failed)
+		if !resolved {
+			return
+		}
 		var recs []flog.Record
-		var last *registry.Write
 		for i, da := range devs {
-			dev, w, err := srv.child(s, da.Device, "")
-			switch {
-			case errors.Is(err, errForeign):
-				srv.refuseForeign(s, pk, da.Device)
-				return
-			case err != nil:
-				failed(err)
-				return
-			}
-			last = registry.Latest(last, w)
+			dev := children[i]
 			if len(attrs[i]) == 0 {
 				continue
 			}
-			if w, err = srv.reg.SetAttributesAsync(dev.Name, registry.ScopeClient, attrs[i]); err != nil {
+			w, err := srv.reg.SetAttributesAsync(dev.Name, registry.ScopeClient, attrs[i])
+			if err != nil {
 				failed(err)
 				return
 			}
@@ -290,6 +278,29 @@ func (srv *Server) child(s *session, name, typ string) (registry.Device, *regist
 		srv.rpcReady(name)
 	}
 	return dev, w, nil
+}
+
+// children resolves, in order, the devices one gateway publish names
+// (creating the new ones as the gateway's) and the latest registry write
+// that creates them. It reports false when the publish has been answered
+// already: refused (a device that is not the gateway's, created by someone
+// else since gatewayCheck) or failed.
+func (srv *Server) children(s *session, pk *pub, names []string, failed func(error)) ([]registry.Device, *registry.Write, bool) {
+	devs := make([]registry.Device, len(names))
+	var last *registry.Write
+	for i, name := range names {
+		dev, w, err := srv.child(s, name, "")
+		switch {
+		case errors.Is(err, errForeign):
+			srv.refuseForeign(s, pk, name)
+			return nil, nil, false
+		case err != nil:
+			failed(err)
+			return nil, nil, false
+		}
+		devs[i], last = dev, registry.Latest(last, w)
+	}
+	return devs, last, true
 }
 
 // childrenOf returns the devices whose downlinks go through gateway session s.
