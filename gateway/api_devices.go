@@ -108,7 +108,7 @@ func (d *Daemon) refuseConfigured(w http.ResponseWriter, name, verb string) bool
 }
 
 func (d *Daemon) saveDevice(w http.ResponseWriter, req deviceRequest, code int) {
-	dev := registry.Device{Name: req.Name, Type: req.Type, Gateway: req.Gateway, Source: "api"}
+	dev := registry.Device{Name: req.Name, Type: req.Type, Gateway: req.Gateway, Source: registry.SourceAPI}
 	creds := registry.Credentials{Token: req.Token, ClientID: req.ClientID, Username: req.Username, Password: req.Password}
 	switch err := d.reg.Put(dev, creds); {
 	case errors.Is(err, registry.ErrCredentialsTaken):

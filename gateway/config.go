@@ -228,6 +228,7 @@ func LoadConfig(file string, environ []string) (*Config, error) {
 	if err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
 		dc.ErrorUnused = false
 		dc.WeaklyTypedInput = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), stringToListHook)
 	}); err != nil {
 		problems = append(problems, err.Error())
 	}

@@ -357,10 +357,8 @@ func parseEnvValue(val string, t reflect.Type) (any, error) {
 		return f, nil
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String && !strings.HasPrefix(strings.TrimSpace(val), "["):
 		out := []any{}
-		for _, item := range strings.Split(val, ",") {
-			if item = strings.TrimSpace(item); item != "" {
-				out = append(out, item)
-			}
+		for _, item := range splitList(val) {
+			out = append(out, item)
 		}
 		return out, nil
 	case t.Kind() == reflect.Slice:
@@ -419,4 +417,26 @@ func describe(v any) string {
 		return "a list"
 	}
 	return fmt.Sprintf("the value %v", v)
+}
+
+// splitList is how a string becomes a list of strings, in a file
+// (`brokers: "a:9092, b:9092"`) as in the environment: split at commas,
+// items trimmed, empty ones dropped.
+func splitList(val string) []string {
+	var out []string
+	for _, item := range strings.Split(val, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// stringToListHook decodes a string into a list of strings with splitList
+// (viper's default hook splits without trimming).
+func stringToListHook(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to.Kind() != reflect.Slice || to.Elem().Kind() != reflect.String {
+		return data, nil
+	}
+	return splitList(data.(string)), nil
 }

@@ -36,16 +36,6 @@ type kv struct{ k, v []byte }
 // Done is closed when the write is durable or has failed.
 func (w *Write) Done() <-chan struct{} { return w.done }
 
-// Err is the write's outcome, valid once Done is closed.
-func (w *Write) Err() error {
-	select {
-	case <-w.done:
-		return w.err
-	default:
-		return nil
-	}
-}
-
 // Latest returns whichever of a and b was made later (either may be nil):
 // waiting for it is waiting for both.
 func Latest(a, b *Write) *Write {

@@ -71,7 +71,7 @@ func TestWritesCoalesce(t *testing.T) {
 		default:
 			t.Fatalf("write %d not complete after the last one", i)
 		}
-		if err := w.Err(); err != nil {
+		if err := w.Wait(); err != nil { // complete: returns at once
 			t.Fatal(err)
 		}
 		got, err := r.Attributes(fmt.Sprintf("d%d", i), ScopeClient, nil)
