@@ -9,6 +9,7 @@ import (
 	"time"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/ratelog"
 	"github.com/ferry-iot/ferry/broker/state"
 )
 
@@ -22,7 +23,7 @@ type Dispatcher struct {
 	sender    Sender
 	logger    *slog.Logger
 	metrics   *Metrics
-	limiter   logLimiter
+	limiter   *ratelog.Limiter
 
 	// Timing, fixed by New (tests shorten them before Start).
 	retryMin     time.Duration // first wait before retrying an unreachable device or a failed append
@@ -88,7 +89,7 @@ func New(cfg Config, lg *flog.Log, st *state.Store, sender Sender) (*Dispatcher,
 		slots: make(chan struct{}, cfg.MaxInFlight),
 		kick:  make(chan struct{}, 1),
 	}
-	d.limiter.init()
+	d.limiter = ratelog.New()
 	d.mu.devices = map[string]*device{}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	return d, nil
@@ -317,28 +318,7 @@ func (d *Dispatcher) sleep(dur time.Duration) bool {
 
 // logLimited logs a warning at most once a minute per reason.
 func (d *Dispatcher) logLimited(reason, msg string, args ...any) {
-	if d.limiter.allow(reason, time.Now()) {
-		d.logger.Warn(msg, args...)
-	}
-}
-
-// logLimiter lets one log line through per reason per minute. Reasons are
-// a fixed set, so the map stays small.
-type logLimiter struct {
-	mu   sync.Mutex
-	last map[string]time.Time // guarded by mu
-}
-
-func (l *logLimiter) init() { l.last = map[string]time.Time{} }
-
-func (l *logLimiter) allow(reason string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if t, ok := l.last[reason]; ok && now.Sub(t) < time.Minute {
-		return false
-	}
-	l.last[reason] = now
-	return true
+	d.limiter.Warn(d.logger, reason, msg, args...)
 }
 
 // progress returns a partition's read position and the number of its

@@ -15,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/ratelog"
 	"github.com/ferry-iot/ferry/broker/registry"
 )
 
@@ -64,7 +65,7 @@ type Server struct {
 	mochi      *mochi.Server
 	metrics    *Metrics
 	logger     *slog.Logger
-	limiter    logLimiter
+	limiter    *ratelog.Limiter
 
 	ctx    context.Context // cancelled by Close: unblocks appends waiting for space
 	cancel context.CancelFunc
@@ -111,7 +112,7 @@ func New(cfg Config, reg *registry.Registry, l *flog.Log) (*Server, error) {
 		metrics: cfg.Metrics, logger: cfg.Logger,
 		devices: map[string]*session{}, gwChild: map[string]*session{},
 	}
-	s.limiter.init()
+	s.limiter = ratelog.New()
 	s.rpc.init()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
