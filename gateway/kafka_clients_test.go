@@ -20,12 +20,21 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
+// nilSaramaMetrics turns off Sarama's meters (go-metrics' default meters
+// start a goroutine that never ends, which the leak check would report)
+// for the test, and restores the package-global setting after it.
+func nilSaramaMetrics(t *testing.T) {
+	prev := metrics.UseNilMetrics
+	metrics.UseNilMetrics = true
+	t.Cleanup(func() { metrics.UseNilMetrics = prev })
+}
+
 // TestKafkaSarama: Sarama (default protocol version 2.8, as its users run
 // it) produces with acks=all and consumes in a consumer group with the
 // range assignor, marking offsets; a second session of the group finds
 // nothing left to read.
 func TestKafkaSarama(t *testing.T) {
-	metrics.UseNilMetrics = true // Sarama's default meters start a goroutine that never ends
+	nilSaramaMetrics(t)
 	d := startDaemon(t, "", "")
 	d.createTopic(t, "sar", 3)
 	addrs := []string{d.kafkaAddr()}
@@ -371,7 +380,7 @@ func startKcatMember(ctx context.Context, t *testing.T, d *daemon, group, topic,
 // Sarama and kcat commit on a timer — so a record may be redelivered
 // after a rebalance; only losses are asserted here.)
 func TestKafkaMixedGroup(t *testing.T) {
-	metrics.UseNilMetrics = true
+	nilSaramaMetrics(t)
 	d := startDaemon(t, "", "")
 	d.createTopic(t, "mix", 6)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
@@ -422,7 +431,7 @@ func TestKafkaMixedGroup(t *testing.T) {
 // its default (cooperative-sticky only) holds the group, Sarama (range)
 // tries to join.
 func TestKafkaGroupNoCommonProtocol(t *testing.T) {
-	metrics.UseNilMetrics = true
+	nilSaramaMetrics(t)
 	d := startDaemon(t, "", "")
 	d.createTopic(t, "clash", 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
