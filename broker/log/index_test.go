@@ -109,7 +109,11 @@ func TestWrongMiddleIndexEntryIsRepaired(t *testing.T) {
 			mem, bases := indexedLog(t, n)
 			victim := bases[1]
 			name := segPath(victim, c.suffix)
-			orig := mustReadFile(t, mem, name)
+			written := map[string][]byte{} // both index files as the log wrote them
+			for _, suf := range []string{suffixIndex, suffixTimeIndex} {
+				written[suf] = mustReadFile(t, mem, segPath(victim, suf))
+			}
+			orig := written[c.suffix]
 			size := indexEntrySize
 			if c.suffix == suffixTimeIndex {
 				size = timeEntrySize
@@ -140,11 +144,7 @@ func TestWrongMiddleIndexEntryIsRepaired(t *testing.T) {
 			if st := l.Stats(); st.IndexRebuilds != 1 || st.DamagedSegments != 0 {
 				t.Fatalf("stats %+v, want one index rebuild and no damage", st)
 			}
-			for _, suf := range []string{suffixIndex, suffixTimeIndex} {
-				want := mustReadFile(t, mem, segPath(victim, suf))
-				if suf == c.suffix {
-					want = orig
-				}
+			for suf, want := range written {
 				if got := mustReadFile(t, mem, segPath(victim, suf)); !bytes.Equal(got, want) {
 					t.Fatalf("%s after the repair differs from the index the log wrote", suf)
 				}
