@@ -453,7 +453,7 @@ func (l *Log) DeleteTopic(name string) error {
 	for _, p := range parts {
 		p.deleted.Store(true)
 		p.mu.Lock()
-		p.mu.closed = true
+		p.closed.Store(true)
 		p.mu.Unlock()
 	}
 	// Let the committer finish whatever was queued and the syncer publish
@@ -520,7 +520,7 @@ func (l *Log) Close() error {
 	for _, t := range topics {
 		for _, p := range t.Partitions() {
 			p.mu.Lock()
-			p.mu.closed = true
+			p.closed.Store(true)
 			p.mu.Unlock()
 			p.wake() // long polls return ErrClosed
 		}

@@ -41,7 +41,6 @@ type Partition struct {
 		bytes   int           // bytes in items
 		dirty   bool          // queued on the log's dirty list
 		err     error         // sticky storage error
-		closed  bool          // no more appends
 		spaceCh chan struct{} // closed when the committer takes items
 
 		spareItems   []*pendingItem // recycled slices for the next cycle
@@ -54,9 +53,13 @@ type Partition struct {
 	segMu sync.RWMutex
 	segs  []*segment
 
-	// deleted is set by DeleteTopic before it releases the segments: calls
-	// that find no segment then answer ErrTopicDeleted.
+	// deleted and closed say the partition takes no more work (closedErr).
+	// DeleteTopic sets deleted, then closed, before it releases the
+	// segments; Log.Close sets closed. closed is stored while holding mu,
+	// so an append holding mu either was queued before it (and is
+	// committed) or sees it; readers (Wait) load both without a lock.
 	deleted atomic.Bool
+	closed  atomic.Bool
 
 	// Committer-owned state (the committer goroutine, or Open/Close while
 	// the committer is not running).
@@ -250,35 +253,33 @@ func checkDenseBatch(h BatchHeader) error {
 	return nil
 }
 
-// goneErr is the error for a partition that takes no more work:
-// ErrTopicDeleted after DeleteTopic, ErrClosed after Log.Close.
-func (p *Partition) goneErr() error {
-	if p.deleted.Load() {
-		return ErrTopicDeleted
-	}
-	return ErrClosed
-}
-
-// closedErr returns goneErr when the partition was deleted or closed, nil
-// while it is open.
+// closedErr is nil while the partition is open, then the error for the
+// work it no longer takes: ErrTopicDeleted after DeleteTopic, ErrClosed
+// after Log.Close. It takes no lock.
 func (p *Partition) closedErr() error {
-	if p.deleted.Load() {
+	switch {
+	case p.deleted.Load():
 		return ErrTopicDeleted
-	}
-	p.mu.Lock()
-	closed := p.mu.closed
-	p.mu.Unlock()
-	if closed {
+	case p.closed.Load():
 		return ErrClosed
 	}
 	return nil
+}
+
+// goneErr is closedErr for a caller that found the partition's segments
+// gone, which only DeleteTopic and Log.Close do: never nil.
+func (p *Partition) goneErr() error {
+	if err := p.closedErr(); err != nil {
+		return err
+	}
+	return ErrClosed
 }
 
 // waitSpaceLocked applies the full policy and the pending-bytes bound.
 func (p *Partition) waitSpaceLocked(ctx context.Context, need int, cfg TopicConfig) error {
 	for {
 		switch {
-		case p.mu.closed:
+		case p.closed.Load():
 			return p.goneErr()
 		case p.mu.err != nil:
 			return p.mu.err
