@@ -42,13 +42,19 @@ func codeFor(err error) int16 {
 }
 
 // firstErrorCode finds the first non-zero ErrorCode field in a response,
-// depth first, for the requests metric.
+// depth first: for the requests metric, and for unsupported answers, whose
+// every code is the same.
 func firstErrorCode(resp any) int16 {
 	return walkErr(reflect.ValueOf(resp), 0)
 }
 
+// maxErrDepth bounds walkErr: every step into a pointer, slice or slice
+// element counts one, so 8 reaches codes three slices deep
+// (WriteTxnMarkers: Markers, Topics, Partitions).
+const maxErrDepth = 8
+
 func walkErr(v reflect.Value, depth int) int16 {
-	if depth > 6 {
+	if depth > maxErrDepth {
 		return 0
 	}
 	switch v.Kind() {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
 )
@@ -24,6 +25,33 @@ func TestCodeForLogErrors(t *testing.T) {
 	} {
 		if got := codeFor(c.err); got != c.want {
 			t.Errorf("codeFor(%v) = %d, want %d", c.err, got, c.want)
+		}
+	}
+}
+
+// TestFirstErrorCodeDepth: the walk the requests metric and unsupported
+// answers share finds a code at the top, two slices deep and three slices
+// deep (WriteTxnMarkers' partitions), and none in an answer without one.
+func TestFirstErrorCodeDepth(t *testing.T) {
+	top := kmsg.NewPtrDescribeGroupsResponse()
+	top.Groups = []kmsg.DescribeGroupsResponseGroup{{ErrorCode: kerr.GroupIDNotFound.Code}}
+	produce := kmsg.NewPtrProduceResponse()
+	produce.Topics = []kmsg.ProduceResponseTopic{{Partitions: []kmsg.ProduceResponseTopicPartition{{}, {ErrorCode: kerr.CorruptMessage.Code}}}}
+	markers := kmsg.NewPtrWriteTxnMarkersResponse()
+	markers.Markers = []kmsg.WriteTxnMarkersResponseMarker{{Topics: []kmsg.WriteTxnMarkersResponseMarkerTopic{
+		{Partitions: []kmsg.WriteTxnMarkersResponseMarkerTopicPartition{{ErrorCode: kerr.UnsupportedVersion.Code}}}}}}
+	for _, c := range []struct {
+		name string
+		resp kmsg.Response
+		want int16
+	}{
+		{"a group", top, kerr.GroupIDNotFound.Code},
+		{"a partition", produce, kerr.CorruptMessage.Code},
+		{"three slices deep", markers, kerr.UnsupportedVersion.Code},
+		{"no code", kmsg.NewPtrMetadataResponse(), 0},
+	} {
+		if got := firstErrorCode(c.resp); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
 		}
 	}
 }

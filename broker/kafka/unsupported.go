@@ -65,7 +65,9 @@ func unsupportedAnswer(req kmsg.Request, code int16) (kmsg.Response, bool) {
 	if err := back.ReadFrom(resp.AppendTo(nil)); err != nil {
 		return resp, false
 	}
-	return resp, hasErrorCode(reflect.ValueOf(back), code, 0)
+	// mirror writes no code but code, so the first one the walk finds is
+	// code exactly when the version has a place for it.
+	return resp, firstErrorCode(back) == code
 }
 
 // mirror fills the response struct dst from the request struct src: every
@@ -172,31 +174,4 @@ func copyIdentity(dst, src reflect.Value) {
 			}
 		}
 	}
-}
-
-// hasErrorCode reports whether any ErrorCode field below v holds code.
-func hasErrorCode(v reflect.Value, code int16, depth int) bool {
-	if depth > 8 {
-		return false
-	}
-	switch v.Kind() {
-	case reflect.Pointer:
-		return !v.IsNil() && hasErrorCode(v.Elem(), code, depth+1)
-	case reflect.Struct:
-		if f := v.FieldByName("ErrorCode"); f.IsValid() && f.Kind() == reflect.Int16 && f.Int() == int64(code) {
-			return true
-		}
-		for i := 0; i < v.NumField(); i++ {
-			if f := v.Field(i); f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Struct && hasErrorCode(f, code, depth+1) {
-				return true
-			}
-		}
-	case reflect.Slice:
-		for i := 0; i < v.Len(); i++ {
-			if hasErrorCode(v.Index(i), code, depth+1) {
-				return true
-			}
-		}
-	}
-	return false
 }
