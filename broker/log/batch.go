@@ -44,8 +44,32 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// ErrCorruptBatch is wrapped by every batch validation failure.
-var ErrCorruptBatch = errors.New("log: corrupt record batch")
+// Batch validation errors. Every refusal wraps ErrCorruptBatch, so a
+// reader of stored data takes any of them for damage; for a batch a
+// producer sends they say which kind of problem it is, as Kafka tells
+// CORRUPT_MESSAGE (which producers retry) from INVALID_RECORD (which they
+// do not) and MESSAGE_TOO_LARGE.
+var (
+	// ErrCorruptBatch is wrapped by every batch validation failure. Alone
+	// it means damaged bytes: a length field below a batch header, a
+	// magic byte no record format has, a CRC mismatch, an unknown codec,
+	// records that do not decompress or decode.
+	ErrCorruptBatch = errors.New("log: corrupt record batch")
+	// ErrInvalidBatch is wrapped by the refusals of well-framed data that
+	// breaks the rules: not exactly one whole batch, an older record
+	// format (magic 0 or 1), a negative record count or offset range, a
+	// count that does not match the offset range, a control batch. A
+	// batch above MaxBatchSize wraps it and ErrRecordTooLarge. It matches
+	// ErrCorruptBatch with errors.Is.
+	ErrInvalidBatch error = invalidBatchError{}
+)
+
+type invalidBatchError struct{}
+
+func (invalidBatchError) Error() string { return "log: invalid record batch" }
+
+// Is makes every invalid batch a corrupt one too.
+func (invalidBatchError) Is(target error) bool { return target == ErrCorruptBatch }
 
 // BatchHeader is the decoded fixed part of a RecordBatch v2.
 type BatchHeader struct {
@@ -110,19 +134,50 @@ func ParseBatchHeader(b []byte) (BatchHeader, error) {
 }
 
 // checkFraming validates what can be checked from the 61-byte header alone:
-// the length, the magic byte and the counts.
+// the length, the magic byte and the counts. It applies the rules
+// ValidateBatch does, but for whether the data holds the whole batch.
 func (h BatchHeader) checkFraming() error {
+	if err := checkPrefix(h.Length, h.Magic); err != nil {
+		return err
+	}
+	if err := checkFormat(h.Size(), h.Magic); err != nil {
+		return err
+	}
+	return h.checkCounts()
+}
+
+// checkPrefix checks the length field and the magic byte, which Kafka
+// checks before it knows whether the data holds the whole batch. A break
+// is corruption.
+func checkPrefix(length int32, magic int8) error {
 	switch {
-	case h.Length < BatchHeaderSize-batchLogOverhead:
-		return fmt.Errorf("%w: length %d below the header size", ErrCorruptBatch, h.Length)
-	case h.Size() > MaxBatchSize:
-		return fmt.Errorf("%w: length %d above the %d byte limit", ErrCorruptBatch, h.Length, MaxBatchSize)
-	case h.Magic != 2:
-		return fmt.Errorf("%w: magic %d, only 2 is supported", ErrCorruptBatch, h.Magic)
+	case length < BatchHeaderSize-batchLogOverhead:
+		return fmt.Errorf("%w: length %d below the header size", ErrCorruptBatch, length)
+	case magic < 0 || magic > 2:
+		return fmt.Errorf("%w: magic %d is no record format", ErrCorruptBatch, magic)
+	}
+	return nil
+}
+
+// checkFormat checks that a batch of size bytes with magic is one the log
+// stores: at most MaxBatchSize, RecordBatch v2.
+func checkFormat(size int64, magic int8) error {
+	switch {
+	case size > MaxBatchSize:
+		return fmt.Errorf("%w: %w: batch of %d bytes, above the %d byte limit", ErrInvalidBatch, ErrRecordTooLarge, size, MaxBatchSize)
+	case magic != 2:
+		return fmt.Errorf("%w: magic %d, only 2 (RecordBatch v2) is supported", ErrInvalidBatch, magic)
+	}
+	return nil
+}
+
+// checkCounts checks the record count, the offset range and the codec.
+func (h BatchHeader) checkCounts() error {
+	switch {
 	case h.LastOffsetDelta < 0:
-		return fmt.Errorf("%w: negative last offset delta %d", ErrCorruptBatch, h.LastOffsetDelta)
+		return fmt.Errorf("%w: negative last offset delta %d", ErrInvalidBatch, h.LastOffsetDelta)
 	case h.NumRecords < 0:
-		return fmt.Errorf("%w: negative record count %d", ErrCorruptBatch, h.NumRecords)
+		return fmt.Errorf("%w: negative record count %d", ErrInvalidBatch, h.NumRecords)
 	case h.Codec() > CompressionZstd:
 		return fmt.Errorf("%w: unknown compression codec %d", ErrCorruptBatch, h.Codec())
 	}
@@ -130,22 +185,39 @@ func (h BatchHeader) checkFraming() error {
 }
 
 // ValidateBatch checks that b holds exactly one well-formed batch: framing,
-// magic and CRC-32C. It does not decompress the records.
+// magic, CRC-32C and counts. It does not decompress the records. The
+// checks run in the order Kafka makes them for a Produce
+// (ByteBufferLogInputStream, ProduceRequest.validateRecords,
+// DefaultRecordBatch.ensureValid, LogValidator), so a refusal wraps what
+// Kafka would answer (see ErrInvalidBatch). Unlike Kafka, which trims
+// bytes after the first batch and calls an unknown codec a server error,
+// trailing bytes are a second batch and an unknown codec is corruption.
 func ValidateBatch(b []byte) (BatchHeader, error) {
-	h, err := ParseBatchHeader(b)
+	if len(b) <= offMagic {
+		return BatchHeader{}, fmt.Errorf("%w: %d bytes hold no whole batch", ErrInvalidBatch, len(b))
+	}
+	length, magic := int32(binary.BigEndian.Uint32(b[offLength:])), int8(b[offMagic])
+	if err := checkPrefix(length, magic); err != nil {
+		return BatchHeader{}, err
+	}
+	size := int64(length) + batchLogOverhead
+	if int64(len(b)) < size {
+		return BatchHeader{}, fmt.Errorf("%w: length field says %d bytes, have %d: no whole batch", ErrInvalidBatch, size, len(b))
+	}
+	if err := checkFormat(size, magic); err != nil {
+		return BatchHeader{}, err
+	}
+	if int64(len(b)) > size {
+		return BatchHeader{}, fmt.Errorf("%w: %d bytes after the batch: exactly one is allowed", ErrInvalidBatch, int64(len(b))-size)
+	}
+	h, err := ParseBatchHeader(b) // checkPrefix: b holds a whole header
 	if err != nil {
 		return h, err
-	}
-	if err := h.checkFraming(); err != nil {
-		return h, err
-	}
-	if h.Size() != int64(len(b)) {
-		return h, fmt.Errorf("%w: length field says %d bytes, have %d", ErrCorruptBatch, h.Size(), len(b))
 	}
 	if got := crc32.Checksum(b[offAttributes:], castagnoli); got != h.CRC {
 		return h, fmt.Errorf("%w: crc %08x, computed %08x", ErrCorruptBatch, h.CRC, got)
 	}
-	return h, nil
+	return h, h.checkCounts()
 }
 
 // setBatchOffset rewrites the base offset and leader epoch of an encoded

@@ -403,7 +403,7 @@ func TestAppendBatchRefusesOffsetGaps(t *testing.T) {
 		lastDelta int32
 	}{{2, 5}, {3, 1}, {0, 0}, {1, 1}} {
 		_, err := p.AppendBatch(ctx, build(c.count, c.lastDelta)).Wait(ctx)
-		if !errors.Is(err, ErrCorruptBatch) || !strings.Contains(err.Error(), "topic t partition 0") {
+		if !errors.Is(err, ErrInvalidBatch) || !strings.Contains(err.Error(), "topic t partition 0") {
 			t.Fatalf("%d records with last offset delta %d: %v", c.count, c.lastDelta, err)
 		}
 	}

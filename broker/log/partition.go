@@ -220,7 +220,7 @@ func (p *Partition) AppendBatch(ctx context.Context, batch []byte) *Future {
 	}
 	if h.IsControl() {
 		p.topic.stats.badBatches.Add(1)
-		f.complete(p.id, -1, fmt.Errorf("%w: control batches cannot be produced", ErrCorruptBatch))
+		f.complete(p.id, -1, fmt.Errorf("%w: control batches cannot be produced", ErrInvalidBatch))
 		return f
 	}
 	p.mu.Lock()
@@ -245,10 +245,10 @@ func (p *Partition) AppendBatch(ctx context.Context, batch []byte) *Future {
 func checkDenseBatch(h BatchHeader) error {
 	switch {
 	case h.NumRecords < 1:
-		return fmt.Errorf("%w: batch holds %d records", ErrCorruptBatch, h.NumRecords)
+		return fmt.Errorf("%w: batch holds %d records", ErrInvalidBatch, h.NumRecords)
 	case h.LastOffsetDelta != h.NumRecords-1:
 		return fmt.Errorf("%w: last offset delta %d does not match %d records (want %d): offsets would not be dense",
-			ErrCorruptBatch, h.LastOffsetDelta, h.NumRecords, h.NumRecords-1)
+			ErrInvalidBatch, h.LastOffsetDelta, h.NumRecords, h.NumRecords-1)
 	}
 	return nil
 }
