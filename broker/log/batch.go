@@ -356,12 +356,75 @@ func DecodeRecords(batch []byte, d *Decompressor) (BatchHeader, []Record, error)
 	if h.IsControl() {
 		return h, nil, nil
 	}
+	recs, err := decodeBody(h, batch, d)
+	return h, recs, err
+}
+
+// decodeBody decompresses and decodes the records of a validated batch.
+func decodeBody(h BatchHeader, batch []byte, d *Decompressor) ([]Record, error) {
 	raw, err := d.Decompress(batch[BatchHeaderSize:], h.Codec())
 	if err != nil {
-		return h, nil, fmt.Errorf("%w: %w", ErrCorruptBatch, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorruptBatch, err)
 	}
-	recs, err := decodeRecordSet(h, raw)
-	return h, recs, err
+	return decodeRecordSet(h, raw)
+}
+
+// ValidBatch is a raw batch checked as the log requires (ValidateBatch,
+// then checkProduced), for Partition.AppendValidatedBatch, which checks
+// nothing again. Only this package makes one: ValidateProduced for a
+// caller, AppendBatch for itself.
+type ValidBatch struct {
+	h BatchHeader
+	b []byte
+}
+
+// Header returns the batch's header.
+func (v ValidBatch) Header() BatchHeader { return v.h }
+
+// ValidateProduced validates a batch as a producer sends it, completely and
+// in Kafka's order: exactly one well-formed batch with a good CRC
+// (ValidateBatch), offsets dense and no control batch (checkProduced),
+// every record decompressed (with d) and decoded, and each record's
+// offset its index in the batch. Errors are classified as ValidateBatch's.
+// The result aliases batch: append it while batch is unchanged.
+func ValidateProduced(batch []byte, d *Decompressor) (ValidBatch, error) {
+	h, err := ValidateBatch(batch)
+	if err == nil {
+		err = checkProduced(h)
+	}
+	if err != nil {
+		return ValidBatch{}, err
+	}
+	recs, err := decodeBody(h, batch, d)
+	if err != nil {
+		return ValidBatch{}, err
+	}
+	for i := range recs {
+		if delta := recs[i].Offset - h.BaseOffset; delta != int64(i) {
+			return ValidBatch{}, fmt.Errorf("%w: record %d has offset delta %d: offsets would not be dense", ErrInvalidBatch, i, delta)
+		}
+	}
+	return ValidBatch{h: h, b: batch}, nil
+}
+
+// checkProduced checks what the log relies on in a raw batch's header
+// beyond ValidateBatch. Its offsets are dense: it claims exactly one
+// offset per record (base..base+n-1), so it can never open a gap in the
+// partition's offsets (the records' own deltas are checked by whoever
+// decodes them: ValidateProduced; readers refuse deltas outside the
+// batch). And it is no control batch: those are a transaction
+// coordinator's, which Ferry does not have.
+func checkProduced(h BatchHeader) error {
+	switch {
+	case h.NumRecords < 1:
+		return fmt.Errorf("%w: batch holds %d records", ErrInvalidBatch, h.NumRecords)
+	case h.LastOffsetDelta != h.NumRecords-1:
+		return fmt.Errorf("%w: last offset delta %d does not match %d records (want %d): offsets would not be dense",
+			ErrInvalidBatch, h.LastOffsetDelta, h.NumRecords, h.NumRecords-1)
+	case h.IsControl():
+		return fmt.Errorf("%w: control batches cannot be produced", ErrInvalidBatch)
+	}
+	return nil
 }
 
 // decodeRecordSet decodes h.NumRecords records from raw with kmsg.

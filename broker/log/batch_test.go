@@ -1,6 +1,7 @@
 package log
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -92,5 +93,88 @@ func TestBatchRefusalKinds(t *testing.T) {
 	}
 	if _, err := p.AppendBatch(ctx, good).Wait(ctx); err != nil {
 		t.Fatalf("the good batch: %v", err)
+	}
+}
+
+// TestValidateProduced: ValidateProduced checks a producer's batch
+// completely — beyond AppendBatch's checks, every record decodes and sits
+// at its own offset — and says which kind of problem it found; the batch
+// it accepts is stored by AppendValidatedBatch byte for byte but for its
+// base offset, held only against the topic's max_batch_bytes. A zero
+// ValidBatch is refused.
+func TestValidateProduced(t *testing.T) {
+	l := openTestLog(t, vfs.NewMem())
+	defer l.Close()
+	tp := mustTopic(t, l, "t", TopicConfig{MaxBatchBytes: 1024})
+	p, _ := tp.Partition(0)
+	ctx := context.Background()
+	mustAppend(t, p, rec("a", "before", 5))
+
+	withDeltas := func(deltas ...int32) []byte { // records at the given offset deltas
+		var raw []byte
+		for i, d := range deltas {
+			raw = appendRecord(raw, d, 0, &Record{Key: []byte("k"), Value: []byte(value(i))})
+		}
+		return appendBatch(nil, batchFields{lastDelta: int32(len(deltas) - 1), firstTs: 1, maxTs: 1,
+			producerID: 42, producerEpoch: 1, baseSequence: 7, count: int32(len(deltas))}, raw)
+	}
+	good := withDeltas(0, 1, 2)
+	vb, err := ValidateProduced(good, defaultDecompressor)
+	if err != nil {
+		t.Fatalf("a good batch: %v", err)
+	}
+	if h := vb.Header(); h.NumRecords != 3 || h.ProducerID != 42 || h.BaseSequence != 7 || h.Size() != int64(len(good)) {
+		t.Fatalf("header %+v", h)
+	}
+	if off, err := p.AppendValidatedBatch(ctx, vb).Wait(ctx); err != nil || off != 1 {
+		t.Fatalf("append: offset %d, %v", off, err)
+	}
+	sl, err := p.Read(1, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, _ := sl.AppendTo(nil)
+	sl.Release()
+	want := append([]byte(nil), good...)
+	setBatchOffset(want, 1)
+	if !bytes.Equal(stored, want) {
+		t.Fatal("stored batch differs from the produced batch beyond its base offset")
+	}
+
+	garbage := append([]byte(nil), good...)
+	for i := BatchHeaderSize; i < len(garbage); i++ {
+		garbage[i] = 0xff
+	}
+	binary.BigEndian.PutUint32(garbage[offCRC:], crc32.Checksum(garbage[offAttributes:], castagnoli))
+	for _, c := range []struct {
+		name    string
+		data    []byte
+		invalid bool
+	}{
+		{"records sharing an offset", withDeltas(0, 0, 2), true},
+		{"records out of order", withDeltas(0, 2, 1), true},
+		{"records that do not decode", garbage, false},
+		{"cut short", good[:len(good)-1], true},
+		{"a bad crc", append(good[:len(good)-1:len(good)-1], good[len(good)-1]^1), false},
+	} {
+		_, err := ValidateProduced(c.data, defaultDecompressor)
+		if !errors.Is(err, ErrCorruptBatch) || errors.Is(err, ErrInvalidBatch) != c.invalid {
+			t.Errorf("%s: %v, want ErrCorruptBatch with ErrInvalidBatch %v", c.name, err, c.invalid)
+		}
+	}
+
+	big := rawBatch(Record{Key: []byte("k"), Value: bytes.Repeat([]byte("v"), 2000)})
+	vb, err = ValidateProduced(big, defaultDecompressor)
+	if err != nil {
+		t.Fatalf("a good large batch: %v", err)
+	}
+	if _, err := p.AppendValidatedBatch(ctx, vb).Wait(ctx); !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("a batch above max_batch_bytes: %v", err)
+	}
+	if _, err := p.AppendValidatedBatch(ctx, ValidBatch{}).Wait(ctx); !errors.Is(err, ErrInvalidBatch) {
+		t.Fatalf("a zero ValidBatch: %v", err)
+	}
+	if hwm := p.HighWatermark(); hwm != 4 {
+		t.Fatalf("high watermark %d, want 4", hwm)
 	}
 }

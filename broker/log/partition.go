@@ -201,26 +201,39 @@ func (p *Partition) append(ctx context.Context, recs []Record, f *Future) {
 
 // AppendBatch queues a complete RecordBatch v2 (as a Kafka producer sends
 // it) to be stored byte for byte but for its base offset and leader epoch.
-// The future's offset is the batch's assigned base offset.
+// The future's offset is the batch's assigned base offset. The batch is
+// validated first (ValidateBatch: framing and CRC; checkProduced: dense
+// offsets, no control batch; not the records) and a refusal counted in
+// TopicStats.InvalidBatches. A caller that validated the batch already
+// (ValidateProduced) appends it with AppendValidatedBatch.
 func (p *Partition) AppendBatch(ctx context.Context, batch []byte) *Future {
-	f := newFuture(1)
-	cfg := p.topic.Config()
 	h, err := ValidateBatch(batch)
 	if err == nil {
-		err = checkDenseBatch(h)
+		err = checkProduced(h)
 	}
 	if err != nil {
 		p.topic.stats.badBatches.Add(1)
+		f := newFuture(1)
 		f.complete(p.id, -1, fmt.Errorf("%w (topic %s partition %d)", err, p.topic.name, p.id))
 		return f
 	}
-	if len(batch) > cfg.MaxBatchBytes {
-		f.complete(p.id, -1, fmt.Errorf("%w: batch of %d bytes, topic %s allows %d", ErrRecordTooLarge, len(batch), p.topic.name, cfg.MaxBatchBytes))
+	return p.AppendValidatedBatch(ctx, ValidBatch{h: h, b: batch})
+}
+
+// AppendValidatedBatch is AppendBatch for a batch ValidateProduced
+// accepted: it is not checked again (its CRC is computed once), only held
+// against the topic's MaxBatchBytes (ErrRecordTooLarge). The batch is
+// copied. A zero ValidBatch is refused with ErrInvalidBatch.
+func (p *Partition) AppendValidatedBatch(ctx context.Context, vb ValidBatch) *Future {
+	f := newFuture(1)
+	batch := vb.b
+	if batch == nil {
+		f.complete(p.id, -1, fmt.Errorf("%w: no batch: a ValidBatch comes from ValidateProduced (topic %s partition %d)", ErrInvalidBatch, p.topic.name, p.id))
 		return f
 	}
-	if h.IsControl() {
-		p.topic.stats.badBatches.Add(1)
-		f.complete(p.id, -1, fmt.Errorf("%w: control batches cannot be produced", ErrInvalidBatch))
+	cfg := p.topic.Config()
+	if len(batch) > cfg.MaxBatchBytes {
+		f.complete(p.id, -1, fmt.Errorf("%w: batch of %d bytes, topic %s allows %d", ErrRecordTooLarge, len(batch), p.topic.name, cfg.MaxBatchBytes))
 		return f
 	}
 	p.mu.Lock()
@@ -234,23 +247,6 @@ func (p *Partition) AppendBatch(ctx context.Context, batch []byte) *Future {
 	p.mu.bytes += len(batch)
 	p.queueLocked(cfg.MaxBatchBytes)
 	return f
-}
-
-// checkDenseBatch checks what the log's dense offsets rely on in a raw
-// batch: it claims exactly one offset per record (offsets base..base+n-1),
-// so a batch can never open a gap in the partition's offsets. The records
-// themselves are checked by whoever decodes them (the Kafka listener
-// validates every record's offset delta before it appends; readers refuse
-// deltas outside the batch).
-func checkDenseBatch(h BatchHeader) error {
-	switch {
-	case h.NumRecords < 1:
-		return fmt.Errorf("%w: batch holds %d records", ErrInvalidBatch, h.NumRecords)
-	case h.LastOffsetDelta != h.NumRecords-1:
-		return fmt.Errorf("%w: last offset delta %d does not match %d records (want %d): offsets would not be dense",
-			ErrInvalidBatch, h.LastOffsetDelta, h.NumRecords, h.NumRecords-1)
-	}
-	return nil
 }
 
 // closedErr is nil while the partition is open, then the error for the
