@@ -3,10 +3,17 @@ package kafka
 // Produce (key 0), versions 3-9 (v3 is the first with RecordBatch v2).
 //
 // Each partition's data must be exactly one RecordBatch v2. It is checked
-// completely before anything is stored — framing, magic, CRC-32C, the
-// codec, every record decoded, record count and offset deltas dense — and
-// a bad batch is answered CORRUPT_MESSAGE with nothing written. A good one
-// goes through the same append path as MQTT ingest (Partition.AppendBatch:
+// completely, once, before anything is stored (flog.ValidateProduced:
+// framing, magic, CRC-32C, the codec, every record decoded, record count
+// and offset deltas dense), and a bad batch is refused with nothing
+// written, with the code Kafka gives. The log's error says which kind of
+// problem it is and codeFor maps it: corruption is CORRUPT_MESSAGE, which
+// producers retry; well-framed data breaking the rules (not exactly one
+// whole v2 batch, a record count against the offset range, a control
+// batch) is INVALID_RECORD, which they do not, as is an idempotent batch
+// without a sequence; a batch above the topic's max_batch_bytes is
+// MESSAGE_TOO_LARGE. A good one goes through the same append path as MQTT
+// ingest without being checked again (Partition.AppendValidatedBatch:
 // group commit, the topic's flush policy) and is stored byte for byte but
 // for its base offset.
 //
@@ -41,9 +48,6 @@ package kafka
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
-	"hash/crc32"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -54,6 +58,7 @@ import (
 type produceSlot struct {
 	ti, pi int
 	topic  string
+	p      *flog.Partition
 	bytes  int
 	recs   int
 	f      *flog.Future
@@ -121,11 +126,7 @@ func handleProduce(c *conn, r *request) *outbound {
 				continue
 			}
 			sp.BaseOffset = off
-			if t, err := c.s.log.Topic(sl.topic); err == nil {
-				if p, err := t.Partition(sp.Partition); err == nil {
-					sp.LogStartOffset = p.StartOffset()
-				}
-			}
+			sp.LogStartOffset = sl.p.StartOffset()
 			if sl.dup == nil {
 				m.ProduceBytes.WithLabelValues(sl.topic).Add(float64(sl.bytes))
 				m.ProduceRecords.WithLabelValues(sl.topic).Add(float64(sl.recs))
@@ -139,26 +140,18 @@ func handleProduce(c *conn, r *request) *outbound {
 // produceBatch validates one partition's data and queues it, or decides it
 // is an idempotent retry.
 func (c *conn) produceBatch(p *flog.Partition, data []byte) (produceSlot, int16) {
-	h, recs, err := flog.DecodeRecords(data, c.decomp)
-	switch {
-	case err != nil:
+	vb, err := flog.ValidateProduced(data, c.decomp)
+	if err != nil {
 		c.s.limiter.warn(c.s.logger, "corrupt"+c.remote, "kafka: refusing a bad batch", "remote", c.remote, "topic", p.Topic().Name(), "err", err)
-		return produceSlot{}, refusedCode(data)
-	case h.IsControl():
-		return produceSlot{}, kerr.InvalidRecord.Code // clients may not write control batches
-	case h.IsTransactional():
+		return produceSlot{}, codeFor(err)
+	}
+	h := vb.Header()
+	if h.IsTransactional() {
 		return produceSlot{}, kerr.InvalidTxnState.Code
-	case h.NumRecords == 0 || int(h.NumRecords) != len(recs) || h.LastOffsetDelta != h.NumRecords-1:
-		return produceSlot{}, kerr.InvalidRecord.Code
 	}
-	for i := range recs {
-		if recs[i].Offset-h.BaseOffset != int64(i) {
-			return produceSlot{}, kerr.InvalidRecord.Code
-		}
-	}
-	slot := produceSlot{bytes: len(data), recs: int(h.NumRecords)}
+	slot := produceSlot{p: p, bytes: len(data), recs: int(h.NumRecords)}
 	if h.ProducerID < 0 {
-		slot.f = p.AppendBatch(c.ctx, data)
+		slot.f = p.AppendValidatedBatch(c.ctx, vb)
 		return slot, 0
 	}
 	if h.BaseSequence < 0 {
@@ -179,63 +172,12 @@ func (c *conn) produceBatch(p *flog.Partition, data []byte) (produceSlot, int16)
 		slot.dup = dup
 		return slot, 0
 	}
-	slot.f = p.AppendBatch(c.ctx, data)
-	if err := slot.f.Err(); err != nil && errors.Is(err, flog.ErrCorruptBatch) {
+	slot.f = p.AppendValidatedBatch(c.ctx, vb)
+	if err := slot.f.Err(); err != nil {
+		// Refused at once (above max_batch_bytes, full, closed): not part
+		// of the producer's sequence, so its retry is appended anew.
 		return produceSlot{}, codeFor(err)
 	}
 	ps.recordLocked(h.ProducerEpoch, h.BaseSequence, last, slot.f)
 	return slot, 0
 }
-
-// refusedCode is the code for a partition's data that DecodeRecords
-// refused, as Kafka decides it (ByteBufferLogInputStream, then
-// ProduceRequest.validateRecords, DefaultRecordBatch.ensureValid and
-// LogValidator.validateBatch, in that order). Corruption — a size field
-// below the smallest batch, a magic byte no format has, a CRC mismatch, an
-// unknown codec, records that do not decompress or decode — is
-// CORRUPT_MESSAGE, which producers retry. Data that is well framed but
-// breaks the rules — no whole batch, more than one, an old magic, a record
-// count that disagrees with the offset range — is INVALID_RECORD, which
-// they do not. Unlike Kafka (which answers UNKNOWN_SERVER_ERROR for an
-// unknown codec and trims bytes after the first batch), an unknown codec
-// is corruption and trailing bytes are a second batch. Called only on the
-// refusal path, so the CRC is not computed twice for good batches.
-func refusedCode(data []byte) int16 {
-	const (
-		logOverhead = 12 // base offset and length
-		minSize     = 14 // Kafka's smallest record (LegacyRecord.RECORD_OVERHEAD_V0)
-		magicEnd    = 17 // bytes up to and including the magic
-	)
-	if len(data) < logOverhead {
-		return kerr.InvalidRecord.Code // no batch at all
-	}
-	length := int64(int32(binary.BigEndian.Uint32(data[8:])))
-	if length < minSize {
-		return kerr.CorruptMessage.Code
-	}
-	if len(data) < magicEnd {
-		return kerr.InvalidRecord.Code
-	}
-	magic := int8(data[16])
-	switch size := length + logOverhead; {
-	case magic < 0 || magic > 2:
-		return kerr.CorruptMessage.Code
-	case int64(len(data)) < size:
-		return kerr.InvalidRecord.Code // not one whole batch
-	case size > flog.MaxBatchSize:
-		return kerr.MessageTooLarge.Code
-	case magic != 2:
-		return kerr.InvalidRecord.Code // Produce v3+ carries RecordBatch v2 only
-	case int64(len(data)) > size:
-		return kerr.InvalidRecord.Code // exactly one batch per partition
-	case size < flog.BatchHeaderSize || crc32.Checksum(data[21:], castagnoli) != binary.BigEndian.Uint32(data[17:]):
-		return kerr.CorruptMessage.Code
-	}
-	h, err := flog.ParseBatchHeader(data)
-	if err == nil && (h.LastOffsetDelta < 0 || h.NumRecords <= 0 || h.LastOffsetDelta != h.NumRecords-1) {
-		return kerr.InvalidRecord.Code // the offset range and the record count disagree
-	}
-	return kerr.CorruptMessage.Code
-}
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -24,7 +24,12 @@ func codeFor(err error) int16 {
 		return kerr.OffsetOutOfRange.Code
 	case errors.Is(err, flog.ErrRecordTooLarge):
 		return kerr.MessageTooLarge.Code
+	case errors.Is(err, flog.ErrInvalidBatch):
+		// Well framed but against the rules (Kafka's InvalidRecordException):
+		// producers do not retry it. Before ErrCorruptBatch, which it matches.
+		return kerr.InvalidRecord.Code
 	case errors.Is(err, flog.ErrCorruptBatch):
+		// Damaged bytes: retriable, the producer sends the batch again.
 		return kerr.CorruptMessage.Code
 	case errors.Is(err, flog.ErrNullKey):
 		return kerr.InvalidRecord.Code

@@ -12,7 +12,9 @@ import (
 
 // TestCodeForLogErrors pins the Kafka codes of the log's "not there"
 // errors: a missing partition and a topic deleted under a request are
-// UNKNOWN_TOPIC_OR_PARTITION, a closing log is retriable.
+// UNKNOWN_TOPIC_OR_PARTITION, a closing log is retriable. And of its batch
+// refusals: corruption is CORRUPT_MESSAGE, a rule broken INVALID_RECORD
+// (although it matches ErrCorruptBatch too), too large MESSAGE_TOO_LARGE.
 func TestCodeForLogErrors(t *testing.T) {
 	for _, c := range []struct {
 		err  error
@@ -22,6 +24,10 @@ func TestCodeForLogErrors(t *testing.T) {
 		{fmt.Errorf("x: %w", flog.ErrUnknownPartition), kerr.UnknownTopicOrPartition.Code},
 		{fmt.Errorf("x: %w", flog.ErrTopicDeleted), kerr.UnknownTopicOrPartition.Code},
 		{flog.ErrClosed, kerr.NotLeaderForPartition.Code},
+		{fmt.Errorf("x: %w", flog.ErrCorruptBatch), kerr.CorruptMessage.Code},
+		{fmt.Errorf("x: %w", flog.ErrInvalidBatch), kerr.InvalidRecord.Code},
+		{fmt.Errorf("%w: %w", flog.ErrInvalidBatch, flog.ErrRecordTooLarge), kerr.MessageTooLarge.Code},
+		{fmt.Errorf("x: %w", flog.ErrRecordTooLarge), kerr.MessageTooLarge.Code},
 	} {
 		if got := codeFor(c.err); got != c.want {
 			t.Errorf("codeFor(%v) = %d, want %d", c.err, got, c.want)

@@ -21,14 +21,25 @@ import (
 
 // batch builds a RecordBatch v2 as a producer sends it.
 func batch(pid int64, epoch int16, seq int32, n int, val string) []byte {
+	deltas := make([]int32, n)
+	for i := range deltas {
+		deltas[i] = int32(i)
+	}
+	return batchDeltas(pid, epoch, seq, deltas, val)
+}
+
+// batchDeltas is batch with the records at the given offset deltas (the
+// header claims one offset per record all the same).
+func batchDeltas(pid int64, epoch int16, seq int32, deltas []int32, val string) []byte {
+	n := len(deltas)
 	b := kmsg.RecordBatch{
 		FirstOffset: 0, PartitionLeaderEpoch: -1, Magic: 2, LastOffsetDelta: int32(n - 1),
 		FirstTimestamp: time.Now().UnixMilli(), MaxTimestamp: time.Now().UnixMilli(),
 		ProducerID: pid, ProducerEpoch: epoch, FirstSequence: seq, NumRecords: int32(n),
 	}
 	var recs []byte
-	for i := 0; i < n; i++ {
-		r := kmsg.Record{OffsetDelta: int32(i), Key: []byte("k"), Value: []byte(val + strconv.Itoa(i))}
+	for i, d := range deltas {
+		r := kmsg.Record{OffsetDelta: d, Key: []byte("k"), Value: []byte(val + strconv.Itoa(i))}
 		// AppendTo writes the Length varint first: measure with 0 (one byte).
 		r.Length = int32(len(r.AppendTo(nil)) - 1)
 		recs = r.AppendTo(recs)
@@ -179,10 +190,11 @@ func TestIdempotentWindow(t *testing.T) {
 // format has, a size field below the smallest batch, an unknown codec,
 // records that do not decompress or decode) is CORRUPT_MESSAGE, which
 // producers retry; well-framed data that breaks the rules (not exactly
-// one whole v2 batch, record count against offset range, a control batch,
-// an idempotent batch without a sequence) is INVALID_RECORD, which they
-// do not (Kafka's ProduceRequest.validateRecords and
-// LogValidator.validateBatch).
+// one whole v2 batch, record count against offset range, records not at
+// their own offsets, a control batch, an idempotent batch without a
+// sequence) is INVALID_RECORD, which they do not (Kafka's
+// ProduceRequest.validateRecords and LogValidator.validateBatch); a batch
+// above the topic's max_batch_bytes is MESSAGE_TOO_LARGE.
 func TestCorruptBatchesRejected(t *testing.T) {
 	e := newEnv(t)
 	tp := e.topic("bad", flagsTopic(1))
@@ -220,6 +232,8 @@ func TestCorruptBatchesRejected(t *testing.T) {
 		{"codec 6", recrc(setI16(good, 21, 6)), corrupt},
 		{"gzip that is not", recrc(setI16(good, 21, 1)), corrupt},
 		{"records that do not decode", recrc(garbage), corrupt},
+		{"records sharing an offset", batchDeltas(-1, -1, -1, []int32{0, 0, 2}, "x"), invalid},
+		{"records out of order", batchDeltas(-1, -1, -1, []int32{0, 2, 1}, "x"), invalid},
 		{"control batch", recrc(setI16(good, 21, 0x20)), invalid},
 		{"idempotent without a sequence", batch(1, 0, -1, 2, "s"), invalid},
 	}
@@ -231,6 +245,22 @@ func TestCorruptBatchesRejected(t *testing.T) {
 	p, _ := tp.Partition(0)
 	if p.HighWatermark() != 0 {
 		t.Fatalf("%d records stored from bad batches", p.HighWatermark())
+	}
+	small := e.topic("small", flog.TopicConfig{Partitions: 1, MaxBatchBytes: 1024})
+	for _, big := range [][]byte{batch(-1, -1, -1, 200, "big"), batch(1, 0, 0, 200, "big")} {
+		if len(big) <= 1024 {
+			t.Fatalf("a %d-byte batch is not above max_batch_bytes", len(big))
+		}
+		if _, code := produceAnswer(t, rc, produceReq("small", 0, big)); code != kerr.MessageTooLarge.Code {
+			t.Errorf("producer %d, a batch above max_batch_bytes: error %d (%v), want MESSAGE_TOO_LARGE", int64(binary.BigEndian.Uint64(big[43:])), code, kerr.ErrorForCode(code))
+		}
+	}
+	// The idempotent one was not taken into the producer's sequence.
+	if off, code := produceAnswer(t, rc, produceReq("small", 0, batch(1, 0, 0, 3, "s"))); code != 0 || off != 0 {
+		t.Fatalf("after the refused idempotent batch, its sequence again: offset %d error %d", off, code)
+	}
+	if sp, _ := small.Partition(0); sp.HighWatermark() != 3 {
+		t.Fatalf("%d records stored in the small topic, want 3", sp.HighWatermark())
 	}
 	if off, code := produceAnswer(t, rc, produceReq("bad", 0, good)); code != 0 || off != 0 {
 		t.Fatalf("good batch: %d %d", off, code)
