@@ -38,8 +38,9 @@ type partCycle struct {
 }
 
 type segMark struct {
-	s    *segment
-	size int64
+	s     *segment
+	size  int64
+	maxTs int64 // the segment's maxTs with those bytes
 }
 
 // commitLoop runs until quit, then drains what is pending.
@@ -328,6 +329,7 @@ func (p *Partition) finishCycle(pc *partCycle, err error) {
 	if err == nil && pc.marks != nil {
 		for _, m := range pc.marks {
 			storeMax(&m.s.readable, m.size)
+			storeMax(&m.s.readMaxTs, m.maxTs)
 		}
 		storeMax(&p.hwm, pc.next)
 		p.wake()
@@ -389,7 +391,7 @@ func (l *Log) writePartition(p *Partition, pc *partCycle) error {
 					return err
 				}
 			}
-			pc.marks = append(pc.marks, segMark{s: seg, size: seg.size.Load()})
+			pc.marks = append(pc.marks, segMark{s: seg, size: seg.size.Load(), maxTs: seg.maxTs.Load()})
 			next, err := l.roll(p, seg)
 			if err != nil {
 				return err
@@ -406,7 +408,7 @@ func (l *Log) writePartition(p *Partition, pc *partCycle) error {
 		seg.logTime.Store(logNow)
 	}
 	err := l.writeSegment(p, seg, buf, segStart)
-	pc.marks = append(pc.marks, segMark{s: seg, size: seg.size.Load()})
+	pc.marks = append(pc.marks, segMark{s: seg, size: seg.size.Load(), maxTs: seg.maxTs.Load()})
 	pc.next = p.next
 	if cap(buf) <= 16<<20 {
 		l.wbuf = buf[:0]
@@ -495,6 +497,7 @@ func (l *Log) createSegment(dir string, base int64) (*segment, error) {
 	s.refs.Store(1)
 	s.next.Store(base)
 	s.maxTs.Store(-1)
+	s.readMaxTs.Store(-1)
 	s.logTime.Store(l.logNowMs())
 	s.createdLog = l.logNowMs()
 	return s, nil

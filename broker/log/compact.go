@@ -238,6 +238,7 @@ func (p *Partition) rewriteSegment(s *segment, cfg TopicConfig, latest map[strin
 	ns.refs.Store(1)
 	ns.size.Store(pos)
 	ns.readable.Store(pos)
+	ns.readMaxTs.Store(ns.maxTs.Load())
 	ns.next.Store(s.next.Load())
 	ns.logTime.Store(s.logTime.Load())
 	ns.sealed.Store(true)

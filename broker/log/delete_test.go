@@ -64,7 +64,7 @@ func TestDeletedPartitionFailsCleanly(t *testing.T) {
 	if _, _, _, err := p.ReadRecords(0, 100); !errors.Is(err, ErrTopicDeleted) {
 		t.Fatalf("ReadRecords: %v", err)
 	}
-	if _, _, err := p.OffsetForTime(0); !errors.Is(err, ErrTopicDeleted) {
+	if _, _, _, err := p.OffsetForTime(0); !errors.Is(err, ErrTopicDeleted) {
 		t.Fatalf("OffsetForTime: %v", err)
 	}
 	if _, err := p.Append(ctx, []Record{rec("k", "v", 0)}).Wait(ctx); !errors.Is(err, ErrTopicDeleted) || !errors.Is(err, ErrClosed) {
@@ -199,7 +199,7 @@ func TestDeleteTopicUnderLoad(t *testing.T) {
 					readOK("Slice.AppendTo", err)
 					sl.Release()
 				}
-				_, _, err = p.OffsetForTime(clock.Now().UnixMilli() - 30_000)
+				_, _, _, err = p.OffsetForTime(clock.Now().UnixMilli() - 30_000)
 				readOK("OffsetForTime", err)
 				p.SetHold("reader", p.StartOffset())
 				p.ReleaseHold("reader")

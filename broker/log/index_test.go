@@ -64,7 +64,7 @@ func checkEveryOffset(t *testing.T, p *Partition, n int) {
 	}
 	for i := 0; i < n; i++ {
 		for _, ts := range []int64{1_000_000 + int64(i)*10, 1_000_000 + int64(i)*10 - 5} {
-			got, ok, err := p.OffsetForTime(ts)
+			got, _, ok, err := p.OffsetForTime(ts)
 			if err != nil || !ok || got != int64(i) {
 				t.Fatalf("OffsetForTime(%d) = %d %v %v, want %d", ts, got, ok, err, i)
 			}

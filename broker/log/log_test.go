@@ -337,14 +337,83 @@ func TestReadBoundsAndOffsetForTime(t *testing.T) {
 		}
 	}
 	for _, c := range []struct{ ts, want int64 }{{0, 0}, {1_000_000, 0}, {1_000_001, 1}, {1_001_500, 150}, {1_002_990, 299}} {
-		got, ok, err := p.OffsetForTime(c.ts)
-		if err != nil || !ok || got != c.want {
-			t.Fatalf("OffsetForTime(%d) = %d %v %v, want %d", c.ts, got, ok, err, c.want)
+		got, found, ok, err := p.OffsetForTime(c.ts)
+		if err != nil || !ok || got != c.want || found != 1_000_000+c.want*10 {
+			t.Fatalf("OffsetForTime(%d) = %d at %d %v %v, want %d at %d", c.ts, got, found, ok, err, c.want, 1_000_000+c.want*10)
 		}
 	}
-	if _, ok, _ := p.OffsetForTime(2_000_000); ok {
+	if _, _, ok, _ := p.OffsetForTime(2_000_000); ok {
 		t.Fatal("OffsetForTime past the newest record found one")
 	}
+	if m := p.MaxTimestamp(); m != 1_002_990 {
+		t.Fatalf("MaxTimestamp %d over %d segments, want 1002990", m, p.Segments())
+	}
+}
+
+// TestMaxTimestamp: MaxTimestamp is the largest record timestamp readers
+// may see, not the last record's (producers' timestamps need not grow),
+// -1 for an empty partition; a batch written but not yet readable (its
+// fsync held) does not count until it is published. OffsetForTime of it
+// finds the first record holding it, with that timestamp.
+func TestMaxTimestamp(t *testing.T) {
+	var mu sync.Mutex
+	var gate chan struct{} // guarded by mu; non-nil: segment fsyncs wait for it
+	held := make(chan struct{}, 16)
+	efs := vfs.NewErrorFS(vfs.NewMem(), vfs.InjectFunc(func(op vfs.Op, name string) error {
+		if op != vfs.OpSync || !strings.HasSuffix(name, ".log") {
+			return nil
+		}
+		mu.Lock()
+		g := gate
+		mu.Unlock()
+		if g != nil {
+			held <- struct{}{}
+			<-g
+		}
+		return nil
+	}))
+	release := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if gate != nil {
+			close(gate)
+			gate = nil
+		}
+	}
+	l := openTestLog(t, efs)
+	t.Cleanup(func() { l.Close() })
+	t.Cleanup(release) // first: a failed check must not leave Close waiting on a held fsync
+	p, _ := mustTopic(t, l, "t", TopicConfig{}).Partition(0)
+	if m := p.MaxTimestamp(); m != -1 {
+		t.Fatalf("MaxTimestamp of an empty partition: %d, want -1", m)
+	}
+	//           offset: 0     1     2       3     4     5
+	mustAppend(t, p, rec("", "a", 1000), rec("", "b", 5000), rec("", "c", 2000))
+	mustAppend(t, p, rec("", "d", 3000), rec("", "e", 5000), rec("", "f", 1500))
+	check := func(wantMax, wantOff int64) {
+		t.Helper()
+		m := p.MaxTimestamp()
+		off, found, ok, err := p.OffsetForTime(m)
+		if m != wantMax || err != nil || !ok || off != wantOff || found != wantMax {
+			t.Fatalf("MaxTimestamp %d, OffsetForTime of it %d at %d (%v, %v); want %d at offset %d", m, off, found, ok, err, wantMax, wantOff)
+		}
+	}
+	check(5000, 1)
+	if off, found, ok, err := p.OffsetForTime(2500); err != nil || !ok || off != 1 || found != 5000 {
+		t.Fatalf("OffsetForTime(2500) = %d at %d %v %v, want the record at 5000, offset 1", off, found, ok, err)
+	}
+
+	mu.Lock()
+	gate = make(chan struct{})
+	mu.Unlock()
+	f := p.Append(context.Background(), []Record{rec("", "g", 9000)})
+	<-held // written, its fsync waiting: not readable yet
+	check(5000, 1)
+	release()
+	if off, err := f.Wait(context.Background()); err != nil || off != 6 {
+		t.Fatalf("append after the held fsync: %d %v", off, err)
+	}
+	check(9000, 6)
 }
 
 func TestRawBatchAppendKeepsBytes(t *testing.T) {

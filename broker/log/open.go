@@ -180,6 +180,9 @@ func (l *Log) openPartition(t *Topic, id int32, dir string, st partitionState, s
 			return fail("recover the active segment", err)
 		}
 	}
+	for _, s := range p.segs {
+		s.readMaxTs.Store(s.maxTs.Load()) // recovered: every byte kept is readable
+	}
 	p.hwm.Store(p.next)
 	p.logStart.Store(p.segs[0].base)
 	p.cleanedTo.Store(st.CleanedTo)

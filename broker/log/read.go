@@ -172,12 +172,15 @@ func (p *Partition) markDamaged(seg *segment, pos int64, cause error) int64 {
 			break
 		}
 	}
-	first := seg.base
+	first, readMax := seg.base, int64(-1)
 	if pos > 0 {
-		if h, err := lastBatchBefore(seg, pos); err == nil {
+		h, maxTs, err := lastBatchBefore(seg, pos)
+		if err == nil {
 			first = h.NextOffset()
 		}
+		readMax = maxTs
 	}
+	seg.readMaxTs.Store(readMax)
 	d := Damage{Segment: seg.base, Position: pos, LostBytes: seg.size.Load() - pos,
 		FirstOffset: first, NextOffset: resume, Reason: cause.Error()}
 	p.log.stats.damaged.Add(1)
@@ -190,63 +193,82 @@ func (p *Partition) markDamaged(seg *segment, pos int64, cause error) int64 {
 	return resume
 }
 
-// lastBatchBefore returns the header of the batch that ends at pos.
-func lastBatchBefore(seg *segment, end int64) (BatchHeader, error) {
+// lastBatchBefore returns the header of the batch that ends at end, and
+// the largest timestamp of the batches before end (-1 when none), as far
+// as it could read them.
+func lastBatchBefore(seg *segment, end int64) (last BatchHeader, maxTs int64, err error) {
 	var buf [BatchHeaderSize]byte
 	pos := int64(0)
-	var last BatchHeader
+	maxTs = -1
 	for pos < end {
 		h, err := readHeaderAt(seg.file, pos, buf[:])
 		if err != nil {
-			return last, err
+			return last, maxTs, err
 		}
 		last = h
+		maxTs = max(maxTs, h.MaxTimestamp)
 		pos += h.Size()
 	}
-	return last, nil
+	return last, maxTs, nil
+}
+
+// MaxTimestamp is the largest record timestamp readers may see in the
+// segments the partition holds, as the batch headers say it (Kafka's
+// ListOffsets -3); -1 when the partition holds no record with a timestamp
+// (or its topic was deleted). OffsetForTime(MaxTimestamp()) finds the
+// first record holding it. It reads no file.
+func (p *Partition) MaxTimestamp() int64 {
+	p.segMu.RLock()
+	defer p.segMu.RUnlock()
+	maxTs := int64(-1)
+	for _, s := range p.segs {
+		maxTs = max(maxTs, s.readMaxTs.Load())
+	}
+	return maxTs
 }
 
 // OffsetForTime returns the first offset whose record timestamp is >= ts,
-// as Kafka's ListOffsets does, or ok=false when every record is older. A
-// damaged sealed segment is reported and skipped, like a read skips it.
-func (p *Partition) OffsetForTime(ts int64) (offset int64, ok bool, err error) {
+// with that record's timestamp, as Kafka's ListOffsets does, or ok=false
+// when every record is older. A damaged sealed segment is reported and
+// skipped, like a read skips it.
+func (p *Partition) OffsetForTime(ts int64) (offset, timestamp int64, ok bool, err error) {
 	segs := p.acquireFrom(p.logStart.Load())
 	if segs == nil {
-		return -1, false, fmt.Errorf("log: topic %q partition %d: offset for time %d: %w", p.topic.name, p.id, ts, p.goneErr())
+		return -1, -1, false, fmt.Errorf("log: topic %q partition %d: offset for time %d: %w", p.topic.name, p.id, ts, p.goneErr())
 	}
 	defer releaseAll(segs)
 	for _, seg := range segs {
 		if seg.maxTs.Load() < ts {
 			continue
 		}
-		off, found, pos, err := p.offsetForTimeIn(seg, ts)
+		r, found, pos, err := p.offsetForTimeIn(seg, ts)
 		if err != nil {
 			if !seg.sealed.Load() {
-				return -1, false, fmt.Errorf("log: topic %q partition %d: offset for time %d: %w", p.topic.name, p.id, ts, err)
+				return -1, -1, false, fmt.Errorf("log: topic %q partition %d: offset for time %d: %w", p.topic.name, p.id, ts, err)
 			}
 			p.markDamaged(seg, pos, err)
 			continue
 		}
 		if found {
-			return off, true, nil
+			return r.Offset, r.Timestamp, true, nil
 		}
 	}
-	return -1, false, nil
+	return -1, -1, false, nil
 }
 
-// offsetForTimeIn searches one segment; on error pos is where the segment
-// stopped being readable.
-func (p *Partition) offsetForTimeIn(seg *segment, ts int64) (offset int64, found bool, pos int64, err error) {
+// offsetForTimeIn searches one segment for the first record at or after
+// ts; on error pos is where the segment stopped being readable.
+func (p *Partition) offsetForTimeIn(seg *segment, ts int64) (rec Record, found bool, pos int64, err error) {
 	limit := seg.readable.Load()
 	pos, done, err := p.timeStart(seg, ts, limit)
 	if err != nil || done {
-		return -1, false, pos, err
+		return Record{}, false, pos, err
 	}
 	var hdr [BatchHeaderSize]byte
 	for pos+BatchHeaderSize <= limit {
 		h, err := readHeaderAt(seg.file, pos, hdr[:])
 		if err != nil {
-			return -1, false, pos, err
+			return Record{}, false, pos, err
 		}
 		if pos+h.Size() > limit {
 			break
@@ -254,19 +276,19 @@ func (p *Partition) offsetForTimeIn(seg *segment, ts int64) (offset int64, found
 		if h.MaxTimestamp >= ts {
 			b := make([]byte, h.Size())
 			if _, err := seg.file.ReadAt(b, pos); err != nil && !errors.Is(err, io.EOF) {
-				return -1, false, pos, err
+				return Record{}, false, pos, err
 			}
 			_, rs, err := DecodeRecords(b, defaultDecompressor)
 			if err != nil {
-				return -1, false, pos, err
+				return Record{}, false, pos, err
 			}
 			for _, r := range rs {
 				if r.Timestamp >= ts {
-					return r.Offset, true, pos, nil
+					return r, true, pos, nil
 				}
 			}
 		}
 		pos += h.Size()
 	}
-	return -1, false, pos, nil
+	return Record{}, false, pos, nil
 }

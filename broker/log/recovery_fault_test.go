@@ -110,10 +110,10 @@ func TestUnreadableSealedSegmentIsSkipped(t *testing.T) {
 			}
 			// A time inside the lost segment finds the first readable record after it.
 			lostTs := 1_000_000 + (bases[1]+1)*10
-			if off, ok, err := p.OffsetForTime(lostTs); err != nil || !ok || off != bases[2] {
+			if off, _, ok, err := p.OffsetForTime(lostTs); err != nil || !ok || off != bases[2] {
 				t.Fatalf("OffsetForTime(%d) = %d %v %v, want %d", lostTs, off, ok, err, bases[2])
 			}
-			if off, ok, err := p.OffsetForTime(1_000_000 + 10*10); err != nil || !ok || off != 10 {
+			if off, _, ok, err := p.OffsetForTime(1_000_000 + 10*10); err != nil || !ok || off != 10 {
 				t.Fatalf("OffsetForTime before the damage = %d %v %v", off, ok, err)
 			}
 			checkServesAllBut(t, l, n, bases[1], bases[2])
@@ -201,7 +201,7 @@ func TestOffsetForTimeSkipsDamage(t *testing.T) {
 			defer l.Close()
 			p = partitionOf(t, l, "t")
 			ts := 1_000_000 + target*10
-			off, ok, err := p.OffsetForTime(ts)
+			off, _, ok, err := p.OffsetForTime(ts)
 			if err != nil || !ok || off != bases[2] {
 				t.Fatalf("OffsetForTime(%d) over damage = %d %v %v, want %d", ts, off, ok, err, bases[2])
 			}
@@ -211,7 +211,7 @@ func TestOffsetForTimeSkipsDamage(t *testing.T) {
 				t.Fatalf("damage %+v, want segment %d from %d (offset %d)", rep.Damaged, bases[1], pos, target)
 			}
 			// Before the damage, lookups stay exact.
-			if off, ok, err := p.OffsetForTime(1_000_000 + (target-1)*10); err != nil || !ok || off != target-1 {
+			if off, _, ok, err := p.OffsetForTime(1_000_000 + (target-1)*10); err != nil || !ok || off != target-1 {
 				t.Fatalf("OffsetForTime before the damage = %d %v %v, want %d", off, ok, err, target-1)
 			}
 			checkServesAllBut(t, l, n, target, bases[2])

@@ -46,7 +46,7 @@ func TestCleanReopenScansNothing(t *testing.T) {
 		t.Fatalf("append after reopen got offset %d", off)
 	}
 	// Time lookups work across reopened sealed segments.
-	if off, ok, err := p.OffsetForTime(1250); err != nil || !ok || off != 250 {
+	if off, _, ok, err := p.OffsetForTime(1250); err != nil || !ok || off != 250 {
 		t.Fatalf("OffsetForTime after reopen: %d %v %v", off, ok, err)
 	}
 }

@@ -127,6 +127,7 @@ func (p *Partition) repairIndex(seg *segment, cause error) {
 	}
 	if seg.sealed.Load() {
 		storeMax(&seg.maxTs, scratch.maxTs.Load())
+		storeMax(&seg.readMaxTs, scratch.maxTs.Load()) // the scan read the readable bytes only
 	}
 	seg.indexBad.Store(false)
 	l.stats.indexRebuilds.Add(1)

@@ -67,9 +67,13 @@ type segment struct {
 	size     atomic.Int64 // bytes written
 	readable atomic.Int64 // bytes readers may see: durable under the flush policy
 	next     atomic.Int64 // offset after the last batch written
-	maxTs    atomic.Int64 // largest record timestamp, -1 when unknown
-	logTime  atomic.Int64 // log-clock ms of the last append
-	sealed   atomic.Bool
+	maxTs    atomic.Int64 // largest record timestamp written, -1 when unknown
+	// readMaxTs is the largest record timestamp in the readable bytes, -1
+	// when none (Partition.MaxTimestamp): maxTs moves when the committer
+	// writes a batch, readMaxTs when the publisher makes it readable.
+	readMaxTs atomic.Int64
+	logTime   atomic.Int64 // log-clock ms of the last append
+	sealed    atomic.Bool
 	// indexGone is set when compaction replaces the segment: its index
 	// files may then describe the new file, so lookups scan instead.
 	indexGone atomic.Bool
