@@ -134,8 +134,8 @@ func ParseBatchHeader(b []byte) (BatchHeader, error) {
 }
 
 // checkFraming validates what can be checked from the 61-byte header alone:
-// the length, the magic byte and the counts. It applies the rules
-// ValidateBatch does, but for whether the data holds the whole batch.
+// the length, the magic byte and the counts: ValidateBatch's rules but the
+// CRC and whether the data holds exactly the batch.
 func (h BatchHeader) checkFraming() error {
 	if err := checkPrefix(h.Length, h.Magic); err != nil {
 		return err

@@ -31,7 +31,8 @@ var (
 	// ErrOffsetOutOfRange means a read asked for an offset below the log
 	// start or above the high watermark.
 	ErrOffsetOutOfRange = errors.New("log: offset out of range")
-	// ErrRecordTooLarge means one record cannot fit in a batch.
+	// ErrRecordTooLarge means one record cannot fit in a batch, or a raw
+	// batch is above its topic's max_batch_bytes (or MaxBatchSize).
 	ErrRecordTooLarge = errors.New("log: record too large")
 	// ErrNullKey means a record without a key was appended to a compacted topic.
 	ErrNullKey = errors.New("log: compacted topic requires a key")
