@@ -122,7 +122,7 @@ func handleProduce(c *conn, r *request) *outbound {
 			}
 			if err != nil {
 				sp.ErrorCode = codeFor(err)
-				c.s.limiter.warn(c.s.logger, "produce"+sl.topic, "kafka: produce failed", "topic", sl.topic, "partition", sp.Partition, "err", err)
+				c.s.limiter.Warn(c.s.logger, "produce"+sl.topic, "kafka: produce failed", "topic", sl.topic, "partition", sp.Partition, "err", err)
 				continue
 			}
 			sp.BaseOffset = off
@@ -142,7 +142,7 @@ func handleProduce(c *conn, r *request) *outbound {
 func (c *conn) produceBatch(p *flog.Partition, data []byte) (produceSlot, int16) {
 	vb, err := flog.ValidateProduced(data, c.decomp)
 	if err != nil {
-		c.s.limiter.warn(c.s.logger, "corrupt"+c.remote, "kafka: refusing a bad batch", "remote", c.remote, "topic", p.Topic().Name(), "err", err)
+		c.s.limiter.Warn(c.s.logger, "corrupt"+c.remote, "kafka: refusing a bad batch", "remote", c.remote, "topic", p.Topic().Name(), "err", err)
 		return produceSlot{}, codeFor(err)
 	}
 	h := vb.Header()

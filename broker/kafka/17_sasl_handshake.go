@@ -66,7 +66,7 @@ func (c *conn) checkPlain(tok []byte) bool {
 	}
 	if !ok {
 		c.s.metrics.AuthFailures.Inc()
-		c.s.limiter.warn(c.s.logger, "sasl"+c.remote, "kafka: SASL/PLAIN authentication failed", "remote", c.remote, "user", user)
+		c.s.limiter.Warn(c.s.logger, "sasl"+c.remote, "kafka: SASL/PLAIN authentication failed", "remote", c.remote, "user", user)
 		return false
 	}
 	c.authed = true

@@ -21,7 +21,7 @@ func handleInitProducerID(c *conn, r *request) *outbound {
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
 	if req.TransactionalID != nil && *req.TransactionalID != "" {
 		resp.ErrorCode = kerr.InvalidRequest.Code
-		c.s.limiter.warn(c.s.logger, "txn"+c.remote, "kafka: transactional producers are not supported", "remote", c.remote, "transactional_id", *req.TransactionalID)
+		c.s.limiter.Warn(c.s.logger, "txn"+c.remote, "kafka: transactional producers are not supported", "remote", c.remote, "transactional_id", *req.TransactionalID)
 		return &outbound{resp: resp}
 	}
 	if req.Version >= 3 && req.ProducerID >= 0 && req.ProducerEpoch >= 0 {
@@ -34,7 +34,7 @@ func handleInitProducerID(c *conn, r *request) *outbound {
 	}
 	id, err := c.s.producers.allocate()
 	if err != nil {
-		c.s.limiter.warn(c.s.logger, "pid", "kafka: cannot allocate a producer id", "err", err)
+		c.s.limiter.Warn(c.s.logger, "pid", "kafka: cannot allocate a producer id", "err", err)
 		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
 		return &outbound{resp: resp}
 	}

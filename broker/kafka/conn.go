@@ -106,7 +106,7 @@ func (c *conn) serve() {
 		frame, err := c.readFrame()
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
-				c.s.limiter.warn(c.s.logger, c.remote+"read", "kafka: closing connection", "remote", c.remote, "err", err)
+				c.s.limiter.Warn(c.s.logger, c.remote+"read", "kafka: closing connection", "remote", c.remote, "err", err)
 			}
 			return
 		}
@@ -192,7 +192,7 @@ func (c *conn) handleFrame(frame []byte) *outbound {
 	}
 	if !c.authed && key != kmsg.ApiVersions.Int16() && key != kmsg.SASLHandshake.Int16() && key != kmsg.SASLAuthenticate.Int16() {
 		c.s.metrics.Malformed.WithLabelValues("unauthenticated").Inc()
-		c.s.limiter.warn(c.s.logger, c.remote+"auth", "kafka: request before SASL authentication, closing", "remote", c.remote, "api", kmsg.NameForKey(key))
+		c.s.limiter.Warn(c.s.logger, c.remote+"auth", "kafka: request before SASL authentication, closing", "remote", c.remote, "api", kmsg.NameForKey(key))
 		return nil
 	}
 	if key == kmsg.ApiVersions.Int16() {
@@ -213,7 +213,7 @@ func (c *conn) handleFrame(frame []byte) *outbound {
 	}
 	if err := kreq.ReadFrom(rd.Src); err != nil {
 		c.s.metrics.Malformed.WithLabelValues("body").Inc()
-		c.s.limiter.warn(c.s.logger, c.remote+"body", "kafka: malformed request, closing", "remote", c.remote, "api", kmsg.NameForKey(key), "version", version, "err", err)
+		c.s.limiter.Warn(c.s.logger, c.remote+"body", "kafka: malformed request, closing", "remote", c.remote, "api", kmsg.NameForKey(key), "version", version, "err", err)
 		return nil
 	}
 	r := &request{key: key, version: version, corr: corr, clientID: c.clientID, kreq: kreq}

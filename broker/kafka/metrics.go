@@ -1,9 +1,7 @@
 package kafka
 
 import (
-	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,32 +88,4 @@ func errName(code int16) string {
 		}
 	}
 	return strconv.Itoa(int(code))
-}
-
-// logLimiter lets a log line through at most once a minute per key, so a
-// misbehaving client cannot flood the log.
-type logLimiter struct {
-	mu   sync.Mutex
-	last map[string]time.Time // guarded by mu
-}
-
-func (l *logLimiter) init() { l.last = map[string]time.Time{} }
-
-func (l *logLimiter) warn(lg *slog.Logger, key, msg string, args ...any) {
-	now := time.Now()
-	l.mu.Lock()
-	if t, ok := l.last[key]; ok && now.Sub(t) < time.Minute {
-		l.mu.Unlock()
-		return
-	}
-	if len(l.last) > 10000 {
-		for k, t := range l.last {
-			if now.Sub(t) >= time.Minute {
-				delete(l.last, k)
-			}
-		}
-	}
-	l.last[key] = now
-	l.mu.Unlock()
-	lg.Warn(msg, args...)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/ratelog"
 	"github.com/ferry-iot/ferry/broker/state"
 )
 
@@ -110,7 +111,7 @@ type Server struct {
 	producers *producers
 	metrics   *Metrics
 	logger    *slog.Logger
-	limiter   logLimiter
+	limiter   *ratelog.Limiter
 
 	advHost string
 	advPort int32
@@ -140,7 +141,7 @@ func New(cfg Config, lg *flog.Log, groups Groups, st *state.Store) (*Server, err
 		metrics: cfg.Metrics, logger: cfg.Logger,
 		conns: map[*conn]struct{}{}, sem: make(chan struct{}, cfg.MaxConnections),
 	}
-	s.limiter.init()
+	s.limiter = ratelog.New()
 	s.ln, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: listen %s: %w", cfg.Listen, err)
@@ -198,7 +199,7 @@ func (s *Server) acceptLoop() {
 			}
 			// Temporary trouble (EMFILE and the like): back off, as net/http does.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.limiter.warn(s.logger, "accept", "kafka: accept failed", "err", err)
+			s.limiter.Warn(s.logger, "accept", "kafka: accept failed", "err", err)
 			select {
 			case <-time.After(delay):
 			case <-s.ctx.Done():
@@ -211,7 +212,7 @@ func (s *Server) acceptLoop() {
 		case s.sem <- struct{}{}:
 		default:
 			s.metrics.ConnectionsRefused.Inc()
-			s.limiter.warn(s.logger, "maxconn", "kafka: connection limit reached", "limit", s.cfg.MaxConnections)
+			s.limiter.Warn(s.logger, "maxconn", "kafka: connection limit reached", "limit", s.cfg.MaxConnections)
 			nc.Close()
 			continue
 		}

@@ -48,7 +48,7 @@ func (c *conn) unsupported(key, version int16, corr int32, body []byte, start ti
 	resp, ok := unsupportedAnswer(kreq, kerr.UnsupportedVersion.Code)
 	if !ok {
 		c.s.metrics.Malformed.WithLabelValues("unsupported").Inc()
-		c.s.limiter.warn(c.s.logger, c.remote+"unsupported", "kafka: unsupported request with no room for an error code, closing",
+		c.s.limiter.Warn(c.s.logger, c.remote+"unsupported", "kafka: unsupported request with no room for an error code, closing",
 			"remote", c.remote, "api", kmsg.NameForKey(key), "version", version)
 		return nil
 	}
