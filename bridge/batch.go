@@ -333,8 +333,11 @@ func (e *Engine) readInto(b *Batch, pl *fillPlan, c *cursor, p Progress, live bo
 		}
 		if cap(b.Items) == 0 && len(recs) > 0 {
 			// Size the batch once from the first record, rather than
-			// growing (and copying) it a dozen times.
-			b.Items = make([]Item, 0, min(lim.batchRecords, lim.batchBytes/max(recordBytes(&recs[0]), 16)+1))
+			// growing (and copying) it a dozen times, but never beyond
+			// what this partition has waiting: a trickle batch of one
+			// record must not cost a full batch's Items (append grows it
+			// if other partitions add more).
+			b.Items = make([]Item, 0, min(lim.batchRecords, lim.batchBytes/max(recordBytes(&recs[0]), 16)+1, int(end-pos)))
 		}
 		upto := min(next, end) // everything read was taken (gaps from compaction or control batches included)
 		full := false

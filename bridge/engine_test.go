@@ -827,3 +827,31 @@ func TestLiveFirstMerge(t *testing.T) {
 }
 
 func newTextLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// TestTrickleBatchSmall: with the default limits (4 MiB, 50000 records)
+// a batch of a few records holds Items for about that many, not for a
+// full batch of records that size (~42000 × 112 bytes).
+func TestTrickleBatchSmall(t *testing.T) {
+	lg, st := setup(t, 0, 0)
+	f := newFake()
+	en, err := New(Config{Name: "x", Topics: []string{"t"}}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.Start()
+	tp, _ := lg.Topic("t")
+	for i := range 3 {
+		appendRecs(t, tp, i, 1, 100)
+		waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == i+1 })
+	}
+	if err := en.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, b := range f.batches {
+		if len(b.Items) == 0 || cap(b.Items) > 16 {
+			t.Fatalf("batch %d: %d records in Items of capacity %d", i, len(b.Items), cap(b.Items))
+		}
+	}
+}
