@@ -146,17 +146,14 @@ func (e *Engine) plan() fillPlan {
 // nextBatch blocks until records are waiting, lingers briefly after an
 // idle spell so a trickle travels in fewer batches, then packs up to the
 // batch limits: live ranges first (live_first), then every partition's
-// oldest records, round robin.
+// oldest records, round robin. It reads the log once per batch: whether
+// records wait, and how many, comes from the high watermarks.
 func (e *Engine) nextBatch() (*Batch, error) {
 	idle := false
 	for {
 		pl := e.plan()
-		b, err := e.fill(pl)
-		if err != nil {
-			return nil, err
-		}
-		if len(b.Items) > 0 || len(b.Progress) > 0 {
-			if idle && e.cfg.Linger > 0 && b.Bytes < pl.lim.batchBytes/2 {
+		if n := pl.waiting(); n > 0 {
+			if idle && e.cfg.Linger > 0 && n < int64(pl.lim.batchRecords) {
 				idle = false
 				t := time.NewTimer(e.cfg.Linger)
 				select {
@@ -165,15 +162,31 @@ func (e *Engine) nextBatch() (*Batch, error) {
 					t.Stop()
 					return nil, e.ctx.Err()
 				}
-				continue // refill with what arrived meanwhile
 			}
-			return b, nil
+			b, err := e.fill(pl) // with what arrived meanwhile: the high watermarks are read again
+			if err != nil {
+				return nil, err
+			}
+			if len(b.Items) > 0 || len(b.Progress) > 0 {
+				return b, nil
+			}
 		}
 		idle = true
 		if err := e.waitData(pl.order); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// waiting is the number of offsets of the plan's partitions not yet
+// upstream (compaction gaps and control batches included).
+func (pl *fillPlan) waiting() int64 {
+	var n int64
+	for _, c := range pl.order {
+		p := pl.from[c.tp]
+		n += max(c.p.HighWatermark()-p.Next-p.ahead(), 0)
+	}
+	return n
 }
 
 // waitData sleeps until any of the partitions' high watermark moves.
@@ -193,6 +206,9 @@ func (e *Engine) waitData(order []*cursor) error {
 	}
 	if pending {
 		return nil
+	}
+	if e.onIdle != nil {
+		e.onIdle()
 	}
 	chosen, _, _ := reflect.Select(cases)
 	switch chosen {
@@ -322,6 +338,9 @@ func (e *Engine) readInto(b *Batch, pl *fillPlan, c *cursor, p Progress, live bo
 	n, added, pos := 0, 0, from
 	for pos < end && added < maxBytes {
 		recs, next, _, err := c.p.ReadRecords(pos, min(maxBytes-added, readStep))
+		if e.onRead != nil {
+			e.onRead(c.tp, len(recs))
+		}
 		if errors.Is(err, flog.ErrOffsetOutOfRange) {
 			break // retention moved the start meanwhile: next round
 		}

@@ -153,6 +153,8 @@ type Engine struct {
 	wait       func(ctx context.Context, d time.Duration) // one backoff sleep
 	jitter     func() float64                             // in [0, 1)
 	onPrefetch func()                                     // at the start of every prefetch goroutine
+	onIdle     func()                                     // when waitData is about to block (run goroutine)
+	onRead     func(tp TP, records int)                   // after each log read of a fill (run or prefetch goroutine)
 
 	// Owned by the run goroutine.
 	cursors   map[TP]*cursor

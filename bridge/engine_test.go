@@ -855,3 +855,37 @@ func TestTrickleBatchSmall(t *testing.T) {
 		}
 	}
 }
+
+// TestTrickleReadOnce: a record arriving after an idle spell is read from
+// the log (and decoded) once: the engine lingers on the high watermarks,
+// not on a batch it would then read again.
+func TestTrickleReadOnce(t *testing.T) {
+	lg, st := setup(t, 0, 0)
+	f := newFake()
+	en, err := New(Config{Name: "x", Topics: []string{"t"}}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := make(chan struct{}, 1)
+	en.onIdle = func() {
+		select {
+		case idle <- struct{}{}:
+		default:
+		}
+	}
+	var read atomic.Int64 // records returned by log reads, prefetches included
+	en.onRead = func(_ TP, n int) { read.Add(int64(n)) }
+	en.Start()
+	tp, _ := lg.Topic("t")
+	for i := range 3 {
+		<-idle // the engine waits for records: the next one ends an idle spell
+		appendRecs(t, tp, i, 1, 100)
+		waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == i+1 })
+		if n := read.Load(); n != int64(i+1) {
+			t.Fatalf("after %d trickle records the engine read %d from the log, want each once", i+1, n)
+		}
+	}
+	if err := en.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
