@@ -49,7 +49,9 @@
 // the next batch passes over it (Batch.Rejected) and its progress moves
 // past it, so a target storing checkpoints upstream records the skip in
 // the same transaction as that checkpoint; before that batch is sent the
-// record's provenance is appended to the local RejectedTopic; once it is
+// record's provenance is appended to the local RejectedTopic (if that
+// fails the batch is not sent: the round fails like a log read error and
+// is retried, so no record is skipped without it); once it is
 // acknowledged the skip is counted (Status.RecordsRejected,
 // ferry_bridge_records_rejected_total) and logged, at most once a minute.
 // When the upstream refused a whole batch without saying which record is

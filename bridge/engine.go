@@ -373,7 +373,9 @@ func (e *Engine) pump(conn Conn) (progressed, stalled bool, err error) {
 				return progressed, false, err
 			}
 		}
-		e.deadLetter(b)
+		if err := e.deadLetter(b); err != nil {
+			return progressed, false, err
+		}
 		if e.limiter != nil {
 			if err := e.waitRate(b.Bytes); err != nil {
 				return progressed, false, err

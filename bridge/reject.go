@@ -24,7 +24,8 @@ import (
 //     progress moves past them.
 //  3. Before that batch is sent, the records' provenance is appended to
 //     the local rejected topic (once per record; a crash can repeat it,
-//     the key names the record).
+//     the key names the record). If that append fails the batch is not
+//     sent: the round fails like a log read error and is tried again.
 //  4. Once it is acknowledged — the upstream checkpoint, if any, moved
 //     past them in the same transaction — they are counted (Status,
 //     ferry_bridge_records_rejected_total) and logged, rate-limited.
@@ -155,9 +156,11 @@ type rejectedRecord struct {
 // deadLetter appends the provenance of b's rejected records to the
 // rejected topic before b is sent, so a record skipped upstream is on
 // record locally even if the process dies right after the upstream
-// acknowledged. A failure is logged and tried again with the next batch
-// that passes over the record; it never holds replication up.
-func (e *Engine) deadLetter(b *Batch) {
+// acknowledged. A failure fails the round like a log read error: b is not
+// sent (its progress would pass over the records), the session backs off
+// and the next batch passes over the records and tries again; nothing is
+// skipped until its provenance is stored.
+func (e *Engine) deadLetter(b *Batch) error {
 	var recs []flog.Record
 	var marked []Rejected
 	now := time.Now()
@@ -169,26 +172,28 @@ func (e *Engine) deadLetter(b *Batch) {
 			Timestamp: r.Timestamp, Key: r.Key, Bytes: r.Bytes, Reason: r.Reason, RejectedAt: now})
 		recs = append(recs, flog.Record{Key: []byte(e.cfg.Name + "/" + r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" +
 			strconv.FormatInt(r.Offset, 10)), Value: v, Timestamp: now.UnixMilli()})
+		marked = append(marked, r)
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	t, err := e.rejectedTopic()
+	if err == nil {
+		if _, err = t.Append(e.ctx, recs).Wait(e.ctx); err != nil {
+			e.rejTopic = nil // deleted meanwhile, say: opened (or created) again next time
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bridge %s: record %d rejected record(s) in the rejected topic %s (nothing is skipped until they are): %w",
+			e.cfg.Name, len(recs), e.cfg.RejectedTopic, err)
+	}
+	for _, r := range marked {
 		if e.lettered[r.TP] == nil {
 			e.lettered[r.TP] = map[int64]struct{}{}
 		}
 		e.lettered[r.TP][r.Offset] = struct{}{}
-		marked = append(marked, r)
 	}
-	if len(recs) == 0 {
-		return
-	}
-	t, err := e.rejectedTopic()
-	if err == nil {
-		_, err = t.Append(e.ctx, recs).Wait(e.ctx)
-	}
-	if err != nil {
-		for _, r := range marked {
-			delete(e.lettered[r.TP], r.Offset)
-		}
-		e.logger.Warn("bridge: cannot record rejected records in the rejected topic", "bridge", e.cfg.Name,
-			"rejected_topic", e.cfg.RejectedTopic, "records", len(recs), "err", err)
-	}
+	return nil
 }
 
 // rejectedTopic opens the rejected topic, creating it with the log's

@@ -37,6 +37,14 @@ func poisonSend(poison map[TP]map[int64]bool, suspect bool) func(context.Context
 	}
 }
 
+// noReconnects asserts rejections cost the session nothing.
+func noReconnects(t *testing.T, en *Engine) {
+	t.Helper()
+	if n := en.Status().Reconnects; n != 0 {
+		t.Fatalf("rejections cost %d reconnects", n)
+	}
+}
+
 // checkRejected asserts the poison records were skipped: counted once
 // each, never delivered, their provenance in the rejected topic, and each
 // passed over by an acknowledged batch whose progress moves past it (what
@@ -54,9 +62,6 @@ func checkRejected(t *testing.T, en *Engine, f *fakeTarget, lg *flog.Log, poison
 	}
 	if st.LastRejected == nil || !poison[TP{st.LastRejected.Topic, st.LastRejected.Partition}][st.LastRejected.Offset] || st.LastRejected.Reason == "" {
 		t.Fatalf("last rejected: %+v", st.LastRejected)
-	}
-	if st.Reconnects != 0 {
-		t.Fatalf("rejections cost %d reconnects", st.Reconnects)
 	}
 	passed := map[TP]map[int64]bool{}
 	f.mu.Lock()
@@ -130,6 +135,7 @@ func TestRejectedExact(t *testing.T) {
 	waitFor(t, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
 	en.Close()
 	checkRejected(t, en, f, lg, poison)
+	noReconnects(t, en)
 	if n := strings.Count(logs.String(), "refuses a record for good"); n != 1 {
 		t.Fatalf("%d log lines for 4 rejections in a minute, want 1 (rate-limited)", n)
 	}
@@ -152,6 +158,7 @@ func TestRejectedSuspects(t *testing.T) {
 	waitFor(t, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
 	en.Close()
 	checkRejected(t, en, f, lg, poison)
+	noReconnects(t, en)
 	f.mu.Lock()
 	t.Logf("%d sends for %d acknowledged batches", f.sends, len(f.batches))
 	f.mu.Unlock()
@@ -209,6 +216,7 @@ func TestRejectedTooLarge(t *testing.T) {
 	waitFor(t, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
 	en.Close()
 	checkRejected(t, en, f, lg, poison)
+	noReconnects(t, en)
 	if r := en.Status().LastRejected; !strings.Contains(r.Reason, "larger than the upstream takes") {
 		t.Fatalf("reason %q", r.Reason)
 	}
@@ -236,4 +244,47 @@ func TestRejectedUnknownRecords(t *testing.T) {
 	if st := en.Status(); st.RecordsRejected != 0 || st.Reconnects != 1 {
 		t.Fatalf("status %+v", st)
 	}
+}
+
+// TestRejectedProvenanceFirst: while the provenance of a rejected record
+// cannot be appended to the rejected topic (a reject_new topic that is
+// full), no batch passing over the record is sent: the rounds fail and
+// are retried. Once the topic takes records the record is skipped with
+// its provenance on record.
+func TestRejectedProvenanceFirst(t *testing.T) {
+	lg, st := setup(t, 200, 20)
+	if _, err := lg.CreateTopic(DefaultRejectedTopic, flog.TopicConfig{Partitions: 1, OnFull: flog.RejectNew, RetentionBytes: 10}); err != nil {
+		t.Fatal(err)
+	}
+	poison := map[TP]map[int64]bool{{"t", 0}: {17: true}}
+	f := newFake()
+	f.send = poisonSend(poison, false)
+	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 10, Backoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}, lg, st, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.Start()
+	waitFor(t, "failed rounds or a skip", 10*time.Second, func() bool {
+		st := en.Status()
+		return st.RecordsRejected > 0 || (st.Reconnects >= 3 && strings.Contains(st.LastError, "rejected topic"))
+	})
+	if st := en.Status(); st.RecordsRejected != 0 {
+		t.Fatalf("%d record(s) skipped without their provenance in the rejected topic", st.RecordsRejected)
+	}
+	f.mu.Lock()
+	for i, b := range f.batches {
+		if len(b.Rejected) > 0 || b.Progress[TP{"t", 0}].covers(17) {
+			f.mu.Unlock()
+			t.Fatalf("batch %d passed over t/0@17 (rejected %v, progress %+v) while its provenance could not be stored", i, b.Rejected, b.Progress)
+		}
+	}
+	f.mu.Unlock()
+	if err := lg.UpdateTopic(DefaultRejectedTopic, flog.TopicConfig{Partitions: 1, OnFull: flog.RejectNew}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery", 10*time.Second, func() bool { return en.Status().Lag == 0 })
+	if err := en.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkRejected(t, en, f, lg, poison)
 }
