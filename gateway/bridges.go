@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -107,7 +108,7 @@ func (c *Config) validateKafkaBridge(bad func(key, format string, args ...any)) 
 	default:
 		bad("bridges.kafka.sasl.mechanism", "%q is not plain, scram-sha-256 or scram-sha-512", kb.SASL.Mechanism)
 	}
-	validateBridgeTLS(kb.TLS, bad)
+	loadBridgeTLS(kb.TLS, bad)
 	if _, err := parseSize(kb.RateLimit); err != nil {
 		bad("bridges.kafka.rate_limit", "%v", err)
 	}
@@ -138,10 +139,13 @@ func (c *Config) validateKafkaBridge(bad func(key, format string, args ...any)) 
 	}
 }
 
-// validateBridgeTLS checks bridges.kafka.tls, files included, so that a
-// missing or unreadable certificate is a configuration problem reported
-// with the others rather than a start-up failure after it.
-func validateBridgeTLS(c BridgeTLSConfig, bad func(key, format string, args ...any)) {
+// loadBridgeTLS reads bridges.kafka.tls, files included, into the
+// tls.Config the Kafka target dials with, reporting every problem with bad
+// under its full key. Validation calls it, so that a missing or unreadable
+// certificate is a configuration problem reported with the others, and so
+// does start-up, for the config itself. It returns nil when TLS is off or
+// a problem was reported.
+func loadBridgeTLS(c BridgeTLSConfig, bad func(key, format string, args ...any)) *tls.Config {
 	if !c.Enabled {
 		for key, set := range map[string]bool{"ca_file": c.CAFile != "", "cert_file": c.CertFile != "", "key_file": c.KeyFile != "",
 			"insecure_skip_verify": c.InsecureSkipVerify} {
@@ -149,26 +153,54 @@ func validateBridgeTLS(c BridgeTLSConfig, bad func(key, format string, args ...a
 				bad("bridges.kafka.tls."+key, "is set but bridges.kafka.tls.enabled is false")
 			}
 		}
-		return
+		return nil
 	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // the user's explicit choice
+	ok := true
 	if c.CAFile != "" {
+		pool := x509.NewCertPool()
 		if pem, err := os.ReadFile(c.CAFile); err != nil {
 			bad("bridges.kafka.tls.ca_file", "%v", err)
-		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			ok = false
+		} else if !pool.AppendCertsFromPEM(pem) {
 			bad("bridges.kafka.tls.ca_file", "%s holds no PEM certificate", c.CAFile)
+			ok = false
 		}
+		cfg.RootCAs = pool
 	}
 	switch {
 	case c.CertFile == "" && c.KeyFile == "":
 	case c.CertFile == "":
 		bad("bridges.kafka.tls.cert_file", "is required with bridges.kafka.tls.key_file")
+		ok = false
 	case c.KeyFile == "":
 		bad("bridges.kafka.tls.key_file", "is required with bridges.kafka.tls.cert_file")
+		ok = false
 	default:
-		if _, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile); err != nil {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
 			bad("bridges.kafka.tls.cert_file", "with bridges.kafka.tls.key_file: %v", err)
+			ok = false
 		}
+		cfg.Certificates = []tls.Certificate{cert}
 	}
+	if !ok {
+		return nil
+	}
+	return cfg
+}
+
+// bridgeTLS is loadBridgeTLS for start-up: the problems (files changed
+// since validation) as one error.
+func bridgeTLS(c BridgeTLSConfig) (*tls.Config, error) {
+	var problems []string
+	cfg := loadBridgeTLS(c, func(key, format string, args ...any) {
+		problems = append(problems, key+": "+fmt.Sprintf(format, args...))
+	})
+	if len(problems) > 0 {
+		return nil, errors.New(strings.Join(problems, "; "))
+	}
+	return cfg, nil
 }
 
 // startBridges starts the configured upstream bridges.
@@ -222,32 +254,6 @@ func (d *Daemon) bridgeMetrics() *bridge.Metrics {
 		d.metrics.MustRegister(&bridgeCollector{d: d})
 	}
 	return d.bridgeM
-}
-
-func bridgeTLS(c BridgeTLSConfig) (*tls.Config, error) {
-	if !c.Enabled {
-		return nil, nil
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // the user's explicit choice
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("bridges.kafka.tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("bridges.kafka.tls.ca_file: %s holds no PEM certificate", c.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("bridges.kafka.tls.cert_file/key_file: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }
 
 func bridgeSASL(c BridgeSASLConfig) sasl.Mechanism {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"os"
 	"path/filepath"
@@ -508,6 +510,49 @@ bridges:
     max_backoff: 1s
 `), nil)
 	checkProblems(t, err, all)
+}
+
+// TestConfigBridgeTLSLoaded: the TLS settings validation checked are
+// what start-up dials with (one loader for both): the CA pool, the client
+// certificate and insecure_skip_verify; TLS off gives no config, and a
+// file gone since validation fails start-up under its key.
+func TestConfigBridgeTLSLoaded(t *testing.T) {
+	certFile, keyFile := selfSigned(t)
+	cfg, err := LoadConfig(writeConfig(t, `
+bridges:
+  kafka:
+    brokers: ["127.0.0.1:9092"]
+    tls: {enabled: true, ca_file: `+certFile+`, cert_file: `+certFile+`, key_file: `+keyFile+`, insecure_skip_verify: true}
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := bridgeTLS(cfg.Bridges.Kafka.TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc == nil || tc.RootCAs == nil || len(tc.Certificates) != 1 || !tc.InsecureSkipVerify || tc.MinVersion != tls.VersionTLS12 {
+		t.Fatalf("loaded TLS config %+v", tc)
+	}
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := x509.NewCertPool()
+	want.AppendCertsFromPEM(pem)
+	if !tc.RootCAs.Equal(want) {
+		t.Fatal("the CA pool is not ca_file's certificate")
+	}
+	if tc, err := bridgeTLS(BridgeTLSConfig{}); tc != nil || err != nil {
+		t.Fatalf("TLS off: %+v, %v", tc, err)
+	}
+	if err := os.Remove(certFile); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bridgeTLS(cfg.Bridges.Kafka.TLS); err == nil || !strings.HasPrefix(err.Error(), "bridges.kafka.tls.ca_file: open "+certFile) ||
+		!strings.Contains(err.Error(), "bridges.kafka.tls.cert_file: with bridges.kafka.tls.key_file: open "+certFile) {
+		t.Fatalf("start-up with the files gone: %v", err)
+	}
 }
 
 // checkProblems asserts that err is a ConfigError with exactly the
