@@ -180,6 +180,7 @@ type Target struct {
 		shape shape // what the last probe found: the next client starts with it
 	}
 	warnedNoIdempotence atomic.Bool  // logged once per Target
+	clients             atomic.Int64 // kgo clients built (tests: one per Connect in the common case)
 	saslDropped         atomic.Int64 // SASLAuthenticate answers that never came (OnBrokerRead)
 }
 
@@ -189,9 +190,22 @@ type shape struct {
 	idempotent bool // false: the upstream lacks InitProducerId (at-least-once only)
 }
 
+// kafkaDefaultMaxMessage is Kafka's default message.max.bytes (1 MiB + 12).
+const kafkaDefaultMaxMessage = 1<<20 + 12
+
 // defaultBatchMax is the producer's batch limit when the upstream takes
-// more: 1 MiB, below Kafka's default message.max.bytes (1 MiB + 12).
-const defaultBatchMax = 1 << 20
+// more: what batchMaxFor gives for Kafka's default message.max.bytes, so
+// that against an upstream with the default the first client built is
+// the right one (a second one costs a dial, TLS, SASL and a ping).
+const defaultBatchMax = kafkaDefaultMaxMessage - 1024
+
+// batchMaxFor is the producer's batch limit for an upstream taking
+// batches of maxMessage bytes: kgo bounds a batch's uncompressed size,
+// while the broker checks the compressed batch, which for incompressible
+// records is a little larger: keep a margin.
+func batchMaxFor(maxMessage int) int {
+	return min(defaultBatchMax, maxMessage-min(1024, maxMessage/8))
+}
 
 // New checks cfg and returns the target.
 func New(cfg Config) (*Target, error) {
@@ -269,6 +283,7 @@ func (t *Target) client(sh shape) (*kgo.Client, error) {
 		opts = append(opts, kgo.TransactionalID(t.cfg.TransactionalID), kgo.TransactionTimeout(2*time.Minute))
 	}
 	opts = append(opts, t.cfg.Opts...)
+	t.clients.Add(1)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("bridge/kafka: client: %w", err)
@@ -334,10 +349,7 @@ func (t *Target) Connect(ctx context.Context) (bridge.Conn, error) {
 func (t *Target) shapeFor(up upstreamInfo) shape {
 	sh := shape{batchMax: defaultBatchMax, idempotent: up.missingIdempotence == ""}
 	if up.maxMessage > 0 {
-		// kgo bounds a batch's uncompressed size; what the broker checks
-		// is the compressed batch, which for incompressible records is a
-		// little larger: keep a margin.
-		sh.batchMax = min(sh.batchMax, up.maxMessage-min(1024, up.maxMessage/8))
+		sh.batchMax = batchMaxFor(up.maxMessage)
 	}
 	if !sh.idempotent && !t.warnedNoIdempotence.Swap(true) {
 		t.cfg.Logger.Warn("bridge/kafka: the upstream does not support idempotent producing; at-least-once without idempotence: "+

@@ -184,3 +184,36 @@ func TestZstdOnTheWire(t *testing.T) {
 		})
 	}
 }
+
+// TestOneClientPerConnect: against an upstream with Kafka's default
+// message.max.bytes every Connect builds one kgo client (the default
+// producer shape is what the probe asks for); an upstream taking less
+// costs a second client on the first Connect only, since the target keeps
+// what the probe found for the next one.
+func TestOneClientPerConnect(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  []kfake.Opt
+		first int64 // clients the first Connect builds
+	}{
+		{"default message.max.bytes", nil, 1},
+		{"message.max.bytes 16384", []kfake.Opt{kfake.BrokerConfigs(map[string]string{"message.max.bytes": "16384"})}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cluster(t, tc.opts...)
+			tg := target(t, c.ListenAddrs(), ExactlyOnce)
+			for i, want := range []int64{tc.first, tc.first + 1, tc.first + 2} {
+				cn, err := tg.Connect(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := cn.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if n := tg.clients.Load(); n != want {
+					t.Fatalf("after connect %d: %d clients built, want %d", i+1, n, want)
+				}
+			}
+		})
+	}
+}
