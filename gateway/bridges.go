@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -22,10 +21,6 @@ import (
 	bkafka "github.com/ferry-iot/ferry/bridge/kafka"
 	flog "github.com/ferry-iot/ferry/broker/log"
 )
-
-// upstreamTopicRE is Kafka's rule for topic names (the upstream's, which
-// may be longer than the edge log allows).
-var upstreamTopicRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
 // bridgeMemoryShare is the share of memory_limit the bridge's two batches
 // (one in flight, the next read ahead) may take together.
@@ -63,7 +58,7 @@ func (c *Config) validateKafkaBridge(bad func(key, format string, args ...any)) 
 		switch {
 		case up == "":
 			bad(key, "upstream topic name is empty")
-		case !upstreamTopicRE.MatchString(up) || up == "." || up == "..":
+		case bkafka.ValidTopicName(up) != nil: // Kafka's rule: upstream names may be longer than the edge log's
 			bad(key, "upstream topic %q is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])", up)
 		case kb.Delivery == bkafka.ExactlyOnce && up == kb.CheckpointTopic:
 			bad(key, "upstream topic %q is bridges.kafka.checkpoint_topic", up)
@@ -76,7 +71,7 @@ func (c *Config) validateKafkaBridge(bad func(key, format string, args ...any)) 
 	}
 	switch kb.Delivery {
 	case bkafka.ExactlyOnce:
-		if !upstreamTopicRE.MatchString(kb.CheckpointTopic) || kb.CheckpointTopic == "." || kb.CheckpointTopic == ".." {
+		if bkafka.ValidTopicName(kb.CheckpointTopic) != nil {
 			bad("bridges.kafka.checkpoint_topic", "%q is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])", kb.CheckpointTopic)
 		}
 	case bkafka.AtLeastOnce:

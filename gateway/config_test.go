@@ -452,6 +452,11 @@ bridges:
 			"bridges.kafka.topics.rpc_responses: upstream topic \"ferry.checkpoints\" is bridges.kafka.checkpoint_topic",
 			"bridges.kafka.topics.telemetry: upstream topic name is empty",
 		}},
+		{"upstream names by Kafka's rule, not the edge log's", "    topics: {telemetry: " + strings.Repeat("u", 249) + ", attributes: " + strings.Repeat("u", 250) +
+			", rpc_responses: \".\"}\n", nil, []string{
+			"bridges.kafka.topics.attributes: upstream topic \"" + strings.Repeat("u", 250) + "\" is not a Kafka topic name",
+			"bridges.kafka.topics.rpc_responses: upstream topic \".\" is not a Kafka topic name",
+		}},
 		{"no mapping", "    topics: {}\n", nil, []string{"bridges.kafka.topics: must map at least one log topic"}},
 		{"checkpoint topic", "    checkpoint_topic: \"..\"\n", nil, []string{"bridges.kafka.checkpoint_topic: \"..\" is not a Kafka topic name"}},
 		{"rejected topic name", "    rejected_topic: \"no space\"\n", nil, []string{"bridges.kafka.rejected_topic: \"no space\""}},

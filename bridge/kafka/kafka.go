@@ -70,6 +70,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -98,7 +101,7 @@ type Config struct {
 
 	Delivery        string // ExactlyOnce (default) or AtLeastOnce
 	TransactionalID string // default "ferry-<NodeID>"
-	CheckpointTopic string // default "ferry.checkpoints"
+	CheckpointTopic string // default DefaultCheckpointTopic
 	Compression     string // zstd (default), lz4, snappy, gzip, none
 
 	TLS  *tls.Config
@@ -117,7 +120,7 @@ func (c *Config) ensureDefaults() {
 		c.TransactionalID = "ferry-" + c.NodeID
 	}
 	if c.CheckpointTopic == "" {
-		c.CheckpointTopic = "ferry.checkpoints"
+		c.CheckpointTopic = DefaultCheckpointTopic
 	}
 	if c.Compression == "" {
 		c.Compression = "zstd"
@@ -136,9 +139,21 @@ func (c *Config) Validate() error {
 	if len(c.Topics) == 0 {
 		errs = append(errs, errors.New("bridge/kafka: no topics"))
 	}
-	for edge, up := range c.Topics {
-		if up == "" {
+	checkpoints := c.CheckpointTopic
+	if checkpoints == "" {
+		checkpoints = DefaultCheckpointTopic
+	} else if err := ValidTopicName(checkpoints); err != nil {
+		errs = append(errs, fmt.Errorf("%w (the checkpoint topic)", err))
+	}
+	eos := c.Delivery == "" || c.Delivery == ExactlyOnce
+	for _, edge := range slices.Sorted(maps.Keys(c.Topics)) {
+		switch up := c.Topics[edge]; {
+		case up == "":
 			errs = append(errs, fmt.Errorf("bridge/kafka: topic %s maps to an empty upstream name", edge))
+		case ValidTopicName(up) != nil:
+			errs = append(errs, fmt.Errorf("%w (the upstream of edge topic %s)", ValidTopicName(up), edge))
+		case eos && up == checkpoints:
+			errs = append(errs, fmt.Errorf("bridge/kafka: topic %s maps to the checkpoint topic %s", edge, up))
 		}
 	}
 	if c.NodeID == "" {
@@ -151,6 +166,23 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// DefaultCheckpointTopic is the upstream topic of the exactly-once
+// checkpoints when Config.CheckpointTopic is empty.
+const DefaultCheckpointTopic = "ferry.checkpoints"
+
+// topicNameRE is Kafka's alphabet and length for topic names.
+var topicNameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// ValidTopicName applies Kafka's rule for topic names (1 to 249 of
+// [a-zA-Z0-9._-], neither "." nor ".."): the upstream's rule, which
+// allows longer names than the edge log (log.ValidTopicName).
+func ValidTopicName(name string) error {
+	if !topicNameRE.MatchString(name) || name == "." || name == ".." {
+		return fmt.Errorf("bridge/kafka: topic %q is not a Kafka topic name (1-249 of [a-zA-Z0-9._-], not . or ..)", name)
+	}
+	return nil
 }
 
 func codec(name string) (kgo.CompressionCodec, error) {

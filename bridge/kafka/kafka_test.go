@@ -3,6 +3,7 @@ package kafka
 import (
 	"bytes"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +82,59 @@ func checkRecords(t *testing.T, u *upstream, edgeRecs map[string]flog.Record) {
 				t.Fatalf("%s: provenance header %d is %s=%q, want %s=%q", prov(r), i, got.Key, got.Value, h.Key, h.Value)
 			}
 		}
+	}
+}
+
+// TestConfigValidate: upstream topic names follow Kafka's rule (up to
+// 249 characters, not "." or ".."), and with exactly-once no edge topic
+// may map to the checkpoint topic, whose name follows the same rule.
+func TestConfigValidate(t *testing.T) {
+	long := strings.Repeat("u", 249)
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want []string // substrings of the error, one per problem; none: valid
+	}{
+		{"valid, 249 characters", Config{Topics: map[string]string{"telemetry": long}}, nil},
+		{"bad upstream names", Config{Topics: map[string]string{"a": long + "u", "b": ".", "c": "..", "d": "no space", "e": ""}}, []string{
+			`topic "` + long + `u" is not a Kafka topic name (1-249 of [a-zA-Z0-9._-], not . or ..) (the upstream of edge topic a)`,
+			`topic "." is not a Kafka topic name`, `topic ".." is not a Kafka topic name`, `topic "no space" is not a Kafka topic name`,
+			"topic e maps to an empty upstream name",
+		}},
+		{"the default checkpoint topic", Config{Topics: map[string]string{"telemetry": DefaultCheckpointTopic}}, []string{
+			"topic telemetry maps to the checkpoint topic ferry.checkpoints",
+		}},
+		{"a configured checkpoint topic", Config{Delivery: ExactlyOnce, CheckpointTopic: "cp", Topics: map[string]string{"telemetry": "cp"}},
+			[]string{"topic telemetry maps to the checkpoint topic cp"}},
+		{"at least once keeps no checkpoints upstream", Config{Delivery: AtLeastOnce, Topics: map[string]string{"telemetry": DefaultCheckpointTopic}}, nil},
+		{"bad checkpoint topic", Config{CheckpointTopic: "..", Topics: map[string]string{"telemetry": "up"}}, []string{
+			`topic ".." is not a Kafka topic name (1-249 of [a-zA-Z0-9._-], not . or ..) (the checkpoint topic)`,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Brokers, tc.cfg.NodeID = []string{"127.0.0.1:9092"}, "gw"
+			err := tc.cfg.Validate()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("valid, want %q", tc.want)
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(tc.want) {
+				t.Fatalf("%d problems, want %d:\n%v", len(lines), len(tc.want), err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), "bridge/kafka: "+w) {
+					t.Errorf("missing %q in:\n%v", w, err)
+				}
+			}
+		})
+	}
+	if err := ValidTopicName(long); err != nil {
+		t.Fatal(err)
 	}
 }
