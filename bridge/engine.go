@@ -26,6 +26,10 @@ const (
 // records the upstream refused for good.
 const DefaultRejectedTopic = "bridge_rejected"
 
+// NoLinger as Config.Linger sends records arriving after an idle spell at
+// once (zero means the default linger; any negative value means none).
+const NoLinger time.Duration = -1
+
 // Config configures an Engine. Zero fields take the defaults noted.
 type Config struct {
 	Name   string   // the bridge's name: hold owner "bridge.<name>", metric label, state keys
@@ -39,7 +43,7 @@ type Config struct {
 	// most two batches: the one in flight and the next, read meanwhile.
 	MaxBatchBytes   int
 	MaxBatchRecords int           // per Send (default 50000; a Conn's Limits may lower it)
-	Linger          time.Duration // after idling, wait this long for more records (default 50 ms)
+	Linger          time.Duration // after idling, wait this long for more records (0: default 50 ms; NoLinger: none)
 	RateLimit       int64         // bytes per second handed to the target; 0: unlimited
 
 	StallTimeout       time.Duration // a Send or Connect taking longer is a stalled link (default 60 s)

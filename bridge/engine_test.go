@@ -889,3 +889,20 @@ func TestTrickleReadOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLingerSettings: zero Linger takes the default, NoLinger stays none.
+func TestLingerSettings(t *testing.T) {
+	lg, st := setup(t, 0, 0)
+	for _, tc := range []struct{ in, want time.Duration }{{0, 50 * time.Millisecond}, {NoLinger, NoLinger}, {time.Second, time.Second}} {
+		en, err := New(Config{Name: "x", Topics: []string{"t"}, Linger: tc.in}, lg, st, newFake())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if en.cfg.Linger != tc.want {
+			t.Errorf("Linger %v became %v, want %v", tc.in, en.cfg.Linger, tc.want)
+		}
+		if err := en.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

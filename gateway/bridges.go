@@ -226,7 +226,7 @@ func (d *Daemon) startBridges() error {
 	maxBatch, _ := parseSize(kb.MaxBatchBytes)
 	linger := kb.Linger
 	if linger == 0 {
-		linger = -1 // the engine reads zero as its default and a negative linger as none
+		linger = bridge.NoLinger // bridges.kafka.linger 0s is none; the engine reads zero as its default
 	}
 	en, err := bridge.New(bridge.Config{
 		Name: "kafka", Topics: topics, RejectedTopic: kb.RejectedTopic, Order: kb.Order, LiveThreshold: kb.LiveThreshold,
