@@ -360,15 +360,13 @@ func (e *Engine) readInto(b *Batch, pl *fillPlan, c *cursor, p Progress, live bo
 		}
 		upto := min(next, end) // everything read was taken (gaps from compaction or control batches included)
 		full := false
-		for _, r := range recs {
-			if r.Offset < pos {
-				continue
-			}
+		for i := range recs { // all at or above pos: ReadRecords leaves out what lies below
+			r := &recs[i]
 			if r.Offset >= end {
 				upto = end
 				break
 			}
-			rb := recordBytes(&r)
+			rb := recordBytes(r)
 			reason, bad := poison[r.Offset]
 			if !bad && lim.recordBytes > 0 && rb > lim.recordBytes {
 				reason, bad = fmt.Sprintf("record of %d bytes is larger than the upstream takes (%d)", rb, lim.recordBytes), true
@@ -382,7 +380,7 @@ func (e *Engine) readInto(b *Batch, pl *fillPlan, c *cursor, p Progress, live bo
 				upto, full = r.Offset, true // the batch or the share is full: this record goes next time
 				break
 			}
-			b.Items = append(b.Items, Item{TP: c.tp, Record: r})
+			b.Items = append(b.Items, Item{TP: c.tp, Record: *r})
 			b.Bytes += rb
 			added += rb
 			n++

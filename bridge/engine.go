@@ -414,9 +414,13 @@ func (e *Engine) pump(conn Conn) (progressed, stalled bool, err error) {
 // resent.
 func (e *Engine) hand(b *Batch) {
 	var resent int64
+	var c *cursor // items come in runs of one partition: one lookup per run
 	for i := range b.Items {
 		it := &b.Items[i]
-		if e.cursors[it.TP].handed.covers(it.Record.Offset) {
+		if c == nil || c.tp != it.TP {
+			c = e.cursors[it.TP]
+		}
+		if c.handed.covers(it.Record.Offset) {
 			resent++
 		}
 	}

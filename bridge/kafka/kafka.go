@@ -211,9 +211,21 @@ type Target struct {
 		sync.Mutex
 		shape shape // what the last probe found: the next client starts with it
 	}
+	// Fixed in New: what Send writes for each edge topic, and the
+	// ferry.node header value. Header values are shared by every record
+	// (kgo only reads them).
+	edges map[string]edgeTopic
+	node  []byte
+
 	warnedNoIdempotence atomic.Bool  // logged once per Target
 	clients             atomic.Int64 // kgo clients built (tests: one per Connect in the common case)
 	saslDropped         atomic.Int64 // SASLAuthenticate answers that never came (OnBrokerRead)
+}
+
+// edgeTopic is what Send needs of an edge topic.
+type edgeTopic struct {
+	upstream string // the upstream topic
+	name     []byte // the ferry.topic header value
 }
 
 // shape is what the producer client is built for.
@@ -245,9 +257,18 @@ func New(cfg Config) (*Target, error) {
 		return nil, err
 	}
 	cfg.ensureDefaults()
-	t := &Target{cfg: cfg}
+	t := &Target{cfg: cfg, node: clipped(cfg.NodeID), edges: make(map[string]edgeTopic, len(cfg.Topics))}
+	for edge, up := range cfg.Topics {
+		t.edges[edge] = edgeTopic{upstream: up, name: clipped(edge)}
+	}
 	t.mu.shape = shape{batchMax: defaultBatchMax, idempotent: true}
 	return t, nil
+}
+
+// clipped is s as bytes with no room to append into.
+func clipped(s string) []byte {
+	b := []byte(s)
+	return b[:len(b):len(b)]
 }
 
 // WireBytes is the number of bytes written to the upstream so far

@@ -14,32 +14,36 @@ import (
 	flog "github.com/ferry-iot/ferry/broker/log"
 )
 
-// TestNormalFlow: a backlog and live records reach the upstream exactly
-// once, in per-key order, each key in one upstream partition, and every
-// upstream record carries its edge record's key, value, timestamp and
-// headers, followed by the provenance headers.
+// TestNormalFlow: a backlog and live records of two edge topics reach
+// their upstream topics exactly once, in per-key order, each key in one
+// upstream partition, and every upstream record carries its edge record's
+// key, value, timestamp and headers, followed by the provenance headers.
 func TestNormalFlow(t *testing.T) {
 	c := cluster(t)
 	e := newEdge(t, "")
 	defer e.close()
 	e.produce("telemetry", 0, 5000, 20)
-	tg := target(t, c.ListenAddrs(), ExactlyOnce)
+	e.produce("attributes", 0, 500, 7)
+	tg := targetWith(t, Config{Brokers: c.ListenAddrs(), Topics: map[string]string{"telemetry": "site1.telemetry", "attributes": "site1.attributes"}})
 	m := bridge.NewMetrics(prometheus.NewRegistry())
-	en := engineFor(t, e, tg, bridge.Config{Metrics: m})
+	en := engineFor(t, e, tg, bridge.Config{Topics: []string{"telemetry", "attributes"}, Metrics: m})
 	en.Start()
 	e.produce("telemetry", 5000, 1000, 20)
+	e.produce("attributes", 500, 100, 7)
 	waitLag(t, en, 30*time.Second)
 	if err := en.Close(); err != nil {
 		t.Fatal(err)
 	}
-	u := readUpstream(t, c.ListenAddrs(), "site1.telemetry", 6000, 20*time.Second)
-	u.check(t, e, "telemetry", false)
-	if len(u.recs) != 6000 {
-		t.Fatalf("upstream holds %d records, want 6000", len(u.recs))
+	for topic, want := range map[string]int{"telemetry": 6000, "attributes": 600} {
+		u := readUpstream(t, c.ListenAddrs(), "site1."+topic, want, 20*time.Second)
+		u.check(t, e, topic, false)
+		if len(u.recs) != want {
+			t.Fatalf("upstream %s holds %d records, want %d", topic, len(u.recs), want)
+		}
+		checkRecords(t, u, topic, e.edgeRecords(topic))
 	}
-	checkRecords(t, u, e.edgeRecords("telemetry"))
 	st := en.Status()
-	if st.RecordsSent != 6000 || st.Lag != 0 || st.RecordsResent != 0 || st.RecordsRejected != 0 {
+	if st.RecordsSent != 6600 || st.Lag != 0 || st.RecordsResent != 0 || st.RecordsRejected != 0 {
 		t.Fatalf("status: %+v", st)
 	}
 	if st.WireBytes != tg.WireBytes() || counter(m.Wire.WithLabelValues("kafka")) != float64(tg.WireBytes()) || st.WireBytes <= 0 {
@@ -48,12 +52,12 @@ func TestNormalFlow(t *testing.T) {
 	if st.WireBytes >= st.BytesSent {
 		t.Fatalf("%d bytes on the wire for %d record bytes: not compressed", st.WireBytes, st.BytesSent)
 	}
-	t.Logf("wire bytes %d for 6000 records (%d record bytes): %.1f bytes/record", st.WireBytes, st.BytesSent, float64(st.WireBytes)/6000)
+	t.Logf("wire bytes %d for 6600 records (%d record bytes): %.1f bytes/record", st.WireBytes, st.BytesSent, float64(st.WireBytes)/6600)
 }
 
 // checkRecords compares every upstream record with the edge record its
 // provenance names.
-func checkRecords(t *testing.T, u *upstream, edgeRecs map[string]flog.Record) {
+func checkRecords(t *testing.T, u *upstream, topic string, edgeRecs map[string]flog.Record) {
 	t.Helper()
 	for _, r := range u.recs {
 		er, ok := edgeRecs[prov(r)]
@@ -74,7 +78,7 @@ func checkRecords(t *testing.T, u *upstream, edgeRecs map[string]flog.Record) {
 				t.Fatalf("%s: header %d is %s=%q upstream, edge %s=%q", prov(r), i, r.Headers[i].Key, r.Headers[i].Value, h.Key, h.Value)
 			}
 		}
-		want := []kgo.RecordHeader{{Key: "ferry.node", Value: []byte("gw-test")}, {Key: "ferry.topic", Value: []byte("telemetry")},
+		want := []kgo.RecordHeader{{Key: "ferry.node", Value: []byte("gw-test")}, {Key: "ferry.topic", Value: []byte(topic)},
 			{Key: "ferry.partition", Value: []byte(header(r, "ferry.partition"))}, {Key: "ferry.offset", Value: []byte(strconv.FormatInt(er.Offset, 10))}}
 		for i, h := range want {
 			got := r.Headers[len(er.Headers)+i]

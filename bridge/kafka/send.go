@@ -52,26 +52,26 @@ func (c *conn) Send(ctx context.Context, b *bridge.Batch) error {
 		}
 		failed[r] = err
 	}
-	node := []byte(c.t.cfg.NodeID)
 	nh := 0
 	for i := range b.Items {
 		nh += len(b.Items[i].Record.Headers) + 4
 	}
 	hdrs := make([]kgo.RecordHeader, 0, nh)
 	digits := make([]byte, 0, len(b.Items)*16)
-	names := map[string][]byte{}
+	var (
+		topic string // the edge topic of et: items come in runs of one partition
+		et    edgeTopic
+	)
 	for i := range b.Items {
 		it := &b.Items[i]
 		r := &recs[i]
-		r.Topic, r.Key, r.Value, r.Timestamp = c.t.cfg.Topics[it.Topic], it.Record.Key, it.Record.Value, time.UnixMilli(it.Record.Timestamp)
+		if i == 0 || it.Topic != topic {
+			topic, et = it.Topic, c.t.edges[it.Topic]
+		}
+		r.Topic, r.Key, r.Value, r.Timestamp = et.upstream, it.Record.Key, it.Record.Value, time.UnixMilli(it.Record.Timestamp)
 		first := len(hdrs)
 		for _, h := range it.Record.Headers {
 			hdrs = append(hdrs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
-		}
-		name, ok := names[it.Topic]
-		if !ok {
-			name = []byte(it.Topic)
-			names[it.Topic] = name
 		}
 		p0 := len(digits)
 		digits = strconv.AppendInt(digits, int64(it.Partition), 10)
@@ -79,8 +79,8 @@ func (c *conn) Send(ctx context.Context, b *bridge.Batch) error {
 		digits = strconv.AppendInt(digits, it.Record.Offset, 10)
 		o1 := len(digits)
 		hdrs = append(hdrs,
-			kgo.RecordHeader{Key: "ferry.node", Value: node},
-			kgo.RecordHeader{Key: "ferry.topic", Value: name},
+			kgo.RecordHeader{Key: "ferry.node", Value: c.t.node},
+			kgo.RecordHeader{Key: "ferry.topic", Value: et.name},
 			kgo.RecordHeader{Key: "ferry.partition", Value: digits[p0:p1:p1]},
 			kgo.RecordHeader{Key: "ferry.offset", Value: digits[p1:o1:o1]})
 		r.Headers = hdrs[first:len(hdrs):len(hdrs)]
