@@ -158,6 +158,7 @@ type Engine struct {
 	jitter     func() float64                             // in [0, 1)
 	onPrefetch func()                                     // at the start of every prefetch goroutine
 	onIdle     func()                                     // when waitData is about to block (run goroutine)
+	onJoin     func()                                     // before the run goroutine waits for a prefetch
 	onRead     func(tp TP, records int)                   // after each log read of a fill (run or prefetch goroutine)
 
 	// Owned by the run goroutine.
@@ -392,6 +393,9 @@ func (e *Engine) pump(conn Conn) (progressed, stalled bool, err error) {
 		err = conn.Send(ctx, b)
 		stalled = errors.Is(ctx.Err(), context.DeadlineExceeded) && e.ctx.Err() == nil
 		cancel()
+		if e.onJoin != nil {
+			e.onJoin()
+		}
 		next = <-pre // joined before the cursors move
 		e.countWire()
 		if rej := (*RejectedError)(nil); err != nil && !stalled && errors.As(err, &rej) && e.rejected(b, rej) {

@@ -340,7 +340,9 @@ func engineFor(t *testing.T, e *edge, tg *Target, cfg bridge.Config) *bridge.Eng
 	if cfg.Topics == nil {
 		cfg.Topics = []string{"telemetry"}
 	}
-	cfg.Logger = quiet()
+	if cfg.Logger == nil {
+		cfg.Logger = quiet()
+	}
 	if cfg.Backoff == 0 {
 		cfg.Backoff = 50 * time.Millisecond
 		cfg.MaxBackoff = 500 * time.Millisecond

@@ -55,35 +55,50 @@ func TestNormalFlow(t *testing.T) {
 	t.Logf("wire bytes %d for 6600 records (%d record bytes): %.1f bytes/record", st.WireBytes, st.BytesSent, float64(st.WireBytes)/6600)
 }
 
-// checkRecords compares every upstream record with the edge record its
-// provenance names.
+// checkRecords compares every upstream record with its edge record,
+// found by content (every value of these tests is distinct), not by the
+// provenance headers under test: those must name the edge record's own
+// partition and offset, as the edge log has them.
 func checkRecords(t *testing.T, u *upstream, topic string, edgeRecs map[string]flog.Record) {
 	t.Helper()
-	for _, r := range u.recs {
-		er, ok := edgeRecs[prov(r)]
-		if !ok {
-			t.Fatalf("upstream record %s has no edge record", prov(r))
+	byValue := make(map[string]string, len(edgeRecs)) // value → "topic/partition/offset" of the edge log
+	for pos, r := range edgeRecs {
+		if other, dup := byValue[string(r.Value)]; dup {
+			t.Fatalf("edge records %s and %s have the same value: the check cannot tell them apart", pos, other)
 		}
-		if !bytes.Equal(r.Key, er.Key) || !bytes.Equal(r.Value, er.Value) {
-			t.Fatalf("%s: key %q value %q upstream, edge %q %q", prov(r), r.Key, r.Value, er.Key, er.Value)
+		byValue[string(r.Value)] = pos
+	}
+	for _, r := range u.recs {
+		pos, ok := byValue[string(r.Value)]
+		if !ok {
+			t.Fatalf("upstream record %q (provenance %s) is no edge record", r.Value, prov(r))
+		}
+		er := edgeRecs[pos]
+		edgeTopic, rest, _ := strings.Cut(pos, "/")
+		part, off, _ := strings.Cut(rest, "/")
+		if edgeTopic != topic || off != strconv.FormatInt(er.Offset, 10) {
+			t.Fatalf("edge record %s: offset %d", pos, er.Offset) // the index itself is wrong
+		}
+		if !bytes.Equal(r.Key, er.Key) {
+			t.Fatalf("%s: key %q upstream, edge %q", pos, r.Key, er.Key)
 		}
 		if r.Timestamp.UnixMilli() != er.Timestamp {
-			t.Fatalf("%s: timestamp %d upstream, edge %d", prov(r), r.Timestamp.UnixMilli(), er.Timestamp)
+			t.Fatalf("%s: timestamp %d upstream, edge %d", pos, r.Timestamp.UnixMilli(), er.Timestamp)
 		}
 		if len(r.Headers) != len(er.Headers)+4 {
-			t.Fatalf("%s: %d headers upstream, edge %d + 4 provenance", prov(r), len(r.Headers), len(er.Headers))
+			t.Fatalf("%s: %d headers upstream, edge %d + 4 provenance", pos, len(r.Headers), len(er.Headers))
 		}
 		for i, h := range er.Headers {
 			if r.Headers[i].Key != h.Key || !bytes.Equal(r.Headers[i].Value, h.Value) {
-				t.Fatalf("%s: header %d is %s=%q upstream, edge %s=%q", prov(r), i, r.Headers[i].Key, r.Headers[i].Value, h.Key, h.Value)
+				t.Fatalf("%s: header %d is %s=%q upstream, edge %s=%q", pos, i, r.Headers[i].Key, r.Headers[i].Value, h.Key, h.Value)
 			}
 		}
 		want := []kgo.RecordHeader{{Key: "ferry.node", Value: []byte("gw-test")}, {Key: "ferry.topic", Value: []byte(topic)},
-			{Key: "ferry.partition", Value: []byte(header(r, "ferry.partition"))}, {Key: "ferry.offset", Value: []byte(strconv.FormatInt(er.Offset, 10))}}
+			{Key: "ferry.partition", Value: []byte(part)}, {Key: "ferry.offset", Value: []byte(off)}}
 		for i, h := range want {
 			got := r.Headers[len(er.Headers)+i]
 			if got.Key != h.Key || !bytes.Equal(got.Value, h.Value) {
-				t.Fatalf("%s: provenance header %d is %s=%q, want %s=%q", prov(r), i, got.Key, got.Value, h.Key, h.Value)
+				t.Fatalf("%s: provenance header %d is %s=%q, want %s=%q", pos, i, got.Key, got.Value, h.Key, h.Value)
 			}
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -94,27 +96,39 @@ func flowThrough(t *testing.T, c *kfake.Cluster, tg *Target, readOpts ...kgo.Opt
 }
 
 // TestTLS: the bridge reaches a TLS-only upstream whose certificate a
-// test CA signed, exactly once; without that CA the certificate is not
-// trusted, which is a misconfiguration (retried at max backoff), stated
-// in Status.
+// test CA signed, exactly once. Without that CA the certificate is not
+// trusted, and a TLS client whose peer answers in plaintext (a plain HTTP
+// service on that port) meets no TLS at all: both are misconfigurations
+// (retried at max backoff), stated in Status. A plaintext client against
+// the TLS listener sees the connection closed (kgo suggests TLS is
+// missing): a link failure, since a broker restarting does the same.
 func TestTLS(t *testing.T) {
 	ca := newTestCA(t)
 	c := cluster(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{ca.server}, MinVersion: tls.VersionTLS12}))
 	client := &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12}
 	flowThrough(t, c, targetWith(t, Config{Brokers: c.ListenAddrs(), TLS: client}), kgo.DialTLSConfig(client.Clone()))
 
-	for name, cfg := range map[string]*tls.Config{
-		"untrusted": {MinVersion: tls.VersionTLS12}, // system roots: the test CA is not among them
-		"plaintext": nil,                            // a plaintext client against the TLS listener
+	plainHTTP := httptest.NewServer(http.NotFoundHandler())
+	defer plainHTTP.Close()
+	for _, tc := range []struct {
+		name          string
+		brokers       []string
+		tls           *tls.Config
+		want          string // in Status.LastError
+		misconfigured bool
+	}{
+		{"untrusted", c.ListenAddrs(), &tls.Config{MinVersion: tls.VersionTLS12}, "the upstream's TLS certificate is not trusted", true}, // system roots: the test CA is not among them
+		{"plaintext client", c.ListenAddrs(), nil, "is TLS missing?", false},
+		{"plaintext peer", []string{plainHTTP.Listener.Addr().String()}, client, "the upstream does not speak TLS on this port", true},
 	} {
-		t.Run(name, func(t *testing.T) {
-			st, m := failingStatus(t, targetWith(t, Config{Brokers: c.ListenAddrs(), TLS: cfg}))
-			if name == "untrusted" {
-				if !strings.Contains(st.LastError, "not trusted") || failures(m, "misconfigured") == 0 {
-					t.Fatalf("status %+v, misconfigured failures %v", st, failures(m, "misconfigured"))
-				}
+		t.Run(tc.name, func(t *testing.T) {
+			st, m := failingStatus(t, targetWith(t, Config{Brokers: tc.brokers, TLS: tc.tls}))
+			mis, conn := failures(m, "misconfigured"), failures(m, "connect")
+			if !strings.Contains(st.LastError, tc.want) || (tc.misconfigured && (mis < 3 || conn != 0)) || (!tc.misconfigured && (mis != 0 || conn < 3)) {
+				t.Fatalf("last error %q (want %q); failures: misconfigured %v, connect %v (misconfiguration expected: %v)",
+					st.LastError, tc.want, mis, conn, tc.misconfigured)
 			}
-			t.Logf("%s: %s", name, st.LastError)
+			t.Logf("%s: %s", tc.name, st.LastError)
 		})
 	}
 }
@@ -217,6 +231,7 @@ func TestClassify(t *testing.T) {
 		{kerr.NotLeaderForPartition, false},
 		{x509.UnknownAuthorityError{}, true},
 		{tls.AlertError(42), true},
+		{fmt.Errorf("dial: %w", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}), true},
 		{tls.AlertError(80), false}, // internal_error: the upstream's problem, maybe passing
 		{errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), false},
 		{errLinkDown, false},
