@@ -185,6 +185,46 @@ func appendSized(t *testing.T, tp *flog.Topic, from, n int, size func(i int) int
 	}
 }
 
+// newEngine is New for tests, with the name "x" and topic "t" unless
+// cfg says otherwise. The engine is closed when the test ends, if the
+// test did not get that far.
+func newEngine(t *testing.T, cfg Config, lg *flog.Log, st *state.Store, target Target) *Engine {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = "x"
+	}
+	if cfg.Topics == nil {
+		cfg.Topics = []string{"t"}
+	}
+	en, err := New(cfg, lg, st, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := en.Close(); err != nil && !t.Failed() {
+			t.Errorf("closing the engine at the end of the test: %v", err)
+		}
+	})
+	return en
+}
+
+// closeEngine closes en and fails the test if Close fails.
+func closeEngine(t *testing.T, en *Engine) {
+	t.Helper()
+	if err := en.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runUntil starts en, waits up to d for ok (what names it), and closes
+// en, failing the test if Close fails.
+func runUntil(t *testing.T, en *Engine, what string, d time.Duration, ok func() bool) {
+	t.Helper()
+	en.Start()
+	waitFor(t, what, d, ok)
+	closeEngine(t, en)
+}
+
 func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -260,16 +300,9 @@ func TestFailuresResendAndBackOff(t *testing.T) {
 		return nil
 	}
 	reg := prometheus.NewRegistry()
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 100, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+	en := newEngine(t, Config{MaxBatchRecords: 100, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 		Metrics: NewMetrics(reg)}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	en.Start()
-	waitFor(t, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 && f.delivered() == 3000 })
-	if err := en.Close(); err != nil {
-		t.Fatal(err)
-	}
+	runUntil(t, en, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 && f.delivered() == 3000 })
 	checkDense(t, f, lg, nil)
 	if n := testutil.ToFloat64(en.metrics.Records.WithLabelValues("x")); n != 3000 {
 		t.Fatalf("records metric %v", n)
@@ -287,15 +320,12 @@ func TestFailuresResendAndBackOff(t *testing.T) {
 	}
 	// Restarted: the local checkpoints say everything is upstream.
 	f2 := newFake()
-	en2, err := New(Config{Name: "x", Topics: []string{"t"}}, lg, st, f2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	en2 := newEngine(t, Config{}, lg, st, f2)
 	en2.Start()
 	tp, _ := lg.Topic("t")
 	appendRecs(t, tp, 3000, 10, 100)
 	waitFor(t, "new records", 10*time.Second, func() bool { return f2.delivered() == 10 })
-	en2.Close()
+	closeEngine(t, en2)
 	if st := en2.Status(); st.RecordsResent != 0 {
 		t.Fatalf("a clean run counted %d resent", st.RecordsResent)
 	}
@@ -317,17 +347,12 @@ func TestStallWatchdog(t *testing.T) {
 		}
 		return nil
 	}
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, StallTimeout: 200 * time.Millisecond, Backoff: time.Millisecond}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	en := newEngine(t, Config{StallTimeout: 200 * time.Millisecond, Backoff: time.Millisecond}, lg, st, f)
 	en.Start()
 	waitFor(t, "stall detected", 10*time.Second, func() bool { return en.Status().Reconnects > 0 })
 	close(block)
 	waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == 200 })
-	if err := en.Close(); err != nil {
-		t.Fatal(err)
-	}
+	closeEngine(t, en)
 	if n := testutil.ToFloat64(en.metrics.Failures.WithLabelValues("x", "stalled")); n != 1 {
 		t.Fatalf("stalled failures %v, want 1", n)
 	}
@@ -338,15 +363,12 @@ func TestStallWatchdog(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	lg, st := setup(t, 300, 1000) // ~300 KB
 	f := newFake()
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, RateLimit: 200 << 10, MaxBatchBytes: 64 << 10}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	en := newEngine(t, Config{RateLimit: 200 << 10, MaxBatchBytes: 64 << 10}, lg, st, f)
 	start := time.Now()
 	en.Start()
 	waitFor(t, "delivery", 20*time.Second, func() bool { return f.delivered() == 300 })
 	el := time.Since(start)
-	en.Close()
+	closeEngine(t, en)
 	// The burst is max(rate, batch) = 200 KiB: the rest (~90 KiB) waits.
 	if el < 300*time.Millisecond {
 		t.Fatalf("300 KB at 200 KiB/s took %v", el)
@@ -400,18 +422,13 @@ func TestBackoffDoubles(t *testing.T) {
 		}
 		return nil
 	}
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, Backoff: 100 * time.Millisecond, MaxBackoff: 3 * time.Second, MaxBatchRecords: 5}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	en := newEngine(t, Config{Backoff: 100 * time.Millisecond, MaxBackoff: 3 * time.Second, MaxBatchRecords: 5}, lg, st, f)
 	jitters := []float64{0, 0.999, 0.5, 0.25}
 	var ji int
 	en.jitter = func() float64 { j := jitters[ji%len(jitters)]; ji++; return j }
 	var s sleeps
 	s.install(en)
-	en.Start()
-	waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == 10 })
-	en.Close()
+	runUntil(t, en, "delivery", 10*time.Second, func() bool { return f.delivered() == 10 })
 	if s.n() != fails+1 {
 		t.Fatalf("%d sleeps, want %d (one per failed connect, one after the dropped session)", s.n(), fails+1)
 	}
@@ -440,15 +457,10 @@ func TestBackoffDoubles(t *testing.T) {
 	lg2, st2 := setup(t, 1, 1)
 	f2 := newFake()
 	f2.connect = func(int) error { return errors.New("refused") }
-	en2, err := New(Config{Name: "y", Topics: []string{"t"}, Backoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, lg2, st2, f2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	en2 := newEngine(t, Config{Name: "y", Backoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, lg2, st2, f2)
 	var s2 sleeps
 	s2.install(en2)
-	en2.Start()
-	waitFor(t, "12 sleeps", 10*time.Second, func() bool { return s2.n() >= 12 })
-	en2.Close()
+	runUntil(t, en2, "12 sleeps", 10*time.Second, func() bool { return s2.n() >= 12 })
 	nominal = 10 * time.Millisecond
 	distinct := map[time.Duration]bool{}
 	for i, d := range s2.d[:12] {
@@ -484,16 +496,13 @@ func TestStatusStates(t *testing.T) {
 		}
 		return nil
 	}
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, StallTimeout: 100 * time.Millisecond, Backoff: time.Millisecond}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	en := newEngine(t, Config{StallTimeout: 100 * time.Millisecond, Backoff: time.Millisecond}, lg, st, f)
 	var s sleeps
 	s.install(en)
 	en.Start()
 	var final Status
 	waitFor(t, "delivery", 10*time.Second, func() bool { final = en.Status(); return final.RecordsSent == 100 })
-	en.Close()
+	closeEngine(t, en)
 	if s.n() != 2 {
 		t.Fatalf("%d backoffs, want 2", s.n())
 	}
@@ -524,16 +533,11 @@ func TestMisconfiguredBacksOffAtMax(t *testing.T) {
 		return nil
 	}
 	var logs syncBuf
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, Backoff: time.Millisecond, MaxBackoff: time.Second,
+	en := newEngine(t, Config{Backoff: time.Millisecond, MaxBackoff: time.Second,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var s sleeps
 	s.install(en)
-	en.Start()
-	waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == 10 })
-	en.Close()
+	runUntil(t, en, "delivery", 10*time.Second, func() bool { return f.delivered() == 10 })
 	if s.n() != 4 {
 		t.Fatalf("%d backoffs, want 4", s.n())
 	}
@@ -581,13 +585,8 @@ func TestWireBytes(t *testing.T) {
 		}
 		return nil
 	}
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 50, Backoff: time.Millisecond}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	en.Start()
-	waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == 500 })
-	en.Close()
+	en := newEngine(t, Config{MaxBatchRecords: 50, Backoff: time.Millisecond}, lg, st, f)
+	runUntil(t, en, "delivery", 10*time.Second, func() bool { return f.delivered() == 500 })
 	stat := en.Status()
 	if w := f.WireBytes(); w != 10*(500+int64(f.failed)) || stat.WireBytes != w ||
 		testutil.ToFloat64(en.metrics.Wire.WithLabelValues("x")) != float64(w) {
@@ -602,13 +601,8 @@ func TestUpstreamCheckpointsWin(t *testing.T) {
 	lg, st := setup(t, 400, 10)
 	f := newFake()
 	f.upstream = map[TP]Progress{{"t", 0}: {Next: 50}, {"t", 1}: {Next: 70}}
-	en, err := New(Config{Name: "x", Topics: []string{"t"}}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	en.Start()
-	waitFor(t, "delivery", 10*time.Second, func() bool { return en.Status().Lag == 0 })
-	en.Close()
+	en := newEngine(t, Config{}, lg, st, f)
+	runUntil(t, en, "delivery", 10*time.Second, func() bool { return en.Status().Lag == 0 })
 	tp, _ := lg.Topic("t")
 	for _, p := range tp.Partitions() {
 		got := f.got[TP{"t", p.ID()}]
@@ -619,14 +613,11 @@ func TestUpstreamCheckpointsWin(t *testing.T) {
 	// A target keeping no checkpoints upstream: the local ones (all
 	// delivered) rule; only new records go.
 	f2 := newFake()
-	en2, err := New(Config{Name: "x", Topics: []string{"t"}}, lg, st, f2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	en2 := newEngine(t, Config{}, lg, st, f2)
 	en2.Start()
 	appendRecs(t, tp, 400, 20, 10)
 	waitFor(t, "new records", 10*time.Second, func() bool { return en2.Status().Lag == 0 && f2.delivered() == 20 })
-	en2.Close()
+	closeEngine(t, en2)
 }
 
 // TestTargetLimits: a session's Limits cap every batch (an MQTT target:
@@ -635,13 +626,8 @@ func TestTargetLimits(t *testing.T) {
 	lg, st := setup(t, 1000, 50)
 	f := newFake()
 	f.limits = &Limits{MaxBatchRecords: 7, MaxBatchBytes: 300}
-	en, err := New(Config{Name: "x", Topics: []string{"t"}}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	en.Start()
-	waitFor(t, "delivery", 20*time.Second, func() bool { return f.delivered() == 1000 })
-	en.Close()
+	en := newEngine(t, Config{}, lg, st, f)
+	runUntil(t, en, "delivery", 20*time.Second, func() bool { return f.delivered() == 1000 })
 	checkDense(t, f, lg, nil)
 	for i, b := range f.batches {
 		if len(b.Items) > 7 || b.Bytes > 300 {
@@ -664,13 +650,8 @@ func TestBatchBytesBound(t *testing.T) {
 		return 50 + (i*7919)%3000
 	})
 	f := newFake()
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchBytes: maxBatch}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	en.Start()
-	waitFor(t, "delivery", 20*time.Second, func() bool { return f.delivered() == 3000 })
-	en.Close()
+	en := newEngine(t, Config{MaxBatchBytes: maxBatch}, lg, st, f)
+	runUntil(t, en, "delivery", 20*time.Second, func() bool { return f.delivered() == 3000 })
 	checkDense(t, f, lg, nil)
 	alone := false
 	for i, b := range f.batches {
@@ -705,10 +686,7 @@ func TestCloseDuringPrefetch(t *testing.T) {
 		<-ctx.Done() // Close cancels the Send
 		return ctx.Err()
 	}
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 100}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	en := newEngine(t, Config{MaxBatchRecords: 100}, lg, st, f)
 	entered, joined, returned := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	en.onJoin = func() { once.Do(func() { close(joined) }) }
@@ -784,10 +762,7 @@ func TestLiveFirstMerge(t *testing.T) {
 		}
 		return nil
 	}
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, Order: LiveFirst, LiveThreshold: 100, MaxBatchRecords: 50, Linger: time.Millisecond}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	en := newEngine(t, Config{Order: LiveFirst, LiveThreshold: 100, MaxBatchRecords: 50, Linger: time.Millisecond}, lg, st, f)
 	en.Start()
 	waitFor(t, "first send", 10*time.Second, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.sends >= 1 })
 	// Live records: marked by key, appended after the split.
@@ -802,7 +777,7 @@ func TestLiveFirstMerge(t *testing.T) {
 	}
 	close(release)
 	waitFor(t, "delivery", 20*time.Second, func() bool { return f.delivered() == 2200 })
-	en.Close()
+	closeEngine(t, en)
 	checkOnce(t, f, lg) // live_first's order is checked below
 	mu.Lock()
 	defer mu.Unlock()
@@ -833,19 +808,14 @@ func newTextLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandl
 func TestTrickleBatchSmall(t *testing.T) {
 	lg, st := setup(t, 0, 0)
 	f := newFake()
-	en, err := New(Config{Name: "x", Topics: []string{"t"}}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	en := newEngine(t, Config{}, lg, st, f)
 	en.Start()
 	tp, _ := lg.Topic("t")
 	for i := range 3 {
 		appendRecs(t, tp, i, 1, 100)
 		waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == i+1 })
 	}
-	if err := en.Close(); err != nil {
-		t.Fatal(err)
-	}
+	closeEngine(t, en)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, b := range f.batches {
@@ -861,10 +831,7 @@ func TestTrickleBatchSmall(t *testing.T) {
 func TestTrickleReadOnce(t *testing.T) {
 	lg, st := setup(t, 0, 0)
 	f := newFake()
-	en, err := New(Config{Name: "x", Topics: []string{"t"}}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	en := newEngine(t, Config{}, lg, st, f)
 	idle := make(chan struct{}, 1)
 	en.onIdle = func() {
 		select {
@@ -884,24 +851,17 @@ func TestTrickleReadOnce(t *testing.T) {
 			t.Fatalf("after %d trickle records the engine read %d from the log, want each once", i+1, n)
 		}
 	}
-	if err := en.Close(); err != nil {
-		t.Fatal(err)
-	}
+	closeEngine(t, en)
 }
 
 // TestLingerSettings: zero Linger takes the default, NoLinger stays none.
 func TestLingerSettings(t *testing.T) {
 	lg, st := setup(t, 0, 0)
 	for _, tc := range []struct{ in, want time.Duration }{{0, 50 * time.Millisecond}, {NoLinger, NoLinger}, {time.Second, time.Second}} {
-		en, err := New(Config{Name: "x", Topics: []string{"t"}, Linger: tc.in}, lg, st, newFake())
-		if err != nil {
-			t.Fatal(err)
-		}
+		en := newEngine(t, Config{Linger: tc.in}, lg, st, newFake())
 		if en.cfg.Linger != tc.want {
 			t.Errorf("Linger %v became %v, want %v", tc.in, en.cfg.Linger, tc.want)
 		}
-		if err := en.Close(); err != nil {
-			t.Fatal(err)
-		}
+		closeEngine(t, en)
 	}
 }

@@ -127,13 +127,8 @@ func TestRejectedExact(t *testing.T) {
 	f := newFake()
 	f.send = poisonSend(poison, false)
 	var logs syncBuf
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 100, Logger: newTextLogger(&logs)}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	en.Start()
-	waitFor(t, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
-	en.Close()
+	en := newEngine(t, Config{MaxBatchRecords: 100, Logger: newTextLogger(&logs)}, lg, st, f)
+	runUntil(t, en, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
 	checkRejected(t, en, f, lg, poison)
 	noReconnects(t, en)
 	if n := strings.Count(logs.String(), "refuses a record for good"); n != 1 {
@@ -150,13 +145,8 @@ func TestRejectedSuspects(t *testing.T) {
 	poison := map[TP]map[int64]bool{{"t", 0}: {333: true, 334: true, 900: true}, {"t", 1}: {1: true}}
 	f := newFake()
 	f.send = poisonSend(poison, true)
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 500}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	en.Start()
-	waitFor(t, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
-	en.Close()
+	en := newEngine(t, Config{MaxBatchRecords: 500}, lg, st, f)
+	runUntil(t, en, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
 	checkRejected(t, en, f, lg, poison)
 	noReconnects(t, en)
 	f.mu.Lock()
@@ -208,13 +198,8 @@ func TestRejectedTooLarge(t *testing.T) {
 		}
 		return nil
 	}
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 40}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	en.Start()
-	waitFor(t, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
-	en.Close()
+	en := newEngine(t, Config{MaxBatchRecords: 40}, lg, st, f)
+	runUntil(t, en, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
 	checkRejected(t, en, f, lg, poison)
 	noReconnects(t, en)
 	if r := en.Status().LastRejected; !strings.Contains(r.Reason, "larger than the upstream takes") {
@@ -233,13 +218,8 @@ func TestRejectedUnknownRecords(t *testing.T) {
 		}
 		return nil
 	}
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, Backoff: time.Millisecond}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	en.Start()
-	waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == 50 })
-	en.Close()
+	en := newEngine(t, Config{Backoff: time.Millisecond}, lg, st, f)
+	runUntil(t, en, "delivery", 10*time.Second, func() bool { return f.delivered() == 50 })
 	checkDense(t, f, lg, nil)
 	if st := en.Status(); st.RecordsRejected != 0 || st.Reconnects != 1 {
 		t.Fatalf("status %+v", st)
@@ -259,10 +239,7 @@ func TestRejectedProvenanceFirst(t *testing.T) {
 	poison := map[TP]map[int64]bool{{"t", 0}: {17: true}}
 	f := newFake()
 	f.send = poisonSend(poison, false)
-	en, err := New(Config{Name: "x", Topics: []string{"t"}, MaxBatchRecords: 10, Backoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}, lg, st, f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	en := newEngine(t, Config{MaxBatchRecords: 10, Backoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}, lg, st, f)
 	en.Start()
 	waitFor(t, "failed rounds or a skip", 10*time.Second, func() bool {
 		st := en.Status()
@@ -283,8 +260,6 @@ func TestRejectedProvenanceFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "delivery", 10*time.Second, func() bool { return en.Status().Lag == 0 })
-	if err := en.Close(); err != nil {
-		t.Fatal(err)
-	}
+	closeEngine(t, en)
 	checkRejected(t, en, f, lg, poison)
 }
