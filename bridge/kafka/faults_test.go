@@ -52,6 +52,67 @@ func runFaults(t *testing.T, en *bridge.Engine, faults []fault, rounds int) {
 	}
 }
 
+// faultRun is an engine draining a backlog over a link the test can
+// fault, with live records arriving meanwhile.
+type faultRun struct {
+	c       *kfake.Cluster
+	e       *edge
+	l       *link
+	m       *bridge.Metrics
+	en      *bridge.Engine
+	in      *ingester
+	backlog int
+	closed  bool // finish closed the engine
+}
+
+// faultStall is the fault runs' stall timeout.
+const faultStall = time.Second
+
+// startFaultRun starts an engine with delivery on a backlog of backlog
+// records (200 devices) and live ingest of 50 records every 50 ms. What
+// it starts is stopped when the test ends, if finish did not get that far.
+func startFaultRun(t *testing.T, delivery string, backlog int) *faultRun {
+	t.Helper()
+	r := &faultRun{c: cluster(t), e: newEdge(t, ""), l: newLink(), m: bridge.NewMetrics(prometheus.NewRegistry()), backlog: backlog}
+	t.Cleanup(r.e.close) // after the engine's cleanup below
+	r.e.produce("telemetry", 0, backlog, 200)
+	tg := target(t, r.c.ListenAddrs(), delivery, kgo.Dialer(r.l.dial))
+	r.en = engineFor(t, r.e, tg, bridge.Config{StallTimeout: faultStall, MaxBatchBytes: 64 << 10, Metrics: r.m})
+	r.en.Start()
+	r.in = startIngest(r.e, backlog, 50, 200, 50*time.Millisecond)
+	t.Cleanup(func() {
+		if r.closed {
+			return
+		}
+		// The test stopped early: stop what runs, its failure is what matters.
+		select {
+		case <-r.in.stop:
+		default:
+			close(r.in.stop)
+		}
+		r.in.wg.Wait()
+		if err := r.en.Close(); err != nil {
+			t.Errorf("closing the engine after a failed run: %v", err)
+		}
+	})
+	return r
+}
+
+// finish stops the ingest, waits until the engine drained everything,
+// closes it and reads the upstream topic. It returns the records the edge
+// holds, the engine's status before Close, and the upstream.
+func (r *faultRun) finish(t *testing.T) (total int, st bridge.Status, u *upstream) {
+	t.Helper()
+	total = r.in.halt(t)
+	waitLag(t, r.en, 60*time.Second)
+	st = r.en.Status()
+	r.closed = true
+	if err := r.en.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return total, st, readUpstream(t, r.c.ListenAddrs(), "site1.telemetry", total, 30*time.Second)
+}
+
 // TestLinkFaultsExactlyOnce: while a backlog drains and live records keep
 // arriving, the link is cut (connections refused and severed), requests
 // are dropped (the upstream goes silent: the stall watchdog must notice)
@@ -59,43 +120,24 @@ func runFaults(t *testing.T, en *bridge.Engine, faults []fault, rounds int) {
 // upstream holds every edge record exactly once, in per-key order.
 func TestLinkFaultsExactlyOnce(t *testing.T) {
 	t.Parallel() // mostly waiting out stall timeouts and backoffs
-	c := cluster(t)
-	e := newEdge(t, "")
-	defer e.close()
-	const backlog = 30000
-	e.produce("telemetry", 0, backlog, 200)
-	l := newLink()
-	tg := target(t, c.ListenAddrs(), ExactlyOnce, kgo.Dialer(l.dial))
-	m := bridge.NewMetrics(prometheus.NewRegistry())
-	const stall = time.Second
-	en := engineFor(t, e, tg, bridge.Config{StallTimeout: stall, MaxBatchBytes: 64 << 10, Metrics: m})
-	en.Start()
-	defer en.Close()
-	in := startIngest(e, backlog, 50, 200, 50*time.Millisecond)
+	r := startFaultRun(t, ExactlyOnce, 30000)
+	apts := r.c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.AddPartitionsToTxn}, Count: -1, Observe: true})
+	runFaults(t, r.en, linkFaults(r.c, r.l, faultStall), 12)
 
-	apts := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.AddPartitionsToTxn}, Count: -1, Observe: true})
-	runFaults(t, en, linkFaults(c, l, stall), 12)
-
-	total := in.halt(t)
-	waitLag(t, en, 60*time.Second)
-	st := en.Status()
-	if err := en.Close(); err != nil {
-		t.Fatal(err)
-	}
-	u := readUpstream(t, c.ListenAddrs(), "site1.telemetry", total, 30*time.Second)
-	u.check(t, e, "telemetry", false)
+	total, st, u := r.finish(t)
+	u.check(t, r.e, "telemetry", false)
 	if len(u.recs) != total {
 		t.Fatalf("upstream holds %d records, the edge %d", len(u.recs), total)
 	}
-	commits, aborts := txnMarkers(t, c.ListenAddrs(), "site1.telemetry")
-	stalled, sendFail, connFail := failures(m, "stalled"), failures(m, "send"), failures(m, "connect")
+	commits, aborts := txnMarkers(t, r.c.ListenAddrs(), "site1.telemetry")
+	stalled, sendFail, connFail := failures(r.m, "stalled"), failures(r.m, "send"), failures(r.m, "connect")
 	if stalled == 0 || st.Reconnects < 12 {
 		t.Fatalf("expected stalls and 12+ reconnects: stalled %v, status %+v", stalled, st)
 	}
 	t.Logf("%d records (%d live during the faults) exactly once; reconnects %d (stalled %v, send %v, connect %v); "+
 		"resent %v; upstream transactions %d committed, %d aborted; dials refused %d, connections severed %d; AddPartitionsToTxn requests %d (KIP-890: implicit)",
-		total, total-backlog, st.Reconnects, stalled, sendFail, connFail, counter(m.Resent.WithLabelValues("kafka")),
-		commits, aborts, l.refused.Load(), l.severed.Load(), apts.Hits())
+		total, total-r.backlog, st.Reconnects, stalled, sendFail, connFail, counter(r.m.Resent.WithLabelValues("kafka")),
+		commits, aborts, r.l.refused.Load(), r.l.severed.Load(), apts.Hits())
 }
 
 // storedButLost makes the upstream store every Produce to the upstream
@@ -164,37 +206,18 @@ func TestLinkStates(t *testing.T) {
 // upstream is accounted for by records_resent (Status and metric).
 func TestLinkFaultsAtLeastOnce(t *testing.T) {
 	t.Parallel() // mostly waiting out stall timeouts and backoffs
-	c := cluster(t)
-	e := newEdge(t, "")
-	defer e.close()
-	const backlog = 20000
-	e.produce("telemetry", 0, backlog, 200)
-	l := newLink()
-	tg := target(t, c.ListenAddrs(), AtLeastOnce, kgo.Dialer(l.dial))
-	m := bridge.NewMetrics(prometheus.NewRegistry())
-	const stall = time.Second
-	en := engineFor(t, e, tg, bridge.Config{StallTimeout: stall, MaxBatchBytes: 64 << 10, Metrics: m})
-	en.Start()
-	defer en.Close()
-	in := startIngest(e, backlog, 50, 200, 50*time.Millisecond)
-
+	r := startFaultRun(t, AtLeastOnce, 20000)
 	faults := []fault{
-		storedButLost(c),
-		{"refuse connections", l.cut, l.restore},
-		{"drop a Produce", func() { dropNext(c, kmsg.Produce) }, func() {}},
-		{"delay a Produce", func() { delayNext(c, kmsg.Produce, stall+stall/2) }, func() {}},
+		storedButLost(r.c),
+		{"refuse connections", r.l.cut, r.l.restore},
+		{"drop a Produce", func() { dropNext(r.c, kmsg.Produce) }, func() {}},
+		{"delay a Produce", func() { delayNext(r.c, kmsg.Produce, faultStall+faultStall/2) }, func() {}},
 	}
-	runFaults(t, en, faults, 8)
+	runFaults(t, r.en, faults, 8)
 
-	total := in.halt(t)
-	waitLag(t, en, 60*time.Second)
-	st := en.Status()
-	if err := en.Close(); err != nil {
-		t.Fatal(err)
-	}
-	u := readUpstream(t, c.ListenAddrs(), "site1.telemetry", total, 30*time.Second)
-	dups := u.check(t, e, "telemetry", true)
-	resent := counter(m.Resent.WithLabelValues("kafka"))
+	total, st, u := r.finish(t)
+	dups := u.check(t, r.e, "telemetry", true)
+	resent := counter(r.m.Resent.WithLabelValues("kafka"))
 	if dups == 0 {
 		t.Fatal("no duplicate upstream although answers to stored produces were lost")
 	}
@@ -205,5 +228,5 @@ func TestLinkFaultsAtLeastOnce(t *testing.T) {
 		t.Fatalf("upstream holds %d records: %d edge records + %d duplicates expected", len(u.recs), total, dups)
 	}
 	t.Logf("%d records, none missing; duplicates upstream %d, resent (metric) %v; reconnects %d (stalled %v)",
-		total, dups, resent, st.Reconnects, failures(m, "stalled"))
+		total, dups, resent, st.Reconnects, failures(r.m, "stalled"))
 }
