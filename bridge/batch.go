@@ -11,8 +11,8 @@ import (
 
 // TP names an edge partition.
 type TP struct {
-	Topic     string
-	Partition int32
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
 }
 
 func (tp TP) String() string { return fmt.Sprintf("%s/%d", tp.Topic, tp.Partition) }

@@ -99,8 +99,7 @@ func (e *Engine) skipped(b *Batch) {
 		e.metrics.Rejected.WithLabelValues(e.cfg.Name).Inc()
 		e.mu.Lock()
 		e.status.RecordsRejected++
-		e.status.LastRejected = &RejectedStatus{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
-			Reason: r.Reason, At: time.Now()}
+		e.status.LastRejected = &RejectedStatus{TP: r.TP, Offset: r.Offset, Reason: r.Reason, At: time.Now()}
 		e.mu.Unlock()
 		if ok, quiet := e.rejLog.allow(time.Now(), time.Minute); ok {
 			e.logger.Warn("bridge: the upstream refuses a record for good; skipped, provenance in the rejected topic",
@@ -140,17 +139,19 @@ func (e *Engine) skipped(b *Batch) {
 	}
 }
 
-// rejectedRecord is the value of a rejected-topic record.
+// rejectedRecord is the value of a rejected-topic record: bridge, topic,
+// partition, offset, timestamp, key, bytes, reason, rejected_at.
 type rejectedRecord struct {
-	Bridge     string    `json:"bridge"`
-	Topic      string    `json:"topic"`
-	Partition  int32     `json:"partition"`
-	Offset     int64     `json:"offset"`
-	Timestamp  int64     `json:"timestamp"`
-	Key        []byte    `json:"key"`
-	Bytes      int       `json:"bytes"`
-	Reason     string    `json:"reason"`
+	Bridge string `json:"bridge"`
+	Rejected
 	RejectedAt time.Time `json:"rejected_at"`
+}
+
+// rejectedRecordOf is the rejected-topic record for r, rejected at.
+func (e *Engine) rejectedRecordOf(r Rejected, at time.Time) flog.Record {
+	v, _ := json.Marshal(rejectedRecord{Bridge: e.cfg.Name, Rejected: r, RejectedAt: at})
+	return flog.Record{Key: []byte(e.cfg.Name + "/" + r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" +
+		strconv.FormatInt(r.Offset, 10)), Value: v, Timestamp: at.UnixMilli()}
 }
 
 // deadLetter appends the provenance of b's rejected records to the
@@ -168,10 +169,7 @@ func (e *Engine) deadLetter(b *Batch) error {
 		if _, ok := e.lettered[r.TP][r.Offset]; ok {
 			continue
 		}
-		v, _ := json.Marshal(rejectedRecord{Bridge: e.cfg.Name, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
-			Timestamp: r.Timestamp, Key: r.Key, Bytes: r.Bytes, Reason: r.Reason, RejectedAt: now})
-		recs = append(recs, flog.Record{Key: []byte(e.cfg.Name + "/" + r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" +
-			strconv.FormatInt(r.Offset, 10)), Value: v, Timestamp: now.UnixMilli()})
+		recs = append(recs, e.rejectedRecordOf(r, now))
 		marked = append(marked, r)
 	}
 	if len(recs) == 0 {

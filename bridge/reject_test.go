@@ -263,3 +263,34 @@ func TestRejectedProvenanceFirst(t *testing.T) {
 	closeEngine(t, en)
 	checkRejected(t, en, f, lg, poison)
 }
+
+// TestRejectedFormats: the rejected topic's records and Status's
+// last_rejected keep their JSON, byte for byte.
+func TestRejectedFormats(t *testing.T) {
+	lg, st := setup(t, 0, 0)
+	en := newEngine(t, Config{Name: "edge-1"}, lg, st, newFake())
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6_000_000, time.UTC)
+	for _, tc := range []struct {
+		r          Rejected
+		key, value string
+	}{
+		{Rejected{TP: TP{"telemetry", 2}, Offset: 17, Reason: "MESSAGE_TOO_LARGE", Timestamp: 1_700_000_000_123, Key: []byte("dev-1"), Bytes: 2048},
+			"edge-1/telemetry/2/17",
+			`{"bridge":"edge-1","topic":"telemetry","partition":2,"offset":17,"timestamp":1700000000123,"key":"ZGV2LTE=","bytes":2048,"reason":"MESSAGE_TOO_LARGE","rejected_at":"2026-01-02T03:04:05.006Z"}`},
+		{Rejected{TP: TP{"t", 0}, Offset: 0, Reason: "record of 5000 bytes is larger than the upstream takes (1000)", Bytes: 5000},
+			"edge-1/t/0/0",
+			`{"bridge":"edge-1","topic":"t","partition":0,"offset":0,"timestamp":0,"key":null,"bytes":5000,"reason":"record of 5000 bytes is larger than the upstream takes (1000)","rejected_at":"2026-01-02T03:04:05.006Z"}`},
+	} {
+		rec := en.rejectedRecordOf(tc.r, at)
+		if string(rec.Key) != tc.key || string(rec.Value) != tc.value || rec.Timestamp != at.UnixMilli() {
+			t.Errorf("rejected-topic record %s = %s (timestamp %d)\nwant %s = %s", rec.Key, rec.Value, rec.Timestamp, tc.key, tc.value)
+		}
+	}
+	v, err := json.Marshal(Status{LastRejected: &RejectedStatus{TP: TP{"telemetry", 2}, Offset: 17, Reason: "MESSAGE_TOO_LARGE", At: at}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"last_rejected":{"topic":"telemetry","partition":2,"offset":17,"reason":"MESSAGE_TOO_LARGE","at":"2026-01-02T03:04:05.006Z"}`; !strings.Contains(string(v), want) {
+		t.Errorf("status %s\nwant it to hold %s", v, want)
+	}
+}

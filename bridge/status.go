@@ -40,13 +40,13 @@ type Status struct {
 }
 
 // RejectedStatus names a record the bridge skipped because the upstream
-// refused it for good.
+// refused it for good (the API's shape of a Rejected: topic, partition,
+// offset, reason and when).
 type RejectedStatus struct {
-	Topic     string    `json:"topic"`
-	Partition int32     `json:"partition"`
-	Offset    int64     `json:"offset"`
-	Reason    string    `json:"reason"`
-	At        time.Time `json:"at"`
+	TP
+	Offset int64     `json:"offset"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
 }
 
 // PartitionStatus is one edge partition's replication position.

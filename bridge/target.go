@@ -70,16 +70,19 @@ type WireCounter interface {
 // and logs each distinct cause once.
 var ErrMisconfigured = errors.New("bridge: the upstream refuses this configuration")
 
-// Rejected is a record the upstream refused for good.
+// Rejected is a record the upstream refused for good. As JSON it is the
+// body of a rejected-topic record (which adds the bridge and the time of
+// the rejection): the field order is that format's.
 type Rejected struct {
 	TP
-	Offset int64
-	Reason string
+	Offset int64 `json:"offset"`
 
 	// Filled by the engine when it skips the record.
-	Timestamp int64  // the record's timestamp (ms)
-	Key       []byte // the record's key
-	Bytes     int    // key, value and header bytes
+	Timestamp int64  `json:"timestamp"` // the record's timestamp (ms)
+	Key       []byte `json:"key"`       // the record's key
+	Bytes     int    `json:"bytes"`     // key, value and header bytes
+
+	Reason string `json:"reason"`
 }
 
 // RejectedError is what Send returns when the upstream refused records of

@@ -234,3 +234,15 @@ func holdsPoison(req *kmsg.ProduceRequest, dec *flog.Decompressor) bool {
 	}
 	return false
 }
+
+// TestRejectedCheckpointFormat: the checkpoint topic's record of a skip
+// keeps its key and JSON, byte for byte.
+func TestRejectedCheckpointFormat(t *testing.T) {
+	c := &conn{t: targetWith(t, Config{Brokers: []string{"127.0.0.1:9092"}, NodeID: "edge-1"})}
+	r := bridge.Rejected{TP: bridge.TP{Topic: "telemetry", Partition: 2}, Offset: 17, Timestamp: 1_700_000_000_123, Key: []byte("dev-1"),
+		Bytes: 2048, Reason: "MESSAGE_TOO_LARGE"}
+	if k, v := c.rejectedKey(r), string(rejectedCheckpointOf(r)); k != "edge-1/telemetry/2/17/rejected" ||
+		v != `{"offset":17,"timestamp":1700000000123,"bytes":2048,"reason":"MESSAGE_TOO_LARGE"}` {
+		t.Fatalf("checkpoint record of a skip: %s = %s", k, v)
+	}
+}

@@ -93,8 +93,7 @@ func (c *conn) Send(ctx context.Context, b *bridge.Batch) error {
 		}
 		// Skips are recorded with the checkpoint that passes them.
 		for _, r := range b.Rejected {
-			v, _ := json.Marshal(rejectedCheckpoint{Offset: r.Offset, Timestamp: r.Timestamp, Bytes: r.Bytes, Reason: r.Reason})
-			c.cl.Produce(ctx, &kgo.Record{Topic: c.t.cfg.CheckpointTopic, Key: []byte(c.rejectedKey(r)), Value: v}, promise)
+			c.cl.Produce(ctx, &kgo.Record{Topic: c.t.cfg.CheckpointTopic, Key: []byte(c.rejectedKey(r)), Value: rejectedCheckpointOf(r)}, promise)
 		}
 	}
 	err := c.cl.Flush(ctx)
@@ -139,12 +138,19 @@ func (c *conn) Send(ctx context.Context, b *bridge.Batch) error {
 }
 
 // rejectedCheckpoint is the value of a checkpoint-topic record naming a
-// record the bridge skipped.
+// record the bridge skipped (its key names the edge partition and
+// offset). Its shape is a format of its own, not a bridge.Rejected's: no
+// partition, no record key.
 type rejectedCheckpoint struct {
 	Offset    int64  `json:"offset"`
 	Timestamp int64  `json:"timestamp"`
 	Bytes     int    `json:"bytes"`
 	Reason    string `json:"reason"`
+}
+
+func rejectedCheckpointOf(r bridge.Rejected) []byte {
+	v, _ := json.Marshal(rejectedCheckpoint{Offset: r.Offset, Timestamp: r.Timestamp, Bytes: r.Bytes, Reason: r.Reason})
+	return v
 }
 
 func (c *conn) rejectedKey(r bridge.Rejected) string {
