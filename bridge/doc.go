@@ -1,8 +1,8 @@
 // Package bridge is Ferry's replication engine: it carries records from
-// the edge log to an upstream (a core Kafka cluster in bridge/kafka;
-// ThingsBoard and MQTT targets plug in the same way) and survives link
-// outages, power cuts and upstream restarts without losing or, where the
-// upstream allows, duplicating a record.
+// the edge log to an upstream (a core Kafka cluster in bridge/kafka, the
+// only target so far; future ones, ThingsBoard or MQTT, would plug in the
+// same way) and survives link outages, power cuts and upstream restarts
+// without losing or, where the upstream allows, duplicating a record.
 //
 // # The model
 //
@@ -27,17 +27,18 @@
 // in the same transaction as the records) has Conns that are
 // Checkpointers: their checkpoints, read on every connect, win over the
 // local ones, so a crash between the upstream commit and the local write
-// never resends. Targets without (MQTT, ThingsBoard, Kafka at-least-once)
-// rely on the local checkpoints: at least once.
+// never resends. Targets without (Kafka at-least-once; a future MQTT or
+// ThingsBoard target) rely on the local checkpoints: at least once.
 //
 // # Targets
 //
 // A Target connects; a Conn sends and closes. Everything else is an
 // optional single-method interface the engine discovers by type
 // assertion: Checkpointer (upstream checkpoints), Limiter (the session's
-// batch limits and the largest record the upstream takes: an MQTT target
-// wants few records per Send, as many as it keeps in flight), WireCounter
-// on the Target (bytes on the wire, ferry_bridge_wire_bytes_total).
+// batch limits and the largest record the upstream takes: Kafka's
+// max.message.bytes; a future MQTT target would want few records per
+// Send, as many as it keeps in flight), WireCounter on the Target (bytes
+// on the wire, ferry_bridge_wire_bytes_total).
 // Errors wrapping ErrMisconfigured (credentials or certificates refused,
 // a missing upstream feature) are retried at MaxBackoff only and logged
 // once per cause.

@@ -620,8 +620,8 @@ func TestUpstreamCheckpointsWin(t *testing.T) {
 	closeEngine(t, en2)
 }
 
-// TestTargetLimits: a session's Limits cap every batch (an MQTT target:
-// few records per Send, as many as it keeps in flight).
+// TestTargetLimits: a session's Limits cap every batch (a future MQTT
+// target: few records per Send, as many as it keeps in flight).
 func TestTargetLimits(t *testing.T) {
 	lg, st := setup(t, 1000, 50)
 	f := newFake()

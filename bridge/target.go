@@ -29,9 +29,10 @@ type Conn interface {
 
 // Checkpointer is a Conn whose upstream stores checkpoints itself, in the
 // same atomic write as the records (Kafka exactly-once). Its checkpoints
-// win over the local ones on every connect. A Conn without it (MQTT,
-// ThingsBoard, Kafka at-least-once) relies on the local checkpoints:
-// at least once, a crash resends what the last local write missed.
+// win over the local ones on every connect. A Conn without it (Kafka
+// at-least-once; a future MQTT or ThingsBoard target) relies on the local
+// checkpoints: at least once, a crash resends what the last local write
+// missed.
 type Checkpointer interface {
 	// Checkpoints returns the progress the upstream stored for tps (only
 	// those it knows; nil when it keeps none).
@@ -39,8 +40,9 @@ type Checkpointer interface {
 }
 
 // Limiter is a Conn with limits of its own, learnt from the upstream or
-// fixed by its protocol (an MQTT target: small batches, as many records as
-// it keeps in flight; a broker's maximum packet or message size).
+// fixed by its protocol (Kafka: the largest record max.message.bytes
+// leaves room for; a future MQTT target: small batches, as many records
+// as it keeps in flight, and the broker's maximum packet size).
 type Limiter interface {
 	Limits() Limits
 }
@@ -86,13 +88,13 @@ type Rejected struct {
 }
 
 // RejectedError is what Send returns when the upstream refused records of
-// the batch for good (Kafka: MESSAGE_TOO_LARGE, INVALID_RECORD; MQTT: a
-// PUBACK with reason 0x95 packet too large): sending them again can never
-// succeed. As with any Send error nothing of the batch counts as
-// delivered, but the session stays usable: the engine sends the batch
-// again without the rejected records, which it skips (counted in Status
-// and the metrics, logged, their provenance appended to the local
-// rejected topic), and the checkpoint moves past them with the next
+// the batch for good (Kafka: MESSAGE_TOO_LARGE, INVALID_RECORD; a future
+// MQTT target: a PUBACK with reason 0x95 packet too large): sending them
+// again can never succeed. As with any Send error nothing of the batch
+// counts as delivered, but the session stays usable: the engine sends the
+// batch again without the rejected records, which it skips (counted in
+// Status and the metrics, logged, their provenance appended to the local
+// rejected topic first), and the checkpoint moves past them with the next
 // acknowledged batch — in the same transaction, for a target that stores
 // checkpoints upstream (Batch.Rejected), so a skipped record is never
 // sent again and never silently lost.
