@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/ratelog"
 	"github.com/ferry-iot/ferry/broker/state"
 )
 
@@ -170,7 +171,7 @@ type Engine struct {
 	narrow    narrowing                 // suspect records being isolated
 	lettered  map[TP]map[int64]struct{} // rejected records whose provenance is in the rejected topic
 	rejTopic  *flog.Topic
-	rejLog    logLimiter
+	rejLog    *ratelog.Limiter
 	lastFatal string // the misconfiguration last logged
 	wireSeen  int64  // the target's WireBytes at the last look
 
@@ -202,7 +203,8 @@ func New(cfg Config, lg *flog.Log, st *state.Store, target Target) (*Engine, err
 	cfg.ensureDefaults()
 	e := &Engine{cfg: cfg, log: lg, st: st, target: target, metrics: cfg.Metrics, logger: cfg.Logger,
 		owner: "bridge." + cfg.Name, cursors: map[TP]*cursor{}, done: make(chan struct{}),
-		poison: map[TP]map[int64]string{}, lettered: map[TP]map[int64]struct{}{}, jitter: rand.Float64}
+		poison: map[TP]map[int64]string{}, lettered: map[TP]map[int64]struct{}{}, jitter: rand.Float64,
+		rejLog: ratelog.New()}
 	e.wait = e.timerWait
 	e.metrics.touch(cfg.Name)
 	if cfg.RateLimit > 0 {

@@ -101,7 +101,7 @@ func (e *Engine) skipped(b *Batch) {
 		e.status.RecordsRejected++
 		e.status.LastRejected = &RejectedStatus{TP: r.TP, Offset: r.Offset, Reason: r.Reason, At: time.Now()}
 		e.mu.Unlock()
-		if ok, quiet := e.rejLog.allow(time.Now(), time.Minute); ok {
+		if ok, quiet := e.rejLog.Allow("rejected"); ok {
 			e.logger.Warn("bridge: the upstream refuses a record for good; skipped, provenance in the rejected topic",
 				"bridge", e.cfg.Name, "partition", r.TP.String(), "offset", r.Offset, "bytes", r.Bytes, "reason", r.Reason,
 				"rejected_topic", e.cfg.RejectedTopic, "not_logged_since_last", quiet)
@@ -212,21 +212,4 @@ func (e *Engine) rejectedTopic() (*flog.Topic, error) {
 	}
 	e.rejTopic = t
 	return t, nil
-}
-
-// logLimiter lets one line through, then at most one per interval, and
-// counts what it held back (owned by one goroutine).
-type logLimiter struct {
-	last  time.Time
-	quiet int64
-}
-
-func (l *logLimiter) allow(now time.Time, every time.Duration) (bool, int64) {
-	if !l.last.IsZero() && now.Sub(l.last) < every {
-		l.quiet++
-		return false, 0
-	}
-	q := l.quiet
-	l.last, l.quiet = now, 0
-	return true, q
 }
