@@ -74,7 +74,6 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -207,10 +206,9 @@ type Target struct {
 	cfg       Config
 	wireBytes atomic.Int64 // bytes written to the upstream's sockets (all requests)
 
-	mu struct {
-		sync.Mutex
-		shape shape // what the last probe found: the next client starts with it
-	}
+	// shape is what the last probe found: the next client starts with
+	// it. Only Connect touches it (one engine's run goroutine at a time).
+	shape shape
 	// Fixed in New: what Send writes for each edge topic, and the
 	// ferry.node header value. Header values are shared by every record
 	// (kgo only reads them).
@@ -261,7 +259,7 @@ func New(cfg Config) (*Target, error) {
 	for edge, up := range cfg.Topics {
 		t.edges[edge] = edgeTopic{upstream: up, name: clipped(edge)}
 	}
-	t.mu.shape = shape{batchMax: defaultBatchMax, idempotent: true}
+	t.shape = shape{batchMax: defaultBatchMax, idempotent: true}
 	return t, nil
 }
 
@@ -348,9 +346,7 @@ func (t *Target) client(sh shape) (*kgo.Client, error) {
 // exactly-once fences the previous instance and makes sure the checkpoint
 // topic exists.
 func (t *Target) Connect(ctx context.Context) (bridge.Conn, error) {
-	t.mu.Lock()
-	sh := t.mu.shape
-	t.mu.Unlock()
+	sh := t.shape
 	cl, err := t.client(sh)
 	if err != nil {
 		return nil, err
@@ -372,9 +368,7 @@ func (t *Target) Connect(ctx context.Context) (bridge.Conn, error) {
 	want := t.shapeFor(up)
 	if want != sh {
 		cl.Close()
-		t.mu.Lock()
-		t.mu.shape = want
-		t.mu.Unlock()
+		t.shape = want
 		if cl, err = t.client(want); err != nil {
 			return nil, err
 		}
@@ -408,10 +402,7 @@ func (t *Target) shapeFor(up upstreamInfo) shape {
 		t.cfg.Logger.Warn("bridge/kafka: the upstream does not support idempotent producing; at-least-once without idempotence: "+
 			"a produce retried after a lost answer may be stored twice", "missing", up.missingIdempotence)
 	}
-	t.mu.Lock()
-	prev := t.mu.shape.batchMax
-	t.mu.Unlock()
-	if sh.batchMax != prev {
+	if sh.batchMax != t.shape.batchMax {
 		t.cfg.Logger.Info("bridge/kafka: producer batches sized to what the upstream takes", "max_message_bytes", up.maxMessage,
 			"batch_max_bytes", sh.batchMax)
 	}
