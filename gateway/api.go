@@ -10,11 +10,13 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/netguard"
 )
 
 // routes is the HTTP API:
@@ -35,9 +37,11 @@ import (
 //	POST   /api/v1/devices/{name}/rpc              (admin)
 //	GET    /debug/pprof/...                        (admin)
 //
-// Errors are JSON: {"error": "..."}. With http.admin_token set, every
-// /api/v1 route needs "Authorization: Bearer <token>"; without it the topic
-// routes are open and the device routes refuse.
+// Errors are JSON: {"error": "..."}. Every /api/v1 route needs
+// "Authorization: Bearer <token>" (http.admin_token, or the token generated
+// into <data_dir>/admin-token); with http.allow_anonymous_reads the
+// read-only routes not marked admin are open. /healthz and /metrics are
+// always open.
 //
 // Devices the configuration lists (devices: in the file or FERRY_DEVICES)
 // are the configuration's: written from it at every start, so PUT and
@@ -90,6 +94,9 @@ func (s *statusRecorder) WriteHeader(code int) {
 
 func (d *Daemon) instrument(route string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A whole request's headers arrived: the connection no longer
+		// counts as pending under http.max_connections.
+		netguard.AuthenticatedContext(r.Context())
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(rec, r)
 		d.api.requests.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
@@ -98,23 +105,28 @@ func (d *Daemon) instrument(route string, h http.Handler) http.Handler {
 
 func (d *Daemon) authorize(admin bool, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		token := d.cfg.HTTP.AdminToken
-		if token == "" {
-			if admin {
-				writeError(w, http.StatusForbidden, "device management is disabled: set http.admin_token")
-				return
-			}
+		if !admin && d.cfg.HTTP.AllowAnonymousReads {
 			h(w, r)
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		if !bearerMatches(r.Header.Get("Authorization"), d.token) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <token>; the token is http.admin_token, or the one in <data_dir>/%s)", adminTokenFile)
 			return
 		}
 		h(w, r)
 	}
+}
+
+// bearerMatches reports whether an Authorization header carries token
+// with the Bearer scheme, whose name is case-insensitive (RFC 9110
+// §11.1), compared in constant time.
+func bearerMatches(header, token string) bool {
+	scheme, got, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -136,14 +148,38 @@ func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 			}
 		}
 	}
-	if len(failed) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "degraded", "failed_partitions": failed})
+	listeners := d.listenerStatus()
+	var down []string
+	for _, l := range listeners {
+		if !l.Accepting {
+			down = append(down, fmt.Sprintf("%s on %s: not accepting since %s: %s", l.Name, l.Addr, l.Since.Format(time.RFC3339), l.Error))
+		}
+	}
+	body := map[string]any{
+		"status": "ok", "node_id": d.cfg.NodeID, "devices_connected": d.mqtt.OnlineDevices(),
+		"connections": d.mqtt.Connected(), "disk_low": d.log.Stats().DiskLow, "listeners": listeners,
+	}
+	if len(failed) > 0 || len(down) > 0 {
+		body["status"] = "degraded"
+		if len(failed) > 0 {
+			body["failed_partitions"] = failed
+		}
+		if len(down) > 0 {
+			body["listeners_down"] = down
+		}
+		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"status": "ok", "node_id": d.cfg.NodeID, "devices_connected": d.mqtt.Connected(),
-		"disk_low": d.log.Stats().DiskLow,
-	})
+	writeJSON(w, http.StatusOK, body)
+}
+
+// listenerStatus is every network listener's state.
+func (d *Daemon) listenerStatus() []netguard.Status {
+	out := d.mqtt.ListenerStatus()
+	if d.kafka != nil {
+		out = append(out, d.kafka.Status())
+	}
+	return append(out, d.httpLn.Status())
 }
 
 type partitionJSON struct {

@@ -24,11 +24,13 @@ type deviceJSON struct {
 	Parent     string    `json:"gateway_device,omitempty"`
 	Source     string    `json:"source,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
+	Connected  bool      `json:"connected"` // any MQTT connection of its own, or through its gateway
 }
 
-func toDeviceJSON(d registry.Device) deviceJSON {
-	return deviceJSON{Name: d.Name, Type: d.Type, Gateway: d.Gateway, Credential: string(d.Credential),
-		ClientID: d.ClientID, Username: d.Username, Parent: d.Parent, Source: d.Source, CreatedAt: d.CreatedAt}
+func (d *Daemon) toDeviceJSON(dev registry.Device) deviceJSON {
+	return deviceJSON{Name: dev.Name, Type: dev.Type, Gateway: dev.Gateway, Credential: string(dev.Credential),
+		ClientID: dev.ClientID, Username: dev.Username, Parent: dev.Parent, Source: dev.Source, CreatedAt: dev.CreatedAt,
+		Connected: d.mqtt.Online(dev.Name)}
 }
 
 // deviceRequest is the body of POST /api/v1/devices and PUT /api/v1/devices/{name}.
@@ -60,7 +62,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 func (d *Daemon) listDevices(w http.ResponseWriter, _ *http.Request) {
 	out := []deviceJSON{}
 	for _, dev := range d.reg.List() {
-		out = append(out, toDeviceJSON(dev))
+		out = append(out, d.toDeviceJSON(dev))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"devices": out})
 }
@@ -119,7 +121,7 @@ func (d *Daemon) saveDevice(w http.ResponseWriter, req deviceRequest, code int) 
 		writeError(w, http.StatusInternalServerError, "%v", err)
 	default:
 		saved, _ := d.reg.Get(req.Name)
-		writeJSON(w, code, toDeviceJSON(saved))
+		writeJSON(w, code, d.toDeviceJSON(saved))
 	}
 }
 
@@ -133,7 +135,7 @@ func (d *Daemon) device(w http.ResponseWriter, r *http.Request) (registry.Device
 
 func (d *Daemon) getDevice(w http.ResponseWriter, r *http.Request) {
 	if dev, ok := d.device(w, r); ok {
-		writeJSON(w, http.StatusOK, toDeviceJSON(dev))
+		writeJSON(w, http.StatusOK, d.toDeviceJSON(dev))
 	}
 }
 

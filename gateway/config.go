@@ -41,20 +41,24 @@ type Config struct {
 
 // MQTTConfig is the device-facing MQTT broker.
 type MQTTConfig struct {
-	Listen         string `mapstructure:"listen"`
-	MaxPayload     int    `mapstructure:"max_payload"`
-	AllowAnonymous bool   `mapstructure:"allow_anonymous"`
-	WSListen       string `mapstructure:"ws_listen"`
-	TLSListen      string `mapstructure:"tls_listen"`
-	TLSCert        string `mapstructure:"tls_cert"`
-	TLSKey         string `mapstructure:"tls_key"`
-	MaxConnections int    `mapstructure:"max_connections"`
+	Listen         string        `mapstructure:"listen"`
+	MaxPayload     int           `mapstructure:"max_payload"`
+	AllowAnonymous bool          `mapstructure:"allow_anonymous"`
+	WSListen       string        `mapstructure:"ws_listen"`
+	TLSListen      string        `mapstructure:"tls_listen"`
+	TLSCert        string        `mapstructure:"tls_cert"`
+	TLSKey         string        `mapstructure:"tls_key"`
+	MaxConnections int           `mapstructure:"max_connections"`
+	MaxPending     int           `mapstructure:"max_pending"`
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 }
 
 // HTTPConfig is the HTTP API.
 type HTTPConfig struct {
-	Listen     string `mapstructure:"listen"`
-	AdminToken string `mapstructure:"admin_token"`
+	Listen              string `mapstructure:"listen"`
+	AdminToken          string `mapstructure:"admin_token"`
+	AllowAnonymousReads bool   `mapstructure:"allow_anonymous_reads"`
+	MaxConnections      int    `mapstructure:"max_connections"`
 }
 
 // DeviceConfig seeds one device into the registry.
@@ -89,7 +93,10 @@ type KafkaConfig struct {
 	AutoCreateTopics  bool          `mapstructure:"auto_create_topics"`
 	DefaultPartitions int           `mapstructure:"default_partitions"`
 	MaxRequestBytes   int           `mapstructure:"max_request_bytes"`
+	MaxBufferedBytes  int           `mapstructure:"max_buffered_bytes"`
 	MaxConnections    int           `mapstructure:"max_connections"`
+	MaxPending        int           `mapstructure:"max_pending"`
+	AuthTimeout       time.Duration `mapstructure:"auth_timeout"`
 	GroupMinSession   time.Duration `mapstructure:"group_min_session_timeout"`
 	GroupMaxSession   time.Duration `mapstructure:"group_max_session_timeout"`
 	OffsetsRetention  time.Duration `mapstructure:"offsets_retention"`
@@ -156,6 +163,9 @@ type LogConfig struct {
 	MinFreeRatio      float64                `mapstructure:"min_free_ratio"`
 	RetentionInterval time.Duration          `mapstructure:"retention_interval"`
 	Linger            time.Duration          `mapstructure:"linger"`
+	MaxTopics         int                    `mapstructure:"max_topics"`
+	MaxPartitions     int                    `mapstructure:"max_partitions"`
+	MaxOpenSegments   int                    `mapstructure:"max_open_segments"`
 	Topics            map[string]TopicConfig `mapstructure:"topics"`
 }
 
@@ -366,6 +376,15 @@ func (c *Config) validate() []string {
 	if c.MQTT.MaxConnections < 0 {
 		bad("mqtt.max_connections", "%d is negative", c.MQTT.MaxConnections)
 	}
+	if c.MQTT.MaxPending < 1 {
+		bad("mqtt.max_pending", "%d must be at least 1", c.MQTT.MaxPending)
+	}
+	if c.MQTT.ConnectTimeout <= 0 {
+		bad("mqtt.connect_timeout", "%v must be positive", c.MQTT.ConnectTimeout)
+	}
+	if c.HTTP.MaxConnections < 1 {
+		bad("http.max_connections", "%d must be at least 1", c.HTTP.MaxConnections)
+	}
 	switch {
 	case c.Provisioning.Key != "" && c.Provisioning.Secret == "":
 		bad("provisioning.secret", "is required with provisioning.key (both empty: provisioning off)")
@@ -391,8 +410,17 @@ func (c *Config) validate() []string {
 	if c.Kafka.MaxRequestBytes < 1<<20 || c.Kafka.MaxRequestBytes > 1<<30 {
 		bad("kafka.max_request_bytes", "%d is outside 1048576..1073741824", c.Kafka.MaxRequestBytes)
 	}
+	if c.Kafka.MaxBufferedBytes < c.Kafka.MaxRequestBytes {
+		bad("kafka.max_buffered_bytes", "%d is below kafka.max_request_bytes (%d): one request must fit", c.Kafka.MaxBufferedBytes, c.Kafka.MaxRequestBytes)
+	}
 	if c.Kafka.MaxConnections < 1 {
 		bad("kafka.max_connections", "%d must be at least 1", c.Kafka.MaxConnections)
+	}
+	if c.Kafka.MaxPending < 1 {
+		bad("kafka.max_pending", "%d must be at least 1", c.Kafka.MaxPending)
+	}
+	if c.Kafka.AuthTimeout <= 0 {
+		bad("kafka.auth_timeout", "%v must be positive", c.Kafka.AuthTimeout)
 	}
 	if c.Kafka.GroupMinSession <= 0 || c.Kafka.GroupMaxSession < c.Kafka.GroupMinSession {
 		bad("kafka.group_min_session_timeout", "%v..%v is not a positive range (kafka.group_max_session_timeout)", c.Kafka.GroupMinSession, c.Kafka.GroupMaxSession)
@@ -422,6 +450,19 @@ func (c *Config) validate() []string {
 	}
 	if c.Log.Linger < 0 {
 		bad("log.linger", "%v is negative", c.Log.Linger)
+	}
+	if c.Log.MaxTopics < 0 {
+		bad("log.max_topics", "%d is negative", c.Log.MaxTopics)
+	} else if c.Log.MaxTopics > 0 && len(c.Log.Topics) > c.Log.MaxTopics {
+		bad("log.max_topics", "%d is below the %d topics log.topics configures", c.Log.MaxTopics, len(c.Log.Topics))
+	}
+	if c.Log.MaxOpenSegments < 0 {
+		bad("log.max_open_segments", "%d is negative", c.Log.MaxOpenSegments)
+	}
+	if c.Log.MaxPartitions < 0 {
+		bad("log.max_partitions", "%d is negative", c.Log.MaxPartitions)
+	} else if n := c.configuredPartitions(); c.Log.MaxPartitions > 0 && n > c.Log.MaxPartitions {
+		bad("log.max_partitions", "%d is below the %d partitions log.topics configures", c.Log.MaxPartitions, n)
 	}
 	for _, name := range []string{"telemetry", "attributes"} {
 		if _, ok := c.Log.Topics[name]; !ok {
@@ -481,6 +522,15 @@ func (c *Config) validate() []string {
 		bad("logging.format", "%q is not text or json", c.Logging.Format)
 	}
 	return p
+}
+
+// configuredPartitions counts the partitions of the topics log.topics sets.
+func (c *Config) configuredPartitions() int {
+	n := 0
+	for _, tc := range c.Log.Topics {
+		n += max(tc.Partitions, 1)
+	}
+	return n
 }
 
 // toLog converts a topic's settings to the log's config (validated).

@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-iot/ferry/broker/kafka/group"
 	flog "github.com/ferry-iot/ferry/broker/log"
 	"github.com/ferry-iot/ferry/broker/mqtt"
+	"github.com/ferry-iot/ferry/broker/netguard"
 	"github.com/ferry-iot/ferry/broker/registry"
 	"github.com/ferry-iot/ferry/broker/state"
 )
@@ -42,8 +43,12 @@ type Daemon struct {
 	groups   *group.Coordinator
 	kafka    *kafka.Server
 	http     *http.Server
-	httpLn   net.Listener
+	httpLn   *netguard.Listener
 	httpDone chan error
+	token    string // the HTTP API's bearer token (http.admin_token or generated)
+	tokenAt  string // the file a token not set in the configuration is kept in
+	newToken bool   // that file was written by this start
+	fileLim  uint64 // RLIMIT_NOFILE in force
 	metrics  *prometheus.Registry
 	api      *apiMetrics
 }
@@ -80,6 +85,18 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 	}()
 	d.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.api = newAPIMetrics(d.metrics)
+	listeners := netguard.NewMetrics(d.metrics)
+
+	if d.fileLim, err = raiseFileLimit(); err != nil {
+		logger.Warn("could not raise the open-file limit", "err", err)
+	}
+	if need := cfg.fileBudget(); d.fileLim > 0 && uint64(need) > d.fileLim {
+		logger.Warn("the open-file limit is below what the connection and partition caps allow: when it is reached, new connections wait in the backlog (the listeners keep retrying); raise the limit (LimitNOFILE= in the service unit, ulimit -n) or lower mqtt.max_connections, kafka.max_connections, http.max_connections, log.max_partitions",
+			"limit", d.fileLim, "caps_allow", need)
+	}
+	if d.token, d.tokenAt, d.newToken, err = resolveAdminToken(cfg.HTTP.AdminToken, dataDir); err != nil {
+		return nil, err
+	}
 
 	if d.state, err = state.Open(filepath.Join(dataDir, "state"), state.WithLogger(logger)); err != nil {
 		return nil, fmt.Errorf("open state store: %w", err)
@@ -99,6 +116,8 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 		flog.WithLogger(logger), flog.WithMinFreeRatio(cfg.Log.MinFreeRatio),
 		flog.WithRetentionInterval(cfg.Log.RetentionInterval), flog.WithLinger(cfg.Log.Linger),
 		flog.WithSyncObserver(func(t time.Duration) { fsync.Observe(t.Seconds()) }),
+		flog.WithMaxTopics(cfg.Log.MaxTopics), flog.WithMaxPartitions(cfg.Log.MaxPartitions),
+		flog.WithMaxOpenSegments(cfg.Log.MaxOpenSegments),
 		flog.WithRetentionPaused(), // until the holds are set, below
 	}, so.logOpts...)...)
 	if err != nil {
@@ -123,6 +142,7 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 	mcfg := mqtt.Config{
 		Listen: cfg.MQTT.Listen, WSListen: cfg.MQTT.WSListen, TLSListen: cfg.MQTT.TLSListen,
 		MaxPayload: cfg.MQTT.MaxPayload, MaxConnections: cfg.MQTT.MaxConnections,
+		MaxPending: cfg.MQTT.MaxPending, ConnectTimeout: cfg.MQTT.ConnectTimeout, Listeners: listeners,
 		AllowAnonymous: cfg.MQTT.AllowAnonymous,
 		ProvisionKey:   cfg.Provisioning.Key, ProvisionSecret: cfg.Provisioning.Secret,
 		Logger: logger, Metrics: mqtt.NewMetrics(d.metrics),
@@ -143,7 +163,7 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 	if err = d.startCommands(); err != nil {
 		return nil, err
 	}
-	if err = d.startKafka(); err != nil {
+	if err = d.startKafka(listeners); err != nil {
 		return nil, err
 	}
 	if err = d.startBridges(); err != nil {
@@ -152,12 +172,25 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 	// Every hold is set (commands.Start, bridge.New): retention may run.
 	d.log.ResumeRetention()
 
-	if d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+	hl, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
 		return nil, fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 	}
-	d.http = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second}
+	// A connection is pending until it has sent a whole request (the
+	// handlers mark it); past the cap the oldest pending one is closed.
+	d.httpLn = netguard.Wrap(hl, netguard.Config{Name: "http", MaxConns: cfg.HTTP.MaxConnections, Logger: logger, Metrics: listeners})
+	d.http = &http.Server{
+		Handler:           d.routes(),
+		ReadHeaderTimeout: 10 * time.Second, // slowloris: a request's headers within 10 s
+		ReadTimeout:       30 * time.Second, // and its body (at most 1 MiB) within 30 s
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ConnContext:       netguard.WithConn,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
 	d.httpDone = make(chan error, 1)
 	go func() { d.httpDone <- d.http.Serve(d.httpLn) }()
+	d.warnExposed()
 	return d, nil
 }
 

@@ -86,6 +86,12 @@ func startDaemon(t *testing.T, dataDir, extra string) *daemon {
 // startDaemonEnv is startDaemon with FERRY_* environment overrides.
 func startDaemonEnv(t *testing.T, dataDir, extra string, env []string) *daemon {
 	t.Helper()
+	return startDaemonLogged(t, dataDir, extra, env, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// startDaemonLogged is startDaemonEnv with the daemon's logger.
+func startDaemonLogged(t *testing.T, dataDir, extra string, env []string, logger *slog.Logger) *daemon {
+	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
@@ -97,7 +103,7 @@ func startDaemonEnv(t *testing.T, dataDir, extra string, env []string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, err := Start(cfg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

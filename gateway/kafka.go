@@ -14,11 +14,12 @@ import (
 	"github.com/ferry-iot/ferry/broker/kafka"
 	"github.com/ferry-iot/ferry/broker/kafka/group"
 	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/netguard"
 )
 
 // startKafka starts the consumer-group coordinator and the Kafka
 // listener (kafka.listen empty: neither).
-func (d *Daemon) startKafka() error {
+func (d *Daemon) startKafka(listeners *netguard.Metrics) error {
 	kc := d.cfg.Kafka
 	if kc.Listen == "" {
 		return nil
@@ -42,7 +43,8 @@ func (d *Daemon) startKafka() error {
 	cfg := kafka.Config{
 		Listen: kc.Listen, Advertised: kc.Advertised,
 		AutoCreateTopics: kc.AutoCreateTopics, TopicDefaults: flog.TopicConfig{Partitions: kc.DefaultPartitions},
-		MaxRequestBytes: kc.MaxRequestBytes, MaxConnections: kc.MaxConnections,
+		MaxRequestBytes: kc.MaxRequestBytes, MaxBufferedBytes: kc.MaxBufferedBytes, MaxConnections: kc.MaxConnections,
+		MaxPending: kc.MaxPending, AuthTimeout: kc.AuthTimeout, Listeners: listeners,
 		Logger: d.logger, Metrics: kafka.NewMetrics(d.metrics),
 	}
 	for name := range d.cfg.Log.Topics {
@@ -69,10 +71,6 @@ func (d *Daemon) startKafka() error {
 	}
 	d.kafka.Start()
 	d.metrics.MustRegister(&groupCollector{groups: d.groups, log: d.log})
-	if !isLoopback(d.kafka.Addr()) && len(kc.SASLUsers) == 0 {
-		d.logger.Warn("kafka: the listener is reachable from the network without authentication: anyone who can connect can read every topic and send device commands; set kafka.sasl_users (and kafka.tls_cert) or bind kafka.listen to 127.0.0.1",
-			"addr", d.kafka.Addr().String())
-	}
 	d.logger.Info("kafka listener started", "addr", d.kafka.Addr().String(), "tls", cfg.TLS != nil, "sasl", len(kc.SASLUsers) > 0)
 	return nil
 }

@@ -82,6 +82,13 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		kafkaAddr = a.String()
 	}
 	fmt.Fprintf(stdout, "ferry: MQTT on %s, Kafka on %s, HTTP API on %s\n", d.MQTTAddr(), kafkaAddr, d.HTTPAddr())
+	if d.tokenAt != "" {
+		how := "kept"
+		if d.newToken {
+			how = "generated now"
+		}
+		fmt.Fprintf(stdout, "ferry: the HTTP API token is in %s (%s; send it as Authorization: Bearer <token>)\n", d.tokenAt, how)
+	}
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "ferry: shutting down")
 	if err := d.Close(); err != nil {

@@ -22,12 +22,14 @@ var (
 	descWritten  = prometheus.NewDesc("ferry_log_written_bytes_total", "Bytes written to segment files.", nil, nil)
 	descSyncs    = prometheus.NewDesc("ferry_log_fsync_rounds_total", "fsync rounds (commit cycles that needed one).", nil, nil)
 	descDiskLow  = prometheus.NewDesc("ferry_log_disk_low", "1 while the filesystem is below log.min_free_ratio.", nil, nil)
+	descOpenSeg  = prometheus.NewDesc("ferry_log_open_sealed_files", "Sealed segment files open now (bounded by log.max_open_segments).", nil, nil)
+	descSegClose = prometheus.NewDesc("ferry_log_sealed_file_closes_total", "Sealed segment files closed to stay within log.max_open_segments.", nil, nil)
 	descStorErr  = prometheus.NewDesc("ferry_log_partition_failed", "1 for a partition whose write or fsync failed (read-only until restart).", []string{"topic", "partition"}, nil)
 )
 
 func (c *logCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLogBytes, descEndOff, descStartOff, descDropped, descExpired,
-		descRejected, descWritten, descSyncs, descDiskLow, descStorErr} {
+		descRejected, descWritten, descSyncs, descDiskLow, descStorErr, descOpenSeg, descSegClose} {
 		ch <- d
 	}
 }
@@ -41,6 +43,8 @@ func (c *logCollector) Collect(ch chan<- prometheus.Metric) {
 		low = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descDiskLow, prometheus.GaugeValue, low)
+	ch <- prometheus.MustNewConstMetric(descOpenSeg, prometheus.GaugeValue, float64(st.OpenSealedFiles))
+	ch <- prometheus.MustNewConstMetric(descSegClose, prometheus.CounterValue, float64(st.SealedFileCloses))
 	for _, t := range c.log.Topics() {
 		var bytes int64
 		for _, p := range t.Partitions() {

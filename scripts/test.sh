@@ -15,6 +15,7 @@ peers=(
   kcat:kcat
   qemu-aarch64-static:qemu-user-static
   qemu-arm-static:qemu-user-static
+  prlimit:util-linux
 )
 
 missing=()

@@ -59,8 +59,11 @@ func (s *Server) createTopic(name string, cfg flog.TopicConfig) (*flog.Topic, er
 	if errors.Is(err, flog.ErrTopicExists) {
 		return s.log.Topic(name)
 	}
-	if err == nil {
+	switch {
+	case err == nil:
 		s.logger.Info("kafka: created topic", "topic", name, "partitions", t.NumPartitions())
+	case errors.Is(err, flog.ErrLimit):
+		s.limiter.Warn(s.logger, "topic_limit", "kafka: topic not auto-created: "+err.Error(), "topic", name)
 	}
 	return t, err
 }

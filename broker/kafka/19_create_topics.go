@@ -10,7 +10,10 @@ package kafka
 // max.message.bytes, delete.retention.ms, min.cleanable.dirty.ratio, and
 // Ferry's own ferry.flush (always, interval, never) and ferry.on_full
 // (overwrite_oldest, reject_new). Anything else is INVALID_CONFIG, named in
-// the error message.
+// the error message. A topic of more than maxPartitions partitions is
+// INVALID_PARTITIONS; one that would pass the log's caps on topics or
+// partitions in all (log.max_topics, log.max_partitions) is
+// POLICY_VIOLATION, with the cap in the message.
 
 import (
 	"errors"
@@ -48,6 +51,12 @@ func handleCreateTopics(c *conn, r *request) *outbound {
 					code = kerr.TopicAlreadyExists.Code
 				case errors.Is(err, flog.ErrInvalidConfig):
 					code = kerr.InvalidConfig.Code
+				case errors.Is(err, flog.ErrLimit):
+					// The broker's own policy refuses it, as Kafka (4.0,
+					// KAFKA-17870) refuses a request for too many partitions.
+					code = kerr.PolicyViolation.Code
+					c.s.limiter.Warn(c.s.logger, "topic_limit", "kafka: topic not created: "+err.Error(),
+						"topic", rt.Topic, "client", r.clientID, "remote", c.remote)
 				}
 			} else {
 				c.s.logger.Info("kafka: created topic", "topic", rt.Topic, "partitions", cfg.Partitions, "client", r.clientID)

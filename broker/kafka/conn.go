@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/netguard"
 )
 
 // conn is one client connection: a reader goroutine (serve) that decodes
@@ -37,9 +38,11 @@ type conn struct {
 
 	// Reader-only state.
 	clientID string
-	authed   bool   // SASL done, or not required
-	saslMech string // mechanism chosen by SaslHandshake
-	saslRaw  bool   // SaslHandshake v0: the next frame is a bare token
+	authed   bool      // SASL done, or not required
+	admitted bool      // authenticated, and told the listener (netguard): no longer pending
+	authBy   time.Time // while not admitted: the deadline to authenticate by
+	saslMech string    // mechanism chosen by SaslHandshake
+	saslRaw  bool      // SaslHandshake v0: the next frame is a bare token
 	decomp   *flog.Decompressor
 
 	closeOnce sync.Once
@@ -64,14 +67,14 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c := &conn{
 		s: s, nc: nc, remote: nc.RemoteAddr().String(),
 		out: make(chan *outbound, 64), wdone: make(chan struct{}),
-		authed: len(s.cfg.SASLPlain) == 0,
+		authed: len(s.cfg.SASLPlain) == 0, authBy: time.Now().Add(s.cfg.AuthTimeout),
 		decomp: flog.NewDecompressor(s.cfg.MaxRequestBytes * 4),
 	}
 	c.ctx, c.cancel = context.WithCancel(s.ctx)
 	if s.cfg.TLS != nil {
 		c.nc = tls.Server(nc, s.cfg.TLS)
-	} else if tcp, ok := nc.(*net.TCPConn); ok {
-		c.tcp = tcp
+	} else {
+		c.tcp = tcpConn(nc)
 	}
 	c.br = bufio.NewReaderSize(c.nc, 16<<10)
 	return c
@@ -99,20 +102,32 @@ func (c *conn) serve() {
 		c.nc.Close()
 	}()
 	for {
-		c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+		deadline := time.Now().Add(c.s.cfg.IdleTimeout)
+		if !c.admitted && c.authBy.Before(deadline) {
+			deadline = c.authBy
+		}
+		c.nc.SetReadDeadline(deadline)
 		if c.ctx.Err() != nil { // after the deadline: see stopReading
 			return
 		}
-		frame, err := c.readFrame()
+		frame, held, err := c.readFrame()
 		if err != nil {
+			c.s.frames.Release(held)
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
 				c.s.limiter.Warn(c.s.logger, c.remote+"read", "kafka: closing connection", "remote", c.remote, "err", err)
 			}
 			return
 		}
 		o := c.handleFrame(frame)
+		c.s.frames.Release(held) // the log holds what it keeps, under its own bounds
 		if o == nil {
 			return
+		}
+		if !c.admitted && c.authed {
+			// SASL done, or without SASL a first well-formed request: the
+			// connection no longer counts as pending.
+			c.admitted = true
+			netguard.Authenticated(c.nc)
 		}
 		select {
 		case c.out <- o:
@@ -125,27 +140,64 @@ func (c *conn) serve() {
 	}
 }
 
+// tcpConn finds the TCP socket under nc (the listener's guard wraps it),
+// for sendfile; nil when there is none.
+func tcpConn(nc net.Conn) *net.TCPConn {
+	for {
+		switch c := nc.(type) {
+		case *net.TCPConn:
+			return c
+		case interface{ NetConn() net.Conn }:
+			nc = c.NetConn()
+		default:
+			return nil
+		}
+	}
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// preAuthFrameBytes bounds a frame before SASL authentication: the only
+// requests allowed then (ApiVersions, SaslHandshake, SaslAuthenticate with
+// PLAIN) are a few hundred bytes, so an unauthenticated connection cannot
+// make the listener buffer more.
+const preAuthFrameBytes = 16 << 10
+
+// bufferWait is how long a frame may wait for room under MaxBufferedBytes
+// before its connection is closed.
+const bufferWait = 30 * time.Second
+
+var errBufferFull = errors.New("kafka: no room for the request under kafka.max_buffered_bytes")
+
 // readFrame reads one size-prefixed frame. The buffer grows as bytes
-// arrive, so a declared size costs memory only once it is actually sent.
-func (c *conn) readFrame() ([]byte, error) {
+// arrive, so a declared size costs memory only once it is actually sent,
+// and every byte of it is taken from the server's budget (MaxBufferedBytes)
+// first; held is what the frame took, to give back when it is done.
+func (c *conn) readFrame() (frame []byte, held int64, err error) {
 	var size [4]byte
 	if _, err := io.ReadFull(c.br, size[:]); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	n := int32(binary.BigEndian.Uint32(size[:]))
-	if n < 0 || int(n) > c.s.cfg.MaxRequestBytes {
-		c.s.metrics.Malformed.WithLabelValues("frame_size").Inc()
-		return nil, fmt.Errorf("kafka: frame of %d bytes, limit %d", n, c.s.cfg.MaxRequestBytes)
+	limit := c.s.cfg.MaxRequestBytes
+	if !c.authed {
+		limit = preAuthFrameBytes
 	}
-	buf := make([]byte, 0, min(int(n), 64<<10))
+	if n < 0 || int(n) > limit {
+		c.s.metrics.Malformed.WithLabelValues("frame_size").Inc()
+		return nil, 0, fmt.Errorf("kafka: frame of %d bytes, limit %d", n, limit)
+	}
+	var buf []byte
 	for len(buf) < int(n) {
 		step := min(int(n)-len(buf), max(len(buf), 64<<10))
 		if cap(buf)-len(buf) < step {
+			if err := c.reserve(int64(step)); err != nil {
+				return nil, held, err
+			}
+			held += int64(step)
 			nb := make([]byte, len(buf), len(buf)+step)
 			copy(nb, buf)
 			buf = nb
@@ -156,10 +208,25 @@ func (c *conn) readFrame() ([]byte, error) {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			return nil, err
+			return nil, held, err
 		}
 	}
-	return buf, nil
+	return buf, held, nil
+}
+
+// reserve takes n bytes from the server's frame budget, waiting up to
+// bufferWait for other frames to finish.
+func (c *conn) reserve(n int64) error {
+	if c.s.frames.TryAcquire(n) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, bufferWait)
+	defer cancel()
+	if err := c.s.frames.Acquire(ctx, n); err != nil {
+		c.s.metrics.BufferFull.Inc()
+		return fmt.Errorf("%w (%d bytes): %w", errBufferFull, n, err)
+	}
+	return nil
 }
 
 // request is a decoded request with its header.

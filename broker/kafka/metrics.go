@@ -11,18 +11,18 @@ import (
 
 // Metrics are the listener's Prometheus collectors.
 type Metrics struct {
-	Connections        prometheus.Gauge
-	ConnectionsRefused prometheus.Counter
-	Requests           *prometheus.CounterVec   // api, error ("NONE" for success)
-	RequestSeconds     *prometheus.HistogramVec // api
-	Malformed          *prometheus.CounterVec   // reason
-	Unsupported        *prometheus.CounterVec   // api
-	FetchBytes         *prometheus.CounterVec   // topic
-	SendfileBytes      prometheus.Counter
-	ProduceBytes       *prometheus.CounterVec // topic
-	ProduceRecords     *prometheus.CounterVec // topic
-	Duplicates         prometheus.Counter     // idempotent retries answered from producer state
-	AuthFailures       prometheus.Counter
+	Connections    prometheus.Gauge
+	BufferFull     prometheus.Counter       // connections closed: no room for their frame under MaxBufferedBytes
+	Requests       *prometheus.CounterVec   // api, error ("NONE" for success)
+	RequestSeconds *prometheus.HistogramVec // api
+	Malformed      *prometheus.CounterVec   // reason
+	Unsupported    *prometheus.CounterVec   // api
+	FetchBytes     *prometheus.CounterVec   // topic
+	SendfileBytes  prometheus.Counter
+	ProduceBytes   *prometheus.CounterVec // topic
+	ProduceRecords *prometheus.CounterVec // topic
+	Duplicates     prometheus.Counter     // idempotent retries answered from producer state
+	AuthFailures   prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -31,8 +31,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ferry_kafka_connections", Help: "Open Kafka protocol connections."}),
-		ConnectionsRefused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ferry_kafka_connections_refused_total", Help: "Connections closed at once because kafka.max_connections was reached."}),
+		BufferFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_kafka_buffer_full_total", Help: "Connections closed because their request found no room under kafka.max_buffered_bytes in time."}),
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_kafka_requests_total", Help: "Kafka requests answered, by API and by the first error code in the answer (NONE: success)."},
 			[]string{"api", "error"}),
@@ -59,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ferry_kafka_auth_failures_total", Help: "Failed SASL authentications."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Connections, m.ConnectionsRefused, m.Requests, m.RequestSeconds, m.Malformed,
+		reg.MustRegister(m.Connections, m.BufferFull, m.Requests, m.RequestSeconds, m.Malformed,
 			m.Unsupported, m.FetchBytes, m.SendfileBytes, m.ProduceBytes, m.ProduceRecords, m.Duplicates, m.AuthFailures)
 	}
 	return m

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/sync/semaphore"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/netguard"
 	"github.com/ferry-iot/ferry/broker/ratelog"
 	"github.com/ferry-iot/ferry/broker/state"
 )
@@ -39,8 +41,23 @@ type Config struct {
 	// socket.request.max.bytes is 100 MiB); larger declared sizes close
 	// the connection before anything is allocated.
 	MaxRequestBytes int
-	// MaxConnections caps concurrent connections (default 1024).
+	// MaxConnections caps concurrent connections (default 1024), counted
+	// from accept, authenticated or not.
 	MaxConnections int
+	// MaxPending caps connections that have not authenticated yet — SASL
+	// not done, or without SASL no request handled yet (default 64); past
+	// it the oldest is closed (netguard).
+	MaxPending int
+	// AuthTimeout is how long a connection may take to authenticate (TLS
+	// handshake and SASL; without SASL, its first request) (default 10s).
+	AuthTimeout time.Duration
+	// MaxBufferedBytes bounds the request bytes all connections together
+	// may hold while reading and handling frames (default 32 MiB, at least
+	// MaxRequestBytes). A connection waits for room as its frame grows; one
+	// that gets none for bufferWait is closed (counted).
+	MaxBufferedBytes int
+	// Listeners are the guarded listener's metrics (nil: not registered).
+	Listeners *netguard.Metrics
 	// IdleTimeout closes connections that send nothing for this long
 	// (default 10 minutes, Kafka's connections.max.idle.ms).
 	IdleTimeout time.Duration
@@ -73,6 +90,19 @@ func (c *Config) ensureDefaults() {
 	}
 	if c.MaxConnections <= 0 {
 		c.MaxConnections = 1024
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 64
+	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 10 * time.Second
+	}
+	if c.MaxBufferedBytes <= 0 {
+		c.MaxBufferedBytes = 32 << 20
+	}
+	c.MaxBufferedBytes = max(c.MaxBufferedBytes, c.MaxRequestBytes)
+	if c.Listeners == nil {
+		c.Listeners = netguard.NewMetrics(nil)
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 10 * time.Minute
@@ -116,10 +146,10 @@ type Server struct {
 	advHost string
 	advPort int32
 
-	ln     net.Listener
+	ln     *netguard.Listener
 	ctx    context.Context // cancelled by Close: ends long polls and joins
 	cancel context.CancelFunc
-	sem    chan struct{} // one slot per open connection
+	frames *semaphore.Weighted // MaxBufferedBytes: frame bytes held by all connections
 
 	mu    sync.Mutex
 	conns map[*conn]struct{} // guarded by mu
@@ -139,13 +169,17 @@ func New(cfg Config, lg *flog.Log, groups Groups, st *state.Store) (*Server, err
 	s := &Server{
 		cfg: cfg, log: lg, groups: groups, producers: prods,
 		metrics: cfg.Metrics, logger: cfg.Logger,
-		conns: map[*conn]struct{}{}, sem: make(chan struct{}, cfg.MaxConnections),
+		conns: map[*conn]struct{}{}, frames: semaphore.NewWeighted(int64(cfg.MaxBufferedBytes)),
 	}
 	s.limiter = ratelog.New()
-	s.ln, err = net.Listen("tcp", cfg.Listen)
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: listen %s: %w", cfg.Listen, err)
 	}
+	s.ln = netguard.Wrap(ln, netguard.Config{
+		Name: "kafka", MaxConns: cfg.MaxConnections, MaxPending: cfg.MaxPending, AuthTimeout: cfg.AuthTimeout,
+		Logger: cfg.Logger, Metrics: cfg.Listeners,
+	})
 	if err := s.setAdvertised(); err != nil {
 		s.ln.Close()
 		return nil, err
@@ -188,40 +222,24 @@ func (s *Server) Start() {
 	go s.acceptLoop()
 }
 
+// Status reports the listener's state (health checks).
+func (s *Server) Status() netguard.Status { return s.ln.Status() }
+
+// acceptLoop serves each admitted connection. The guarded listener
+// retries failed accepts and applies the connection caps; its Accept
+// fails only once it is closed.
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
-	var delay time.Duration
 	for {
 		nc, err := s.ln.Accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Temporary trouble (EMFILE and the like): back off, as net/http does.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.limiter.Warn(s.logger, "accept", "kafka: accept failed", "err", err)
-			select {
-			case <-time.After(delay):
-			case <-s.ctx.Done():
-				return
-			}
-			continue
-		}
-		delay = 0
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			s.metrics.ConnectionsRefused.Inc()
-			s.limiter.Warn(s.logger, "maxconn", "kafka: connection limit reached", "limit", s.cfg.MaxConnections)
-			nc.Close()
-			continue
+			return
 		}
 		c := s.newConn(nc)
 		s.mu.Lock()
 		if s.shut {
 			s.mu.Unlock()
 			nc.Close()
-			<-s.sem
 			return
 		}
 		s.conns[c] = struct{}{}
@@ -233,7 +251,6 @@ func (s *Server) acceptLoop() {
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
-			<-s.sem
 		}()
 	}
 }

@@ -463,6 +463,9 @@ func (l *Log) roll(p *Partition, old *segment) (*segment, error) {
 	if err == nil {
 		old.sealed.Store(true)
 		old.dropMemoryIndex()
+		if lf := old.lazy(); lf != nil {
+			lf.seal() // its file counts against WithMaxOpenSegments from now on
+		}
 	}
 	old.filesMu.Unlock()
 	if err != nil {
@@ -493,7 +496,7 @@ func (l *Log) createSegment(dir string, base int64) (*segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.file = f
+	s.file = l.files.wrap(s, s.path(suffixLog), f, true)
 	s.refs.Store(1)
 	s.next.Store(base)
 	s.maxTs.Store(-1)

@@ -236,6 +236,7 @@ func (p *Partition) rewriteSegment(s *segment, cfg TopicConfig, latest map[strin
 		return 0, err
 	}
 	ns.refs.Store(1)
+	ns.file = p.log.files.wrap(ns, s.path(suffixLog), out, false) // the cleaned file, once renamed
 	ns.size.Store(pos)
 	ns.readable.Store(pos)
 	ns.readMaxTs.Store(ns.maxTs.Load())
@@ -250,6 +251,15 @@ func (p *Partition) rewriteSegment(s *segment, cfg TopicConfig, latest map[strin
 		_ = out.Close()
 		_ = fs.Remove(cleanedPath)
 		return 0, nil
+	}
+	if lf := s.lazy(); lf != nil {
+		// Readers holding s keep reading the file they started on.
+		if err := lf.keepOpen(); err != nil {
+			s.filesMu.Unlock()
+			_ = out.Close()
+			_ = fs.Remove(cleanedPath)
+			return 0, err
+		}
 	}
 	s.indexGone.Store(true)
 	if err := swapSegmentFiles(fs, s, cleanedPath); err != nil {

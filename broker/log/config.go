@@ -288,6 +288,9 @@ type options struct {
 	syncObserver      func(time.Duration)
 	pacing            bool
 	retentionPaused   bool
+	maxTopics         int
+	maxPartitions     int
+	maxOpenSegments   int
 }
 
 func defaultOptions() options {
@@ -347,6 +350,23 @@ func WithPacing(on bool) Option { return func(o *options) { o.pacing = on } }
 func WithSyncObserver(fn func(time.Duration)) Option {
 	return func(o *options) { o.syncObserver = fn }
 }
+
+// WithMaxTopics caps the topics the log holds (default 0: no cap).
+// CreateTopic past it fails with a LimitError; topics already on disk
+// always open.
+func WithMaxTopics(n int) Option { return func(o *options) { o.maxTopics = n } }
+
+// WithMaxPartitions caps the partitions of all topics together (default
+// 0: no cap). Every partition holds at least its active segment's file
+// open, so the cap also bounds the log's share of file descriptors.
+// CreateTopic and UpdateTopic past it fail with a LimitError.
+func WithMaxPartitions(n int) Option { return func(o *options) { o.maxPartitions = n } }
+
+// WithMaxOpenSegments bounds the sealed segment files kept open (default
+// 0: no bound, every segment's file stays open). Past it the least
+// recently used file that no reader holds is closed, and reopened when it
+// is next read; active segments' files always stay open.
+func WithMaxOpenSegments(n int) Option { return func(o *options) { o.maxOpenSegments = n } }
 
 // WithRetentionPaused opens the log with its housekeeping goroutine
 // (retention and compaction) waiting for ResumeRetention, so that the

@@ -36,7 +36,25 @@ var (
 	ErrRecordTooLarge = errors.New("log: record too large")
 	// ErrNullKey means a record without a key was appended to a compacted topic.
 	ErrNullKey = errors.New("log: compacted topic requires a key")
+	// ErrLimit means a topic or partitions were not created because the
+	// log's cap on topics or partitions would be passed (LimitError).
+	ErrLimit = errors.New("log: limit reached")
 )
+
+// LimitError says which cap refused creating a topic or partitions. It
+// wraps ErrLimit.
+type LimitError struct {
+	What  string // "topics" or "partitions"
+	Limit int    // the cap
+	Have  int    // held now
+	Want  int    // asked for in addition
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("log: %s limit reached: %d held, %d more asked for, the cap is %d", e.What, e.Have, e.Want, e.Limit)
+}
+
+func (e *LimitError) Unwrap() error { return ErrLimit }
 
 type deletedError struct{}
 

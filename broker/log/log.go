@@ -61,6 +61,8 @@ type Log struct {
 	diskLow    atomic.Bool  // below the free-disk floor
 	freeBudget atomic.Int64 // bytes that may be written before the next disk check
 
+	files *segmentFiles // sealed segment files kept open (files.go)
+
 	stats struct {
 		bytesWritten     atomic.Int64
 		syncs            atomic.Int64
@@ -86,6 +88,10 @@ type Stats struct {
 	// DamagedSegments counts damage found in sealed segments (at open or by
 	// reads), each also listed in its partition's RecoveryReport.Damaged.
 	DamagedSegments int64
+	// OpenSealedFiles is the number of sealed segment files open now, and
+	// SealedFileCloses how many the WithMaxOpenSegments bound has closed.
+	OpenSealedFiles  int
+	SealedFileCloses int64
 }
 
 // Open opens (or creates) the log in dir and recovers every partition.
@@ -110,6 +116,7 @@ func Open(dir string, opts ...Option) (*Log, error) {
 		quit:          make(chan struct{}),
 		comp:          newCompressor(),
 		unsynced:      map[*Partition]struct{}{},
+		files:         &segmentFiles{fs: o.fs, max: o.maxOpenSegments},
 	}
 	if err := l.load(); err != nil {
 		l.closeFiles()
@@ -261,6 +268,8 @@ func (l *Log) Stats() Stats {
 		IndexRebuilds:    l.stats.indexRebuilds.Load(),
 		IndexWriteErrors: l.stats.indexWriteErrors.Load(),
 		DamagedSegments:  l.stats.damaged.Load(),
+		OpenSealedFiles:  l.files.Open(),
+		SealedFileCloses: l.files.closed.Load(),
 	}
 }
 
@@ -318,6 +327,9 @@ func (l *Log) CreateTopic(name string, cfg TopicConfig) (*Topic, error) {
 	} else if errors.Is(err, ErrClosed) {
 		return nil, err
 	}
+	if err := l.checkLimitsLocked(1, cfg.Partitions); err != nil {
+		return nil, fmt.Errorf("log: topic %q: %w", name, err)
+	}
 	fail := func(what string, err error) (*Topic, error) {
 		return nil, fmt.Errorf("log: topic %q: create: %s: %w", name, what, err)
 	}
@@ -365,6 +377,29 @@ func (l *Log) CreateTopic(name string, cfg TopicConfig) (*Topic, error) {
 	return t, nil
 }
 
+// checkLimitsLocked refuses adding topics and partitions past the caps
+// (WithMaxTopics, WithMaxPartitions). createMu is held, so the counts
+// cannot move under it.
+func (l *Log) checkLimitsLocked(topics, partitions int) error {
+	if l.opts.maxTopics <= 0 && l.opts.maxPartitions <= 0 {
+		return nil
+	}
+	all := l.Topics()
+	if limit := l.opts.maxTopics; limit > 0 && topics > 0 && len(all)+topics > limit {
+		return &LimitError{What: "topics", Limit: limit, Have: len(all), Want: topics}
+	}
+	if limit := l.opts.maxPartitions; limit > 0 && partitions > 0 {
+		n := 0
+		for _, t := range all {
+			n += t.NumPartitions()
+		}
+		if n+partitions > limit {
+			return &LimitError{What: "partitions", Limit: limit, Have: n, Want: partitions}
+		}
+	}
+	return nil
+}
+
 // addPartitions opens partitions len(t.parts)..n-1 (their directories exist
 // or are created).
 func (l *Log) addPartitions(t *Topic, n int) error {
@@ -407,6 +442,9 @@ func (l *Log) UpdateTopic(name string, cfg TopicConfig) error {
 	}
 	if cfg.Partitions < t.NumPartitions() {
 		return fmt.Errorf("%w: partitions: %s has %d, cannot shrink to %d", ErrInvalidConfig, name, t.NumPartitions(), cfg.Partitions)
+	}
+	if err := l.checkLimitsLocked(0, cfg.Partitions-t.NumPartitions()); err != nil {
+		return fmt.Errorf("log: topic %q: %w", name, err)
 	}
 	meta, err := encodeTopicFile(name, cfg)
 	if err != nil {

@@ -158,7 +158,7 @@ func (l *Log) openPartition(t *Topic, id int32, dir string, st partitionState, s
 			p.unreadableSealed(seg, bases[i+1], fmt.Errorf("open: %w", err))
 			continue
 		}
-		seg.file = f
+		seg.file = l.files.wrap(seg, seg.path(suffixLog), f, last)
 		size, err := f.Size()
 		if err != nil {
 			if last {

@@ -21,10 +21,17 @@ type Slice struct {
 }
 
 // File returns the segment file holding the slice (nil when empty). It may
-// implement vfs.Fder for sendfile.
+// implement vfs.Fder for sendfile; it stays open until Release.
 func (s *Slice) File() vfs.File {
 	if s.seg == nil {
 		return nil
+	}
+	if lf := s.seg.lazy(); lf != nil {
+		f, err := lf.handle()
+		if err != nil {
+			return unreadableFile{name: lf.name, err: err}
+		}
+		return f
 	}
 	return s.seg.file
 }

@@ -276,6 +276,9 @@ func (p *Partition) deleteOldest(n int) (records, bytes int64) {
 		// filesMu: an index repair in progress must not recreate the
 		// index files of a segment being removed.
 		s.filesMu.Lock()
+		if lf := s.lazy(); lf != nil {
+			_ = lf.keepOpen() // a reader holding s reads on until it lets go
+		}
 		records += s.next.Load() - s.base
 		bytes += s.size.Load()
 		p.bytes.Add(-s.size.Load())

@@ -5,11 +5,22 @@
 //
 // # Connect
 //
+// Every listener is guarded (broker/netguard): accept errors are retried,
+// sockets count against the caps from accept, a socket must send a valid
+// CONNECT within ConnectTimeout, and the oldest of more than MaxPending
+// sockets that have not is closed. The first packet must be a CONNECT of at
+// most 16 KiB (listen.go), checked before mochi allocates it.
+//
 // OnConnect authenticates in ThingsBoard's order (access token as user name,
 // MQTT basic credentials, provisioning sessions; registry.Authenticate) and
 // on failure writes ThingsBoard's CONNACK code itself (MQTT 5: 0x86, 0x85 or
 // 0x87; MQTT 3.x: 0x05 or 0x02), because mochi's own refusal always says
-// "bad user name or password".
+// "bad user name or password". Provisioning clients are refused while
+// provisioning is off. mochi keys sessions by client id and lets a new
+// connection with a known id take the old one's place; OnConnect rewrites
+// the id to the device and its client id (sessionKey), so only the same
+// device's credentials can take a session over (logged and counted), and a
+// provisioning client gets an id of its own.
 //
 // # The acknowledgement path
 //
@@ -63,8 +74,9 @@
 // # Downlinks
 //
 // Server-to-device messages (attribute responses, shared attribute pushes,
-// RPC requests, provisioning responses) are written to the one client they
-// are for, never through mochi's topic fan-out: every device uses the same
+// RPC requests, provisioning responses) are written to the clients they are
+// for — RPC requests and pushes to every connection of the device
+// subscribed to them (routes.go) — never through mochi's topic fan-out: every device uses the same
 // topic names ("v1/devices/me/..."), so fan-out would leak them. Devices may
 // subscribe only to ThingsBoard's device API filters. A server RPC waits
 // for an answer from the device it was written to (the device, or the

@@ -84,43 +84,57 @@ type RPCRequest struct {
 	OneWay  bool            // do not wait for an answer
 }
 
-// RPC sends a server-side RPC to a device — directly, or through the
-// gateway it is behind — and returns the device's answer. A device that is
+// RPC sends a server-side RPC to a device — to each of its connections
+// subscribed to RPC requests, or, when it has none of its own, through the
+// gateway it is behind — and returns the first answer. A device that is
 // not connected, or not subscribed to RPC requests, fails at once.
 func (srv *Server) RPC(ctx context.Context, req RPCRequest) (json.RawMessage, error) {
 	if _, ok := srv.reg.Get(req.Device); !ok {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownDevice, req.Device)
 	}
-	srv.mu.Lock()
-	direct, gw := srv.devices[req.Device], srv.gwChild[req.Device]
-	srv.mu.Unlock()
-	var send func(id int64) error
-	var target *session
+	direct, gwName, gws := srv.routesTo(req.Device)
+	var via string
+	var sends []func(id int64) error
 	switch {
-	case direct != nil:
-		target = direct
-		filter := direct.rpcFilter.Load()
-		if filter == nil {
+	case len(direct) > 0:
+		via = req.Device
+		payload := tb.EncodeRPCRequest(req.Method, req.Params)
+		for _, s := range direct {
+			if filter := s.rpcFilter.Load(); filter != nil {
+				sends = append(sends, func(id int64) error { return s.publish(tb.DownlinkTopic(*filter, id), payload) })
+			}
+		}
+		if len(sends) == 0 {
 			return nil, fmt.Errorf("%w: %s has no subscription to v1/devices/me/rpc/request/+", ErrNotSubscribed, req.Device)
 		}
-		send = func(id int64) error {
-			return direct.publish(tb.DownlinkTopic(*filter, id), tb.EncodeRPCRequest(req.Method, req.Params))
+	case len(gws) > 0:
+		via = gwName
+		for _, gw := range gws {
+			if gw.subGwRPC.Load() {
+				sends = append(sends, func(id int64) error {
+					return gw.publish(tb.TopicGatewayRPCDown, tb.EncodeGatewayRPCRequest(req.Device, id, req.Method, req.Params))
+				})
+			}
 		}
-	case gw != nil:
-		target = gw
-		if !gw.subGwRPC.Load() {
-			return nil, fmt.Errorf("%w: gateway %s has no subscription to v1/gateway/rpc", ErrNotSubscribed, gw.device.Name)
-		}
-		send = func(id int64) error {
-			return gw.publish(tb.TopicGatewayRPCDown, tb.EncodeGatewayRPCRequest(req.Device, id, req.Method, req.Params))
+		if len(sends) == 0 {
+			return nil, fmt.Errorf("%w: gateway %s has no subscription to v1/gateway/rpc", ErrNotSubscribed, gwName)
 		}
 	default:
 		return nil, fmt.Errorf("%w: %s", ErrDeviceOffline, req.Device)
 	}
-	id, ch := srv.rpc.add(target.device.Name, req.Device)
-	defer srv.rpc.remove(target.device.Name, req.Device, id)
-	if err := send(id); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrDeviceOffline, req.Device, err)
+	id, ch := srv.rpc.add(via, req.Device)
+	defer srv.rpc.remove(via, req.Device, id)
+	var sent int
+	var sendErr error
+	for _, send := range sends {
+		if err := send(id); err != nil {
+			sendErr = err
+			continue
+		}
+		sent++
+	}
+	if sent == 0 {
+		return nil, fmt.Errorf("%w: %s: %v", ErrDeviceOffline, req.Device, sendErr)
 	}
 	srv.metrics.RPCs.Inc()
 	if req.OneWay {
@@ -170,9 +184,10 @@ func (srv *Server) rpcReady(devices ...string) {
 	}
 }
 
-// PushSharedAttributes stores shared attributes and pushes them to the
-// device if it is connected and subscribed (directly, or through its
-// gateway). It reports whether the push was delivered.
+// PushSharedAttributes stores shared attributes and pushes them to each of
+// the device's connections subscribed to attribute updates (or, when it
+// has none of its own, through its gateway's). It reports whether the push
+// was delivered to any.
 func (srv *Server) PushSharedAttributes(device string, updated []tb.KV, deleted []string) (bool, error) {
 	now := time.Now().UnixMilli()
 	if len(updated) > 0 {
@@ -189,14 +204,21 @@ func (srv *Server) PushSharedAttributes(device string, updated []tb.KV, deleted 
 			return false, err
 		}
 	}
-	srv.mu.Lock()
-	direct, gw := srv.devices[device], srv.gwChild[device]
-	srv.mu.Unlock()
-	switch {
-	case direct != nil && direct.attrFilter.Load() != nil:
-		return direct.publish(tb.DownlinkTopic(*direct.attrFilter.Load(), 0), tb.EncodeAttributesPush(updated, deleted)) == nil, nil
-	case gw != nil && gw.subGwAttrs.Load():
-		return gw.publish(tb.TopicGatewayAttributesPush, tb.EncodeGatewayAttributesPush(device, updated, deleted)) == nil, nil
+	direct, _, gws := srv.routesTo(device)
+	delivered := false
+	if len(direct) > 0 {
+		payload := tb.EncodeAttributesPush(updated, deleted)
+		for _, s := range direct {
+			if f := s.attrFilter.Load(); f != nil && s.publish(tb.DownlinkTopic(*f, 0), payload) == nil {
+				delivered = true
+			}
+		}
+		return delivered, nil
 	}
-	return false, nil
+	for _, gw := range gws {
+		if gw.subGwAttrs.Load() && gw.publish(tb.TopicGatewayAttributesPush, tb.EncodeGatewayAttributesPush(device, updated, deleted)) == nil {
+			delivered = true
+		}
+	}
+	return delivered, nil
 }

@@ -68,10 +68,10 @@ func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Tim
 			bad(err)
 			return
 		}
-		// Downlinks for the device stop going through this session (a
-		// session routes only devices it owns).
+		// Downlinks for the device stop going through this gateway (a
+		// gateway routes only devices it owns).
 		srv.mu.Lock()
-		if srv.gwChild[name] == s {
+		if srv.gwChild[name] == s.device.Name {
 			delete(srv.gwChild, name)
 		}
 		srv.mu.Unlock()
@@ -261,7 +261,7 @@ func (srv *Server) storeGateway(s *session, pk *pub, topic *flog.Topic, recs []f
 // child returns the registry entry of a device behind gateway session s,
 // creating it on first mention (the returned Write completes when it is
 // durable; nil for an existing device), and routes its downlinks through
-// s. A device the gateway does not own gives errForeign.
+// s's gateway device (routes.go). A device the gateway does not own gives errForeign.
 func (srv *Server) child(s *session, name, typ string) (registry.Device, *registry.Write, error) {
 	dev, created, w, err := srv.reg.EnsureAsync(registry.Device{Name: name, Type: typ, Parent: s.device.Name, Source: registry.SourceGateway})
 	if err != nil {
@@ -272,9 +272,9 @@ func (srv *Server) child(s *session, name, typ string) (registry.Device, *regist
 	}
 	srv.mu.Lock()
 	prev := srv.gwChild[name]
-	srv.gwChild[name] = s
+	srv.gwChild[name] = s.device.Name
 	srv.mu.Unlock()
-	if prev != s && s.subGwRPC.Load() {
+	if prev != s.device.Name && s.subGwRPC.Load() {
 		srv.rpcReady(name)
 	}
 	return dev, w, nil
@@ -301,17 +301,4 @@ func (srv *Server) children(s *session, pk *pub, names []string, failed func(err
 		devs[i], last = dev, registry.Latest(last, w)
 	}
 	return devs, last, true
-}
-
-// childrenOf returns the devices whose downlinks go through gateway session s.
-func (srv *Server) childrenOf(s *session) []string {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	var names []string
-	for child, gw := range srv.gwChild {
-		if gw == s {
-			names = append(names, child)
-		}
-	}
-	return names
 }

@@ -7,6 +7,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/ferry-iot/ferry/broker/netguard"
 	"github.com/ferry-iot/ferry/broker/registry"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
 )
@@ -32,6 +33,16 @@ var errRefused = errors.New("mqtt: connection refused")
 // OnConnect authenticates the client as ThingsBoard does (reference
 // thingsboard.md §1.2) and, when it fails, writes ThingsBoard's CONNACK
 // code before refusing.
+//
+// A client presenting the user name or client id "provision" is a
+// provisioning client: refused unless provisioning is configured, and
+// confined to the provisioning topics, under a client id of its own, so it
+// never shares a session with a device. Every other client must present a
+// device's credentials (or, with anonymous access on, none). mochi keys
+// sessions by client id; here the key is the device and its client id
+// (sessionKey), so a connection can only take the place of an earlier
+// connection of the same device with the same client id — which is
+// logged and counted.
 func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	srv := h.srv
 	user := string(pk.Connect.Username)
@@ -41,13 +52,33 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	if srv.closing.Load() {
 		return h.refuse(cl, v5, packets.ErrServerUnavailable, "shutting_down", user, clientID)
 	}
-	s := &session{srv: srv, cl: cl, v5: v5}
+	if !srv.admitSession() {
+		// MQTT 5: server busy; 3.x: server unavailable (mochi's mapping).
+		return h.refuse(cl, v5, packets.ErrServerBusy, "max_connections", user, clientID)
+	}
+	admitted := false
+	defer func() {
+		if !admitted {
+			srv.nsessions.Add(-1)
+		}
+	}()
+	s := &session{srv: srv, cl: cl, v5: v5, clientID: clientID}
 	switch dev, res := srv.reg.Authenticate(clientID, user, pass); {
 	case user == "provision" || clientID == "provision":
+		if !srv.provisioningEnabled() {
+			return h.refuse(cl, v5, packets.ErrNotAuthorized, "provisioning_disabled", user, clientID)
+		}
 		s.provision = true
 		// The client id, not the remote address: log lines are limited per
 		// device name, and a reconnecting client has a new port each time.
 		s.device = registry.Device{Name: "provision:" + truncate(clientID, 64)}
+		cl.ID = "provision/" + randomHex(12) // a session of its own, never a device's
+		// Until its request is answered it holds a pending place under the
+		// listener's caps; in any case it is closed after provisionLinger.
+		s.startTimer(provisionLinger)
+		srv.sessions.Store(cl, s)
+		admitted = true
+		return nil
 	case res == registry.AuthOK:
 		s.device = dev
 	case srv.cfg.AllowAnonymous && user == "" && len(pass) == 0 && clientID != "":
@@ -71,8 +102,31 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		}
 		return h.refuse(cl, v5, code, "auth", user, clientID)
 	}
+	cl.ID = sessionKey(s.device.Name, cl.ID) // cl.ID: the client's id, or the one mochi assigned
+	if _, taken := srv.mochi.Clients.Get(cl.ID); taken {
+		srv.metrics.Takeovers.Inc()
+		srv.logLimited(s.device.Name, "session_takeover",
+			"a new connection of the device with the same client id takes over its session; the old connection is closed",
+			"client_id", truncate(clientID, 64), "remote", cl.Net.Remote)
+	}
+	netguard.Authenticated(cl.Net.Conn)
 	srv.sessions.Store(cl, s)
+	admitted = true
 	return nil
+}
+
+// admitSession takes a place under MaxConnections (authenticated clients
+// over all listeners) for a connecting client, or reports there is none.
+func (srv *Server) admitSession() bool {
+	for {
+		n := srv.nsessions.Load()
+		if srv.cfg.MaxConnections > 0 && n >= int64(srv.cfg.MaxConnections) {
+			return false
+		}
+		if srv.nsessions.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // refuse writes a CONNACK with code (mapped as ThingsBoard maps it for
@@ -93,7 +147,7 @@ func (h *hook) refuse(cl *mochi.Client, v5 bool, code packets.Code, reason, user
 	switch code {
 	case packets.ErrClientIdentifierNotValid:
 		v3 = packets.Err3ClientIdentifierNotValid
-	case packets.ErrServerUnavailable:
+	case packets.ErrServerUnavailable, packets.ErrServerBusy:
 		v3 = packets.Err3ServerUnavailable
 	}
 	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: v3.Code})
@@ -116,10 +170,7 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 	if s == nil || s.provision {
 		return
 	}
-	h.srv.mu.Lock()
-	h.srv.devices[s.device.Name] = s
-	h.srv.mu.Unlock()
-	h.srv.metrics.Connected.Inc()
+	h.srv.addRoute(s)
 }
 
 // OnDisconnect forgets the session; queued acknowledgements still drain.
@@ -129,8 +180,9 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 		return
 	}
 	h.srv.sessions.Delete(cl)
+	h.srv.nsessions.Add(-1)
 	s.stopTimer()
-	h.srv.logger.Debug("mqtt: client disconnected", "device", s.device.Name, "client_id", cl.ID, "reason", err)
+	h.srv.logger.Debug("mqtt: client disconnected", "device", s.device.Name, "client_id", s.clientID, "reason", err)
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
@@ -141,17 +193,7 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 	if s.provision {
 		return
 	}
-	h.srv.mu.Lock()
-	if h.srv.devices[s.device.Name] == s {
-		delete(h.srv.devices, s.device.Name)
-	}
-	for child, gw := range h.srv.gwChild {
-		if gw == s {
-			delete(h.srv.gwChild, child)
-		}
-	}
-	h.srv.mu.Unlock()
-	h.srv.metrics.Connected.Dec()
+	h.srv.removeRoute(s)
 }
 
 // OnSubscribe lets through only ThingsBoard's device API filters. A refused
@@ -196,7 +238,7 @@ func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {
 		case kind == tb.SubRPCRequest:
 			h.srv.rpcReady(s.device.Name)
 		case kind == tb.SubGatewayRPC:
-			h.srv.rpcReady(h.srv.childrenOf(s)...)
+			h.srv.rpcReady(h.srv.childrenOf(s.device.Name)...)
 		}
 	}
 }

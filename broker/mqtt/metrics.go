@@ -9,6 +9,8 @@ type Metrics struct {
 	Rejected      *prometheus.CounterVec // refused input, by reason
 	Provisioned   *prometheus.CounterVec // provisioning requests, by outcome
 	Connected     prometheus.Gauge       // authenticated device connections
+	Online        prometheus.Gauge       // devices with at least one connection
+	Takeovers     prometheus.Counter     // connections that displaced one of the same device and client id
 	AckLatency    prometheus.Histogram   // publish received → PUBACK decided
 	StorageErrors prometheus.Counter     // appends that failed
 	Downlinks     prometheus.Counter     // messages written to devices
@@ -34,6 +36,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ferry_connected_devices", Help: "Authenticated MQTT device connections.",
 		}),
+		Online: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_devices_online", Help: "Devices with at least one authenticated MQTT connection of their own.",
+		}),
+		Takeovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_mqtt_session_takeovers_total", Help: "Connections that took over the session of an earlier connection of the same device and client id.",
+		}),
 		AckLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ferry_mqtt_puback_latency_seconds",
 			Help:    "Time from receiving a QoS 1 publish to sending its PUBACK (storage included).",
@@ -50,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Messages, m.Records, m.Rejected, m.Provisioned, m.Connected, m.AckLatency,
+		reg.MustRegister(m.Messages, m.Records, m.Rejected, m.Provisioned, m.Connected, m.Online, m.Takeovers, m.AckLatency,
 			m.StorageErrors, m.Downlinks, m.RPCs)
 	}
 	return m

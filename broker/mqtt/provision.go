@@ -14,7 +14,8 @@ import (
 )
 
 // provisionLinger is how long a provisioning session stays open after the
-// response, as ThingsBoard closes it 60 s after answering.
+// response, as ThingsBoard closes it 60 s after answering, and, without a
+// request, after connecting.
 const provisionLinger = 60 * time.Second
 
 // handleProvision answers /provision/request on a provisioning session
@@ -30,14 +31,12 @@ func (srv *Server) handleProvision(s *session, pk *pub) {
 	resp := srv.provision(req)
 	srv.reply(s, tb.TopicProvisionResponse, resp)
 	s.enqueue(ackItem{packetID: pk.id, qos: pk.qos})
-	s.mu.Lock()
-	if s.timer == nil {
-		s.timer = time.AfterFunc(provisionLinger, func() {
-			_ = srv.mochi.DisconnectClient(s.cl, packets.CodeDisconnect)
-		})
-	}
-	s.mu.Unlock()
+	s.startTimer(provisionLinger)
 }
+
+// provisioningEnabled: a provisioning key is configured. Without one,
+// provisioning clients are refused at CONNECT.
+func (srv *Server) provisioningEnabled() bool { return srv.cfg.ProvisionKey != "" }
 
 func (srv *Server) provision(req tb.ProvisionRequest) []byte {
 	key, secret := srv.cfg.ProvisionKey, srv.cfg.ProvisionSecret

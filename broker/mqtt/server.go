@@ -9,12 +9,14 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/netguard"
 	"github.com/ferry-iot/ferry/broker/ratelog"
 	"github.com/ferry-iot/ferry/broker/registry"
 )
@@ -27,8 +29,17 @@ type Config struct {
 	TLS       *tls.Config
 
 	MaxPayload     int  // largest PUBLISH payload accepted (default 65536)
-	MaxConnections int  // 0: unlimited
+	MaxConnections int  // authenticated clients over all listeners (and MaxPending more sockets per listener); 0: unlimited
 	AllowAnonymous bool // accept clients without credentials
+
+	// MaxPending caps the sockets per listener that have not sent a valid
+	// CONNECT yet (default 128); past it the oldest is closed (netguard).
+	MaxPending int
+	// ConnectTimeout is how long a socket may take to connect (TLS and
+	// WebSocket handshakes included) and authenticate (default 10s).
+	ConnectTimeout time.Duration
+	// Listeners are the guarded listeners' metrics (nil: not registered).
+	Listeners *netguard.Metrics
 
 	ProvisionKey, ProvisionSecret string // both empty: provisioning answers NOT_FOUND
 
@@ -41,6 +52,15 @@ type Config struct {
 func (c *Config) ensureDefaults() {
 	if c.MaxPayload == 0 {
 		c.MaxPayload = 65536
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 128
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.Listeners == nil {
+		c.Listeners = netguard.NewMetrics(nil)
 	}
 	if c.TelemetryTopic == "" {
 		c.TelemetryTopic = "telemetry"
@@ -70,11 +90,12 @@ type Server struct {
 	ctx    context.Context // cancelled by Close: unblocks appends waiting for space
 	cancel context.CancelFunc
 
-	sessions sync.Map // *mochi.Client → *session
+	sessions  sync.Map     // *mochi.Client → *session
+	nsessions atomic.Int64 // entries in sessions (and clients being admitted): MaxConnections
 
 	mu      sync.Mutex
-	devices map[string]*session // device name → its newest direct session
-	gwChild map[string]*session // device behind a gateway (owned by it) → that gateway's session
+	devices map[string][]*session // device name → its connections (routes.go)
+	gwChild map[string]string     // device behind a gateway (owned by it) → the gateway device routing it
 
 	rpc        rpcTable
 	onRPCReady atomic.Pointer[func(device string)] // see OnRPCReady
@@ -89,6 +110,7 @@ type Server struct {
 	closed  atomic.Bool    // Close ran
 
 	tcpLn, tlsLn    net.Listener // closed first by Close, to stop accepting
+	guards          []*netguard.Listener
 	ws              *wsListener
 	wsAddr, tlsAddr net.Addr     // bound optional listeners (set by Start)
 	addr            atomic.Value // net.Addr of the TCP listener
@@ -110,7 +132,7 @@ func New(cfg Config, reg *registry.Registry, l *flog.Log) (*Server, error) {
 	s := &Server{
 		cfg: cfg, reg: reg, telemetry: tel, attributes: attrs,
 		metrics: cfg.Metrics, logger: cfg.Logger,
-		devices: map[string]*session{}, gwChild: map[string]*session{},
+		devices: map[string][]*session{}, gwChild: map[string]string{},
 	}
 	s.limiter = ratelog.New()
 	s.rpc.init()
@@ -122,9 +144,6 @@ func New(cfg Config, reg *registry.Registry, l *flog.Log) (*Server, error) {
 	// Each connection has a channel of this many pending writes: mochi's
 	// default (8192) costs ~64 KiB per device; downlinks here are few.
 	caps.MaximumClientWritesPending = 128
-	if cfg.MaxConnections > 0 {
-		caps.MaximumClients = int64(cfg.MaxConnections)
-	}
 	mlog := cfg.Logger.With("component", "mochi")
 	s.mochi = mochi.New(&mochi.Options{
 		Capabilities:             caps,
@@ -140,34 +159,42 @@ func New(cfg Config, reg *registry.Registry, l *flog.Log) (*Server, error) {
 }
 
 // Start opens the listeners and serves. Listener errors are returned here,
-// not discovered later.
+// not discovered later. Every listener is guarded (netguard): accept
+// errors are retried, sockets count against the caps, and a socket has
+// ConnectTimeout to send a CONNECT no larger than maxConnectBytes with
+// valid credentials.
 func (s *Server) Start() error {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("mqtt: listen %s: %w", s.cfg.Listen, err)
 	}
 	s.addr.Store(ln.Addr())
-	s.tcpLn = ln
-	if err := s.mochi.AddListener(listeners.NewNet("tcp", ln)); err != nil {
-		ln.Close()
+	s.tcpLn = s.guard("mqtt", ln)
+	if err := s.mochi.AddListener(listeners.NewNet("tcp", connectListener{s.tcpLn})); err != nil {
+		s.tcpLn.Close()
 		return fmt.Errorf("mqtt: %w", err)
 	}
 	if s.cfg.TLSListen != "" {
-		tl, err := tls.Listen("tcp", s.cfg.TLSListen, s.cfg.TLS)
+		raw, err := net.Listen("tcp", s.cfg.TLSListen)
 		if err != nil {
 			return fmt.Errorf("mqtt: listen tls %s: %w", s.cfg.TLSListen, err)
 		}
+		// The guard sits under TLS: the handshake runs within the
+		// connect deadline, and a socket that never completes it counts.
+		tl := tls.NewListener(s.guard("mqtt-tls", raw), s.cfg.TLS)
 		s.tlsAddr, s.tlsLn = tl.Addr(), tl
-		if err := s.mochi.AddListener(listeners.NewNet("tls", tl)); err != nil {
+		if err := s.mochi.AddListener(listeners.NewNet("tls", connectListener{tl})); err != nil {
 			tl.Close()
 			return fmt.Errorf("mqtt: %w", err)
 		}
 	}
 	if s.cfg.WSListen != "" {
-		ws, err := newWSListener("ws", s.cfg.WSListen)
+		raw, err := net.Listen("tcp", s.cfg.WSListen)
 		if err != nil {
 			return fmt.Errorf("mqtt: listen websocket %s: %w", s.cfg.WSListen, err)
 		}
+		ws := newWSListener("ws", s.guard("mqtt-ws", raw), s.cfg.ConnectTimeout,
+			2*int64(s.mochi.Options.Capabilities.MaximumPacketSize))
 		if err := s.mochi.AddListener(ws); err != nil {
 			ws.ln.Close()
 			return fmt.Errorf("mqtt: %w", err)

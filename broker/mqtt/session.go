@@ -19,7 +19,8 @@ type session struct {
 	srv       *Server
 	cl        *mochi.Client
 	device    registry.Device
-	provision bool // a provisioning-only session
+	clientID  string // as the client presented it (cl.ID is mochi's key, sessionKey)
+	provision bool   // a provisioning-only session
 	v5        bool
 
 	// Subscriptions that enable downlinks (set by OnSubscribe).
@@ -257,6 +258,20 @@ func matchTopic(filter, topic string) bool {
 		}
 	}
 	return len(fs) == len(ts)
+}
+
+// startTimer disconnects the session after d (provisioning sessions),
+// restarting the countdown when it runs already.
+func (s *session) startTimer(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.timer != nil {
+		s.timer.Reset(d)
+		return
+	}
+	s.timer = time.AfterFunc(d, func() {
+		_ = s.srv.mochi.DisconnectClient(s.cl, packets.CodeDisconnect)
+	})
 }
 
 func (s *session) stopTimer() {

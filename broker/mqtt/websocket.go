@@ -21,11 +21,17 @@ import (
 // here makes that a start-up error naming mqtt.ws_listen, and lets ":0"
 // report its port.
 type wsListener struct {
-	id       string
-	ln       net.Listener
-	srv      *http.Server
-	upgrader websocket.Upgrader
-	log      *slog.Logger
+	id      string
+	ln      net.Listener
+	timeout time.Duration // to upgrade and authenticate
+	// readLimit bounds one WebSocket message: clients put one MQTT packet
+	// (or a few) in a message, and a packet is bounded by the broker's
+	// Maximum Packet Size; gorilla refuses a longer message before
+	// buffering it.
+	readLimit int64
+	srv       *http.Server
+	upgrader  websocket.Upgrader
+	log       *slog.Logger
 
 	mu        sync.Mutex
 	establish listeners.EstablishFn // guarded by mu
@@ -33,19 +39,15 @@ type wsListener struct {
 	closeOnce sync.Once // the clients are closed once (Close runs twice at shutdown)
 }
 
-func newWSListener(id, addr string) (*wsListener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	l := &wsListener{id: id, ln: ln, upgrader: websocket.Upgrader{
+func newWSListener(id string, ln net.Listener, timeout time.Duration, readLimit int64) *wsListener {
+	l := &wsListener{id: id, ln: ln, timeout: timeout, readLimit: readLimit, upgrader: websocket.Upgrader{
 		Subprotocols: []string{"mqtt"},
 		CheckOrigin:  func(*http.Request) bool { return true }, // devices, not browsers with cookies
 	}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", l.handle)
-	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	return l, nil
+	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: timeout}
+	return l
 }
 
 func (l *wsListener) ID() string       { return l.id }
@@ -83,10 +85,15 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	defer c.Close()
+	// The HTTP server lifted its deadlines with the upgrade: the CONNECT
+	// must still come within the connect timeout, and one WebSocket
+	// message may not hold more than the largest packet.
+	_ = c.UnderlyingConn().SetDeadline(time.Now().Add(l.timeout))
+	c.SetReadLimit(l.readLimit)
 	l.mu.Lock()
 	establish := l.establish
 	l.mu.Unlock()
-	if err := establish(l.id, &wsConn{Conn: c.UnderlyingConn(), c: c}); err != nil && !errors.Is(err, io.EOF) {
+	if err := establish(l.id, &connectConn{Conn: &wsConn{Conn: c.UnderlyingConn(), c: c}}); err != nil && !errors.Is(err, io.EOF) {
 		l.log.Debug("mqtt: websocket client ended", "remote", r.RemoteAddr, "err", err)
 	}
 }
@@ -98,6 +105,9 @@ type wsConn struct {
 	c *websocket.Conn
 	r io.Reader // the current message, nil between messages
 }
+
+// NetConn is the socket under the WebSocket (netguard.Authenticated looks through it).
+func (ws *wsConn) NetConn() net.Conn { return ws.Conn }
 
 func (ws *wsConn) Read(p []byte) (int, error) {
 	for {

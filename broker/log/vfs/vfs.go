@@ -103,9 +103,19 @@ func ReadFile(fs FS, name string) ([]byte, error) {
 // WriteFileAtomic replaces name with data so that after a crash name holds
 // either its old contents or data, never a mix: it writes name+".tmp",
 // fsyncs it, renames it over name and fsyncs the directory.
-func WriteFileAtomic(fs FS, name string, data []byte) (err error) {
+func WriteFileAtomic(fs FS, name string, data []byte) error {
+	return WriteFileAtomicMode(fs, name, data, 0o644)
+}
+
+// WriteFileAtomicMode is WriteFileAtomic creating the file with perm (a
+// leftover temporary file is replaced, so it never keeps wider
+// permissions).
+func WriteFileAtomicMode(fs FS, name string, data []byte, perm os.FileMode) (err error) {
 	tmp := name + ".tmp"
-	f, err := fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err := fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	f, err := fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}
