@@ -262,22 +262,33 @@ ferry_records_ingested_total{topic="telemetry"} 6
 	}
 }
 
-// TestOversizePacketDisconnectCounted: a packet beyond mochi's packet
-// limit (max_payload + 64 KiB) ends the connection in mochi's reader; the
-// disconnect is counted as oversize.
+// TestOversizePacketDisconnectCounted: a packet beyond the Maximum Packet
+// Size the CONNACK advertises (max_payload + 64 KiB) ends the connection
+// before it is read: MQTT 5 gets DISCONNECT 0x95, MQTT 3.1.1 (which has no
+// server DISCONNECT) is closed; either way it is counted.
 func TestOversizePacketDisconnectCounted(t *testing.T) {
-	e := newEnv(t, withConfig(func(c *Config) { c.MaxPayload = 1000 }))
-	c := connectToken(t, e, "TOKEN1", 4)
-	var buf strings.Builder
-	// PUBLISH QoS 0, remaining length 100000 (varint), then as much as the
-	// server reads before it closes.
-	buf.WriteString("\x30\xa0\x8d\x06")
-	buf.WriteString("\x00\x17v1/devices/me/telemetry")
-	buf.WriteString(strings.Repeat("x", 100000-25))
-	_, _ = c.conn.Write([]byte(buf.String())) // the server may close mid-write
-	c.expectClosed()
-	waitFor(t, func() bool { return e.rejected(reasonOversize) == 1 })
-	if n := len(e.records("telemetry")); n != 0 {
-		t.Fatalf("%d records", n)
+	for _, version := range []byte{4, 5} {
+		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
+			e := newEnv(t, withConfig(func(c *Config) { c.MaxPayload = 1000 }))
+			c := connectToken(t, e, "TOKEN1", version)
+			var buf strings.Builder
+			// PUBLISH QoS 0, remaining length 100000 (varint), then as much
+			// as the server reads before it closes.
+			buf.WriteString("\x30\xa0\x8d\x06")
+			buf.WriteString("\x00\x17v1/devices/me/telemetry")
+			buf.WriteString(strings.Repeat("x", 100000-25))
+			_, _ = c.conn.Write([]byte(buf.String())) // the server may close mid-write
+			if version == 5 {
+				pk := c.expect(packets.Disconnect)
+				if pk.ReasonCode != packets.ErrPacketTooLarge.Code {
+					t.Fatalf("DISCONNECT %#x, want 0x95", pk.ReasonCode)
+				}
+			}
+			c.expectClosed()
+			waitFor(t, func() bool { return e.rejected(reasonPacketTooLarge) == 1 })
+			if n := len(e.records("telemetry")); n != 0 {
+				t.Fatalf("%d records", n)
+			}
+		})
 	}
 }

@@ -25,7 +25,7 @@ func TestBadInput(t *testing.T) {
 		{"non-integer request id", "v1/devices/me/attributes/request/abc", `{}`, reasonInvalidPayload, 0x99, true},
 		{"protobuf topic", "v2/t/p", `x`, reasonInvalidPayload, 0x99, true},
 		{"rpc without method", "v1/devices/me/rpc/request/1", `{"params":{}}`, reasonInvalidPayload, 0x99, true},
-		{"oversize", "v1/devices/me/telemetry", `{"big":"` + strings.Repeat("x", 70000) + `"}`, reasonOversize, 0x95, true},
+		{"oversize", "v1/devices/me/telemetry", `{"big":"` + strings.Repeat("x", 70000) + `"}`, reasonOversize, 0x97, true},
 		{"unknown topic", "v1/devices/me/nonsense", `{"a":1}`, reasonUnknownTopic, 0x90, false},
 		{"attribute key over 255 bytes", "v1/devices/me/attributes", `{"` + strings.Repeat("k", 256) + `":1}`, reasonInvalidPayload, 0x99, true},
 		{"attribute key with a control character", "v2/a", `{"a\u0001b":1}`, reasonInvalidPayload, 0x99, true},
@@ -155,11 +155,12 @@ func TestConnackCodes(t *testing.T) {
 		want     byte
 	}{
 		{"v3 token ok", 4, "x", "TOKEN1", nil, 0},
-		{"v3 bad token", 4, "x", "NOPE", nil, 0x05},
+		{"v3 bad token", 4, "x", "NOPE", nil, 0x04}, // ThingsBoard's ReturnCodeResolver: bad user name or password
 		{"v3 no credentials", 4, "x", "", nil, 0x02},
 		{"v3 basic ok", 4, "cid", "user", strp("pass"), 0},
-		{"v3 basic wrong password", 4, "cid", "user", strp("bad"), 0x05},
-		{"v3.1 bad token", 3, "x", "NOPE", nil, 0x05},
+		{"v3 basic wrong password", 4, "cid", "user", strp("bad"), 0x04},
+		{"v3 nothing", 4, "", "", nil, 0x05},
+		{"v3.1 bad token", 3, "x", "NOPE", nil, 0x04},
 		{"v5 token ok", 5, "x", "TOKEN1", nil, 0},
 		{"v5 bad token", 5, "x", "NOPE", nil, 0x86},
 		{"v5 all three wrong", 5, "x", "u", strp("p"), 0x86},

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/packets"
-
 	flog "github.com/ferry-iot/ferry/broker/log"
 	"github.com/ferry-iot/ferry/broker/registry"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
@@ -19,11 +17,12 @@ import (
 // by their own names, with a header naming the gateway.
 //
 // A gateway acts only for the devices it owns: those created through it
-// (registry Parent = the gateway). A publish naming any other existing
-// device (one with credentials of its own, one behind another gateway, the
-// gateway itself) is refused as a whole, nothing of it stored: counted as
-// foreign_device, MQTT 5 PUBACK 0x87 (not authorized), MQTT 3.1.1 a plain
-// PUBACK (acknowledged and dropped). ThingsBoard leaves a gateway publish
+// (registry Parent = the gateway). Data for any other existing device (one
+// with credentials of its own, one behind another gateway, the gateway
+// itself) is refused — counted as foreign_device and logged — while the
+// rest of the publish (its own devices' data) is stored. A publish with
+// nothing of its own gets MQTT 5 PUBACK 0x87 (not authorized), MQTT 3.1.1
+// a plain PUBACK (acknowledged and dropped). ThingsBoard leaves a gateway publish
 // it cannot process unacknowledged, but a 3.1.1 client would then hold it
 // in flight and resend it after every reconnect, refused forever; the
 // refusal is permanent, so it is acknowledged and dropped as ThingsBoard
@@ -33,7 +32,7 @@ import (
 // than 255 bytes, control characters) are bad input, as invalid JSON is.
 func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Time) {
 	bad := func(err error) {
-		srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+		srv.reject(s, pk, reasonInvalidPayload, true, err.Error())
 	}
 	failed := func(err error) {
 		srv.logLimited(s.device.Name, "registry", "gateway device not stored", "err", err)
@@ -86,9 +85,11 @@ func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Tim
 		for i, de := range devs {
 			names[i] = de.Device
 		}
-		if !srv.gatewayCheck(s, pk, names, nil) {
+		keep, proceed := srv.gatewayCheck(s, pk, names, nil)
+		if !proceed {
 			return
 		}
+		devs, names = keepOwned(devs, keep), keepOwned(names, keep)
 		children, last, resolved := srv.children(s, pk, names, failed)
 		if !resolved {
 			return
@@ -110,9 +111,11 @@ func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Tim
 		for i, da := range devs {
 			names[i], attrs[i] = da.Device, clientAttributes(da.Values, now)
 		}
-		if !srv.gatewayCheck(s, pk, names, attrs) {
+		keep, proceed := srv.gatewayCheck(s, pk, names, attrs)
+		if !proceed {
 			return
 		}
+		devs, names, attrs = keepOwned(devs, keep), keepOwned(names, keep), keepOwned(attrs, keep)
 		children, last, resolved := srv.children(s, pk, names, failed)
 		if !resolved {
 			return
@@ -202,10 +205,13 @@ func checkChild(name, typ string) error {
 
 // gatewayCheck decides a multi-device gateway publish before anything of
 // it is stored: every name (and attribute set) must be valid, else it is
-// bad input; every named device must be new or owned by the gateway, else
-// the publish is refused. It reports whether to go on; when not, the
-// answer is queued.
-func (srv *Server) gatewayCheck(s *session, pk *pub, names []string, attrs [][]registry.Attribute) bool {
+// bad input. A named device that exists and is not the gateway's is
+// refused alone — counted and logged — and the others' data is kept, so a
+// gateway's telemetry is not lost for one foreign name in it (the PUBACK
+// then says success: what could be stored was). It returns which devices
+// to keep, and false when the publish has been answered already (bad
+// input, or no device of its own left).
+func (srv *Server) gatewayCheck(s *session, pk *pub, names []string, attrs [][]registry.Attribute) ([]bool, bool) {
 	for i, name := range names {
 		err := checkChild(name, "")
 		if err == nil && attrs != nil {
@@ -214,17 +220,36 @@ func (srv *Server) gatewayCheck(s *session, pk *pub, names []string, attrs [][]r
 			}
 		}
 		if err != nil {
-			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
-			return false
+			srv.reject(s, pk, reasonInvalidPayload, true, err.Error())
+			return nil, false
 		}
 	}
-	for _, name := range names {
+	keep := make([]bool, len(names))
+	owned := 0
+	for i, name := range names {
 		if srv.foreign(s, name) {
-			srv.refuseForeign(s, pk, name)
-			return false
+			srv.noteForeign(s, pk, name)
+			continue
+		}
+		keep[i] = true
+		owned++
+	}
+	if owned == 0 {
+		srv.ackForeign(s, pk)
+		return nil, false
+	}
+	return keep, true
+}
+
+// keepOwned returns the items of xs whose keep is true.
+func keepOwned[T any](xs []T, keep []bool) []T {
+	out := xs[:0:0]
+	for i, x := range xs {
+		if keep[i] {
+			out = append(out, x)
 		}
 	}
-	return true
+	return out
 }
 
 // foreign reports whether device exists and is not owned by gateway
@@ -237,12 +262,23 @@ func (srv *Server) foreign(s *session, device string) bool {
 // refuseForeign answers a gateway publish naming a device the gateway does
 // not own (see handleGateway).
 func (srv *Server) refuseForeign(s *session, pk *pub, device string) {
+	srv.noteForeign(s, pk, device)
+	srv.ackForeign(s, pk)
+}
+
+// noteForeign counts and logs one foreign device named in a gateway publish.
+func (srv *Server) noteForeign(s *session, pk *pub, device string) {
 	srv.metrics.Rejected.WithLabelValues(reasonForeignDevice).Inc()
-	srv.logLimited(s.device.Name, reasonForeignDevice, "gateway publish names a device the gateway does not own: dropped",
+	srv.logLimited(s.device.Name, reasonForeignDevice, "gateway publish names a device the gateway does not own: its data dropped",
 		"topic", pk.topic, "named_device", truncate(device, 64))
+}
+
+// ackForeign answers a gateway publish nothing of which was stored because
+// it named only devices the gateway does not own.
+func (srv *Server) ackForeign(s *session, pk *pub) {
 	code := byte(0)
 	if s.v5 {
-		code = packets.ErrNotAuthorized.Code
+		code = pubackCodes[reasonForeignDevice].Code
 	}
 	s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, code: code})
 }

@@ -200,6 +200,8 @@ func (c *client) write(pk packets.Packet) {
 		err = pk.PublishEncode(&buf)
 	case packets.Puback:
 		err = pk.PubackEncode(&buf)
+	case packets.Pubrel:
+		err = pk.PubrelEncode(&buf)
 	case packets.Subscribe:
 		err = pk.SubscribeEncode(&buf)
 	case packets.Disconnect:
@@ -252,6 +254,10 @@ func (c *client) read(timeout time.Duration) (packets.Packet, error) {
 		err = pk.ConnackDecode(body)
 	case packets.Puback:
 		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Pubcomp:
+		err = pk.PubcompDecode(body)
 	case packets.Publish:
 		err = pk.PublishDecode(body)
 	case packets.Suback:
@@ -292,6 +298,9 @@ func (c *client) expectClosed() {
 		}
 		if pk.FixedHeader.Type == packets.Puback {
 			c.t.Fatalf("unexpected PUBACK %d (code %#x) before the connection closed", pk.PacketID, pk.ReasonCode)
+		}
+		if pk.FixedHeader.Type == packets.Disconnect && c.version < 5 {
+			c.t.Fatalf("DISCONNECT (code %#x) sent to an MQTT %d client: MQTT 3.x has no server DISCONNECT", pk.ReasonCode, c.version)
 		}
 	}
 }

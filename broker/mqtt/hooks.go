@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bytes"
 	"errors"
+	"fmt"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -25,6 +26,7 @@ func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnSessionEstablished,
 		mochi.OnDisconnect, mochi.OnSubscribe, mochi.OnSubscribed, mochi.OnUnsubscribe, mochi.OnPublish,
+		mochi.OnPacketEncode,
 	}, []byte{b})
 }
 
@@ -50,11 +52,11 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	clientID := string(pk.Connect.ClientIdentifier)
 	v5 := cl.Properties.ProtocolVersion == 5
 	if srv.closing.Load() {
-		return h.refuse(cl, v5, packets.ErrServerUnavailable, "shutting_down", user, clientID)
+		return h.refuse(cl, v5, "shutting_down", "shutting_down", "the broker is shutting down", user, clientID)
 	}
 	if !srv.admitSession() {
-		// MQTT 5: server busy; 3.x: server unavailable (mochi's mapping).
-		return h.refuse(cl, v5, packets.ErrServerBusy, "max_connections", user, clientID)
+		return h.refuse(cl, v5, "max_connections", "max_connections",
+			fmt.Sprintf("mqtt.max_connections (%d) reached", srv.cfg.MaxConnections), user, clientID)
 	}
 	admitted := false
 	defer func() {
@@ -62,11 +64,15 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 			srv.nsessions.Add(-1)
 		}
 	}()
+	if pc := findPacketConn(cl.Net.Conn); pc != nil {
+		pc.cl.Store(cl)
+	}
 	s := &session{srv: srv, cl: cl, v5: v5, clientID: clientID}
 	switch dev, res := srv.reg.Authenticate(clientID, user, pass); {
 	case user == "provision" || clientID == "provision":
 		if !srv.provisioningEnabled() {
-			return h.refuse(cl, v5, packets.ErrNotAuthorized, "provisioning_disabled", user, clientID)
+			return h.refuse(cl, v5, "provisioning_disabled", "provisioning_disabled",
+				"a provisioning client (user name or client id \"provision\"), and provisioning is off (provisioning.key)", user, clientID)
 		}
 		s.provision = true
 		// The client id, not the remote address: log lines are limited per
@@ -84,23 +90,24 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	case srv.cfg.AllowAnonymous && user == "" && len(pass) == 0 && clientID != "":
 		d, _, err := srv.reg.Ensure(registry.Device{Name: clientID, Type: "anonymous", Source: "anonymous"})
 		if err != nil {
-			srv.logLimited(identity("", clientID), "anonymous_device", "anonymous device not registered",
-				"client_id", truncate(clientID, 64), "err", err)
-			return h.refuse(cl, v5, packets.ErrServerUnavailable, "server_unavailable", user, clientID)
+			return h.refuse(cl, v5, "anonymous_device", "anonymous_device",
+				"the anonymous device could not be registered: "+err.Error(), user, clientID)
 		}
 		s.device = d
 	default:
-		// ThingsBoard's ReturnCodeResolver: MQTT 5 picks 0x86 when all three
-		// are given or exactly one of user/password is missing, else 0x85 for
-		// a non-blank client id, else 0x87; MQTT 3.x says 0x05 or 0x02.
-		code := packets.ErrNotAuthorized
+		// ThingsBoard's choice of code (MqttTransportHandler
+		// onValidateDeviceResponse): bad user name or password when all
+		// three are given or exactly one of user name and password is;
+		// else client id not valid when there is a client id (its only
+		// credential); else not authorized.
+		key := "auth_not_authorized"
 		switch {
 		case user != "" && len(pass) > 0 && clientID != "", (user == "") != (len(pass) == 0):
-			code = packets.ErrBadUsernameOrPassword
+			key = "auth_bad_credentials"
 		case clientID != "":
-			code = packets.ErrClientIdentifierNotValid
+			key = "auth_client_id"
 		}
-		return h.refuse(cl, v5, code, "auth", user, clientID)
+		return h.refuse(cl, v5, key, "auth", authWhy(res, user, pass, clientID), user, clientID)
 	}
 	cl.ID = sessionKey(s.device.Name, cl.ID) // cl.ID: the client's id, or the one mochi assigned
 	if _, taken := srv.mochi.Clients.Get(cl.ID); taken {
@@ -129,29 +136,39 @@ func (srv *Server) admitSession() bool {
 	}
 }
 
-// refuse writes a CONNACK with code (mapped as ThingsBoard maps it for
-// MQTT 3.x) and makes mochi drop the connection without its own CONNACK.
-// The log line is limited per presented identity (user name or client id,
-// fingerprinted) and reason, not per remote address, which changes with
-// every reconnect.
-func (h *hook) refuse(cl *mochi.Client, v5 bool, code packets.Code, reason, user, clientID string) error {
-	h.srv.metrics.Rejected.WithLabelValues("connect_" + reason).Inc()
-	id := identity(user, clientID)
-	h.srv.logLimited(id, "connect_"+reason, "connection refused",
+// refuse writes a CONNACK with connackCodes[key] (mapped as ThingsBoard
+// maps it for MQTT 3.x) and makes mochi drop the connection without its
+// own CONNACK. It counts connect_<label> and logs why, in words, limited
+// per presented identity (a fingerprint of the user name or client id,
+// never the token itself) and reason, not per remote address, which
+// changes with every reconnect.
+func (h *hook) refuse(cl *mochi.Client, v5 bool, key, label, why, user, clientID string) error {
+	code := connackCodes[key]
+	h.srv.metrics.Rejected.WithLabelValues("connect_" + label).Inc()
+	h.srv.logLimited(identity(user, clientID), "connect_"+key, "connection refused: "+why,
 		"client_id", truncate(clientID, 64), "remote", cl.Net.Remote, "code", code.Code)
 	if v5 {
 		_ = h.srv.mochi.SendConnack(cl, code, false, nil)
 		return errRefused
 	}
-	v3 := packets.Err3NotAuthorized
-	switch code {
-	case packets.ErrClientIdentifierNotValid:
-		v3 = packets.Err3ClientIdentifierNotValid
-	case packets.ErrServerUnavailable, packets.ErrServerBusy:
-		v3 = packets.Err3ServerUnavailable
-	}
-	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: v3.Code})
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: v3Connack(code)})
 	return errRefused
+}
+
+// authWhy says in words why credentials were refused.
+func authWhy(res registry.AuthResult, user string, pass []byte, clientID string) string {
+	switch {
+	case user == "" && len(pass) == 0:
+		return "no credentials: no access token (user name) was given, and no device has this client id as its MQTT basic credentials"
+	case user == "" && len(pass) > 0:
+		return "a password without a user name"
+	case res == registry.AuthBadPassword:
+		return "wrong password for these MQTT basic credentials"
+	case len(pass) == 0:
+		return "unknown access token"
+	default:
+		return "unknown user name and password"
+	}
 }
 
 // OnConnectAuthenticate admits what OnConnect accepted.
@@ -186,10 +203,6 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
-	if errors.Is(err, packets.ErrPacketTooLarge) {
-		h.srv.metrics.Rejected.WithLabelValues(reasonOversize).Inc()
-		h.srv.logLimited(s.device.Name, reasonOversize, "packet larger than the limit, disconnected")
-	}
 	if s.provision {
 		return
 	}
@@ -216,6 +229,7 @@ func (h *hook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
 			continue
 		}
 		s.noteSubscription(kind, f.Filter, true)
+		filters[i].Qos = min(f.Qos, 1) // ThingsBoard grants at most QoS 1
 	}
 	pk.Filters = filters
 	return pk
@@ -284,6 +298,19 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	if s == nil || s.isClosing() || h.srv.closing.Load() {
 		// Shutting down: not acknowledged, so the device resends it later.
 		return pk, packets.ErrRejectPacket
+	}
+	if pk.FixedHeader.Qos == 2 {
+		if s.v5 { // told Maximum QoS 1 in the CONNACK: a protocol error [MQTT-3.3.1-4]
+			h.srv.metrics.Rejected.WithLabelValues(reasonQoS2).Inc()
+			h.srv.logLimited(s.device.Name, reasonQoS2, "QoS 2 publish after the CONNACK said Maximum QoS 1: disconnected")
+			s.enqueue(ackItem{disconnect: true, code: disconnectCodes[reasonQoS2].Code})
+			return pk, packets.ErrRejectPacket
+		}
+		// MQTT 3.x: stored as QoS 1 would be, and acknowledged with the
+		// QoS 2 handshake (PUBREC now, mochi answers PUBREL with PUBCOMP),
+		// which a 3.1.1 client expects; in flight meanwhile, so a resent
+		// PUBLISH is answered by mochi and not stored twice.
+		cl.State.Inflight.Set(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID})
 	}
 	// Only what the handlers need, passed by pointer: mochi's Packet is
 	// 800 bytes and is already copied through several frames of the read

@@ -44,7 +44,7 @@ func TestRefusedConnectsLoggedOncePerIdentity(t *testing.T) {
 	}
 	refused := func(token, clientID string) {
 		t.Helper()
-		if _, ack := dial(t, e.srv.Addr(), connectOpts{clientID: clientID, username: token}); ack.ReasonCode != 0x05 {
+		if _, ack := dial(t, e.srv.Addr(), connectOpts{clientID: clientID, username: token}); ack.ReasonCode != 0x04 {
 			t.Fatalf("CONNACK %#x", ack.ReasonCode)
 		}
 	}

@@ -4,17 +4,19 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are the broker's Prometheus collectors.
 type Metrics struct {
-	Messages      *prometheus.CounterVec // publishes received, by ThingsBoard topic kind
-	Records       *prometheus.CounterVec // records appended, by log topic
-	Rejected      *prometheus.CounterVec // refused input, by reason
-	Provisioned   *prometheus.CounterVec // provisioning requests, by outcome
-	Connected     prometheus.Gauge       // authenticated device connections
-	Online        prometheus.Gauge       // devices with at least one connection
-	Takeovers     prometheus.Counter     // connections that displaced one of the same device and client id
-	AckLatency    prometheus.Histogram   // publish received → PUBACK decided
-	StorageErrors prometheus.Counter     // appends that failed
-	Downlinks     prometheus.Counter     // messages written to devices
-	RPCs          prometheus.Counter     // server-side RPCs sent
+	Messages       *prometheus.CounterVec // publishes received, by ThingsBoard topic kind
+	Records        *prometheus.CounterVec // records appended, by log topic
+	Rejected       *prometheus.CounterVec // refused input, by reason
+	Provisioned    *prometheus.CounterVec // provisioning requests, by outcome
+	Connected      prometheus.Gauge       // authenticated device connections
+	Online         prometheus.Gauge       // devices with at least one connection
+	Takeovers      prometheus.Counter     // connections that displaced one of the same device and client id
+	IllegalReasons prometheus.Counter     // reason codes MQTT 5 does not allow on their packet, replaced
+	ClosedV3       prometheus.Counter     // MQTT 3.x connections closed where MQTT 5 gets a DISCONNECT
+	AckLatency     prometheus.Histogram   // publish received → PUBACK decided
+	StorageErrors  prometheus.Counter     // appends that failed
+	Downlinks      prometheus.Counter     // messages written to devices
+	RPCs           prometheus.Counter     // server-side RPCs sent
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -42,6 +44,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Takeovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_mqtt_session_takeovers_total", Help: "Connections that took over the session of an earlier connection of the same device and client id.",
 		}),
+		IllegalReasons: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_mqtt_illegal_reason_codes_total", Help: "Reason codes MQTT 5 does not allow on their packet type, replaced by 0x80 (should stay 0).",
+		}),
+		ClosedV3: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_mqtt_closed_v3_total", Help: "MQTT 3.x connections closed by the broker (3.1.1 has no server DISCONNECT).",
+		}),
 		AckLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ferry_mqtt_puback_latency_seconds",
 			Help:    "Time from receiving a QoS 1 publish to sending its PUBACK (storage included).",
@@ -58,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Messages, m.Records, m.Rejected, m.Provisioned, m.Connected, m.Online, m.Takeovers, m.AckLatency,
+		reg.MustRegister(m.Messages, m.Records, m.Rejected, m.Provisioned, m.Connected, m.Online, m.Takeovers, m.IllegalReasons, m.ClosedV3, m.AckLatency,
 			m.StorageErrors, m.Downlinks, m.RPCs)
 	}
 	return m

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/packets"
-
 	"github.com/ferry-iot/ferry/broker/registry"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
 )
@@ -25,7 +23,7 @@ const provisionLinger = 60 * time.Second
 func (srv *Server) handleProvision(s *session, pk *pub) {
 	req, err := tb.ParseProvisionRequest(pk.payload)
 	if err != nil {
-		srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+		srv.reject(s, pk, reasonInvalidPayload, true, err.Error())
 		return
 	}
 	resp := srv.provision(req)

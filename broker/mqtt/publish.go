@@ -6,22 +6,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/packets"
-
 	flog "github.com/ferry-iot/ferry/broker/log"
 	"github.com/ferry-iot/ferry/broker/registry"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
-)
-
-// Reasons a publish is refused, the label of ferry_mqtt_rejected_total.
-const (
-	reasonInvalidPayload = "invalid_payload"
-	reasonOversize       = "oversize"
-	reasonUnknownTopic   = "unknown_topic"
-	reasonNotGateway     = "not_gateway"
-	reasonNotAllowed     = "topic_not_allowed"
-	reasonUnsupported    = "unsupported_rpc"
-	reasonForeignDevice  = "foreign_device" // a gateway named a device it does not own
 )
 
 // pub is one device publish, as the handlers see it.
@@ -37,21 +24,21 @@ type pub struct {
 func (srv *Server) handlePublish(s *session, pk *pub) {
 	start := time.Now()
 	if len(pk.payload) > srv.cfg.MaxPayload {
-		srv.reject(s, pk, reasonOversize, packets.ErrPacketTooLarge.Code, true,
+		srv.reject(s, pk, reasonOversize, true,
 			fmt.Sprintf("payload of %d bytes exceeds mqtt.max_payload %d", len(pk.payload), srv.cfg.MaxPayload))
 		return
 	}
 	t, err := tb.ParseTopic(pk.topic)
 	if err != nil {
-		srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+		srv.reject(s, pk, reasonInvalidPayload, true, err.Error())
 		return
 	}
 	srv.metrics.Messages.WithLabelValues(t.Kind.String()).Inc()
 	if s.provision {
 		if t.Kind != tb.TopicProvisionRequest {
 			// ThingsBoard: PUBACK TOPIC_NAME_INVALID, then DISCONNECT.
-			srv.reject(s, pk, reasonNotAllowed, packets.ErrTopicNameInvalid.Code, false, "provisioning session")
-			s.enqueue(ackItem{disconnect: true, code: packets.ErrTopicNameInvalid.Code})
+			srv.reject(s, pk, reasonNotAllowed, false, "provisioning session")
+			s.enqueue(ackItem{disconnect: true, code: disconnectCodes[reasonNotAllowed].Code})
 			return
 		}
 		srv.handleProvision(s, pk)
@@ -63,7 +50,7 @@ func (srv *Server) handlePublish(s *session, pk *pub) {
 		srv.metrics.Rejected.WithLabelValues(reasonNotGateway).Inc()
 		srv.logLimited(s.device.Name, reasonNotGateway, "gateway API used by a device that is not a gateway", "topic", pk.topic)
 		if s.v5 {
-			s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, code: packets.ErrNotAuthorized.Code})
+			s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, code: pubackCodes[reasonNotGateway].Code})
 		}
 		return
 	}
@@ -72,7 +59,7 @@ func (srv *Server) handlePublish(s *session, pk *pub) {
 	case tb.TopicTelemetry:
 		entries, err := tb.ParseTelemetry(pk.payload)
 		if err != nil {
-			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+			srv.reject(s, pk, reasonInvalidPayload, true, err.Error())
 			return
 		}
 		recs := srv.entryRecords(nil, s.device, "", entries, start.UnixMilli())
@@ -80,14 +67,14 @@ func (srv *Server) handlePublish(s *session, pk *pub) {
 	case tb.TopicAttributes:
 		kvs, err := tb.ParseAttributes(pk.payload)
 		if err != nil {
-			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+			srv.reject(s, pk, reasonInvalidPayload, true, err.Error())
 			return
 		}
 		srv.storeAttributes(s, pk, kvs, start)
 	case tb.TopicAttributesRequest:
 		req, err := tb.ParseAttributeRequest(pk.payload)
 		if err != nil {
-			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+			srv.reject(s, pk, reasonInvalidPayload, true, err.Error())
 			return
 		}
 		// Answered on the acker, after the session's earlier publishes are
@@ -104,14 +91,14 @@ func (srv *Server) handlePublish(s *session, pk *pub) {
 	case tb.TopicRPCRequest:
 		req, err := tb.ParseRPCRequest(pk.payload)
 		if err != nil {
-			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+			srv.reject(s, pk, reasonInvalidPayload, true, err.Error())
 			return
 		}
 		srv.reply(s, tb.ResponseTopic(t), srv.clientRPC(s, req))
 		ok()
 	case tb.TopicClaim:
 		if _, err := tb.ParseClaim(pk.payload); err != nil {
-			srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+			srv.reject(s, pk, reasonInvalidPayload, true, err.Error())
 			return
 		}
 		ok() // device claiming is a ThingsBoard cloud feature; accepted and ignored
@@ -125,18 +112,19 @@ func (srv *Server) handlePublish(s *session, pk *pub) {
 		srv.logLimited(s.device.Name, reasonUnknownTopic, "publish to an unknown topic dropped", "topic", pk.topic)
 		code := byte(0)
 		if s.v5 {
-			code = packets.ErrTopicNameInvalid.Code
+			code = pubackCodes[reasonUnknownTopic].Code
 		}
 		s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, code: code})
 	}
 }
 
 // reject counts and (rate-limited) logs bad input and answers it:
-// MQTT 5 gets a PUBACK with code; MQTT 3.x is disconnected when
+// MQTT 5 gets a PUBACK with pubackCodes[reason]; MQTT 3.x is closed when
 // disconnectV3 (after the acknowledgements already queued), else acked.
-func (srv *Server) reject(s *session, pk *pub, reason string, code byte, disconnectV3 bool, detail string) {
+func (srv *Server) reject(s *session, pk *pub, reason string, disconnectV3 bool, detail string) {
 	srv.metrics.Rejected.WithLabelValues(reason).Inc()
 	srv.logLimited(s.device.Name, reason, "publish refused", "topic", pk.topic, "detail", detail)
+	code := pubackCodes[reason].Code
 	switch {
 	case s.v5:
 		s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, code: code})
@@ -205,7 +193,7 @@ func (srv *Server) storeAttributes(s *session, pk *pub, kvs []tb.KV, start time.
 	w, err := srv.reg.SetAttributesAsync(s.device.Name, registry.ScopeClient, clientAttributes(kvs, now))
 	switch {
 	case errors.Is(err, registry.ErrInvalid):
-		srv.reject(s, pk, reasonInvalidPayload, packets.ErrPayloadFormatInvalid.Code, true, err.Error())
+		srv.reject(s, pk, reasonInvalidPayload, true, err.Error())
 		return
 	case err != nil: // the device was deleted while connected
 		srv.logLimited(s.device.Name, "attributes", "client attributes not stored", "err", err)

@@ -13,7 +13,6 @@ import (
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 
 	flog "github.com/ferry-iot/ferry/broker/log"
 	"github.com/ferry-iot/ferry/broker/netguard"
@@ -139,7 +138,16 @@ func New(cfg Config, reg *registry.Registry, l *flog.Log) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	caps := mochi.NewDefaultServerCapabilities()
-	caps.MaximumQos = 1 // ThingsBoard: QoS 2 publishes are treated as QoS 1
+	// ThingsBoard's maximum QoS is 1 (CONNACK says so: OnPacketEncode).
+	// mochi is left at 2 so that OnPublish sees a publish's real QoS: a
+	// QoS 2 publish from MQTT 3.x is stored like QoS 1 and acknowledged
+	// with PUBREC, as 3.1.1 clients expect; MQTT 5 clients, told the
+	// maximum, are disconnected with 0x9B. SUBACK grants at most 1
+	// (OnSubscribe).
+	caps.MaximumQos = 2
+	// Inbound topic aliases per connection: devices use a handful of
+	// topics, and each alias costs the broker memory.
+	caps.TopicAliasMaximum = 16
 	caps.MaximumPacketSize = uint32(cfg.MaxPayload + 64<<10)
 	// Each connection has a channel of this many pending writes: mochi's
 	// default (8192) costs ~64 KiB per device; downlinks here are few.
@@ -170,7 +178,7 @@ func (s *Server) Start() error {
 	}
 	s.addr.Store(ln.Addr())
 	s.tcpLn = s.guard("mqtt", ln)
-	if err := s.mochi.AddListener(listeners.NewNet("tcp", connectListener{s.tcpLn})); err != nil {
+	if err := s.mochi.AddListener(listeners.NewNet("tcp", packetListener{s.tcpLn, s})); err != nil {
 		s.tcpLn.Close()
 		return fmt.Errorf("mqtt: %w", err)
 	}
@@ -183,7 +191,7 @@ func (s *Server) Start() error {
 		// connect deadline, and a socket that never completes it counts.
 		tl := tls.NewListener(s.guard("mqtt-tls", raw), s.cfg.TLS)
 		s.tlsAddr, s.tlsLn = tl.Addr(), tl
-		if err := s.mochi.AddListener(listeners.NewNet("tls", connectListener{tl})); err != nil {
+		if err := s.mochi.AddListener(listeners.NewNet("tls", packetListener{tl, s})); err != nil {
 			tl.Close()
 			return fmt.Errorf("mqtt: %w", err)
 		}
@@ -194,7 +202,7 @@ func (s *Server) Start() error {
 			return fmt.Errorf("mqtt: listen websocket %s: %w", s.cfg.WSListen, err)
 		}
 		ws := newWSListener("ws", s.guard("mqtt-ws", raw), s.cfg.ConnectTimeout,
-			2*int64(s.mochi.Options.Capabilities.MaximumPacketSize))
+			2*int64(s.mochi.Options.Capabilities.MaximumPacketSize), func(c net.Conn) net.Conn { return s.packetConn(c) })
 		if err := s.mochi.AddListener(ws); err != nil {
 			ws.ln.Close()
 			return fmt.Errorf("mqtt: %w", err)
@@ -264,7 +272,7 @@ func (s *Server) Close() error {
 func (s *Server) disconnectListener(id string) {
 	s.sessions.Range(func(k, _ any) bool {
 		if cl := k.(*mochi.Client); cl.Net.Listener == id {
-			_ = s.mochi.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			s.closeClient(cl, disconnectCodes["shutting_down"])
 		}
 		return true
 	})

@@ -121,7 +121,7 @@ func (s *session) drain() {
 			it.then()
 		}
 		if it.qos > 0 {
-			acks = appendPuback(acks, it.packetID, code, s.v5)
+			acks = s.appendAck(acks, it, code)
 		}
 	}
 }
@@ -135,13 +135,22 @@ func isDone(done <-chan struct{}) bool {
 	}
 }
 
-// appendPuback encodes a PUBACK: MQTT 3.1.1 carries the packet id only;
-// MQTT 5 adds the reason code when it is not success (no properties).
-func appendPuback(dst []byte, id uint16, code byte, v5 bool) []byte {
-	if v5 && code != 0 {
-		return append(dst, packets.Puback<<4, 3, byte(id>>8), byte(id), code)
+// appendAck encodes the acknowledgement of a publish: a PUBACK, or for a
+// QoS 2 publish (MQTT 3.x) a PUBREC, whose PUBREL mochi answers with
+// PUBCOMP (handlePublish registered it in flight). MQTT 3.x carries the
+// packet id only; MQTT 5 adds the reason code when it is not success (no
+// properties), checked against what MQTT 5 allows on a PUBACK.
+func (s *session) appendAck(dst []byte, it ackItem, code byte) []byte {
+	typ := byte(packets.Puback)
+	if it.qos == 2 {
+		typ = packets.Pubrec
 	}
-	return append(dst, packets.Puback<<4, 2, byte(id>>8), byte(id))
+	id := it.packetID
+	if s.v5 && code != 0 {
+		code = s.srv.guardReason(typ, code)
+		return append(dst, typ<<4, 3, byte(id>>8), byte(id), code)
+	}
+	return append(dst, typ<<4, 2, byte(id>>8), byte(id))
 }
 
 // flush writes encoded PUBACKs in one write, under mochi's write lock so
@@ -181,9 +190,9 @@ func (s *session) decide(it *ackItem) (code byte, ok bool) {
 			if !s.v5 {
 				return packets.ErrUnspecifiedError.Code, false // the device resends after reconnecting
 			}
-			code = packets.ErrUnspecifiedError.Code
+			code = pubackCodes[reasonStorage].Code
 			if errors.Is(err, flog.ErrLogFull) {
-				code = packets.ErrQuotaExceeded.Code
+				code = pubackCodes[reasonLogFull].Code
 			}
 		} else if it.qos > 0 {
 			s.srv.metrics.AckLatency.Observe(time.Since(it.start).Seconds())
@@ -203,7 +212,7 @@ func (s *session) disconnect(code packets.Code) {
 	if code.Code < packets.ErrUnspecifiedError.Code {
 		code = packets.ErrUnspecifiedError
 	}
-	_ = s.srv.mochi.DisconnectClient(s.cl, code)
+	s.srv.closeClient(s.cl, code)
 }
 
 // publish writes one message to this client (never through fan-out), with
@@ -270,7 +279,7 @@ func (s *session) startTimer(d time.Duration) {
 		return
 	}
 	s.timer = time.AfterFunc(d, func() {
-		_ = s.srv.mochi.DisconnectClient(s.cl, packets.CodeDisconnect)
+		s.srv.closeClient(s.cl, disconnectCodes["provisioned"])
 	})
 }
 

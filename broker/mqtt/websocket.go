@@ -29,6 +29,7 @@ type wsListener struct {
 	// Maximum Packet Size; gorilla refuses a longer message before
 	// buffering it.
 	readLimit int64
+	wrap      func(net.Conn) net.Conn // the broker's packet checks (packetConn)
 	srv       *http.Server
 	upgrader  websocket.Upgrader
 	log       *slog.Logger
@@ -39,8 +40,8 @@ type wsListener struct {
 	closeOnce sync.Once // the clients are closed once (Close runs twice at shutdown)
 }
 
-func newWSListener(id string, ln net.Listener, timeout time.Duration, readLimit int64) *wsListener {
-	l := &wsListener{id: id, ln: ln, timeout: timeout, readLimit: readLimit, upgrader: websocket.Upgrader{
+func newWSListener(id string, ln net.Listener, timeout time.Duration, readLimit int64, wrap func(net.Conn) net.Conn) *wsListener {
+	l := &wsListener{id: id, ln: ln, timeout: timeout, readLimit: readLimit, wrap: wrap, upgrader: websocket.Upgrader{
 		Subprotocols: []string{"mqtt"},
 		CheckOrigin:  func(*http.Request) bool { return true }, // devices, not browsers with cookies
 	}}
@@ -93,7 +94,7 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 	l.mu.Lock()
 	establish := l.establish
 	l.mu.Unlock()
-	if err := establish(l.id, &connectConn{Conn: &wsConn{Conn: c.UnderlyingConn(), c: c}}); err != nil && !errors.Is(err, io.EOF) {
+	if err := establish(l.id, l.wrap(&wsConn{Conn: c.UnderlyingConn(), c: c})); err != nil && !errors.Is(err, io.EOF) {
 		l.log.Debug("mqtt: websocket client ended", "remote", r.RemoteAddr, "err", err)
 	}
 }
