@@ -35,6 +35,7 @@ import (
 //	POST   /api/v1/devices/{name}/attributes/shared    (admin)
 //	DELETE /api/v1/devices/{name}/attributes/shared?keys=a,b (admin)
 //	POST   /api/v1/devices/{name}/rpc              (admin)
+//	POST   /api/v1/devices/{name}/rpc/client/{id}  (admin)
 //	GET    /debug/pprof/...                        (admin)
 //
 // Errors are JSON: {"error": "..."}. Every /api/v1 route needs
@@ -71,6 +72,7 @@ func (d *Daemon) routes() http.Handler {
 	handle("POST /api/v1/devices/{name}/attributes/shared", "attributes", true, d.setShared)
 	handle("DELETE /api/v1/devices/{name}/attributes/shared", "attributes", true, d.deleteShared)
 	handle("POST /api/v1/devices/{name}/rpc", "rpc", true, d.rpc)
+	handle("POST /api/v1/devices/{name}/rpc/client/{id}", "rpc_client", true, d.answerClientRPC)
 	// Go's profiler, for the engineer chasing memory or CPU on a device
 	// (admin token required).
 	handle("GET /debug/pprof/", "pprof", true, pprof.Index)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -229,6 +230,37 @@ type rpcRequest struct {
 }
 
 // rpc sends a server-side RPC and returns the device's answer.
+// answerClientRPC answers a device's pending client-side RPC request
+// (POST /api/v1/devices/{name}/rpc/client/{id}, body: the answer, any JSON).
+func (d *Daemon) answerClientRPC(w http.ResponseWriter, r *http.Request) {
+	dev, ok := d.device(w, r)
+	if !ok {
+		return
+	}
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 32)
+	if err != nil || id < 0 {
+		writeError(w, http.StatusBadRequest, "request id %q is not a ThingsBoard request id (0..2147483647)", r.PathValue("id"))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "body: %v", err)
+		return
+	}
+	if !json.Valid(body) {
+		writeError(w, http.StatusBadRequest, "body must be the answer, as JSON")
+		return
+	}
+	switch err := d.mqtt.AnswerClientRPC(dev.Name, id, body); {
+	case errors.Is(err, mqtt.ErrNoPendingRPC):
+		writeError(w, http.StatusNotFound, "%v", err)
+	case err != nil:
+		writeError(w, http.StatusConflict, "%v", err)
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"delivered": true})
+	}
+}
+
 func (d *Daemon) rpc(w http.ResponseWriter, r *http.Request) {
 	dev, ok := d.device(w, r)
 	if !ok {

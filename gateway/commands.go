@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/ferry-iot/ferry/broker/commands"
+	flog "github.com/ferry-iot/ferry/broker/log"
 	"github.com/ferry-iot/ferry/broker/mqtt"
 )
 
@@ -29,6 +30,28 @@ func (d *Daemon) startCommands() error {
 	if err := d.commands.Start(); err != nil {
 		return fmt.Errorf("commands: %w", err)
 	}
+	return nil
+}
+
+// startClientRPC forwards client-side RPC requests to a backend through
+// rpc.client_requests and rpc.client_replies (empty: off).
+func (d *Daemon) startClientRPC() error {
+	rc := d.cfg.RPC
+	if rc.ClientRequests == "" {
+		return nil
+	}
+	var topics [2]*flog.Topic
+	for i, name := range []string{rc.ClientRequests, rc.ClientReplies} {
+		t, err := d.log.Topic(name)
+		if errors.Is(err, flog.ErrUnknownTopic) {
+			t, err = d.log.CreateTopic(name, flog.TopicConfig{Partitions: 1})
+		}
+		if err != nil {
+			return fmt.Errorf("rpc client topic %s: %w", name, err)
+		}
+		topics[i] = t
+	}
+	d.mqtt.StartClientRPC(mqtt.ClientRPCConfig{Requests: topics[0], Replies: topics[1], Timeout: rc.ClientTimeout})
 	return nil
 }
 

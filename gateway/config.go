@@ -80,7 +80,10 @@ type ProvisioningConfig struct {
 
 // RPCConfig bounds server-side RPC.
 type RPCConfig struct {
-	Timeout time.Duration `mapstructure:"timeout"`
+	Timeout        time.Duration `mapstructure:"timeout"`
+	ClientRequests string        `mapstructure:"client_requests"`
+	ClientReplies  string        `mapstructure:"client_replies"`
+	ClientTimeout  time.Duration `mapstructure:"client_timeout"`
 }
 
 // KafkaConfig is the Kafka protocol listener for backend services.
@@ -393,6 +396,19 @@ func (c *Config) validate() []string {
 	}
 	if c.RPC.Timeout <= 0 {
 		bad("rpc.timeout", "%v must be positive", c.RPC.Timeout)
+	}
+	if c.RPC.ClientRequests != "" {
+		if flog.ValidTopicName(c.RPC.ClientRequests) != nil {
+			bad("rpc.client_requests", "%q is not a valid topic name", c.RPC.ClientRequests)
+		}
+		if flog.ValidTopicName(c.RPC.ClientReplies) != nil {
+			bad("rpc.client_replies", "%q is not a valid topic name (needed with rpc.client_requests)", c.RPC.ClientReplies)
+		} else if c.RPC.ClientReplies == c.RPC.ClientRequests {
+			bad("rpc.client_replies", "must differ from rpc.client_requests")
+		}
+		if c.RPC.ClientTimeout <= 0 {
+			bad("rpc.client_timeout", "%v must be positive", c.RPC.ClientTimeout)
+		}
 	}
 	checkAddr("kafka.listen", c.Kafka.Listen, false)
 	checkAddr("kafka.advertised", c.Kafka.Advertised, false)

@@ -163,6 +163,9 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 	if err = d.startCommands(); err != nil {
 		return nil, err
 	}
+	if err = d.startClientRPC(); err != nil {
+		return nil, err
+	}
 	if err = d.startKafka(listeners); err != nil {
 		return nil, err
 	}

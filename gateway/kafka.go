@@ -53,6 +53,9 @@ func (d *Daemon) startKafka(listeners *netguard.Metrics) error {
 	if d.cfg.Commands.Topic != "" {
 		cfg.ProtectedTopics = append(cfg.ProtectedTopics, d.cfg.Commands.Topic, d.cfg.Commands.Responses)
 	}
+	if d.cfg.RPC.ClientRequests != "" {
+		cfg.ProtectedTopics = append(cfg.ProtectedTopics, d.cfg.RPC.ClientRequests, d.cfg.RPC.ClientReplies)
+	}
 	if kc.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(kc.TLSCert, kc.TLSKey)
 		if err != nil {

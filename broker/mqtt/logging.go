@@ -7,9 +7,10 @@ import (
 )
 
 // logLimited logs a warning at most once per device and reason per
-// minute, within the limiter's overall budget (broker/ratelog).
+// minute, within the limiter's overall budget (broker/ratelog) — but the
+// first line of each reason in a minute is never held back by the budget.
 func (srv *Server) logLimited(device, reason, msg string, args ...any) {
-	ok, held := srv.limiter.Allow(reason + "\x00" + device)
+	ok, held := srv.limiter.AllowClass(reason, reason+"\x00"+device)
 	if !ok {
 		return
 	}

@@ -13,6 +13,7 @@ type Metrics struct {
 	Takeovers      prometheus.Counter     // connections that displaced one of the same device and client id
 	IllegalReasons prometheus.Counter     // reason codes MQTT 5 does not allow on their packet, replaced
 	ClosedV3       prometheus.Counter     // MQTT 3.x connections closed where MQTT 5 gets a DISCONNECT
+	ClientRPC      *prometheus.CounterVec // client-side RPC forwarded to a backend, by outcome
 	AckLatency     prometheus.Histogram   // publish received → PUBACK decided
 	StorageErrors  prometheus.Counter     // appends that failed
 	Downlinks      prometheus.Counter     // messages written to devices
@@ -47,6 +48,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		IllegalReasons: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_mqtt_illegal_reason_codes_total", Help: "Reason codes MQTT 5 does not allow on their packet type, replaced by 0x80 (should stay 0).",
 		}),
+		ClientRPC: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_client_rpc_total", Help: "Client-side RPC requests forwarded to a backend and their replies, by outcome (forwarded, answered, timeout, unmatched_reply, invalid_reply).",
+		}, []string{"outcome"}),
 		ClosedV3: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_mqtt_closed_v3_total", Help: "MQTT 3.x connections closed by the broker (3.1.1 has no server DISCONNECT).",
 		}),
@@ -66,7 +70,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Messages, m.Records, m.Rejected, m.Provisioned, m.Connected, m.Online, m.Takeovers, m.IllegalReasons, m.ClosedV3, m.AckLatency,
+		reg.MustRegister(m.Messages, m.Records, m.Rejected, m.Provisioned, m.Connected, m.Online, m.Takeovers, m.IllegalReasons, m.ClientRPC, m.ClosedV3, m.AckLatency,
 			m.StorageErrors, m.Downlinks, m.RPCs)
 	}
 	return m

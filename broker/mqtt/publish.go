@@ -94,6 +94,12 @@ func (srv *Server) handlePublish(s *session, pk *pub) {
 			srv.reject(s, pk, reasonInvalidPayload, true, err.Error())
 			return
 		}
+		if req.Method != "getSessionLimits" {
+			if c := srv.crpc.Load(); c != nil {
+				c.forward(s, pk, t, req, start)
+				return
+			}
+		}
 		srv.reply(s, tb.ResponseTopic(t), srv.clientRPC(s, req))
 		ok()
 	case tb.TopicClaim:
@@ -251,15 +257,15 @@ func (srv *Server) reply(s *session, topic string, payload []byte) {
 	}
 }
 
-// clientRPC answers a device's client-side RPC. Ferry has no rule engine:
-// getSessionLimits is answered locally, as ThingsBoard's transport does;
-// any other method gets an error reply.
+// clientRPC answers a device's client-side RPC locally: getSessionLimits,
+// as ThingsBoard's transport does; any other method, when forwarding to a
+// backend is off (clientrpc.go), gets an error reply.
 func (srv *Server) clientRPC(s *session, req tb.RPCRequest) []byte {
 	if req.Method == "getSessionLimits" {
 		return tb.EncodeSessionLimits(srv.cfg.MaxPayload, 1024, s.device.Gateway)
 	}
 	srv.metrics.Rejected.WithLabelValues(reasonUnsupported).Inc()
 	srv.logLimited(s.device.Name, reasonUnsupported, "client-side RPC method not handled", "method", req.Method)
-	b, _ := json.Marshal(map[string]string{"error": fmt.Sprintf("method %q is not handled by this gateway", req.Method)})
+	b, _ := json.Marshal(map[string]string{"error": fmt.Sprintf("method %q is not handled by this gateway (client-side RPC forwarding, rpc.client_requests, is off)", req.Method)})
 	return b
 }

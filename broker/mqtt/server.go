@@ -98,6 +98,7 @@ type Server struct {
 
 	rpc        rpcTable
 	onRPCReady atomic.Pointer[func(device string)] // see OnRPCReady
+	crpc       atomic.Pointer[clientRPC]           // client-side RPC forwarding (clientrpc.go); nil: off
 
 	// Shutdown: Close sets closing (OnConnect refuses, OnPublish drops),
 	// then takes pubMu for writing, which waits for the publishes being
@@ -246,6 +247,9 @@ func (s *Server) Close() error {
 	s.pubMu.Lock()
 	s.pubMu.Unlock()
 	s.ackWG.Wait()
+	if c := s.crpc.Load(); c != nil {
+		c.stop() // its readers use the log, which closes after the broker
+	}
 	var err error
 	if s.started.Load() {
 		// DISCONNECT (server shutting down) to every client, by our own

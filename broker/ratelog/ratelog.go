@@ -38,6 +38,7 @@ type Limiter struct {
 	window     time.Time            // guarded by mu: start of the budget's current interval
 	lines      int                  // guarded by mu: lines let through in that interval
 	suppressed int                  // guarded by mu: lines the budget held back, not yet reported
+	classes    map[string]time.Time // guarded by mu: when each class (reason) last logged
 }
 
 type keyState struct {
@@ -47,7 +48,7 @@ type keyState struct {
 
 // New returns a Limiter with the package defaults.
 func New() *Limiter {
-	return &Limiter{now: time.Now, keys: make(map[string]*keyState)}
+	return &Limiter{now: time.Now, keys: make(map[string]*keyState), classes: make(map[string]time.Time)}
 }
 
 // Allow reports whether a line for key may be logged now. When it may,
@@ -55,6 +56,16 @@ func New() *Limiter {
 // through: this key's repeats within its interval, and lines of any key
 // the overall budget stopped.
 func (l *Limiter) Allow(key string) (ok bool, held int) {
+	return l.AllowClass("", key)
+}
+
+// AllowClass is Allow for a key of a class (a reason: every refused
+// connection with an unknown token, say, whatever the token). The first
+// line of a class in an interval is let through even when the overall
+// budget is spent, so a flood of one kind of trouble cannot hide the first
+// sign of another. Classes are a program's own words, few; at most MaxKeys
+// are remembered.
+func (l *Limiter) AllowClass(class, key string) (ok bool, held int) {
 	if len(key) > maxKeyLen {
 		sum := sha256.Sum256([]byte(key))
 		key = "#" + hex.EncodeToString(sum[:8])
@@ -70,11 +81,21 @@ func (l *Limiter) Allow(key string) (ok bool, held int) {
 	if now.Sub(l.window) >= Interval {
 		l.window, l.lines = now, 0
 	}
-	if l.lines >= Budget {
+	newClass := false
+	if class != "" {
+		last, seen := l.classes[class]
+		newClass = !seen || now.Sub(last) >= Interval
+	}
+	if l.lines >= Budget && !newClass {
 		l.suppressed++ // the key is not remembered: it logs once the budget allows
 		return false, 0
 	}
 	l.lines++
+	if class != "" {
+		if _, seen := l.classes[class]; seen || len(l.classes) < MaxKeys {
+			l.classes[class] = now
+		}
+	}
 	if k == nil {
 		k = &keyState{}
 		l.keys[key] = k

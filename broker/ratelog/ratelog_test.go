@@ -122,3 +122,28 @@ func TestWarn(t *testing.T) {
 		t.Fatalf("no held_back=2:\n%s", out)
 	}
 }
+
+// TestNewClassPassesSpentBudget: when a flood of one class has spent the
+// overall budget, the first line of another class still gets through,
+// once per interval; its next lines wait for the budget as before.
+func TestNewClassPassesSpentBudget(t *testing.T) {
+	l, c := newLimiter()
+	for i := 0; i < Budget; i++ {
+		if ok, _ := l.AllowClass("unknown_token", fmt.Sprintf("token-%d", i)); !ok {
+			t.Fatalf("line %d within the budget refused", i)
+		}
+	}
+	if ok, _ := l.AllowClass("unknown_token", "token-x"); ok {
+		t.Fatal("a line past the budget of the flooding class let through")
+	}
+	if ok, _ := l.AllowClass("packet_too_large", "dev-1"); !ok {
+		t.Fatal("the first line of a new class was hidden by the spent budget")
+	}
+	if ok, _ := l.AllowClass("packet_too_large", "dev-2"); ok {
+		t.Fatal("a second line of the new class let through past the budget")
+	}
+	c.Advance(Interval)
+	if ok, held := l.AllowClass("packet_too_large", "dev-3"); !ok || held == 0 {
+		t.Fatalf("after the interval: ok=%v held=%d, want a line reporting what was held back", ok, held)
+	}
+}
