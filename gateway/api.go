@@ -2,12 +2,15 @@ package main
 
 import (
 	"crypto/subtle"
+	_ "embed"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,30 +22,29 @@ import (
 	"github.com/ferry-iot/ferry/broker/netguard"
 )
 
-// routes is the HTTP API:
-//
-//	GET    /healthz
-//	GET    /metrics
-//	GET    /api/v1/topics
-//	GET    /api/v1/topics/{topic}
-//	GET    /api/v1/topics/{topic}/records?partition=P&offset=O&limit=N
-//	GET    /api/v1/devices                         (admin)
-//	POST   /api/v1/devices                         (admin)
-//	GET    /api/v1/devices/{name}                  (admin)
-//	PUT    /api/v1/devices/{name}                  (admin)
-//	DELETE /api/v1/devices/{name}                  (admin)
-//	GET    /api/v1/devices/{name}/attributes       (admin)
-//	POST   /api/v1/devices/{name}/attributes/shared    (admin)
-//	DELETE /api/v1/devices/{name}/attributes/shared?keys=a,b (admin)
-//	POST   /api/v1/devices/{name}/rpc              (admin)
-//	POST   /api/v1/devices/{name}/rpc/client/{id}  (admin)
-//	GET    /debug/pprof/...                        (admin)
-//
-// Errors are JSON: {"error": "..."}. Every /api/v1 route needs
-// "Authorization: Bearer <token>" (http.admin_token, or the token generated
-// into <data_dir>/admin-token); with http.allow_anonymous_reads the
-// read-only routes not marked admin are open. /healthz and /metrics are
-// always open.
+// access says who may call a route.
+type access int
+
+const (
+	open  access = iota // anyone (health, metrics, the API's description)
+	read                // the token, unless http.allow_anonymous_reads
+	admin               // the token
+)
+
+// route is one endpoint of the HTTP API. Every route is described in
+// openapi.json (served at /api/v1/openapi.json); a test checks the two
+// list the same endpoints.
+type route struct {
+	method, path string // path in net/http's pattern syntax
+	name         string // the route label of ferry_http_requests_total
+	access       access
+	handler      http.Handler
+}
+
+// apiRoutes is the HTTP API. Errors are JSON: {"error": "..."}; a known
+// path asked with another method gets 405 with Allow, an unknown one 404.
+// Routes that are not open need "Authorization: Bearer <token>"
+// (http.admin_token, or the token generated into <data_dir>/admin-token).
 //
 // Devices the configuration lists (devices: in the file or FERRY_DEVICES)
 // are the configuration's: written from it at every start, so PUT and
@@ -50,36 +52,72 @@ import (
 // attributes and RPC are open to the API as for any device). Devices
 // created through the API, by provisioning or by a gateway, and those the
 // configuration no longer lists, are managed here and survive restarts.
+func (d *Daemon) apiRoutes() []route {
+	h := func(f http.HandlerFunc) http.Handler { return f }
+	return []route{
+		{"GET", "/healthz", "healthz", open, h(d.healthz)},
+		{"GET", "/metrics", "metrics", open, promhttp.HandlerFor(d.metrics, promhttp.HandlerOpts{})},
+		{"GET", "/api/v1/openapi.json", "openapi", open, h(serveOpenAPI)},
+		{"GET", "/api/v1/topics", "topics", read, h(d.listTopics)},
+		{"GET", "/api/v1/topics/{topic}", "topic", read, h(d.getTopic)},
+		{"GET", "/api/v1/topics/{topic}/records", "records", read, h(d.getRecords)},
+		{"GET", "/api/v1/bridges", "bridges", read, h(d.listBridges)},
+		{"GET", "/api/v1/groups", "groups", read, h(d.listGroups)},
+		{"GET", "/api/v1/groups/{group}", "group", read, h(d.getGroup)},
+		{"GET", "/api/v1/devices", "devices", admin, h(d.listDevices)},
+		{"POST", "/api/v1/devices", "devices", admin, h(d.createDevice)},
+		{"GET", "/api/v1/devices/{name}", "device", admin, h(d.getDevice)},
+		{"PUT", "/api/v1/devices/{name}", "device", admin, h(d.putDevice)},
+		{"DELETE", "/api/v1/devices/{name}", "device", admin, h(d.deleteDevice)},
+		{"GET", "/api/v1/devices/{name}/attributes", "attributes", admin, h(d.getAttributes)},
+		{"POST", "/api/v1/devices/{name}/attributes/shared", "attributes", admin, h(d.setShared)},
+		{"DELETE", "/api/v1/devices/{name}/attributes/shared", "attributes", admin, h(d.deleteShared)},
+		{"POST", "/api/v1/devices/{name}/rpc", "rpc", admin, h(d.rpc)},
+		{"POST", "/api/v1/devices/{name}/rpc/client/{id}", "rpc_client", admin, h(d.answerClientRPC)},
+		// Go's profiler, for the engineer chasing memory or CPU on a device.
+		{"GET", "/debug/pprof/", "pprof", admin, h(pprof.Index)},
+		{"GET", "/debug/pprof/profile", "pprof", admin, h(pprof.Profile)},
+		{"GET", "/debug/pprof/trace", "pprof", admin, h(pprof.Trace)},
+	}
+}
+
+// routes builds the HTTP API's handler from apiRoutes.
 func (d *Daemon) routes() http.Handler {
 	mux := http.NewServeMux()
-	handle := func(pattern, route string, admin bool, h http.HandlerFunc) {
-		mux.Handle(pattern, d.instrument(route, d.authorize(admin, h)))
+	allow := map[string][]string{}
+	var paths []string
+	for _, rt := range d.apiRoutes() {
+		h := rt.handler
+		if rt.access != open {
+			h = d.authorize(rt.access == admin, h.ServeHTTP)
+		}
+		mux.Handle(rt.method+" "+rt.path, d.instrument(rt.name, h))
+		if allow[rt.path] == nil {
+			paths = append(paths, rt.path)
+		}
+		allow[rt.path] = append(allow[rt.path], rt.method)
 	}
-	mux.Handle("GET /healthz", d.instrument("healthz", http.HandlerFunc(d.healthz)))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics, promhttp.HandlerOpts{}))
-	handle("GET /api/v1/topics", "topics", false, d.listTopics)
-	handle("GET /api/v1/topics/{topic}", "topic", false, d.getTopic)
-	handle("GET /api/v1/topics/{topic}/records", "records", false, d.getRecords)
-	handle("GET /api/v1/bridges", "bridges", false, d.listBridges)
-	handle("GET /api/v1/groups", "groups", false, d.listGroups)
-	handle("GET /api/v1/groups/{group}", "group", false, d.getGroup)
-	handle("GET /api/v1/devices", "devices", true, d.listDevices)
-	handle("POST /api/v1/devices", "devices", true, d.createDevice)
-	handle("GET /api/v1/devices/{name}", "device", true, d.getDevice)
-	handle("PUT /api/v1/devices/{name}", "device", true, d.putDevice)
-	handle("DELETE /api/v1/devices/{name}", "device", true, d.deleteDevice)
-	handle("GET /api/v1/devices/{name}/attributes", "attributes", true, d.getAttributes)
-	handle("POST /api/v1/devices/{name}/attributes/shared", "attributes", true, d.setShared)
-	handle("DELETE /api/v1/devices/{name}/attributes/shared", "attributes", true, d.deleteShared)
-	handle("POST /api/v1/devices/{name}/rpc", "rpc", true, d.rpc)
-	handle("POST /api/v1/devices/{name}/rpc/client/{id}", "rpc_client", true, d.answerClientRPC)
-	// Go's profiler, for the engineer chasing memory or CPU on a device
-	// (admin token required).
-	handle("GET /debug/pprof/", "pprof", true, pprof.Index)
-	handle("GET /debug/pprof/profile", "pprof", true, pprof.Profile)
-	handle("GET /debug/pprof/trace", "pprof", true, pprof.Trace)
+	// The same path with any other method: 405, saying which are allowed
+	// (not below a subtree route such as /debug/pprof/, which net/http
+	// would see as an ambiguous pattern: those answer 404).
+	for _, path := range paths {
+		if slices.ContainsFunc(paths, func(sub string) bool {
+			return sub != path && strings.HasSuffix(sub, "/") && strings.HasPrefix(path, sub)
+		}) {
+			continue
+		}
+		methods := allow[path]
+		if slices.Contains(methods, "GET") {
+			methods = append(methods, "HEAD")
+		}
+		list := strings.Join(methods, ", ")
+		mux.Handle(path, d.instrument("method_not_allowed", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", list)
+			writeError(w, http.StatusMethodNotAllowed, "%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, list)
+		})))
+	}
 	mux.Handle("/", d.instrument("unknown", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
+		writeError(w, http.StatusNotFound, "no such endpoint: %s %s (the API is described at /api/v1/openapi.json)", r.Method, r.URL.Path)
 	})))
 	return mux
 }
@@ -105,9 +143,9 @@ func (d *Daemon) instrument(route string, h http.Handler) http.Handler {
 	})
 }
 
-func (d *Daemon) authorize(admin bool, h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if !admin && d.cfg.HTTP.AllowAnonymousReads {
+func (d *Daemon) authorize(adminOnly bool, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !adminOnly && d.cfg.HTTP.AllowAnonymousReads {
 			h(w, r)
 			return
 		}
@@ -117,7 +155,7 @@ func (d *Daemon) authorize(admin bool, h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		h(w, r)
-	}
+	})
 }
 
 // bearerMatches reports whether an Authorization header carries token
@@ -279,6 +317,10 @@ func (d *Daemon) getRecords(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if part < 0 || part > math.MaxInt32 {
+		writeError(w, http.StatusBadRequest, "query parameter partition: %d is outside 0..%d", part, math.MaxInt32)
+		return
+	}
 	p, err := t.Partition(int32(part))
 	if err != nil {
 		writeError(w, http.StatusNotFound, "topic %s has no partition %d", t.Name(), part)
@@ -352,4 +394,13 @@ func toRecordJSON(part int32, rec flog.Record) recordJSON {
 		}
 	}
 	return rj
+}
+
+//go:embed openapi.json
+var openAPI []byte
+
+// serveOpenAPI serves the API's description (openapi.json).
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(openAPI)
 }

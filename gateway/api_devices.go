@@ -1,8 +1,11 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -25,7 +28,8 @@ type deviceJSON struct {
 	Parent     string    `json:"gateway_device,omitempty"`
 	Source     string    `json:"source,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
-	Connected  bool      `json:"connected"` // any MQTT connection of its own, or through its gateway
+	Connected  bool      `json:"connected"`       // any MQTT connection of its own, or through its gateway
+	Token      string    `json:"token,omitempty"` // a generated access token, in the answer that created it only
 }
 
 func (d *Daemon) toDeviceJSON(dev registry.Device) deviceJSON {
@@ -111,8 +115,19 @@ func (d *Daemon) refuseConfigured(w http.ResponseWriter, name, verb string) bool
 }
 
 func (d *Daemon) saveDevice(w http.ResponseWriter, req deviceRequest, code int) {
+	if err := checkDeviceName(req.Name); err != nil {
+		writeError(w, http.StatusBadRequest, "name: %v", err)
+		return
+	}
 	dev := registry.Device{Name: req.Name, Type: req.Type, Gateway: req.Gateway, Source: registry.SourceAPI}
 	creds := registry.Credentials{Token: req.Token, ClientID: req.ClientID, Username: req.Username, Password: req.Password}
+	generated := ""
+	if creds == (registry.Credentials{}) {
+		// No credentials: an access token is generated and returned in
+		// this answer only (the registry keeps its hash).
+		generated = newDeviceToken()
+		creds.Token = generated
+	}
 	switch err := d.reg.Put(dev, creds); {
 	case errors.Is(err, registry.ErrCredentialsTaken):
 		writeError(w, http.StatusConflict, "%v", err)
@@ -122,8 +137,34 @@ func (d *Daemon) saveDevice(w http.ResponseWriter, req deviceRequest, code int) 
 		writeError(w, http.StatusInternalServerError, "%v", err)
 	default:
 		saved, _ := d.reg.Get(req.Name)
-		writeJSON(w, code, d.toDeviceJSON(saved))
+		out := d.toDeviceJSON(saved)
+		out.Token = generated
+		writeJSON(w, code, out)
 	}
+}
+
+// checkDeviceName refuses device names the API and the configuration
+// cannot manage: blank ones, ones with leading or trailing spaces (they
+// look like another device's), and ones with '/' (they cannot be named in
+// a URL path). Devices a gateway creates follow the registry's own rules.
+func checkDeviceName(name string) error {
+	switch {
+	case strings.TrimSpace(name) == "":
+		return fmt.Errorf("%q is blank", name)
+	case strings.TrimSpace(name) != name:
+		return fmt.Errorf("%q starts or ends with white space", name)
+	case strings.Contains(name, "/"):
+		return fmt.Errorf("%q contains '/'", name)
+	}
+	return nil
+}
+
+// newDeviceToken generates an access token: 20 random bytes, as 40 hex
+// characters.
+func newDeviceToken() string {
+	b := make([]byte, 20)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 func (d *Daemon) device(w http.ResponseWriter, r *http.Request) (registry.Device, bool) {
@@ -213,12 +254,24 @@ func (d *Daemon) deleteShared(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "query parameter keys: name at least one attribute (keys=a,b)")
 		return
 	}
-	delivered, err := d.mqtt.PushSharedAttributes(dev.Name, nil, keys)
+	// Only keys that exist are deleted, pushed as deleted and reported.
+	existing, err := d.reg.Attributes(dev.Name, registry.ScopeShared, keys)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"deleted": len(keys), "pushed": delivered})
+	deleted := []string{}
+	for _, a := range existing {
+		deleted = append(deleted, a.Key)
+	}
+	delivered := false
+	if len(deleted) > 0 {
+		if delivered, err = d.mqtt.PushSharedAttributes(dev.Name, nil, deleted); err != nil {
+			writeError(w, http.StatusInternalServerError, "%v", err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deleted": deleted, "pushed": delivered})
 }
 
 // rpcRequest is the body of POST /api/v1/devices/{name}/rpc.
@@ -229,7 +282,6 @@ type rpcRequest struct {
 	OneWay  bool            `json:"oneway"`
 }
 
-// rpc sends a server-side RPC and returns the device's answer.
 // answerClientRPC answers a device's pending client-side RPC request
 // (POST /api/v1/devices/{name}/rpc/client/{id}, body: the answer, any JSON).
 func (d *Daemon) answerClientRPC(w http.ResponseWriter, r *http.Request) {
@@ -261,6 +313,7 @@ func (d *Daemon) answerClientRPC(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// rpc sends a server-side RPC and returns the device's answer.
 func (d *Daemon) rpc(w http.ResponseWriter, r *http.Request) {
 	dev, ok := d.device(w, r)
 	if !ok {

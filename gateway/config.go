@@ -510,8 +510,8 @@ func (c *Config) validate() []string {
 	names := map[string]int{}
 	for i, d := range c.Devices {
 		key := fmt.Sprintf("devices[%d]", i)
-		if d.Name == "" {
-			bad(key+".name", "must not be empty")
+		if err := checkDeviceName(d.Name); err != nil {
+			bad(key+".name", "%v", err)
 		} else if j, dup := names[d.Name]; dup {
 			bad(key+".name", "%q repeats devices[%d]", d.Name, j)
 		} else {

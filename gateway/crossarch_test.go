@@ -158,7 +158,8 @@ type emulated struct {
 	done             chan struct{}
 }
 
-var addrLine = regexp.MustCompile(`MQTT on (\S+), Kafka on (\S+), HTTP API on (\S+)`)
+// listenLine is one listener of the daemon's start-up banner.
+var listenLine = regexp.MustCompile(`^  (MQTT|Kafka|HTTP API) {2,}(\S+)`)
 
 func startEmulated(t *testing.T, qemu, bin, cfgFile string) *emulated {
 	t.Helper()
@@ -180,13 +181,17 @@ func startEmulated(t *testing.T, qemu, bin, cfgFile string) *emulated {
 	go func() {
 		defer close(p.done)
 		sc := bufio.NewScanner(stdout)
+		found := map[string]string{}
 		for sc.Scan() {
 			line := sc.Text()
 			p.mu.Lock()
 			p.out.WriteString(line + "\n")
 			p.mu.Unlock()
-			if m := addrLine.FindStringSubmatch(line); m != nil {
-				addrs <- m[1:]
+			if m := listenLine.FindStringSubmatch(line); m != nil && len(found) < 3 {
+				found[m[1]] = m[2]
+				if len(found) == 3 {
+					addrs <- []string{found["MQTT"], found["Kafka"], found["HTTP API"]}
+				}
 			}
 		}
 		_ = p.cmd.Wait()

@@ -86,8 +86,8 @@ func TestDaemonRunsWithoutConfigFile(t *testing.T) {
 			}
 		}
 	}
-	line := waitFor("ferry ")
-	_, stored, ok := strings.Cut(line, ": storing data in ")
+	line := waitFor("ferry: node ")
+	_, stored, ok := strings.Cut(line, ", data in ")
 	if !ok {
 		t.Fatalf("first line %q does not say where data is stored", line)
 	}
@@ -98,7 +98,8 @@ func TestDaemonRunsWithoutConfigFile(t *testing.T) {
 	if gotDir, err := filepath.EvalSymlinks(filepath.Dir(stored)); err != nil || filepath.Join(gotDir, filepath.Base(stored)) != filepath.Join(wantDir, "data") {
 		t.Fatalf("stores data in %q, want ./data of its working directory %s", stored, wantDir)
 	}
-	waitFor("ferry: MQTT on 127.0.0.1:")
+	waitFor("  MQTT            127.0.0.1:")
+	waitFor("ferry: add a device")
 	for _, sub := range []string{"log", "state"} {
 		if fi, err := os.Stat(filepath.Join(stored, sub)); err != nil || !fi.IsDir() {
 			t.Fatalf("%s/%s: %v", stored, sub, err)

@@ -17,7 +17,8 @@
 // key and the exit status is 2.
 //
 // On start the daemon prints its node id and the absolute data directory,
-// then the bound MQTT, Kafka and HTTP addresses. SIGINT or SIGTERM stops
+// every listener's bound address, where the HTTP API token is, and how to
+// add a first device. SIGINT or SIGTERM stops
 // accepting, lets in-flight appends commit and their acknowledgements go
 // out, closes the log cleanly and exits 0.
 package main
@@ -76,19 +77,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ferry:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "ferry %s: storing data in %s\n", cfg.NodeID, d.dataDir)
-	kafkaAddr := "off"
-	if a := d.KafkaAddr(); a != nil {
-		kafkaAddr = a.String()
-	}
-	fmt.Fprintf(stdout, "ferry: MQTT on %s, Kafka on %s, HTTP API on %s\n", d.MQTTAddr(), kafkaAddr, d.HTTPAddr())
-	if d.tokenAt != "" {
-		how := "kept"
-		if d.newToken {
-			how = "generated now"
-		}
-		fmt.Fprintf(stdout, "ferry: the HTTP API token is in %s (%s; send it as Authorization: Bearer <token>)\n", d.tokenAt, how)
-	}
+	d.banner(stdout)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "ferry: shutting down")
 	if err := d.Close(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -147,4 +148,51 @@ func (c *Config) fileBudget() int {
 	n += max(c.Log.MaxPartitions, c.configuredPartitions())
 	n += c.Log.MaxOpenSegments // 0 (unbounded) is not counted: the warning cannot see it
 	return n
+}
+
+// banner tells the person who just started Ferry where everything is and
+// how to connect a first device.
+func (d *Daemon) banner(w io.Writer) {
+	fmt.Fprintf(w, "ferry: node %q, data in %s\n", d.cfg.NodeID, d.dataDir)
+	fmt.Fprintln(w, "ferry: listening on")
+	line := func(what string, a net.Addr, suffix string) {
+		fmt.Fprintf(w, "  %-15s %s%s\n", what, a, suffix)
+	}
+	line("MQTT", d.mqtt.Addr(), "")
+	if a := d.mqtt.TLSAddr(); a != nil {
+		line("MQTT over TLS", a, "")
+	}
+	if a := d.mqtt.WSAddr(); a != nil {
+		line("MQTT WebSocket", a, " (ws://…/mqtt)")
+	}
+	if a := d.KafkaAddr(); a != nil {
+		line("Kafka", a, "")
+	}
+	line("HTTP API", d.HTTPAddr(), " (/healthz, /metrics, /api/v1/…, described at /api/v1/openapi.json)")
+	auth := `-H "Authorization: Bearer <http.admin_token>"`
+	if d.tokenAt != "" {
+		how := "kept from an earlier start"
+		if d.newToken {
+			how = "generated now"
+		}
+		fmt.Fprintf(w, "ferry: the HTTP API token is in %s (%s)\n", d.tokenAt, how)
+		auth = fmt.Sprintf(`-H "Authorization: Bearer $(cat %s)"`, d.tokenAt)
+	}
+	fmt.Fprintln(w, "ferry: add a device (the answer holds its access token), then publish with that token:")
+	fmt.Fprintf(w, "  curl %s -d '{\"name\":\"my-sensor\"}' http://%s/api/v1/devices\n", auth, dialable(d.HTTPAddr()))
+	host, port, _ := net.SplitHostPort(dialable(d.mqtt.Addr()))
+	fmt.Fprintf(w, "  mosquitto_pub -h %s -p %s -u <token> -t v1/devices/me/telemetry -m '{\"temperature\":21.5}'\n", host, port)
+}
+
+// dialable is addr as a client on this machine would dial it: a wildcard
+// host becomes localhost.
+func dialable(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
 }

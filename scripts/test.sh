@@ -16,6 +16,12 @@ peers=(
   qemu-aarch64-static:qemu-user-static
   qemu-arm-static:qemu-user-static
   prlimit:util-linux
+  unshare:util-linux
+  ip:iproute2
+  curl:curl
+  git:git
+  node:nodejs
+  npm:npm
 )
 
 missing=()
@@ -31,6 +37,12 @@ if ((${#missing[@]})); then
   else
     echo "test.sh: missing ${missing[*]} (not root: the tests that need them will skip outside CI)" >&2
   fi
+fi
+
+# mqtt.js, a real MQTT 5 peer (gateway/mqttjs_test.go), pinned by its package-lock.json.
+if [ ! -d gateway/testdata/mqttjs/node_modules/mqtt ] && command -v npm >/dev/null 2>&1; then
+  echo "test.sh: installing mqtt.js (npm ci)"
+  npm ci --prefix gateway/testdata/mqttjs --no-audit --no-fund --loglevel=error
 fi
 
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"

@@ -37,20 +37,22 @@ type topicStats struct {
 // TopicStats are a topic's counters since the log opened.
 type TopicStats struct {
 	// Rejected counts appends refused by on_full=reject_new.
-	Rejected int64
+	Rejected int64 `json:"rejected_appends"`
 	// DroppedRecords and DroppedBytes count what on_full=overwrite_oldest
 	// deleted before its age was up (size or free-disk limits).
-	DroppedRecords, DroppedBytes int64
+	DroppedRecords int64 `json:"dropped_records"`
+	DroppedBytes   int64 `json:"dropped_bytes"`
 	// ExpiredRecords and ExpiredBytes count what age retention deleted.
-	ExpiredRecords, ExpiredBytes int64
+	ExpiredRecords int64 `json:"expired_records"`
+	ExpiredBytes   int64 `json:"expired_bytes"`
 	// DroppedUnreplicated counts dropped records that a retention hold
 	// (a bridge) still needed.
-	DroppedUnreplicated int64
+	DroppedUnreplicated int64 `json:"dropped_unreplicated_records"`
 	// CompactedBytes counts bytes compaction removed.
-	CompactedBytes int64
+	CompactedBytes int64 `json:"compacted_bytes"`
 	// InvalidBatches counts raw batches AppendBatch refused (framing, CRC,
 	// offsets that would not be dense, control batches).
-	InvalidBatches int64
+	InvalidBatches int64 `json:"invalid_batches"`
 }
 
 // Name returns the topic's name.
