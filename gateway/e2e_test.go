@@ -61,7 +61,7 @@ func TestE2EAuthFailures(t *testing.T) {
 		user, clientID string
 		code           byte
 	}{
-		{"WRONG-TOKEN", "c1", 5}, // not authorized
+		{"WRONG-TOKEN", "c1", 4}, // bad user name or password (ThingsBoard's ReturnCodeResolver)
 		{"", "unknown-id", 2},    // identifier rejected (client-id-only basic lookup)
 	} {
 		_, tok := mqttClient(t, d.broker(), tc.user, tc.clientID, nil)
@@ -322,9 +322,10 @@ func TestE2EHealthAndTopics(t *testing.T) {
 			Partitions []any  `json:"partitions"`
 		} `json:"topics"`
 	}
-	// The device topics, and the commands topic and its responses.
-	if code := d.api("GET", "/api/v1/topics", nil, &topics); code != 200 || len(topics.Topics) != 4 ||
-		topics.Topics[3].Name != "telemetry" || len(topics.Topics[3].Partitions) != 3 {
+	// The device topics, the commands topic and its responses, and the
+	// client-side RPC requests and replies.
+	if code := d.api("GET", "/api/v1/topics", nil, &topics); code != 200 || len(topics.Topics) != 6 ||
+		topics.Topics[5].Name != "telemetry" || len(topics.Topics[5].Partitions) != 3 {
 		t.Fatalf("topics: %d %+v", code, topics)
 	}
 	var e struct {

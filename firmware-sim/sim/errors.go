@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -128,6 +129,11 @@ func classify(err error, sameEpoch, abandoned bool) Outcome {
 	case strings.Contains(err.Error(), "connection lost before Publish completed"),
 		strings.Contains(err.Error(), "publish was broken by timeout"):
 		// Written (or stored for a resend) but never acknowledged.
+		return Unconfirmed
+	case errors.As(err, new(*net.OpError)):
+		// The write to a dying connection failed (broken pipe, reset):
+		// paho stored the message before writing it and keeps it for the
+		// resend after the reconnect, so it may yet arrive.
 		return Unconfirmed
 	default:
 		// Anything paho adds later: unknown, so counted as a failure so

@@ -19,10 +19,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // outcomes collects Config.OnMessage calls.
 type outcomes struct {
-	mu    sync.Mutex
-	seen  map[[2]int]Outcome // {device, seq} → outcome
-	dups  int                // calls for a message seen before
-	count atomic.Int64
+	mu     sync.Mutex
+	seen   map[[2]int]Outcome // {device, seq} → outcome
+	dups   int                // calls for a message seen before
+	failed []error            // the errors of Failed outcomes
+	count  atomic.Int64
 }
 
 func newOutcomes() *outcomes { return &outcomes{seen: map[[2]int]Outcome{}} }
@@ -35,6 +36,9 @@ func (o *outcomes) add(m MessageResult) {
 		o.dups++
 	}
 	o.seen[key] = m.Outcome
+	if m.Outcome == Failed {
+		o.failed = append(o.failed, m.Err)
+	}
 	o.count.Add(1)
 }
 
@@ -308,7 +312,9 @@ func TestRunBrokerRestart(t *testing.T) {
 	checkAccounting(t, s, o)
 	t.Logf("summary after restart: %+v", s)
 	if s.Sent != devices*messages || s.Failed != 0 {
-		t.Errorf("sent %d failed %d, want %d sent and none failed", s.Sent, s.Failed, devices*messages)
+		o.mu.Lock()
+		t.Errorf("sent %d failed %d (errors %v), want %d sent and none failed", s.Sent, s.Failed, o.failed, devices*messages)
+		o.mu.Unlock()
 	}
 	if s.Reconnects < devices {
 		t.Errorf("reconnects %d, want at least %d", s.Reconnects, devices)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -144,6 +146,7 @@ func TestClassify(t *testing.T) {
 		{fmt.Errorf("no message IDs available"), true, false, Failed},
 		{fmt.Errorf("connection lost before Publish completed"), true, false, Unconfirmed},
 		{fmt.Errorf("publish was broken by timeout"), false, false, Unconfirmed},
+		{&net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE}, true, false, Unconfirmed}, // paho keeps it for the resend
 		{fmt.Errorf("something new"), true, false, Failed},
 	}
 	for _, tc := range tests {
