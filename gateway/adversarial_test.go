@@ -200,20 +200,34 @@ func newSwarm(t *testing.T) *swarm {
 	return s
 }
 
-// open dials n sockets to addr, writing first to each.
-func (s *swarm) open(t *testing.T, addr string, n int, first []byte) {
+// dial opens n sockets to addr; with write, each runs it in a goroutine
+// the swarm owns (until it fails or the swarm closes).
+func (s *swarm) dial(t *testing.T, addr string, n int, write func(c net.Conn)) []net.Conn {
 	t.Helper()
+	var out []net.Conn
 	for i := 0; i < n; i++ {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
 			t.Fatalf("dial %d: %v", i, err)
 		}
-		if len(first) > 0 {
-			c.Write(first) // may fail once the daemon closed it: that is its answer
-		}
 		s.mu.Lock()
 		s.conns = append(s.conns, c)
 		s.mu.Unlock()
+		out = append(out, c)
+		if write != nil {
+			s.wg.Go(func() { write(c) })
+		}
+	}
+	return out
+}
+
+// open dials n sockets to addr, writing first to each.
+func (s *swarm) open(t *testing.T, addr string, n int, first []byte) {
+	t.Helper()
+	for _, c := range s.dial(t, addr, n, nil) {
+		if len(first) > 0 {
+			c.Write(first) // may fail once the daemon closed it: that is its answer
+		}
 	}
 }
 
@@ -223,56 +237,34 @@ func (s *swarm) open(t *testing.T, addr string, n int, first []byte) {
 func (s *swarm) stream(t *testing.T, addr string, n int, head []byte, body int) {
 	t.Helper()
 	chunk := make([]byte, 64<<10)
-	for i := 0; i < n; i++ {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatalf("dial %d: %v", i, err)
+	s.dial(t, addr, n, func(c net.Conn) {
+		if _, err := c.Write(head); err != nil {
+			return
 		}
-		s.mu.Lock()
-		s.conns = append(s.conns, c)
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if _, err := c.Write(head); err != nil {
+		for sent := 0; sent < body; sent += len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
 				return
 			}
-			for sent := 0; sent < body; sent += len(chunk) {
-				if _, err := c.Write(chunk); err != nil {
-					return
-				}
-			}
-		}()
-	}
+		}
+	})
 }
 
 // drip opens n sockets that each write b one byte per interval until the
 // swarm closes (slowloris).
 func (s *swarm) drip(t *testing.T, addr string, n int, b []byte, interval time.Duration) {
 	t.Helper()
-	for i := 0; i < n; i++ {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatalf("dial %d: %v", i, err)
-		}
-		s.mu.Lock()
-		s.conns = append(s.conns, c)
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			for j := 0; ; j = (j + 1) % len(b) {
-				if _, err := c.Write(b[j : j+1]); err != nil {
-					return
-				}
-				select {
-				case <-s.stop:
-					return
-				case <-time.After(interval):
-				}
+	s.dial(t, addr, n, func(c net.Conn) {
+		for j := 0; ; j = (j + 1) % len(b) {
+			if _, err := c.Write(b[j : j+1]); err != nil {
+				return
 			}
-		}()
-	}
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(interval):
+			}
+		}
+	})
 }
 
 // closedByPeer counts the swarm's sockets the daemon has closed.

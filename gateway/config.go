@@ -398,14 +398,7 @@ func (c *Config) validate() []string {
 		bad("rpc.timeout", "%v must be positive", c.RPC.Timeout)
 	}
 	if c.RPC.ClientRequests != "" {
-		if flog.ValidTopicName(c.RPC.ClientRequests) != nil {
-			bad("rpc.client_requests", "%q is not a valid topic name", c.RPC.ClientRequests)
-		}
-		if flog.ValidTopicName(c.RPC.ClientReplies) != nil {
-			bad("rpc.client_replies", "%q is not a valid topic name (needed with rpc.client_requests)", c.RPC.ClientReplies)
-		} else if c.RPC.ClientReplies == c.RPC.ClientRequests {
-			bad("rpc.client_replies", "must differ from rpc.client_requests")
-		}
+		checkTopicPair(bad, "rpc.client_requests", c.RPC.ClientRequests, "rpc.client_replies", c.RPC.ClientReplies)
 		if c.RPC.ClientTimeout <= 0 {
 			bad("rpc.client_timeout", "%v must be positive", c.RPC.ClientTimeout)
 		}
@@ -445,14 +438,7 @@ func (c *Config) validate() []string {
 		bad("kafka.offsets_retention", "%v must be positive", c.Kafka.OffsetsRetention)
 	}
 	if c.Commands.Topic != "" {
-		if flog.ValidTopicName(c.Commands.Topic) != nil {
-			bad("commands.topic", "%q is not a valid topic name", c.Commands.Topic)
-		}
-		if flog.ValidTopicName(c.Commands.Responses) != nil {
-			bad("commands.responses", "%q is not a valid topic name", c.Commands.Responses)
-		} else if c.Commands.Responses == c.Commands.Topic {
-			bad("commands.responses", "must differ from commands.topic")
-		}
+		checkTopicPair(bad, "commands.topic", c.Commands.Topic, "commands.responses", c.Commands.Responses)
 		if c.Commands.Expiry <= 0 {
 			bad("commands.expiry", "%v must be positive", c.Commands.Expiry)
 		}
@@ -538,6 +524,19 @@ func (c *Config) validate() []string {
 		bad("logging.format", "%q is not text or json", c.Logging.Format)
 	}
 	return p
+}
+
+// checkTopicPair checks a request topic and its answers' topic: both
+// valid names, and different.
+func checkTopicPair(bad func(key, format string, args ...any), key, topic, answersKey, answers string) {
+	if flog.ValidTopicName(topic) != nil {
+		bad(key, "%q is not a valid topic name", topic)
+	}
+	if flog.ValidTopicName(answers) != nil {
+		bad(answersKey, "%q is not a valid topic name (needed with %s)", answers, key)
+	} else if answers == topic {
+		bad(answersKey, "must differ from %s", key)
+	}
 }
 
 // configuredPartitions counts the partitions of the topics log.topics sets.
