@@ -382,8 +382,11 @@ func TestAdversarial(t *testing.T) {
 	if n := h.metric(t, `ferry_listener_evicted_total{listener="mqtt"}`); n == 0 {
 		t.Error("no MQTT socket was evicted: the half-open flood did not reach the pending cap")
 	}
-	if n := h.metric(t, `ferry_kafka_malformed_total{reason="frame_size"}`); n < 130 {
-		t.Errorf("oversized Kafka frames refused: %v, want at least 130", n)
+	// The 30 unauthenticated 16 MiB frames fit the pending cap (64) and are
+	// each refused by size; of the 100 oversized ones some may be evicted
+	// by the pending cap before their frame is read.
+	if n := h.metric(t, `ferry_kafka_malformed_total{reason="frame_size"}`); n < 30 {
+		t.Errorf("oversized Kafka frames refused: %v, want at least 30", n)
 	}
 }
 
