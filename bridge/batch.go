@@ -6,7 +6,7 @@ import (
 	"reflect"
 	"time"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // TP names an edge partition.
@@ -68,7 +68,7 @@ func union(a, b Progress) Progress {
 // Item is one record on its way upstream.
 type Item struct {
 	TP
-	Record flog.Record
+	Record commitlog.Record
 }
 
 // Batch is what one Send delivers: records from any number of partitions,
@@ -341,7 +341,7 @@ func (e *Engine) readInto(b *Batch, pl *fillPlan, c *cursor, p Progress, live bo
 		if e.onRead != nil {
 			e.onRead(c.tp, len(recs))
 		}
-		if errors.Is(err, flog.ErrOffsetOutOfRange) {
+		if errors.Is(err, commitlog.ErrOffsetOutOfRange) {
 			break // retention moved the start meanwhile: next round
 		}
 		if err != nil {
@@ -417,7 +417,7 @@ func advance(p Progress, next int64) Progress {
 	return p
 }
 
-func recordBytes(r *flog.Record) int {
+func recordBytes(r *commitlog.Record) int {
 	n := len(r.Key) + len(r.Value)
 	for _, h := range r.Headers {
 		n += len(h.Key) + len(h.Value)

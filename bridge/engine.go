@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/ratelog"
 	"github.com/ferry-iot/ferry/broker/state"
 )
@@ -141,7 +141,7 @@ const (
 // Engine replicates the configured topics to one target.
 type Engine struct {
 	cfg     Config
-	log     *flog.Log
+	log     *commitlog.Log
 	st      *state.Store
 	target  Target
 	metrics *Metrics
@@ -170,7 +170,7 @@ type Engine struct {
 	poison    map[TP]map[int64]string   // records to skip when reached (→ reason); read by fills
 	narrow    narrowing                 // suspect records being isolated
 	lettered  map[TP]map[int64]struct{} // rejected records whose provenance is in the rejected topic
-	rejTopic  *flog.Topic
+	rejTopic  *commitlog.Topic
 	rejLog    *ratelog.Limiter
 	lastFatal string // the misconfiguration last logged
 	wireSeen  int64  // the target's WireBytes at the last look
@@ -182,7 +182,7 @@ type Engine struct {
 
 type cursor struct {
 	tp   TP
-	p    *flog.Partition
+	p    *commitlog.Partition
 	prog Progress
 	// handed covers every offset handed to a Send so far (acknowledged or
 	// not): an item it covers is sent again (RecordsResent).
@@ -191,12 +191,12 @@ type cursor struct {
 
 type partSnap struct {
 	tp   TP
-	p    *flog.Partition
+	p    *commitlog.Partition
 	prog Progress
 }
 
 // New prepares an engine; Start runs it.
-func New(cfg Config, lg *flog.Log, st *state.Store, target Target) (*Engine, error) {
+func New(cfg Config, lg *commitlog.Log, st *state.Store, target Target) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -326,7 +326,7 @@ func (e *Engine) connect() (Conn, error) {
 func (e *Engine) refreshPartitions() error {
 	for _, name := range e.cfg.Topics {
 		t, err := e.log.Topic(name)
-		if errors.Is(err, flog.ErrUnknownTopic) {
+		if errors.Is(err, commitlog.ErrUnknownTopic) {
 			continue // not created yet: picked up later
 		}
 		if err != nil {

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/state"
 )
 
@@ -145,19 +145,19 @@ func (f *fakeTarget) delivered() int {
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func setup(t *testing.T, records, size int) (*flog.Log, *state.Store) {
+func setup(t *testing.T, records, size int) (*commitlog.Log, *state.Store) {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := state.Open(filepath.Join(dir, "state"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	lg, err := flog.Open(filepath.Join(dir, "log"), flog.WithLogger(quietLog()))
+	lg, err := commitlog.Open(filepath.Join(dir, "log"), commitlog.WithLogger(quietLog()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lg.Close(); st.Close() })
-	tp, err := lg.EnsureTopic("t", flog.TopicConfig{Partitions: 2})
+	tp, err := lg.EnsureTopic("t", commitlog.TopicConfig{Partitions: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,18 +165,18 @@ func setup(t *testing.T, records, size int) (*flog.Log, *state.Store) {
 	return lg, st
 }
 
-func appendRecs(t *testing.T, tp *flog.Topic, from, n, size int) {
+func appendRecs(t *testing.T, tp *commitlog.Topic, from, n, size int) {
 	t.Helper()
 	appendSized(t, tp, from, n, func(int) int { return size })
 }
 
 // appendSized appends records from..from+n-1 keyed k<i%7>, of size(i)
 // value bytes, and waits for them.
-func appendSized(t *testing.T, tp *flog.Topic, from, n int, size func(i int) int) {
+func appendSized(t *testing.T, tp *commitlog.Topic, from, n int, size func(i int) int) {
 	t.Helper()
-	fs := make([]*flog.Future, 0, n)
+	fs := make([]*commitlog.Future, 0, n)
 	for i := from; i < from+n; i++ {
-		fs = append(fs, tp.Append(context.Background(), []flog.Record{{Key: []byte(fmt.Sprintf("k%d", i%7)), Value: make([]byte, size(i))}}))
+		fs = append(fs, tp.Append(context.Background(), []commitlog.Record{{Key: []byte(fmt.Sprintf("k%d", i%7)), Value: make([]byte, size(i))}}))
 	}
 	for _, f := range fs { // each partition completes in order, not the partitions together
 		if _, err := f.Wait(context.Background()); err != nil {
@@ -188,7 +188,7 @@ func appendSized(t *testing.T, tp *flog.Topic, from, n int, size func(i int) int
 // newEngine is New for tests, with the name "x" and topic "t" unless
 // cfg says otherwise. The engine is closed when the test ends, if the
 // test did not get that far.
-func newEngine(t *testing.T, cfg Config, lg *flog.Log, st *state.Store, target Target) *Engine {
+func newEngine(t *testing.T, cfg Config, lg *commitlog.Log, st *state.Store, target Target) *Engine {
 	t.Helper()
 	if cfg.Name == "" {
 		cfg.Name = "x"
@@ -238,7 +238,7 @@ func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
 
 // checkDense asserts every record of topic t was delivered once, in
 // order, except the offsets in skip.
-func checkDense(t *testing.T, f *fakeTarget, lg *flog.Log, skip map[TP]map[int64]bool) {
+func checkDense(t *testing.T, f *fakeTarget, lg *commitlog.Log, skip map[TP]map[int64]bool) {
 	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -267,7 +267,7 @@ func checkDense(t *testing.T, f *fakeTarget, lg *flog.Log, skip map[TP]map[int64
 
 // checkOnce asserts every record of topic t was delivered exactly once,
 // in any order.
-func checkOnce(t *testing.T, f *fakeTarget, lg *flog.Log) {
+func checkOnce(t *testing.T, f *fakeTarget, lg *commitlog.Log) {
 	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -766,9 +766,9 @@ func TestLiveFirstMerge(t *testing.T) {
 	en.Start()
 	waitFor(t, "first send", 10*time.Second, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.sends >= 1 })
 	// Live records: marked by key, appended after the split.
-	var futs []*flog.Future
+	var futs []*commitlog.Future
 	for i := range 200 {
-		futs = append(futs, tp.Append(context.Background(), []flog.Record{{Key: []byte(fmt.Sprintf("live-%d", i%7)), Value: make([]byte, 100)}}))
+		futs = append(futs, tp.Append(context.Background(), []commitlog.Record{{Key: []byte(fmt.Sprintf("live-%d", i%7)), Value: make([]byte, 100)}}))
 	}
 	for _, fut := range futs {
 		if _, err := fut.Wait(context.Background()); err != nil {

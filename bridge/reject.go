@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // Records the upstream refuses for good ("poison": larger than it takes,
@@ -148,9 +148,9 @@ type rejectedRecord struct {
 }
 
 // rejectedRecordOf is the rejected-topic record for r, rejected at.
-func (e *Engine) rejectedRecordOf(r Rejected, at time.Time) flog.Record {
+func (e *Engine) rejectedRecordOf(r Rejected, at time.Time) commitlog.Record {
 	v, _ := json.Marshal(rejectedRecord{Bridge: e.cfg.Name, Rejected: r, RejectedAt: at})
-	return flog.Record{Key: []byte(e.cfg.Name + "/" + r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" +
+	return commitlog.Record{Key: []byte(e.cfg.Name + "/" + r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" +
 		strconv.FormatInt(r.Offset, 10)), Value: v, Timestamp: at.UnixMilli()}
 }
 
@@ -162,7 +162,7 @@ func (e *Engine) rejectedRecordOf(r Rejected, at time.Time) flog.Record {
 // and the next batch passes over the records and tries again; nothing is
 // skipped until its provenance is stored.
 func (e *Engine) deadLetter(b *Batch) error {
-	var recs []flog.Record
+	var recs []commitlog.Record
 	var marked []Rejected
 	now := time.Now()
 	for _, r := range b.Rejected {
@@ -196,14 +196,14 @@ func (e *Engine) deadLetter(b *Batch) error {
 
 // rejectedTopic opens the rejected topic, creating it with the log's
 // defaults when it does not exist (a configured one keeps its settings).
-func (e *Engine) rejectedTopic() (*flog.Topic, error) {
+func (e *Engine) rejectedTopic() (*commitlog.Topic, error) {
 	if e.rejTopic != nil {
 		return e.rejTopic, nil
 	}
 	t, err := e.log.Topic(e.cfg.RejectedTopic)
-	if errors.Is(err, flog.ErrUnknownTopic) {
-		t, err = e.log.CreateTopic(e.cfg.RejectedTopic, flog.TopicConfig{Partitions: 1})
-		if errors.Is(err, flog.ErrTopicExists) {
+	if errors.Is(err, commitlog.ErrUnknownTopic) {
+		t, err = e.log.CreateTopic(e.cfg.RejectedTopic, commitlog.TopicConfig{Partitions: 1})
+		if errors.Is(err, commitlog.ErrTopicExists) {
 			t, err = e.log.Topic(e.cfg.RejectedTopic)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // poisonSend refuses, for good, every batch that holds one of the poison
@@ -49,7 +49,7 @@ func noReconnects(t *testing.T, en *Engine) {
 // each, never delivered, their provenance in the rejected topic, and each
 // passed over by an acknowledged batch whose progress moves past it (what
 // an upstream that stores checkpoints commits in the same transaction).
-func checkRejected(t *testing.T, en *Engine, f *fakeTarget, lg *flog.Log, poison map[TP]map[int64]bool) {
+func checkRejected(t *testing.T, en *Engine, f *fakeTarget, lg *commitlog.Log, poison map[TP]map[int64]bool) {
 	t.Helper()
 	checkDense(t, f, lg, poison)
 	n := 0
@@ -94,7 +94,7 @@ func checkRejected(t *testing.T, en *Engine, f *fakeTarget, lg *flog.Log, poison
 		t.Fatalf("rejected topic: %v", err)
 	}
 	p := rt.Partitions()[0]
-	var recs []flog.Record
+	var recs []commitlog.Record
 	for pos := int64(0); pos < p.HighWatermark(); {
 		rs, next, _, err := p.ReadRecords(pos, 1<<20)
 		if err != nil {
@@ -233,7 +233,7 @@ func TestRejectedUnknownRecords(t *testing.T) {
 // its provenance on record.
 func TestRejectedProvenanceFirst(t *testing.T) {
 	lg, st := setup(t, 200, 20)
-	if _, err := lg.CreateTopic(DefaultRejectedTopic, flog.TopicConfig{Partitions: 1, OnFull: flog.RejectNew, RetentionBytes: 10}); err != nil {
+	if _, err := lg.CreateTopic(DefaultRejectedTopic, commitlog.TopicConfig{Partitions: 1, OnFull: commitlog.RejectNew, RetentionBytes: 10}); err != nil {
 		t.Fatal(err)
 	}
 	poison := map[TP]map[int64]bool{{"t", 0}: {17: true}}
@@ -256,7 +256,7 @@ func TestRejectedProvenanceFirst(t *testing.T) {
 		}
 	}
 	f.mu.Unlock()
-	if err := lg.UpdateTopic(DefaultRejectedTopic, flog.TopicConfig{Partitions: 1, OnFull: flog.RejectNew}); err != nil {
+	if err := lg.UpdateTopic(DefaultRejectedTopic, commitlog.TopicConfig{Partitions: 1, OnFull: commitlog.RejectNew}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "delivery", 10*time.Second, func() bool { return en.Status().Lag == 0 })

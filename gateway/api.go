@@ -18,7 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/netguard"
 )
 
@@ -231,13 +231,13 @@ type partitionJSON struct {
 }
 
 type topicJSON struct {
-	Name       string          `json:"name"`
-	Config     map[string]any  `json:"config"`
-	Partitions []partitionJSON `json:"partitions"`
-	Stats      flog.TopicStats `json:"stats"`
+	Name       string               `json:"name"`
+	Config     map[string]any       `json:"config"`
+	Partitions []partitionJSON      `json:"partitions"`
+	Stats      commitlog.TopicStats `json:"stats"`
 }
 
-func describeTopic(t *flog.Topic) topicJSON {
+func describeTopic(t *commitlog.Topic) topicJSON {
 	c := t.Config()
 	tj := topicJSON{Name: t.Name(), Stats: t.Stats(), Config: map[string]any{
 		"partitions": c.Partitions, "flush": c.Flush, "flush_interval": c.FlushInterval.String(),
@@ -259,7 +259,7 @@ func (d *Daemon) listTopics(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"topics": out})
 }
 
-func (d *Daemon) topic(w http.ResponseWriter, r *http.Request) *flog.Topic {
+func (d *Daemon) topic(w http.ResponseWriter, r *http.Request) *commitlog.Topic {
 	t, err := d.log.Topic(r.PathValue("topic"))
 	if err != nil {
 		writeError(w, http.StatusNotFound, "no topic %q", r.PathValue("topic"))
@@ -344,7 +344,7 @@ func (d *Daemon) getRecords(w http.ResponseWriter, r *http.Request) {
 	for int64(len(out)) < limit {
 		recs, n, h, err := p.ReadRecords(next, 256<<10)
 		hwm = h
-		if errors.Is(err, flog.ErrOffsetOutOfRange) {
+		if errors.Is(err, commitlog.ErrOffsetOutOfRange) {
 			writeError(w, http.StatusRequestedRangeNotSatisfiable, "offset %d is outside %d..%d", next, p.StartOffset(), hwm)
 			return
 		}
@@ -368,7 +368,7 @@ func (d *Daemon) getRecords(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"records": out, "next_offset": next, "high_watermark": hwm})
 }
 
-func toRecordJSON(part int32, rec flog.Record) recordJSON {
+func toRecordJSON(part int32, rec commitlog.Record) recordJSON {
 	rj := recordJSON{Partition: part, Offset: rec.Offset, Timestamp: rec.Timestamp}
 	if rec.Key != nil {
 		k, enc := textOrBase64(rec.Key)

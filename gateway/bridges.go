@@ -18,8 +18,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/ferry-iot/ferry/bridge"
-	bkafka "github.com/ferry-iot/ferry/bridge/kafka"
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/bridge/kafka"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // bridgeMemoryShare is the share of memory_limit the bridge's two batches
@@ -58,23 +58,23 @@ func (c *Config) validateKafkaBridge(bad func(key, format string, args ...any)) 
 		switch {
 		case up == "":
 			bad(key, "upstream topic name is empty")
-		case bkafka.ValidTopicName(up) != nil: // Kafka's rule: upstream names may be longer than the edge log's
+		case kafka.ValidTopicName(up) != nil: // Kafka's rule: upstream names may be longer than the edge log's
 			bad(key, "upstream topic %q is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])", up)
-		case kb.Delivery == bkafka.ExactlyOnce && up == kb.CheckpointTopic:
+		case kb.Delivery == kafka.ExactlyOnce && up == kb.CheckpointTopic:
 			bad(key, "upstream topic %q is bridges.kafka.checkpoint_topic", up)
 		}
 	}
-	if err := flog.ValidTopicName(kb.RejectedTopic); err != nil {
+	if err := commitlog.ValidTopicName(kb.RejectedTopic); err != nil {
 		bad("bridges.kafka.rejected_topic", "%q: %v", kb.RejectedTopic, err)
 	} else if _, ok := kb.Topics[kb.RejectedTopic]; ok {
 		bad("bridges.kafka.topics."+kb.RejectedTopic, "is bridges.kafka.rejected_topic, which the bridge cannot replicate")
 	}
 	switch kb.Delivery {
-	case bkafka.ExactlyOnce:
-		if bkafka.ValidTopicName(kb.CheckpointTopic) != nil {
+	case kafka.ExactlyOnce:
+		if kafka.ValidTopicName(kb.CheckpointTopic) != nil {
 			bad("bridges.kafka.checkpoint_topic", "%q is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])", kb.CheckpointTopic)
 		}
-	case bkafka.AtLeastOnce:
+	case kafka.AtLeastOnce:
 	default:
 		bad("bridges.kafka.delivery", "%q is not exactly_once or at_least_once", kb.Delivery)
 	}
@@ -204,7 +204,7 @@ func (d *Daemon) startBridges() error {
 	if len(kb.Brokers) == 0 {
 		return nil
 	}
-	tcfg := bkafka.Config{
+	tcfg := kafka.Config{
 		Brokers: kb.Brokers, Topics: kb.Topics, NodeID: d.cfg.NodeID, Delivery: kb.Delivery,
 		TransactionalID: kb.TransactionalID, CheckpointTopic: kb.CheckpointTopic, Compression: kb.Compression,
 		Logger: d.logger,
@@ -214,7 +214,7 @@ func (d *Daemon) startBridges() error {
 		return err
 	}
 	tcfg.SASL = bridgeSASL(kb.SASL)
-	tg, err := bkafka.New(tcfg)
+	tg, err := kafka.New(tcfg)
 	if err != nil {
 		return err
 	}

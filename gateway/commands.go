@@ -7,7 +7,7 @@ import (
 	"fmt"
 
 	"github.com/ferry-iot/ferry/broker/commands"
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/mqtt"
 )
 
@@ -40,11 +40,11 @@ func (d *Daemon) startClientRPC() error {
 	if rc.ClientRequests == "" {
 		return nil
 	}
-	var topics [2]*flog.Topic
+	var topics [2]*commitlog.Topic
 	for i, name := range []string{rc.ClientRequests, rc.ClientReplies} {
 		t, err := d.log.Topic(name)
-		if errors.Is(err, flog.ErrUnknownTopic) {
-			t, err = d.log.CreateTopic(name, flog.TopicConfig{Partitions: 1})
+		if errors.Is(err, commitlog.ErrUnknownTopic) {
+			t, err = d.log.CreateTopic(name, commitlog.TopicConfig{Partitions: 1})
 		}
 		if err != nil {
 			return fmt.Errorf("rpc client topic %s: %w", name, err)

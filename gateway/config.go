@@ -14,7 +14,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/configs"
 )
 
@@ -473,7 +473,7 @@ func (c *Config) validate() []string {
 	}
 	for name, tc := range c.Log.Topics {
 		prefix := "log.topics." + name
-		if err := flog.ValidTopicName(name); err != nil {
+		if err := commitlog.ValidTopicName(name); err != nil {
 			bad(prefix, "invalid topic name")
 			continue
 		}
@@ -481,7 +481,7 @@ func (c *Config) validate() []string {
 			var joined interface{ Unwrap() []error }
 			if errors.As(err, &joined) {
 				for _, e := range joined.Unwrap() {
-					var fe *flog.FieldError
+					var fe *commitlog.FieldError
 					if errors.As(e, &fe) {
 						bad(prefix+"."+fe.Field, "%s", fe.Problem)
 					} else {
@@ -529,10 +529,10 @@ func (c *Config) validate() []string {
 // checkTopicPair checks a request topic and its answers' topic: both
 // valid names, and different.
 func checkTopicPair(bad func(key, format string, args ...any), key, topic, answersKey, answers string) {
-	if flog.ValidTopicName(topic) != nil {
+	if commitlog.ValidTopicName(topic) != nil {
 		bad(key, "%q is not a valid topic name", topic)
 	}
-	if flog.ValidTopicName(answers) != nil {
+	if commitlog.ValidTopicName(answers) != nil {
 		bad(answersKey, "%q is not a valid topic name (needed with %s)", answers, key)
 	} else if answers == topic {
 		bad(answersKey, "must differ from %s", key)
@@ -549,19 +549,19 @@ func (c *Config) configuredPartitions() int {
 }
 
 // toLog converts a topic's settings to the log's config (validated).
-func (tc TopicConfig) toLog() (flog.TopicConfig, error) {
+func (tc TopicConfig) toLog() (commitlog.TopicConfig, error) {
 	var errs []error
-	codec, err := flog.ParseCompression(tc.Compression)
+	codec, err := commitlog.ParseCompression(tc.Compression)
 	if err != nil && tc.Compression != "" {
-		errs = append(errs, &flog.FieldError{Field: "compression", Problem: fmt.Sprintf("%q is not none, gzip, snappy, lz4 or zstd", tc.Compression)})
+		errs = append(errs, &commitlog.FieldError{Field: "compression", Problem: fmt.Sprintf("%q is not none, gzip, snappy, lz4 or zstd", tc.Compression)})
 	}
 	if tc.Compression == "" {
-		codec = flog.CompressionNone
+		codec = commitlog.CompressionNone
 	}
-	c := flog.TopicConfig{
-		Partitions: tc.Partitions, Flush: flog.FlushPolicy(tc.Flush), FlushInterval: tc.FlushInterval,
-		Retention: tc.Retention, RetentionBytes: tc.RetentionBytes, OnFull: flog.OnFull(tc.OnFull),
-		Compression: codec, Cleanup: flog.CleanupPolicy(tc.CleanupPolicy), SegmentBytes: tc.SegmentBytes,
+	c := commitlog.TopicConfig{
+		Partitions: tc.Partitions, Flush: commitlog.FlushPolicy(tc.Flush), FlushInterval: tc.FlushInterval,
+		Retention: tc.Retention, RetentionBytes: tc.RetentionBytes, OnFull: commitlog.OnFull(tc.OnFull),
+		Compression: codec, Cleanup: commitlog.CleanupPolicy(tc.CleanupPolicy), SegmentBytes: tc.SegmentBytes,
 	}
 	c.EnsureDefaults()
 	if err := c.Validate(); err != nil {

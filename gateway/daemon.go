@@ -17,9 +17,9 @@ import (
 
 	"github.com/ferry-iot/ferry/bridge"
 	"github.com/ferry-iot/ferry/broker/commands"
-	"github.com/ferry-iot/ferry/broker/kafka"
-	"github.com/ferry-iot/ferry/broker/kafka/group"
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/kafkaserver"
+	"github.com/ferry-iot/ferry/broker/kafkaserver/group"
 	"github.com/ferry-iot/ferry/broker/mqtt"
 	"github.com/ferry-iot/ferry/broker/netguard"
 	"github.com/ferry-iot/ferry/broker/registry"
@@ -35,13 +35,13 @@ type Daemon struct {
 
 	state    *state.Store
 	reg      *registry.Registry
-	log      *flog.Log
+	log      *commitlog.Log
 	mqtt     *mqtt.Server
 	commands *commands.Dispatcher
 	bridges  []*bridge.Engine
 	bridgeM  *bridge.Metrics
 	groups   *group.Coordinator
-	kafka    *kafka.Server
+	kafka    *kafkaserver.Server
 	http     *http.Server
 	httpLn   *netguard.Listener
 	httpDone chan error
@@ -66,8 +66,8 @@ func Start(cfg *Config, logger *slog.Logger) (*Daemon, error) {
 
 // startOptions are the tests' seams into start.
 type startOptions struct {
-	logOpts   []flog.Option   // after the daemon's own (a clock)
-	afterOpen func(*flog.Log) // called as soon as the log is open, before anything sets a hold
+	logOpts   []commitlog.Option   // after the daemon's own (a clock)
+	afterOpen func(*commitlog.Log) // called as soon as the log is open, before anything sets a hold
 }
 
 func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err error) {
@@ -112,13 +112,13 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 	})
 	d.metrics.MustRegister(fsync)
-	d.log, err = flog.Open(filepath.Join(dataDir, "log"), append([]flog.Option{
-		flog.WithLogger(logger), flog.WithMinFreeRatio(cfg.Log.MinFreeRatio),
-		flog.WithRetentionInterval(cfg.Log.RetentionInterval), flog.WithLinger(cfg.Log.Linger),
-		flog.WithSyncObserver(func(t time.Duration) { fsync.Observe(t.Seconds()) }),
-		flog.WithMaxTopics(cfg.Log.MaxTopics), flog.WithMaxPartitions(cfg.Log.MaxPartitions),
-		flog.WithMaxOpenSegments(cfg.Log.MaxOpenSegments),
-		flog.WithRetentionPaused(), // until the holds are set, below
+	d.log, err = commitlog.Open(filepath.Join(dataDir, "log"), append([]commitlog.Option{
+		commitlog.WithLogger(logger), commitlog.WithMinFreeRatio(cfg.Log.MinFreeRatio),
+		commitlog.WithRetentionInterval(cfg.Log.RetentionInterval), commitlog.WithLinger(cfg.Log.Linger),
+		commitlog.WithSyncObserver(func(t time.Duration) { fsync.Observe(t.Seconds()) }),
+		commitlog.WithMaxTopics(cfg.Log.MaxTopics), commitlog.WithMaxPartitions(cfg.Log.MaxPartitions),
+		commitlog.WithMaxOpenSegments(cfg.Log.MaxOpenSegments),
+		commitlog.WithRetentionPaused(), // until the holds are set, below
 	}, so.logOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("open log: %w", err)
@@ -262,7 +262,7 @@ func (d *Daemon) Close() error {
 	}
 	if d.log != nil {
 		if err := d.log.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("log: %w", err))
+			errs = append(errs, err) // names the log already
 		}
 	}
 	if d.state != nil {

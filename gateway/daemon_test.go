@@ -19,7 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/ferry-iot/ferry/bridge"
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // daemonEnv is the test process's environment without FERRY_ settings and
@@ -139,9 +139,9 @@ func (c *shiftedClock) Monotonic() time.Duration {
 }
 
 // startDaemonClock is startDaemonEnv with the log on clock.
-func startDaemonClock(t *testing.T, dataDir, extra string, env []string, clock flog.Clock) *daemon {
+func startDaemonClock(t *testing.T, dataDir, extra string, env []string, clock commitlog.Clock) *daemon {
 	t.Helper()
-	return startDaemonOpts(t, dataDir, extra, env, startOptions{logOpts: []flog.Option{flog.WithClock(clock)}})
+	return startDaemonOpts(t, dataDir, extra, env, startOptions{logOpts: []commitlog.Option{commitlog.WithClock(clock)}})
 }
 
 func startDaemonOpts(t *testing.T, dataDir, extra string, env []string, so startOptions) *daemon {
@@ -255,13 +255,13 @@ bridges:
 	// holds are set has run by then.
 	clock2 := newShiftedClock()
 	clock2.wall.Store(int64(2 * time.Hour))
-	waited := func(*flog.Log) {
+	waited := func(*commitlog.Log) {
 		for deadline := time.Now().Add(300 * time.Millisecond); clock2.nows.Load() < 2 && time.Now().Before(deadline); {
 			time.Sleep(time.Millisecond)
 		}
 	}
 	d = startDaemonOpts(t, dataDir, bridgeYAML, append(env, "FERRY_LOG_RETENTION_INTERVAL=1us"),
-		startOptions{logOpts: []flog.Option{flog.WithClock(clock2)}, afterOpen: waited})
+		startOptions{logOpts: []commitlog.Option{commitlog.WithClock(clock2)}, afterOpen: waited})
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		stored, written := d.span("attributes")
 		if written == 3 && stored == 0 {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ferry-iot/ferry/broker/kafka"
-	"github.com/ferry-iot/ferry/broker/kafka/group"
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/kafkaserver"
+	"github.com/ferry-iot/ferry/broker/kafkaserver/group"
 	"github.com/ferry-iot/ferry/broker/netguard"
 )
 
@@ -40,12 +40,12 @@ func (d *Daemon) startKafka(listeners *netguard.Metrics) error {
 	if err != nil {
 		return fmt.Errorf("kafka group coordinator: %w", err)
 	}
-	cfg := kafka.Config{
+	cfg := kafkaserver.Config{
 		Listen: kc.Listen, Advertised: kc.Advertised,
-		AutoCreateTopics: kc.AutoCreateTopics, TopicDefaults: flog.TopicConfig{Partitions: kc.DefaultPartitions},
+		AutoCreateTopics: kc.AutoCreateTopics, TopicDefaults: commitlog.TopicConfig{Partitions: kc.DefaultPartitions},
 		MaxRequestBytes: kc.MaxRequestBytes, MaxBufferedBytes: kc.MaxBufferedBytes, MaxConnections: kc.MaxConnections,
 		MaxPending: kc.MaxPending, AuthTimeout: kc.AuthTimeout, Listeners: listeners,
-		Logger: d.logger, Metrics: kafka.NewMetrics(d.metrics),
+		Logger: d.logger, Metrics: kafkaserver.NewMetrics(d.metrics),
 	}
 	for name := range d.cfg.Log.Topics {
 		cfg.ProtectedTopics = append(cfg.ProtectedTopics, name)
@@ -69,7 +69,7 @@ func (d *Daemon) startKafka(listeners *netguard.Metrics) error {
 			cfg.SASLPlain[u.Username] = u.Password
 		}
 	}
-	if d.kafka, err = kafka.New(cfg, d.log, d.groups, d.state); err != nil {
+	if d.kafka, err = kafkaserver.New(cfg, d.log, d.groups, d.state); err != nil {
 		return err
 	}
 	d.kafka.Start()
@@ -175,7 +175,7 @@ func (d *Daemon) getGroup(w http.ResponseWriter, r *http.Request) {
 // watermark minus committed offset) per group and partition.
 type groupCollector struct {
 	groups *group.Coordinator
-	log    *flog.Log
+	log    *commitlog.Log
 }
 
 var (

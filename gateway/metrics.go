@@ -5,12 +5,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // logCollector exports the log's per-topic and per-partition state at
 // scrape time, so topics created later are included without registration.
-type logCollector struct{ log *flog.Log }
+type logCollector struct{ log *commitlog.Log }
 
 var (
 	descLogBytes = prometheus.NewDesc("ferry_log_bytes", "Bytes stored per log topic.", []string{"topic"}, nil)

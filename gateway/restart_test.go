@@ -16,7 +16,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // TestRestartAfterSIGKILL publishes QoS 1 telemetry from several devices
@@ -149,7 +149,7 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 	}
 
 	// Every acknowledged data point must be in the log.
-	l, err := flog.Open(filepath.Join(dataDir, "log"), flog.WithMinFreeRatio(0))
+	l, err := commitlog.Open(filepath.Join(dataDir, "log"), commitlog.WithMinFreeRatio(0))
 	if err != nil {
 		t.Fatal(err)
 	}

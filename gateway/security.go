@@ -13,7 +13,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/ferry-iot/ferry/broker/log/vfs"
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 )
 
 // adminTokenFile is where a generated admin token is kept, in the data

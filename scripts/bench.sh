@@ -21,11 +21,11 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
 if part log; then
   go test -run '^$' -bench '^(BenchmarkAppend|BenchmarkRawFileAppend|BenchmarkBadgerAppend)$' \
-    -benchtime="${BENCHTIME:-2s}" -count="$count" -timeout 60m ./broker/log/ | tee "$out/append.txt"
-  go test -run '^$' -bench '^BenchmarkAppendSlowFsync$' -benchtime=20000x -count="$count" -timeout 60m ./broker/log/ | tee "$out/slowfsync.txt"
+    -benchtime="${BENCHTIME:-2s}" -count="$count" -timeout 60m ./broker/commitlog/ | tee "$out/append.txt"
+  go test -run '^$' -bench '^BenchmarkAppendSlowFsync$' -benchtime=20000x -count="$count" -timeout 60m ./broker/commitlog/ | tee "$out/slowfsync.txt"
 fi
 if part recovery; then
-  go test -run '^$' -bench 'BenchmarkRecovery' -benchtime=3x -count=1 -timeout 60m ./broker/log/ | tee "$out/recovery.txt"
+  go test -run '^$' -bench 'BenchmarkRecovery' -benchtime=3x -count=1 -timeout 60m ./broker/commitlog/ | tee "$out/recovery.txt"
 fi
 # The broker: QoS 1 ingest vs plain mochi, 1,000 devices' memory, latency at half the maximum rate.
 if part broker; then
@@ -35,8 +35,8 @@ fi
 # The Kafka listener: a franz-go consumer vs reading the segments in process; acks=-1 produce vs the
 # log's own append path.
 if part kafka; then
-  go test -run '^$' -bench 'BenchmarkConsume' -benchtime=3x -count="$count" -timeout 60m ./broker/kafka/ | tee "$out/consume.txt"
-  go test -run '^$' -bench 'BenchmarkProduce' -benchtime=200000x -count="$count" -timeout 60m ./broker/kafka/ | tee "$out/produce.txt"
+  go test -run '^$' -bench 'BenchmarkConsume' -benchtime=3x -count="$count" -timeout 60m ./broker/kafkaserver/ | tee "$out/consume.txt"
+  go test -run '^$' -bench 'BenchmarkProduce' -benchtime=200000x -count="$count" -timeout 60m ./broker/kafkaserver/ | tee "$out/produce.txt"
 fi
 # The bridge: a 1 GiB backlog drained to kfake vs a plain franz-go producer, one run each
 # (FERRY_BENCH_DRAIN_MB sets the backlog size).

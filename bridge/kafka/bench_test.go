@@ -16,7 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ferry-iot/ferry/bridge"
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // BenchmarkDrain drains a backlog of telemetry (about 165-byte JSON
@@ -105,21 +105,21 @@ func benchValue(r *rand.Rand, seq int) []byte {
 
 // fillTelemetry appends telemetry until the payload reaches target bytes
 // and returns the records and payload bytes written.
-func fillTelemetry(b *testing.B, lg *flog.Log, target int64) (records, payload int64) {
-	tp, err := lg.CreateTopic("telemetry", flog.TopicConfig{Partitions: 3, Compression: flog.CompressionZstd,
-		Flush: flog.FlushNever, Retention: -1})
+func fillTelemetry(b *testing.B, lg *commitlog.Log, target int64) (records, payload int64) {
+	tp, err := lg.CreateTopic("telemetry", commitlog.TopicConfig{Partitions: 3, Compression: commitlog.CompressionZstd,
+		Flush: commitlog.FlushNever, Retention: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
 	const devices, per, inflight = 1000, 1000, 8
 	r := rand.New(rand.NewPCG(1, 2))
-	var fs []*flog.Future
+	var fs []*commitlog.Future
 	for seq := 0; payload < target; {
-		recs := make([]flog.Record, 0, per)
+		recs := make([]commitlog.Record, 0, per)
 		for range per {
 			dev := []byte("dev-" + strconv.Itoa(seq%devices))
-			rec := flog.Record{Key: dev, Value: benchValue(r, seq), Timestamp: 1_700_000_000_000 + int64(seq)*10,
-				Headers: []flog.Header{{Key: "device", Value: dev}}}
+			rec := commitlog.Record{Key: dev, Value: benchValue(r, seq), Timestamp: 1_700_000_000_000 + int64(seq)*10,
+				Headers: []commitlog.Header{{Key: "device", Value: dev}}}
 			payload += int64(recordPayload(&rec))
 			recs = append(recs, rec)
 			seq++
@@ -141,7 +141,7 @@ func fillTelemetry(b *testing.B, lg *flog.Log, target int64) (records, payload i
 	return records, payload
 }
 
-func recordPayload(r *flog.Record) int {
+func recordPayload(r *commitlog.Record) int {
 	n := len(r.Key) + len(r.Value)
 	for _, h := range r.Headers {
 		n += len(h.Key) + len(h.Value)
@@ -149,7 +149,7 @@ func recordPayload(r *flog.Record) int {
 	return n
 }
 
-func logSize(lg *flog.Log) int64 {
+func logSize(lg *commitlog.Log) int64 {
 	var n int64
 	for _, t := range lg.Topics() {
 		for _, p := range t.Partitions() {

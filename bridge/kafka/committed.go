@@ -11,7 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // readCommitted calls fn for every committed record of topic, from its
@@ -40,7 +40,7 @@ func readCommitted(ctx context.Context, cl *kgo.Client, topic string, fn func(ke
 	if err := ends.Error(); err != nil {
 		return err
 	}
-	dec := flog.NewDecompressor(64 << 20)
+	dec := commitlog.NewDecompressor(64 << 20)
 	for _, pd := range td.Partitions {
 		end, ok := ends.Lookup(topic, pd.Partition)
 		if !ok || end.Offset <= 0 {
@@ -86,7 +86,7 @@ func readCommitted(ctx context.Context, cl *kgo.Client, topic string, fn func(ke
 			}
 			skipping := map[int64]bool{}
 			before := pos
-			err = flog.SplitBatches(fp.RecordBatches, func(h flog.BatchHeader, b []byte) error {
+			err = commitlog.SplitBatches(fp.RecordBatches, func(h commitlog.BatchHeader, b []byte) error {
 				next := h.NextOffset()
 				if next <= pos {
 					return nil
@@ -101,7 +101,7 @@ func readCommitted(ctx context.Context, cl *kgo.Client, topic string, fn func(ke
 					return nil
 				}
 				if !skipping[h.ProducerID] {
-					_, recs, err := flog.DecodeRecords(b, dec)
+					_, recs, err := commitlog.DecodeRecords(b, dec)
 					if err != nil {
 						return err
 					}

@@ -19,7 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ferry-iot/ferry/bridge"
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/state"
 )
 
@@ -51,7 +51,7 @@ func quiet() *slog.Logger {
 type edge struct {
 	t   testing.TB
 	dir string
-	log *flog.Log
+	log *commitlog.Log
 	st  *state.Store
 }
 
@@ -65,7 +65,7 @@ func newEdge(t testing.TB, dir string) *edge {
 	if e.st, err = state.Open(filepath.Join(dir, "state")); err != nil {
 		t.Fatal(err)
 	}
-	if e.log, err = flog.Open(filepath.Join(dir, "log"), flog.WithLogger(quiet())); err != nil {
+	if e.log, err = commitlog.Open(filepath.Join(dir, "log"), commitlog.WithLogger(quiet())); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -91,7 +91,7 @@ func (e *edge) produce(topic string, from, n, devices int) {
 
 // tryProduce is produce returning the error (for other goroutines).
 func (e *edge) tryProduce(topic string, from, n, devices int) error {
-	tp, err := e.log.EnsureTopic(topic, flog.TopicConfig{Partitions: 3, Compression: flog.CompressionZstd})
+	tp, err := e.log.EnsureTopic(topic, commitlog.TopicConfig{Partitions: 3, Compression: commitlog.CompressionZstd})
 	if err != nil {
 		return err
 	}
@@ -99,23 +99,23 @@ func (e *edge) tryProduce(topic string, from, n, devices int) error {
 }
 
 // telemetry is the record produce writes for sequence i.
-func telemetry(i, devices int) flog.Record {
+func telemetry(i, devices int) commitlog.Record {
 	dev := "dev-" + strconv.Itoa(i%devices)
-	return flog.Record{Key: []byte(dev), Timestamp: 1_700_000_000_000 + int64(i),
+	return commitlog.Record{Key: []byte(dev), Timestamp: 1_700_000_000_000 + int64(i),
 		Value:   []byte(fmt.Sprintf(`{"ts":%d,"values":{"seq":%d,"temperature":21.5}}`, 1_700_000_000_000+i, i)),
-		Headers: []flog.Header{{Key: "device", Value: []byte(dev)}, {Key: "seq", Value: []byte(strconv.Itoa(i))}}}
+		Headers: []commitlog.Header{{Key: "device", Value: []byte(dev)}, {Key: "seq", Value: []byte(strconv.Itoa(i))}}}
 }
 
 // appendTelemetry appends records from..from+n-1 to tp in appends of 100
 // and waits for all of them.
-func appendTelemetry(tp *flog.Topic, from, n, devices int) error {
-	var fs []*flog.Future
-	recs := make([]flog.Record, 0, 100)
+func appendTelemetry(tp *commitlog.Topic, from, n, devices int) error {
+	var fs []*commitlog.Future
+	recs := make([]commitlog.Record, 0, 100)
 	for i := from; i < from+n; i++ {
 		recs = append(recs, telemetry(i, devices))
 		if len(recs) == cap(recs) || i == from+n-1 {
 			fs = append(fs, tp.Append(context.Background(), recs))
-			recs = make([]flog.Record, 0, 100)
+			recs = make([]commitlog.Record, 0, 100)
 		}
 	}
 	var errs []error
@@ -289,13 +289,13 @@ func atoi(s string) int {
 
 // edgeRecords reads every record of topic from the edge log, by
 // provenance "topic/partition/offset".
-func (e *edge) edgeRecords(topic string) map[string]flog.Record {
+func (e *edge) edgeRecords(topic string) map[string]commitlog.Record {
 	e.t.Helper()
 	tp, err := e.log.Topic(topic)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	out := map[string]flog.Record{}
+	out := map[string]commitlog.Record{}
 	for _, p := range tp.Partitions() {
 		for pos := p.StartOffset(); pos < p.HighWatermark(); {
 			recs, next, _, err := p.ReadRecords(pos, 1<<20)

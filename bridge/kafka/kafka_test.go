@@ -11,7 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ferry-iot/ferry/bridge"
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // TestNormalFlow: a backlog and live records of two edge topics reach
@@ -59,7 +59,7 @@ func TestNormalFlow(t *testing.T) {
 // found by content (every value of these tests is distinct), not by the
 // provenance headers under test: those must name the edge record's own
 // partition and offset, as the edge log has them.
-func checkRecords(t *testing.T, u *upstream, topic string, edgeRecs map[string]flog.Record) {
+func checkRecords(t *testing.T, u *upstream, topic string, edgeRecs map[string]commitlog.Record) {
 	t.Helper()
 	byValue := make(map[string]string, len(edgeRecs)) // value → "topic/partition/offset" of the edge log
 	for pos, r := range edgeRecs {

@@ -16,7 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ferry-iot/ferry/bridge"
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // poisonEdge is an edge with telemetry and a few records the upstream
@@ -28,10 +28,10 @@ type poisonEdge struct {
 
 // newPoisonEdge appends 3000 telemetry records with the poison records
 // made by bad(i) at the sequence numbers in at.
-func newPoisonEdge(t *testing.T, at []int, bad func(i int) flog.Record) *poisonEdge {
+func newPoisonEdge(t *testing.T, at []int, bad func(i int) commitlog.Record) *poisonEdge {
 	t.Helper()
 	pe := &poisonEdge{edge: newEdge(t, ""), poison: map[string]bool{}}
-	tp, err := pe.log.EnsureTopic("telemetry", flog.TopicConfig{Partitions: 3, Compression: flog.CompressionZstd})
+	tp, err := pe.log.EnsureTopic("telemetry", commitlog.TopicConfig{Partitions: 3, Compression: commitlog.CompressionZstd})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func newPoisonEdge(t *testing.T, at []int, bad func(i int) flog.Record) *poisonE
 			break
 		}
 		r := bad(i)
-		if _, err := tp.Append(context.Background(), []flog.Record{r}).Wait(context.Background()); err != nil {
+		if _, err := tp.Append(context.Background(), []commitlog.Record{r}).Wait(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		from = i
@@ -120,7 +120,7 @@ func (pe *poisonEdge) checkPoison(t *testing.T, c *kfake.Cluster, en *bridge.Eng
 
 // edgeRecordsOf reads the rejected topic's records as the provenance they
 // name.
-func (pe *poisonEdge) edgeRecordsOf(rt *flog.Topic) map[string]struct{} {
+func (pe *poisonEdge) edgeRecordsOf(rt *commitlog.Topic) map[string]struct{} {
 	out := map[string]struct{}{}
 	p := rt.Partitions()[0]
 	for pos := int64(0); pos < p.HighWatermark(); {
@@ -155,10 +155,10 @@ func TestPoisonTooLarge(t *testing.T) {
 	for _, delivery := range []string{ExactlyOnce, AtLeastOnce} {
 		t.Run(delivery, func(t *testing.T) {
 			c := cluster(t, kfake.BrokerConfigs(map[string]string{"message.max.bytes": "16384"}))
-			pe := newPoisonEdge(t, []int{700, 2100}, func(i int) flog.Record {
+			pe := newPoisonEdge(t, []int{700, 2100}, func(i int) commitlog.Record {
 				v := make([]byte, 40<<10)
 				crand.Read(v) // incompressible
-				return flog.Record{Key: []byte(fmt.Sprintf("poison-%d", i)), Value: v, Timestamp: 1_700_000_000_000 + int64(i)}
+				return commitlog.Record{Key: []byte(fmt.Sprintf("poison-%d", i)), Value: v, Timestamp: 1_700_000_000_000 + int64(i)}
 			})
 			defer pe.close()
 			m := bridge.NewMetrics(prometheus.NewRegistry())
@@ -187,10 +187,10 @@ func TestPoisonRefused(t *testing.T) {
 	for _, delivery := range []string{ExactlyOnce, AtLeastOnce} {
 		t.Run(delivery, func(t *testing.T) {
 			c := cluster(t, kfake.SeedTopics(1, "site1.telemetry"))
-			dec := flog.NewDecompressor(1 << 20)
+			dec := commitlog.NewDecompressor(1 << 20)
 			refused := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "site1.telemetry", Err: kerr.InvalidRecord, Count: -1,
 				When: func(req kmsg.Request) bool { return holdsPoison(req.(*kmsg.ProduceRequest), dec) }})
-			pe := newPoisonEdge(t, []int{500, 501, 1800}, func(i int) flog.Record {
+			pe := newPoisonEdge(t, []int{500, 501, 1800}, func(i int) commitlog.Record {
 				r := telemetry(i, 50)
 				r.Key = []byte(fmt.Sprintf("poison-%d", i))
 				return r
@@ -216,12 +216,12 @@ func TestPoisonRefused(t *testing.T) {
 
 // holdsPoison reports whether a produce request carries a record keyed
 // "poison-…" (runs on kfake's goroutine; it only decodes).
-func holdsPoison(req *kmsg.ProduceRequest, dec *flog.Decompressor) bool {
+func holdsPoison(req *kmsg.ProduceRequest, dec *commitlog.Decompressor) bool {
 	for _, rt := range req.Topics {
 		for _, rp := range rt.Partitions {
 			found := false
-			_ = flog.SplitBatches(rp.Records, func(_ flog.BatchHeader, b []byte) error {
-				_, recs, err := flog.DecodeRecords(b, dec)
+			_ = commitlog.SplitBatches(rp.Records, func(_ commitlog.BatchHeader, b []byte) error {
+				_, recs, err := commitlog.DecodeRecords(b, dec)
 				for _, r := range recs {
 					found = found || bytes.HasPrefix(r.Key, []byte("poison-"))
 				}

@@ -21,7 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ferry-iot/ferry/bridge"
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/state"
 )
 
@@ -183,7 +183,7 @@ func bridgeChild() int {
 	if err != nil {
 		return fail(err)
 	}
-	lg, err := flog.Open(filepath.Join(dir, "log"), flog.WithLogger(quiet()))
+	lg, err := commitlog.Open(filepath.Join(dir, "log"), commitlog.WithLogger(quiet()))
 	if err != nil {
 		return fail(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ferry-iot/ferry/bridge"
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // outage is an edge topic with size retention, bridged over a link that
@@ -18,7 +18,7 @@ import (
 type outage struct {
 	t    *testing.T
 	e    *edge
-	tp   *flog.Topic
+	tp   *commitlog.Topic
 	l    *link
 	c    *kfake.Cluster
 	en   *bridge.Engine
@@ -26,7 +26,7 @@ type outage struct {
 	next int // next sequence to ingest
 }
 
-func newOutage(t *testing.T, cfg flog.TopicConfig) *outage {
+func newOutage(t *testing.T, cfg commitlog.TopicConfig) *outage {
 	c := cluster(t)
 	o := &outage{t: t, e: newEdge(t, ""), l: newLink(), c: c, addr: c.ListenAddrs()}
 	var err error
@@ -47,7 +47,7 @@ func newOutage(t *testing.T, cfg flog.TopicConfig) *outage {
 func (o *outage) ingest(n int) error {
 	err := appendTelemetry(o.tp, o.next, n, 100)
 	o.next += n
-	if err != nil && !errors.Is(err, flog.ErrLogFull) {
+	if err != nil && !errors.Is(err, commitlog.ErrLogFull) {
 		o.t.Fatal(err)
 	}
 	return err
@@ -88,8 +88,8 @@ func (o *outage) close() {
 func TestUplinkDownUntilRetention(t *testing.T) {
 	const limit = 64 << 10 // zstd packs this telemetry into ~10 bytes a record
 	t.Run("overwrite_oldest", func(t *testing.T) {
-		o := newOutage(t, flog.TopicConfig{Partitions: 3, Compression: flog.CompressionZstd,
-			RetentionBytes: limit, SegmentBytes: limit / 8, OnFull: flog.OverwriteOldest})
+		o := newOutage(t, commitlog.TopicConfig{Partitions: 3, Compression: commitlog.CompressionZstd,
+			RetentionBytes: limit, SegmentBytes: limit / 8, OnFull: commitlog.OverwriteOldest})
 		defer o.close()
 		held, _ := o.positions()
 		dropped := 0
@@ -133,8 +133,8 @@ func TestUplinkDownUntilRetention(t *testing.T) {
 
 	t.Run("reject_new", func(t *testing.T) {
 		const age = 500 * time.Millisecond
-		o := newOutage(t, flog.TopicConfig{Partitions: 3, Compression: flog.CompressionZstd,
-			RetentionBytes: limit, SegmentBytes: limit / 8, OnFull: flog.RejectNew, Retention: age})
+		o := newOutage(t, commitlog.TopicConfig{Partitions: 3, Compression: commitlog.CompressionZstd,
+			RetentionBytes: limit, SegmentBytes: limit / 8, OnFull: commitlog.RejectNew, Retention: age})
 		defer o.close()
 		// Fill until every partition refuses.
 		fill := func() {
@@ -168,7 +168,7 @@ func TestUplinkDownUntilRetention(t *testing.T) {
 		if stats.DroppedRecords != 0 || stats.Rejected == 0 {
 			t.Fatalf("stats %+v", stats)
 		}
-		if err := o.ingest(100); !errors.Is(err, flog.ErrLogFull) {
+		if err := o.ingest(100); !errors.Is(err, commitlog.ErrLogFull) {
 			t.Fatalf("append to a full reject_new topic: %v, want ErrLogFull", err)
 		}
 		o.next -= 100

@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // Header keys the dispatcher sets on response records. Request headers
@@ -66,7 +66,7 @@ type command struct {
 	part     *partState
 	offset   int64
 	key      []byte
-	headers  []flog.Header
+	headers  []commitlog.Header
 	spec     spec
 	deadline time.Time // deliver before this, or answer "expired"
 	result   result    // the decision, for records decided when read
@@ -144,7 +144,7 @@ func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw),
 // (the device), value = Response as JSON, timestamp = now, headers = ours
 // then the request's (all of them, unprefixed, except ours), so a
 // correlation id the producer set comes back under its own name.
-func responseRecord(topic string, c *command, r result, now time.Time) flog.Record {
+func responseRecord(topic string, c *command, r result, now time.Time) commitlog.Record {
 	v := Response{
 		Device: string(c.key), Method: c.spec.method,
 		RequestTopic: topic, RequestPartition: c.part.id, RequestOffset: c.offset,
@@ -155,13 +155,13 @@ func responseRecord(topic string, c *command, r result, now time.Time) flog.Reco
 		v.Response = nil
 		value, _ = json.Marshal(v)
 	}
-	hs := make([]flog.Header, 0, 5+len(c.headers))
+	hs := make([]commitlog.Header, 0, 5+len(c.headers))
 	hs = append(hs,
-		flog.Header{Key: HeaderDevice, Value: c.key},
-		flog.Header{Key: HeaderStatus, Value: []byte(r.status)},
-		flog.Header{Key: HeaderRequestTopic, Value: []byte(topic)},
-		flog.Header{Key: HeaderRequestPartition, Value: strconv.AppendInt(nil, int64(c.part.id), 10)},
-		flog.Header{Key: HeaderRequestOffset, Value: strconv.AppendInt(nil, c.offset, 10)},
+		commitlog.Header{Key: HeaderDevice, Value: c.key},
+		commitlog.Header{Key: HeaderStatus, Value: []byte(r.status)},
+		commitlog.Header{Key: HeaderRequestTopic, Value: []byte(topic)},
+		commitlog.Header{Key: HeaderRequestPartition, Value: strconv.AppendInt(nil, int64(c.part.id), 10)},
+		commitlog.Header{Key: HeaderRequestOffset, Value: strconv.AppendInt(nil, c.offset, 10)},
 	)
 	for _, h := range c.headers {
 		switch h.Key {
@@ -170,7 +170,7 @@ func responseRecord(topic string, c *command, r result, now time.Time) flog.Reco
 		}
 		hs = append(hs, h)
 	}
-	return flog.Record{Timestamp: now.UnixMilli(), Key: c.key, Value: value, Headers: hs}
+	return commitlog.Record{Timestamp: now.UnixMilli(), Key: c.key, Value: value, Headers: hs}
 }
 
 // jsonOrString returns b when it is JSON, else b as a JSON string: a

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 func TestParseCommand(t *testing.T) {
@@ -99,7 +99,7 @@ func FuzzParseCommand(f *testing.F) {
 			t.Fatalf("invalid without reason: %+v", inv)
 		}
 		c := &command{part: &partState{id: 2}, offset: 9, key: key, spec: s,
-			headers: []flog.Header{{Key: "cid", Value: value}, {Key: HeaderRequestOffset, Value: []byte("forged")}}}
+			headers: []commitlog.Header{{Key: "cid", Value: value}, {Key: HeaderRequestOffset, Value: []byte("forged")}}}
 		rec := responseRecord("commands", c, result{status: StatusOK, response: answer}, time.UnixMilli(5))
 		var r Response
 		if err := json.Unmarshal(rec.Value, &r); err != nil {

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"time"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // Config configures a Dispatcher. Zero fields take the defaults that
@@ -102,10 +102,10 @@ func (c *Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
 	}
-	if err := flog.ValidTopicName(c.Topic); err != nil {
+	if err := commitlog.ValidTopicName(c.Topic); err != nil {
 		bad("topic", "%q is not a valid topic name", c.Topic)
 	}
-	if err := flog.ValidTopicName(c.Responses); err != nil {
+	if err := commitlog.ValidTopicName(c.Responses); err != nil {
 		bad("responses", "%q is not a valid topic name", c.Responses)
 	}
 	if c.Topic == c.Responses {
@@ -120,14 +120,14 @@ func (c *Config) Validate() error {
 	if c.MaxInFlight < 1 || c.MaxInFlight > MaxMaxInFlight {
 		bad("max_in_flight", "%d is outside 1..%d", c.MaxInFlight, MaxMaxInFlight)
 	}
-	if c.MaxCommandBytes < 64 || c.MaxCommandBytes > flog.MaxBatchSize {
-		bad("max_command_bytes", "%d is outside 64..%d", c.MaxCommandBytes, flog.MaxBatchSize)
+	if c.MaxCommandBytes < 64 || c.MaxCommandBytes > commitlog.MaxBatchSize {
+		bad("max_command_bytes", "%d is outside 64..%d", c.MaxCommandBytes, commitlog.MaxBatchSize)
 	}
 	return errors.Join(errs...)
 }
 
 // topicConfig is what a missing commands or responses topic is created
 // with: one partition, acknowledged after fsync, zstd batches.
-func topicConfig() flog.TopicConfig {
-	return flog.TopicConfig{Partitions: 1, Flush: flog.FlushAlways, Compression: flog.CompressionZstd}
+func topicConfig() commitlog.TopicConfig {
+	return commitlog.TopicConfig{Partitions: 1, Flush: commitlog.FlushAlways, Compression: commitlog.CompressionZstd}
 }

@@ -3,7 +3,7 @@ package commands
 import (
 	"time"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // device is a device with queued commands. It exists, with exactly one
@@ -126,10 +126,10 @@ func (d *Dispatcher) deliver(dev *device, c *command) bool {
 // finish appends c's response and marks c finished once it is durable.
 func (d *Dispatcher) finish(c *command, r result) bool {
 	now := time.Now()
-	recs := []flog.Record{responseRecord(d.cfg.Topic, c, r, now)}
-	shrink := func() []flog.Record {
+	recs := []commitlog.Record{responseRecord(d.cfg.Topic, c, r, now)}
+	shrink := func() []commitlog.Record {
 		sc, sr := shrunk(c, r)
-		return []flog.Record{responseRecord(d.cfg.Topic, sc, sr, now)}
+		return []commitlog.Record{responseRecord(d.cfg.Topic, sc, sr, now)}
 	}
 	if !d.appendResponses(recs, shrink) {
 		return false

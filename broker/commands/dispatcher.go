@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/ratelog"
 	"github.com/ferry-iot/ferry/broker/state"
 )
@@ -17,8 +17,8 @@ import (
 // appends their outcomes to the responses topic. See the package doc.
 type Dispatcher struct {
 	cfg       Config
-	commands  *flog.Topic
-	responses *flog.Topic
+	commands  *commitlog.Topic
+	responses *commitlog.Topic
 	st        *state.Store
 	sender    Sender
 	logger    *slog.Logger
@@ -52,7 +52,7 @@ type Dispatcher struct {
 
 // partState is the progress of one commands partition.
 type partState struct {
-	p  *flog.Partition
+	p  *commitlog.Partition
 	id int32
 
 	// Guarded by Dispatcher.mu.
@@ -66,7 +66,7 @@ type partState struct {
 // New checks cfg, creates the commands and responses topics when missing
 // and returns a dispatcher that does nothing until Start. The log and the
 // store must stay open until Close returned.
-func New(cfg Config, lg *flog.Log, st *state.Store, sender Sender) (*Dispatcher, error) {
+func New(cfg Config, lg *commitlog.Log, st *state.Store, sender Sender) (*Dispatcher, error) {
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -98,16 +98,16 @@ func New(cfg Config, lg *flog.Log, st *state.Store, sender Sender) (*Dispatcher,
 // ensureTopic returns the named topic, creating it when missing. An
 // existing topic keeps its configuration (the daemon or a Kafka client may
 // have created it on purpose with more partitions).
-func ensureTopic(l *flog.Log, name string) (*flog.Topic, error) {
+func ensureTopic(l *commitlog.Log, name string) (*commitlog.Topic, error) {
 	t, err := l.Topic(name)
 	if err == nil {
 		return t, nil
 	}
-	if !errors.Is(err, flog.ErrUnknownTopic) {
+	if !errors.Is(err, commitlog.ErrUnknownTopic) {
 		return nil, fmt.Errorf("commands: topic %s: %w", name, err)
 	}
 	t, err = l.CreateTopic(name, topicConfig())
-	if errors.Is(err, flog.ErrTopicExists) {
+	if errors.Is(err, commitlog.ErrTopicExists) {
 		t, err = l.Topic(name)
 	}
 	if err != nil {
@@ -140,7 +140,7 @@ func (d *Dispatcher) Start() error {
 
 // startPartition resumes one partition from its checkpoint and starts its
 // reader.
-func (d *Dispatcher) startPartition(p *flog.Partition) error {
+func (d *Dispatcher) startPartition(p *commitlog.Partition) error {
 	cp, found, err := d.loadCheckpoint(p.ID())
 	if err != nil {
 		return err
@@ -273,14 +273,14 @@ func (d *Dispatcher) markDone(cs ...*command) {
 // durable, retrying with backoff what may succeed later. It reports
 // whether the commands are finished: false means the dispatcher is closing
 // (or the log is gone) and they stay unfinished.
-func (d *Dispatcher) appendResponses(recs []flog.Record, shrink func() []flog.Record) bool {
+func (d *Dispatcher) appendResponses(recs []commitlog.Record, shrink func() []commitlog.Record) bool {
 	backoff := d.retryMin
 	for {
 		_, err := d.responses.Append(d.ctx, recs).Wait(d.ctx)
 		if err == nil {
 			return true
 		}
-		if errors.Is(err, flog.ErrRecordTooLarge) && shrink != nil {
+		if errors.Is(err, commitlog.ErrRecordTooLarge) && shrink != nil {
 			recs, shrink = shrink(), nil // once more without the device's payload
 			continue
 		}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // TestRoundTrip: a command record becomes an RPC, and the answer a response
@@ -23,8 +23,8 @@ func TestRoundTrip(t *testing.T) {
 	e.start()
 	before := time.Now().UnixMilli()
 	off := e.produce("d1", `{"method":"setGpio","params":{"pin":1},"persistent":true}`,
-		flog.Header{Key: "correlation_id", Value: []byte("abc-1")},
-		flog.Header{Key: HeaderStatus, Value: []byte("forged")})
+		commitlog.Header{Key: "correlation_id", Value: []byte("abc-1")},
+		commitlog.Header{Key: HeaderStatus, Value: []byte("forged")})
 	rs := e.waitResponses(1)
 	r := rs[0]
 	if string(r.rec.Key) != "d1" || r.Device != "d1" || r.Method != "setGpio" || r.RequestTopic != "commands" ||
@@ -165,7 +165,7 @@ func TestInvalidCommands(t *testing.T) {
 	for _, c := range cases {
 		e.produce(c.key, c.value)
 	}
-	e.produceRecord(flog.Record{Key: []byte("d1")}) // a tombstone
+	e.produceRecord(commitlog.Record{Key: []byte("d1")}) // a tombstone
 	e.produce("ghost", `{"method":"m"}`)
 	rs := e.waitResponses(len(cases) + 2)
 	for i, c := range cases {
@@ -364,7 +364,7 @@ func TestClosePromptly(t *testing.T) {
 // topic's configuration is left alone.
 func TestPartitions(t *testing.T) {
 	e := newEnv(t, Config{Topic: "cmds", Responses: "resps"}, newFakeSender())
-	if _, err := e.log.CreateTopic("cmds", flog.TopicConfig{Partitions: 3}); err != nil {
+	if _, err := e.log.CreateTopic("cmds", commitlog.TopicConfig{Partitions: 3}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 12; i++ {
@@ -375,7 +375,7 @@ func TestPartitions(t *testing.T) {
 	parts := map[int32]bool{}
 	for _, r := range rs {
 		parts[r.RequestPartition] = true
-		if want := flog.KeyPartition(r.rec.Key, 3); r.RequestPartition != want || r.header(HeaderRequestPartition) != fmt.Sprint(want) {
+		if want := commitlog.KeyPartition(r.rec.Key, 3); r.RequestPartition != want || r.header(HeaderRequestPartition) != fmt.Sprint(want) {
 			t.Fatalf("%s: partition %d, want %d", r.Device, r.RequestPartition, want)
 		}
 	}
@@ -385,11 +385,11 @@ func TestPartitions(t *testing.T) {
 	if n := e.topic("cmds").Config().Partitions; n != 3 {
 		t.Fatalf("topic changed to %d partitions", n)
 	}
-	if err := e.log.UpdateTopic("cmds", flog.TopicConfig{Partitions: 4}); err != nil {
+	if err := e.log.UpdateTopic("cmds", commitlog.TopicConfig{Partitions: 4}); err != nil {
 		t.Fatal(err)
 	}
 	p3, _ := e.topic("cmds").Partition(3)
-	if _, err := p3.Append(t.Context(), []flog.Record{{Key: []byte("late"), Value: []byte(`{"method":"m"}`)}}).Wait(t.Context()); err != nil {
+	if _, err := p3.Append(t.Context(), []commitlog.Record{{Key: []byte("late"), Value: []byte(`{"method":"m"}`)}}).Wait(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	rs = e.waitResponses(13)

@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
-	"github.com/ferry-iot/ferry/broker/log/vfs"
+	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 	"github.com/ferry-iot/ferry/broker/state"
 )
 
@@ -117,7 +117,7 @@ type env struct {
 	dir     string
 	fs      vfs.FS // the log's filesystem; nil: the OS
 	cfg     Config
-	log     *flog.Log
+	log     *commitlog.Log
 	st      *state.Store
 	d       *Dispatcher
 	sender  *fakeSender
@@ -140,11 +140,11 @@ func newEnv(t *testing.T, cfg Config, sender *fakeSender, fs ...vfs.FS) *env {
 func (e *env) open() {
 	e.t.Helper()
 	var err error
-	opts := []flog.Option{flog.WithLogger(quiet()), flog.WithMinFreeRatio(0), flog.WithRetentionInterval(time.Hour)}
+	opts := []commitlog.Option{commitlog.WithLogger(quiet()), commitlog.WithMinFreeRatio(0), commitlog.WithRetentionInterval(time.Hour)}
 	if e.fs != nil {
-		opts = append(opts, flog.WithFS(e.fs))
+		opts = append(opts, commitlog.WithFS(e.fs))
 	}
-	if e.log, err = flog.Open(filepath.Join(e.dir, "log"), opts...); err != nil {
+	if e.log, err = commitlog.Open(filepath.Join(e.dir, "log"), opts...); err != nil {
 		e.t.Fatal(err)
 	}
 	if e.st, err = state.Open(filepath.Join(e.dir, "state"), state.WithLogger(quiet())); err != nil {
@@ -209,7 +209,7 @@ func (e *env) restart() {
 	e.start()
 }
 
-func (e *env) topic(name string) *flog.Topic {
+func (e *env) topic(name string) *commitlog.Topic {
 	e.t.Helper()
 	tp, err := e.log.Topic(name)
 	if err != nil {
@@ -219,16 +219,16 @@ func (e *env) topic(name string) *flog.Topic {
 }
 
 // produce appends one command record and returns its offset.
-func (e *env) produce(key, value string, headers ...flog.Header) int64 {
+func (e *env) produce(key, value string, headers ...commitlog.Header) int64 {
 	e.t.Helper()
-	rec := flog.Record{Value: []byte(value), Headers: headers}
+	rec := commitlog.Record{Value: []byte(value), Headers: headers}
 	if key != "" {
 		rec.Key = []byte(key)
 	}
 	return e.produceRecord(rec)
 }
 
-func (e *env) produceRecord(rec flog.Record) int64 {
+func (e *env) produceRecord(rec commitlog.Record) int64 {
 	e.t.Helper()
 	name := e.cfg.Topic
 	if name == "" {
@@ -238,7 +238,7 @@ func (e *env) produceRecord(rec flog.Record) int64 {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	off, err := tp.Append(context.Background(), []flog.Record{rec}).Wait(context.Background())
+	off, err := tp.Append(context.Background(), []commitlog.Record{rec}).Wait(context.Background())
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func (e *env) produceRecord(rec flog.Record) int64 {
 // response is a response record with its value decoded.
 type response struct {
 	Response
-	rec flog.Record
+	rec commitlog.Record
 }
 
 func (r response) header(key string) string {

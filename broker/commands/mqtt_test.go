@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
-	"github.com/ferry-iot/ferry/broker/log/vfs"
+	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 	"github.com/ferry-iot/ferry/broker/mqtt"
 	"github.com/ferry-iot/ferry/broker/registry"
 	"github.com/ferry-iot/ferry/broker/state"
@@ -57,13 +57,13 @@ func TestMQTTDevice(t *testing.T) {
 	if err := reg.Put(registry.Device{Name: "boiler-1", Type: "boiler"}, registry.Credentials{Token: "TOKEN1"}); err != nil {
 		t.Fatal(err)
 	}
-	lg, err := flog.Open("/log", flog.WithFS(vfs.NewMem()), flog.WithLogger(quiet()))
+	lg, err := commitlog.Open("/log", commitlog.WithFS(vfs.NewMem()), commitlog.WithLogger(quiet()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lg.Close()
 	for _, name := range []string{"telemetry", "attributes"} {
-		if _, err := lg.CreateTopic(name, flog.TopicConfig{}); err != nil {
+		if _, err := lg.CreateTopic(name, commitlog.TopicConfig{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -93,7 +93,7 @@ func TestMQTTDevice(t *testing.T) {
 	}()
 	e := &env{t: t, log: lg, cfg: Config{}}
 
-	e.produce("boiler-1", `{"method":"setGpio","params":{"pin":3,"value":1}}`, flog.Header{Key: "correlation_id", Value: []byte("c-1")})
+	e.produce("boiler-1", `{"method":"setGpio","params":{"pin":3,"value":1}}`, commitlog.Header{Key: "correlation_id", Value: []byte("c-1")})
 	e.produce("nobody", `{"method":"setGpio"}`)
 	rs := e.waitResponses(1)
 	if rs[0].Device != "nobody" || rs[0].Status != StatusError || rs[0].Reason != ReasonUnknownDevice {

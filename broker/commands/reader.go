@@ -4,7 +4,7 @@ import (
 	"errors"
 	"time"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // readBytes is how much a reader asks the log for at a time (a larger
@@ -31,10 +31,10 @@ func (d *Dispatcher) readLoop(ps *partState) {
 	for d.ctx.Err() == nil {
 		recs, next, hwm, err := ps.p.ReadRecords(pos, readBytes)
 		switch {
-		case errors.Is(err, flog.ErrOffsetOutOfRange):
+		case errors.Is(err, commitlog.ErrOffsetOutOfRange):
 			pos = d.skip(ps, pos)
 			continue
-		case errors.Is(err, flog.ErrClosed):
+		case errors.Is(err, commitlog.ErrClosed):
 			return
 		case err != nil, len(recs) == 0 && next == pos && hwm > pos:
 			// A read error, or nothing readable below the high watermark
@@ -77,11 +77,11 @@ func (d *Dispatcher) redeliver(ps *partState, off int64, answers *[]*command) bo
 	for {
 		recs, _, _, err := ps.p.ReadRecords(off, 1)
 		switch {
-		case errors.Is(err, flog.ErrClosed):
+		case errors.Is(err, commitlog.ErrClosed):
 			return false
 		case err == nil && len(recs) > 0 && recs[0].Offset == off:
 			return d.admit(ps, recs[0], answers)
-		case err == nil, errors.Is(err, flog.ErrOffsetOutOfRange):
+		case err == nil, errors.Is(err, commitlog.ErrOffsetOutOfRange):
 			// Deleted by size retention (which overrides holds) or lost
 			// with an unsynced tail: nothing left to answer.
 			d.metrics.Lost.Inc()
@@ -131,7 +131,7 @@ func (d *Dispatcher) skip(ps *partState, pos int64) int64 {
 // invalid or already expired record, adds it to answers. Answers are
 // appended before admit waits for a slot, so a slot never waits on them.
 // It reports false when the dispatcher is closing.
-func (d *Dispatcher) admit(ps *partState, rec flog.Record, answers *[]*command) bool {
+func (d *Dispatcher) admit(ps *partState, rec commitlog.Record, answers *[]*command) bool {
 	select {
 	case d.slots <- struct{}{}:
 	default:
@@ -195,11 +195,11 @@ func (d *Dispatcher) flushAnswers(answers *[]*command) bool {
 		return true
 	}
 	now := time.Now()
-	recs := make([]flog.Record, len(cs))
+	recs := make([]commitlog.Record, len(cs))
 	for i, c := range cs {
 		recs[i] = responseRecord(d.cfg.Topic, c, c.result, now)
 	}
-	shrink := func() []flog.Record {
+	shrink := func() []commitlog.Record {
 		for i, c := range cs {
 			sc, sr := shrunk(c, c.result)
 			recs[i] = responseRecord(d.cfg.Topic, sc, sr, now)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // TestRestart: after Close and a reopen of log and store, answered
@@ -84,7 +84,7 @@ func TestNotFinishedUntilDurable(t *testing.T) {
 // hold follows the stored checkpoint).
 func TestRetentionHold(t *testing.T) {
 	e := newEnv(t, Config{}, newFakeSender())
-	if _, err := e.log.CreateTopic(DefaultTopic, flog.TopicConfig{Retention: time.Millisecond, SegmentBytes: 4096}); err != nil {
+	if _, err := e.log.CreateTopic(DefaultTopic, commitlog.TopicConfig{Retention: time.Millisecond, SegmentBytes: 4096}); err != nil {
 		t.Fatal(err)
 	}
 	e.sender.offline["slow"] = true

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
 // Sender delivers one command to a device as a ThingsBoard server-side RPC
@@ -114,11 +114,11 @@ const (
 // to. It is the one place that decides what is retried.
 func onAppendError(ctx context.Context, err error) appendAction {
 	switch {
-	case ctx.Err() != nil, errors.Is(err, flog.ErrClosed), errors.Is(err, flog.ErrUnknownTopic):
+	case ctx.Err() != nil, errors.Is(err, commitlog.ErrClosed), errors.Is(err, commitlog.ErrUnknownTopic):
 		// Closing, or the log or topic is gone: the commands stay
 		// unfinished and are redelivered after a restart.
 		return appendStop
-	case errors.Is(err, flog.ErrRecordTooLarge), errors.Is(err, flog.ErrNullKey), errors.Is(err, flog.ErrInvalidConfig):
+	case errors.Is(err, commitlog.ErrRecordTooLarge), errors.Is(err, commitlog.ErrNullKey), errors.Is(err, commitlog.ErrInvalidConfig):
 		// The same records would fail the same way forever (the caller
 		// first retries a too-large response without its payload).
 		return appendDrop

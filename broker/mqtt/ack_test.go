@@ -9,7 +9,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/ferry-iot/ferry/broker/log/vfs"
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 	"github.com/ferry-iot/ferry/broker/registry"
 	"github.com/ferry-iot/ferry/broker/state"
 )

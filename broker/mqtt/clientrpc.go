@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
 )
 
@@ -42,7 +42,7 @@ import (
 
 // ClientRPCConfig turns on forwarding client-side RPC to a backend.
 type ClientRPCConfig struct {
-	Requests, Replies *flog.Topic
+	Requests, Replies *commitlog.Topic
 	Timeout           time.Duration // default 60 s, ThingsBoard's CLIENT_SIDE_RPC_TIMEOUT
 }
 
@@ -112,7 +112,7 @@ func (c *clientRPC) forward(s *session, pk *pub, t tb.Topic, req tb.RPCRequest, 
 		Method string          `json:"method"`
 		Params json.RawMessage `json:"params"`
 	}{s.device.Name, t.RequestID, req.Method, req.Params})
-	rec := flog.Record{Key: []byte(s.device.Name), Value: value, Timestamp: start.UnixMilli(), Headers: recordHeaders(s.device, "")}
+	rec := commitlog.Record{Key: []byte(s.device.Name), Value: value, Timestamp: start.UnixMilli(), Headers: recordHeaders(s.device, "")}
 	k := clientKey{s.device.Name, t.RequestID}
 	call := &clientCall{s: s, topic: tb.ResponseTopic(t)}
 	call.timer = time.AfterFunc(c.cfg.Timeout, func() { c.expire(k, call) })
@@ -123,7 +123,7 @@ func (c *clientRPC) forward(s *session, pk *pub, t tb.Topic, req tb.RPCRequest, 
 	c.pending[k] = call
 	c.mu.Unlock()
 	c.srv.metrics.ClientRPC.WithLabelValues("forwarded").Inc()
-	fut := c.cfg.Requests.Append(c.srv.ctx, []flog.Record{rec})
+	fut := c.cfg.Requests.Append(c.srv.ctx, []commitlog.Record{rec})
 	s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, fut: fut, start: start})
 }
 
@@ -170,17 +170,17 @@ func (srv *Server) AnswerClientRPC(device string, id int64, payload json.RawMess
 }
 
 // read delivers the reply records of one partition from offset on.
-func (c *clientRPC) read(ctx context.Context, p *flog.Partition, offset int64) {
+func (c *clientRPC) read(ctx context.Context, p *commitlog.Partition, offset int64) {
 	defer c.wg.Done()
 	for ctx.Err() == nil {
 		recs, next, _, err := p.ReadRecords(offset, 256<<10)
 		switch {
-		case errors.Is(err, flog.ErrOffsetOutOfRange):
+		case errors.Is(err, commitlog.ErrOffsetOutOfRange):
 			offset = p.StartOffset() // retention passed us: go on from the oldest kept
 			continue
 		case err != nil:
 			c.srv.limiter.Warn(c.srv.logger, "client_rpc_read", "mqtt: reading client-side RPC replies", "err", err)
-			if errors.Is(err, flog.ErrClosed) || errors.Is(err, flog.ErrUnknownTopic) {
+			if errors.Is(err, commitlog.ErrClosed) || errors.Is(err, commitlog.ErrUnknownTopic) {
 				return
 			}
 			select {
@@ -204,7 +204,7 @@ func (c *clientRPC) read(ctx context.Context, p *flog.Partition, offset int64) {
 }
 
 // deliver decodes one reply record and answers its request.
-func (c *clientRPC) deliver(r flog.Record) {
+func (c *clientRPC) deliver(r commitlog.Record) {
 	var v struct {
 		Device   string          `json:"device"`
 		ID       *int64          `json:"id"`

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/registry"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
 )
@@ -94,7 +94,7 @@ func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Tim
 		if !resolved {
 			return
 		}
-		var recs []flog.Record
+		var recs []commitlog.Record
 		for i, de := range devs {
 			recs = srv.entryRecords(recs, children[i], s.device.Name, de.Entries, start.UnixMilli())
 		}
@@ -120,7 +120,7 @@ func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Tim
 		if !resolved {
 			return
 		}
-		var recs []flog.Record
+		var recs []commitlog.Record
 		for i, da := range devs {
 			dev := children[i]
 			if len(attrs[i]) == 0 {
@@ -285,7 +285,7 @@ func (srv *Server) ackForeign(s *session, pk *pub) {
 
 // storeGateway appends a gateway publish's records; the acknowledgement
 // waits for them and for the publish's last registry write.
-func (srv *Server) storeGateway(s *session, pk *pub, topic *flog.Topic, recs []flog.Record, reg *registry.Write, start time.Time) {
+func (srv *Server) storeGateway(s *session, pk *pub, topic *commitlog.Topic, recs []commitlog.Record, reg *registry.Write, start time.Time) {
 	it := ackItem{packetID: pk.id, qos: pk.qos, reg: reg, start: start}
 	if len(recs) > 0 {
 		it.fut = topic.Append(srv.ctx, recs)

@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
-	"github.com/ferry-iot/ferry/broker/log/vfs"
+	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 	"github.com/ferry-iot/ferry/broker/registry"
 	"github.com/ferry-iot/ferry/broker/state"
 )
@@ -39,20 +39,20 @@ func TestMain(m *testing.M) {
 type env struct {
 	t       *testing.T
 	srv     *Server
-	log     *flog.Log
+	log     *commitlog.Log
 	reg     *registry.Registry
 	st      *state.Store
 	metrics *Metrics
 }
 
-type envOption func(*Config, *[]flog.Option)
+type envOption func(*Config, *[]commitlog.Option)
 
 func withLogFS(fs vfs.FS) envOption {
-	return func(_ *Config, o *[]flog.Option) { *o = append(*o, flog.WithFS(fs)) }
+	return func(_ *Config, o *[]commitlog.Option) { *o = append(*o, commitlog.WithFS(fs)) }
 }
 
 func withConfig(fn func(*Config)) envOption {
-	return func(c *Config, _ *[]flog.Option) { fn(c) }
+	return func(c *Config, _ *[]commitlog.Option) { fn(c) }
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -60,7 +60,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	cfg := Config{Listen: "127.0.0.1:0", Logger: quiet(), ProvisionKey: "pkey", ProvisionSecret: "psecret"}
-	logOpts := []flog.Option{flog.WithFS(vfs.NewMem()), flog.WithLogger(quiet())}
+	logOpts := []commitlog.Option{commitlog.WithFS(vfs.NewMem()), commitlog.WithLogger(quiet())}
 	for _, o := range opts {
 		o(&cfg, &logOpts)
 	}
@@ -83,11 +83,11 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	must(e.reg.Put(registry.Device{Name: "boiler-2", Type: "boiler"}, registry.Credentials{Token: "TOKEN2"}))
 	must(e.reg.Put(registry.Device{Name: "basic-1"}, registry.Credentials{ClientID: "cid", Username: "user", Password: "pass"}))
 	must(e.reg.Put(registry.Device{Name: "gw-1", Gateway: true}, registry.Credentials{Token: "GWTOKEN"}))
-	if e.log, err = flog.Open("/log", logOpts...); err != nil {
+	if e.log, err = commitlog.Open("/log", logOpts...); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"telemetry", "attributes"} {
-		if _, err := e.log.CreateTopic(name, flog.TopicConfig{Partitions: 2}); err != nil {
+		if _, err := e.log.CreateTopic(name, commitlog.TopicConfig{Partitions: 2}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -108,13 +108,13 @@ func (e *env) close() {
 }
 
 // records returns every record of a log topic, all partitions, by offset.
-func (e *env) records(topic string) []flog.Record {
+func (e *env) records(topic string) []commitlog.Record {
 	e.t.Helper()
 	tp, err := e.log.Topic(topic)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var out []flog.Record
+	var out []commitlog.Record
 	for _, p := range tp.Partitions() {
 		for off := p.StartOffset(); off < p.HighWatermark(); {
 			recs, next, _, err := p.ReadRecords(off, 1<<20)
@@ -339,7 +339,7 @@ func (c *client) subscribe(filters ...string) []byte {
 }
 
 // valuesOf decodes a telemetry record value.
-func valuesOf(t *testing.T, rec flog.Record) (int64, map[string]any) {
+func valuesOf(t *testing.T, rec commitlog.Record) (int64, map[string]any) {
 	t.Helper()
 	var v struct {
 		Ts     int64          `json:"ts"`
@@ -353,7 +353,7 @@ func valuesOf(t *testing.T, rec flog.Record) (int64, map[string]any) {
 	return v.Ts, v.Values
 }
 
-func header(rec flog.Record, key string) string {
+func header(rec commitlog.Record, key string) string {
 	for _, h := range rec.Headers {
 		if h.Key == key {
 			return string(h.Value)

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/registry"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
 )
@@ -142,7 +142,7 @@ func (srv *Server) reject(s *session, pk *pub, reason string, disconnectV3 bool,
 }
 
 // store appends records and queues the acknowledgement on their future.
-func (srv *Server) store(s *session, pk *pub, topic *flog.Topic, recs []flog.Record, start time.Time) {
+func (srv *Server) store(s *session, pk *pub, topic *commitlog.Topic, recs []commitlog.Record, start time.Time) {
 	if len(recs) == 0 {
 		s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, start: start})
 		return
@@ -155,7 +155,7 @@ func (srv *Server) store(s *session, pk *pub, topic *flog.Topic, recs []flog.Rec
 // entryRecords appends one record per entry to recs: key = device name,
 // value = {"ts":..,"values":{..}}, timestamp = ts (arrival time when the
 // device gave none), headers naming the device, its type and the gateway.
-func (srv *Server) entryRecords(recs []flog.Record, dev registry.Device, gateway string, entries []tb.Entry, arrival int64) []flog.Record {
+func (srv *Server) entryRecords(recs []commitlog.Record, dev registry.Device, gateway string, entries []tb.Entry, arrival int64) []commitlog.Record {
 	headers := recordHeaders(dev, gateway)
 	key := []byte(dev.Name)
 	for _, e := range entries {
@@ -166,19 +166,19 @@ func (srv *Server) entryRecords(recs []flog.Record, dev registry.Device, gateway
 		if ts == 0 {
 			ts = arrival
 		}
-		recs = append(recs, flog.Record{Key: key, Value: tb.AppendRecordValue(nil, ts, e.Values), Timestamp: ts, Headers: headers})
+		recs = append(recs, commitlog.Record{Key: key, Value: tb.AppendRecordValue(nil, ts, e.Values), Timestamp: ts, Headers: headers})
 	}
 	return recs
 }
 
-func recordHeaders(dev registry.Device, gateway string) []flog.Header {
+func recordHeaders(dev registry.Device, gateway string) []commitlog.Header {
 	typ := dev.Type
 	if typ == "" {
 		typ = "default"
 	}
-	h := []flog.Header{{Key: "device", Value: []byte(dev.Name)}, {Key: "device_type", Value: []byte(typ)}}
+	h := []commitlog.Header{{Key: "device", Value: []byte(dev.Name)}, {Key: "device_type", Value: []byte(typ)}}
 	if gateway != "" {
-		h = append(h, flog.Header{Key: "gateway", Value: []byte(gateway)})
+		h = append(h, commitlog.Header{Key: "gateway", Value: []byte(gateway)})
 	}
 	return h
 }

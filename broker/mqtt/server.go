@@ -14,7 +14,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/netguard"
 	"github.com/ferry-iot/ferry/broker/ratelog"
 	"github.com/ferry-iot/ferry/broker/registry"
@@ -79,8 +79,8 @@ func (c *Config) ensureDefaults() {
 type Server struct {
 	cfg        Config
 	reg        *registry.Registry
-	telemetry  *flog.Topic
-	attributes *flog.Topic
+	telemetry  *commitlog.Topic
+	attributes *commitlog.Topic
 	mochi      *mochi.Server
 	metrics    *Metrics
 	logger     *slog.Logger
@@ -119,7 +119,7 @@ type Server struct {
 
 // New builds a broker over the registry and the log's telemetry and
 // attributes topics (which must exist).
-func New(cfg Config, reg *registry.Registry, l *flog.Log) (*Server, error) {
+func New(cfg Config, reg *registry.Registry, l *commitlog.Log) (*Server, error) {
 	cfg.ensureDefaults()
 	tel, err := l.Topic(cfg.TelemetryTopic)
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	flog "github.com/ferry-iot/ferry/broker/log"
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/registry"
 )
 
@@ -42,11 +42,11 @@ type session struct {
 type ackItem struct {
 	packetID   uint16
 	qos        byte
-	fut        *flog.Future    // records appended to the log; nil: none
-	reg        *registry.Write // the publish's last registry write (attributes, new devices); nil: none
-	err        error           // a storage failure known before queueing
-	code       byte            // PUBACK reason code when nothing failed
-	disconnect bool            // close the connection instead of acknowledging (MQTT 3.x error path)
+	fut        *commitlog.Future // records appended to the log; nil: none
+	reg        *registry.Write   // the publish's last registry write (attributes, new devices); nil: none
+	err        error             // a storage failure known before queueing
+	code       byte              // PUBACK reason code when nothing failed
+	disconnect bool              // close the connection instead of acknowledging (MQTT 3.x error path)
 	// then runs on the acker when the item's turn comes, after everything
 	// queued before it is decided (and before its own PUBACK): replies that
 	// must see the session's earlier writes, such as attribute responses.
@@ -191,7 +191,7 @@ func (s *session) decide(it *ackItem) (code byte, ok bool) {
 				return packets.ErrUnspecifiedError.Code, false // the device resends after reconnecting
 			}
 			code = pubackCodes[reasonStorage].Code
-			if errors.Is(err, flog.ErrLogFull) {
+			if errors.Is(err, commitlog.ErrLogFull) {
 				code = pubackCodes[reasonLogFull].Code
 			}
 		} else if it.qos > 0 {

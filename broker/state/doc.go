@@ -1,7 +1,7 @@
 // Package state is Ferry's small durable state: the device registry,
 // attributes, consumer-group offsets and bridge checkpoints. It is a thin
 // wrapper over an embedded badger database. Messages never live here; they
-// go to package log, which is built for sequential appends.
+// go to package commitlog, which is built for sequential appends.
 //
 // # Keys
 //

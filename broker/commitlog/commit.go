@@ -1,0 +1,507 @@
+package commitlog
+
+import (
+	"errors"
+	"math"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Two goroutines carry an append to disk, in a pipeline:
+//
+//	committer: take every partition with pending appends → seal the gathered
+//	           records into batches (compress, CRC), assign dense offsets,
+//	           roll segments when due, one positioned write per partition →
+//	           publish flush=interval/never partitions at once → hand the
+//	           flush=always ones (and interval ones whose period is up) to
+//	           the syncer → next cycle
+//	syncer:    fsync the cycle's segment files (in parallel, bounded)
+//	publisher: readable bytes and the high watermark move, long polls wake,
+//	           futures complete in append order
+//
+// While the syncer waits for cycle N's fsync, the committer already writes
+// cycle N+1 and the publisher completes cycle N-1, so the disk never waits
+// for the CPU and the CPU never waits for the disk. One fsync serves every producer of its cycle, and appends
+// that arrive meanwhile form the next cycle's batches: group commit without
+// linger. At most two cycles wait for the syncer; then the committer waits.
+
+// partCycle is one partition's share of a commit cycle.
+type partCycle struct {
+	p       *Partition
+	items   []*pendingItem
+	waiters []waiter
+	marks   []segMark // segments written, with their size after this cycle
+	next    int64     // the high watermark after this cycle
+	sync    *segment  // the file to fsync (a reference is held), or nil
+}
+
+type segMark struct {
+	s     *segment
+	size  int64
+	maxTs int64 // the segment's maxTs with those bytes
+}
+
+// commitLoop runs until quit, then drains what is pending.
+func (l *Log) commitLoop() {
+	defer l.wg.Done()
+	defer close(l.syncCh)
+	flushTimer := time.NewTimer(time.Hour)
+	flushTimer.Stop()
+	defer flushTimer.Stop()
+	for {
+		select {
+		case fn := <-l.calls:
+			fn()
+			continue
+		case <-l.kick:
+		case <-flushTimer.C:
+		case <-l.quit:
+			for l.commitCycle() {
+			}
+			l.syncUnsynced()
+			return
+		}
+		if wait := max(l.opts.linger, l.paceWait()); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-l.full:
+			case <-l.quit:
+			}
+			t.Stop()
+		}
+		start := time.Now()
+		if l.commitCycle() {
+			l.cycleEWMA = ewma(l.cycleEWMA, time.Since(start))
+		}
+		if d, ok := l.nextFlushDue(); ok {
+			flushTimer.Reset(d)
+		}
+	}
+}
+
+func (l *Log) markDirty(p *Partition) {
+	l.dirtyMu.Lock()
+	l.dirty = append(l.dirty, p)
+	l.dirtyMu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// paceWait is how long the committer should keep gathering appends before
+// cutting the next cycle: while the syncer is in an fsync, a cycle written
+// now would wait for that fsync anyway, so the committer cuts it just in
+// time (the fsync's expected end less the time a cycle takes to write).
+// Cycles grow (fewer fsyncs, fewer partially rewritten pages, better
+// compression) while the disk stays busy.
+func (l *Log) paceWait() time.Duration {
+	if !l.opts.pacing {
+		return 0
+	}
+	started := l.syncStarted.Load()
+	if started == 0 {
+		return 0 // the syncer is idle: cut now
+	}
+	expectedEnd := time.Duration(started) + time.Duration(l.syncEWMA.Load())
+	wait := expectedEnd - l.cycleEWMA - paceMargin - time.Duration(monoNow())
+	if wait < minPaceWait {
+		return 0 // fast fsyncs: a timer this short would wake late and idle the disk
+	}
+	return min(wait, maxPaceWait)
+}
+
+const (
+	// paceMargin is subtracted from the wait for timer and scheduling
+	// latency, so the next cycle is ready before the fsync ends.
+	paceMargin = 200 * time.Microsecond
+	// minPaceWait: below this, pacing gains little and timer granularity
+	// costs more; cycles are cut at once.
+	minPaceWait = 500 * time.Microsecond
+	// maxPaceWait bounds pacing when an fsync takes unusually long.
+	maxPaceWait = 20 * time.Millisecond
+)
+
+var monoBase = time.Now()
+
+// monoNow is a monotonic nanosecond clock for pacing (never 0).
+func monoNow() int64 { return int64(time.Since(monoBase)) + 1 }
+
+// ewma is an exponentially weighted moving average with weight 1/8.
+func ewma(avg, sample time.Duration) time.Duration {
+	if avg == 0 {
+		return sample
+	}
+	return avg + (sample-avg)/8
+}
+
+// commitCycle runs one cycle and reports whether there was anything to do.
+func (l *Log) commitCycle() bool {
+	l.dirtyMu.Lock()
+	parts := l.dirty
+	l.dirty = l.spareDirty[:0]
+	l.dirtyMu.Unlock()
+	defer func() { clear(parts); l.spareDirty = parts[:0] }()
+	now := l.opts.clock.Monotonic()
+	var toSync []*partCycle
+	for _, p := range parts {
+		items, waiters := p.takePending()
+		if len(items) == 0 {
+			p.recycle(items, waiters)
+			continue
+		}
+		pc := &partCycle{p: p, items: items, waiters: waiters}
+		if err := p.Err(); err != nil { // sticky: never write after a failure
+			p.finishCycle(pc, err)
+			continue
+		}
+		if err := l.writePartition(p, pc); err != nil {
+			p.setErr(err)
+			p.finishCycle(pc, err)
+			continue
+		}
+		if p.topic.Config().Flush == FlushAlways {
+			toSync = append(toSync, l.claimSync(p, pc))
+			continue
+		}
+		if !p.unsynced {
+			p.unsynced, p.unsyncedSince = true, now
+			l.unsynced[p] = struct{}{}
+		}
+		p.finishCycle(pc, nil)
+	}
+	for p := range l.unsynced {
+		cfg := p.topic.Config()
+		if cfg.Flush == FlushInterval && now-p.unsyncedSince >= cfg.FlushInterval {
+			toSync = append(toSync, l.claimSync(p, &partCycle{p: p}))
+		}
+	}
+	if len(toSync) > 0 {
+		l.syncWG.Add(1)
+		l.syncCh <- toSync
+	}
+	return len(parts) > 0
+}
+
+// claimSync makes pc fsync p's active segment, which covers everything
+// written to p so far.
+func (l *Log) claimSync(p *Partition, pc *partCycle) *partCycle {
+	pc.sync = p.activeSegment()
+	if pc.sync != nil { // nil only for a deleted partition: syncFiles fails it
+		pc.sync.acquire()
+	}
+	p.unsynced = false
+	delete(l.unsynced, p)
+	return pc
+}
+
+// syncUnsynced fsyncs every partition with unsynced data and waits, as a
+// clean shutdown does.
+func (l *Log) syncUnsynced() {
+	var toSync []*partCycle
+	for p := range l.unsynced {
+		toSync = append(toSync, l.claimSync(p, &partCycle{p: p}))
+	}
+	if len(toSync) > 0 {
+		l.syncWG.Add(1)
+		l.syncCh <- toSync
+	}
+	l.syncWG.Wait()
+}
+
+// nextFlushDue returns how long until the next flush=interval fsync.
+func (l *Log) nextFlushDue() (time.Duration, bool) {
+	now := l.opts.clock.Monotonic()
+	best, ok := time.Duration(math.MaxInt64), false
+	for p := range l.unsynced {
+		cfg := p.topic.Config()
+		if cfg.Flush != FlushInterval {
+			continue
+		}
+		if due := max(p.unsyncedSince+cfg.FlushInterval-now, 0); due < best {
+			best, ok = due, true
+		}
+	}
+	return best, ok
+}
+
+// syncLoop fsyncs cycles in the order the committer wrote them and hands
+// them to the publisher, so that completing one cycle's futures overlaps
+// the next cycle's fsync.
+func (l *Log) syncLoop() {
+	defer l.wg.Done()
+	defer close(l.pubCh)
+	for cycle := range l.syncCh {
+		errs := l.syncFiles(cycle)
+		for i, pc := range cycle {
+			if errs[i] != nil {
+				pc.p.setErr(errs[i]) // before the next fsync: never retried
+			}
+			if pc.sync != nil {
+				pc.sync.release()
+			}
+		}
+		l.pubCh <- syncedCycle{parts: cycle, errs: errs}
+	}
+}
+
+type syncedCycle struct {
+	parts []*partCycle
+	errs  []error
+}
+
+// publishLoop publishes synced cycles in order: readable bytes and high
+// watermarks move, long polls wake, futures complete.
+func (l *Log) publishLoop() {
+	defer l.wg.Done()
+	for c := range l.pubCh {
+		for i, pc := range c.parts {
+			pc.p.finishCycle(pc, c.errs[i])
+		}
+		l.syncWG.Done()
+	}
+}
+
+// syncFiles fsyncs each cycle's file, at most syncParallelism at a time. A
+// partition that already failed is not synced again: fsync is never
+// retried, because after a failure the kernel may have dropped the pages.
+func (l *Log) syncFiles(cycle []*partCycle) []error {
+	errs := make([]error, len(cycle))
+	start := time.Now()
+	l.syncStarted.Store(monoNow())
+	defer l.syncStarted.Store(0)
+	syncOne := func(i int) {
+		p := cycle[i].p
+		if err := p.Err(); err != nil {
+			errs[i] = err
+			return
+		}
+		if cycle[i].sync == nil {
+			errs[i] = p.goneErr()
+			return
+		}
+		if err := cycle[i].sync.file.Sync(); err != nil {
+			errs[i] = &StorageError{Topic: p.topic.name, Partition: p.id, Op: "fsync", Err: err}
+		}
+	}
+	if len(cycle) == 1 || l.opts.syncParallelism == 1 {
+		for i := range cycle {
+			syncOne(i)
+		}
+	} else {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, l.opts.syncParallelism)
+		for i := range cycle {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				syncOne(i)
+			})
+		}
+		wg.Wait()
+	}
+	d := time.Since(start)
+	l.syncEWMA.Store(int64(ewma(time.Duration(l.syncEWMA.Load()), d)))
+	l.stats.syncs.Add(1)
+	l.stats.syncNanos.Add(int64(d))
+	if h := l.opts.syncObserver; h != nil {
+		h(d)
+	}
+	return errs
+}
+
+// storeMax raises v to x; publishes from two goroutines never move it back.
+func storeMax(v *atomic.Int64, x int64) {
+	for {
+		cur := v.Load()
+		if x <= cur || v.CompareAndSwap(cur, x) {
+			return
+		}
+	}
+}
+
+// finishCycle publishes a partition's cycle (err == nil) or fails its
+// waiters, then recycles the cycle's slices.
+func (p *Partition) finishCycle(pc *partCycle, err error) {
+	if err == nil && pc.marks != nil {
+		for _, m := range pc.marks {
+			storeMax(&m.s.readable, m.size)
+			storeMax(&m.s.readMaxTs, m.maxTs)
+		}
+		storeMax(&p.hwm, pc.next)
+		p.wake()
+	}
+	for _, w := range pc.waiters {
+		if err != nil {
+			w.f.complete(p.id, -1, err)
+		} else {
+			w.f.complete(p.id, pc.items[w.item].base+int64(w.idx), nil)
+		}
+	}
+	if pc.items != nil {
+		p.recycle(pc.items, pc.waiters)
+	}
+}
+
+// recycle returns a cycle's slices and builders for reuse.
+func (p *Partition) recycle(items []*pendingItem, waiters []waiter) {
+	for _, it := range items {
+		if it.b != nil && cap(it.b.records) <= 2<<20 {
+			builderPool.Put(it.b)
+		}
+	}
+	clear(items)
+	clear(waiters)
+	p.mu.Lock()
+	p.mu.spareItems, p.mu.spareWaiters = items[:0], waiters[:0]
+	p.mu.Unlock()
+}
+
+// writePartition encodes pc's items into batches and writes them to the
+// active segment, rolling first when a batch would not fit.
+func (l *Log) writePartition(p *Partition, pc *partCycle) error {
+	cfg := p.topic.Config()
+	seg := p.activeSegment()
+	if seg == nil {
+		return p.goneErr()
+	}
+	buf := l.wbuf[:0]
+	segStart := seg.size.Load()
+	logNow := l.logNowMs()
+	for _, it := range pc.items {
+		start := len(buf)
+		if it.b != nil {
+			recs, codec := l.comp.compress(it.b.records, cfg.Compression)
+			buf = appendBatch(buf, batchFields{
+				baseOffset: p.next, attributes: int16(codec), lastDelta: it.b.count - 1,
+				firstTs: it.b.firstTs, maxTs: it.b.maxTs,
+				producerID: -1, producerEpoch: -1, baseSequence: -1, count: it.b.count,
+			}, recs)
+		} else {
+			buf = append(buf, it.raw...)
+			setBatchOffset(buf[start:], p.next)
+		}
+		h, _ := ParseBatchHeader(buf[start:])
+		if l.shouldRoll(p, seg, segStart+int64(start), h, cfg, logNow) {
+			if start > 0 {
+				if err := l.writeSegment(p, seg, buf[:start], segStart); err != nil {
+					return err
+				}
+			}
+			pc.marks = append(pc.marks, segMark{s: seg, size: seg.size.Load(), maxTs: seg.maxTs.Load()})
+			next, err := l.roll(p, seg)
+			if err != nil {
+				return err
+			}
+			buf = buf[:copy(buf, buf[start:])]
+			start, seg, segStart = 0, next, 0
+		}
+		it.base = p.next
+		if segStart+int64(start) == 0 {
+			seg.createdLog = logNow
+		}
+		seg.addIndexEntries(h, segStart+int64(start), cfg.IndexIntervalBytes)
+		p.next = h.NextOffset()
+		seg.logTime.Store(logNow)
+	}
+	err := l.writeSegment(p, seg, buf, segStart)
+	pc.marks = append(pc.marks, segMark{s: seg, size: seg.size.Load(), maxTs: seg.maxTs.Load()})
+	pc.next = p.next
+	if cap(buf) <= 16<<20 {
+		l.wbuf = buf[:0]
+	} else {
+		l.wbuf = nil
+	}
+	return err
+}
+
+func (l *Log) writeSegment(p *Partition, seg *segment, data []byte, pos int64) error {
+	if _, err := seg.file.WriteAt(data, pos); err != nil {
+		return &StorageError{Topic: p.topic.name, Partition: p.id, Op: "write", Err: err}
+	}
+	seg.size.Add(int64(len(data)))
+	seg.next.Store(p.next)
+	p.bytes.Add(int64(len(data)))
+	l.stats.bytesWritten.Add(int64(len(data)))
+	if l.freeBudget.Add(-int64(len(data))) < 0 {
+		l.kickRetention()
+	}
+	return nil
+}
+
+// shouldRoll decides whether a batch that would start at pos goes into a
+// new segment.
+func (l *Log) shouldRoll(p *Partition, seg *segment, pos int64, h BatchHeader, cfg TopicConfig, logNow int64) bool {
+	if pos == 0 {
+		return false
+	}
+	return pos+h.Size() > cfg.rollBytes() ||
+		p.forceRoll.Load() ||
+		logNow-seg.createdLog > cfg.SegmentAge.Milliseconds() ||
+		h.LastOffset()-seg.base > math.MaxUint32
+}
+
+// roll seals the active segment (data and index files durable) and starts
+// a new one at the next offset. The new file's directory entry is fsynced
+// before anything is written to it, so a crash never leaves acknowledged
+// data in a file the directory forgot.
+func (l *Log) roll(p *Partition, old *segment) (*segment, error) {
+	fail := func(err error) (*segment, error) {
+		return nil, &StorageError{Topic: p.topic.name, Partition: p.id, Op: "roll", Err: err}
+	}
+	if err := old.file.Sync(); err != nil {
+		return fail(err)
+	}
+	if old.indexBad.Load() { // a read found the in-memory index wrong: fix it before it goes to disk
+		p.repairIndex(old, errors.New("sealing a segment whose index a read found wrong"))
+	}
+	old.filesMu.Lock()
+	err := old.writeIndexes(l.opts.fs)
+	if err == nil {
+		old.sealed.Store(true)
+		old.dropMemoryIndex()
+		if lf := old.lazy(); lf != nil {
+			lf.seal() // its file counts against WithMaxOpenSegments from now on
+		}
+	}
+	old.filesMu.Unlock()
+	if err != nil {
+		return fail(err)
+	}
+	seg, err := l.createSegment(p.dir, p.next)
+	if err != nil {
+		return fail(err)
+	}
+	if err := l.opts.fs.SyncDir(p.dir); err != nil {
+		_ = seg.file.Close()
+		return fail(err)
+	}
+	p.segMu.Lock()
+	p.segs = append(p.segs, seg)
+	p.segMu.Unlock()
+	p.forceRoll.Store(false)
+	if err := p.writeState(false); err != nil {
+		return fail(err)
+	}
+	return seg, nil
+}
+
+// createSegment creates an empty segment file at base.
+func (l *Log) createSegment(dir string, base int64) (*segment, error) {
+	s := &segment{dir: dir, base: base}
+	f, err := l.opts.fs.OpenFile(s.path(suffixLog), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	s.file = l.files.wrap(s, s.path(suffixLog), f, true)
+	s.refs.Store(1)
+	s.next.Store(base)
+	s.maxTs.Store(-1)
+	s.readMaxTs.Store(-1)
+	s.logTime.Store(l.logNowMs())
+	s.createdLog = l.logNowMs()
+	return s, nil
+}

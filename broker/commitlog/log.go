@@ -1,0 +1,623 @@
+package commitlog
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
+)
+
+const topicFileName = "topic.json"
+
+// Log is a set of topics stored under one directory, with one committer
+// goroutine writing every partition and one housekeeping goroutine for
+// retention and compaction.
+type Log struct {
+	dir  string
+	opts options
+
+	createMu    sync.Mutex // serializes topic creation, update and deletion
+	housekeepMu sync.Mutex // one retention or compaction pass at a time
+	mu          sync.RWMutex
+	topics      map[string]*Topic // guarded by mu
+	closed      bool              // guarded by mu
+
+	dirtyMu    sync.Mutex
+	dirty      []*Partition // guarded by dirtyMu: partitions with pending appends
+	spareDirty []*Partition // committer-owned
+
+	kick          chan struct{}
+	full          chan struct{} // a partition holds a full batch: stop lingering
+	retentionKick chan struct{}
+	resume        chan struct{} // closed once housekeeping may run (WithRetentionPaused)
+	resumeOnce    sync.Once
+	calls         chan func() // run on the committer goroutine
+	syncCh        chan []*partCycle
+	pubCh         chan syncedCycle
+	syncWG        sync.WaitGroup // cycles handed to the syncer and not yet published
+	quit          chan struct{}
+	wg            sync.WaitGroup
+
+	// Committer-owned.
+	comp     *compressor
+	wbuf     []byte
+	unsynced map[*Partition]struct{}
+	syncList []*Partition
+
+	cycleEWMA   time.Duration // committer-owned: how long writing a cycle takes
+	syncStarted atomic.Int64  // monoNow when the current fsync round began, 0 when idle
+	syncEWMA    atomic.Int64  // how long an fsync round takes, in ns
+
+	clockBase  int64 // log-clock ms at open
+	monoAtOpen time.Duration
+
+	diskLow    atomic.Bool  // below the free-disk floor
+	freeBudget atomic.Int64 // bytes that may be written before the next disk check
+
+	files *segmentFiles // sealed segment files kept open (files.go)
+
+	stats struct {
+		bytesWritten     atomic.Int64
+		syncs            atomic.Int64
+		syncNanos        atomic.Int64
+		indexRebuilds    atomic.Int64
+		indexWriteErrors atomic.Int64
+		damaged          atomic.Int64
+	}
+}
+
+// Stats are the log's counters since it opened.
+type Stats struct {
+	BytesWritten int64         // bytes written to segment files
+	Syncs        int64         // fsync rounds
+	SyncTime     time.Duration // total time in fsync rounds
+	DiskLow      bool          // below the free-disk floor
+	// IndexRebuilds counts segment indexes rebuilt because they were
+	// missing or wrong, at open or when a read found a wrong entry.
+	IndexRebuilds int64
+	// IndexWriteErrors counts rebuilt indexes that could not be written
+	// (served from memory until the next open).
+	IndexWriteErrors int64
+	// DamagedSegments counts damage found in sealed segments (at open or by
+	// reads), each also listed in its partition's RecoveryReport.Damaged.
+	DamagedSegments int64
+	// OpenSealedFiles is the number of sealed segment files open now, and
+	// SealedFileCloses how many the WithMaxOpenSegments bound has closed.
+	OpenSealedFiles  int
+	SealedFileCloses int64
+}
+
+// Open opens (or creates) the log in dir and recovers every partition.
+func Open(dir string, opts ...Option) (*Log, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	l := &Log{
+		dir: dir, opts: o,
+		topics:        map[string]*Topic{},
+		kick:          make(chan struct{}, 1),
+		full:          make(chan struct{}, 1),
+		retentionKick: make(chan struct{}, 1),
+		resume:        make(chan struct{}),
+		calls:         make(chan func()),
+		syncCh:        make(chan []*partCycle),
+		pubCh:         make(chan syncedCycle, 4),
+		quit:          make(chan struct{}),
+		comp:          newCompressor(),
+		unsynced:      map[*Partition]struct{}{},
+		files:         &segmentFiles{fs: o.fs, max: o.maxOpenSegments},
+	}
+	if err := l.load(); err != nil {
+		l.closeFiles()
+		return nil, err
+	}
+	l.checkDisk()
+	if !o.retentionPaused {
+		l.ResumeRetention()
+	}
+	l.wg.Add(4)
+	go l.commitLoop()
+	go l.syncLoop()
+	go l.publishLoop()
+	go l.housekeepingLoop()
+	return l, nil
+}
+
+type loadedTopic struct {
+	t      *Topic
+	states []partitionState
+	errs   []error
+}
+
+// load opens every topic. It first reads every partition's state to
+// restore the log clock, then opens the partitions.
+func (l *Log) load() error {
+	fs := l.opts.fs
+	if err := fs.MkdirAll(l.dir, 0o755); err != nil {
+		return fmt.Errorf("commitlog: create %s: %w", l.dir, err)
+	}
+	// Make the directory itself durable: its entry and its parents'.
+	for d := filepath.Clean(l.dir); ; d = filepath.Dir(d) {
+		if err := fs.SyncDir(d); err != nil {
+			return fmt.Errorf("commitlog: sync %s: %w", d, err)
+		}
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	names, err := fs.ReadDir(l.dir)
+	if err != nil {
+		return fmt.Errorf("commitlog: list %s: %w", l.dir, err)
+	}
+	var loaded []loadedTopic
+	for _, n := range names {
+		path := filepath.Join(l.dir, n)
+		if strings.HasPrefix(n, ".") { // an interrupted create or delete
+			if err := fs.RemoveAll(path); err != nil {
+				return fmt.Errorf("commitlog: remove leftover %s: %w", path, err)
+			}
+			continue
+		}
+		b, err := vfs.ReadFile(fs, filepath.Join(path, topicFileName))
+		if err != nil {
+			l.opts.logger.Warn("commitlog: skipping directory without topic metadata", "dir", path, "err", err)
+			continue
+		}
+		name, cfg, err := decodeTopicFile(b)
+		if err != nil || name != n {
+			return fmt.Errorf("commitlog: %s: bad topic metadata (name %q): %w", path, name, err)
+		}
+		t := &Topic{log: l, name: name, dir: path}
+		t.cfg.Store(&cfg)
+		lt := loadedTopic{t: t}
+		for i := 0; i < cfg.Partitions; i++ {
+			pdir := filepath.Join(path, strconv.Itoa(i))
+			if ok, err := vfs.Exists(fs, pdir); err != nil {
+				return fmt.Errorf("commitlog: topic %q partition %d: stat %s: %w", name, i, pdir, err)
+			} else if !ok { // created by an UpdateTopic that crashed
+				if err := fs.MkdirAll(pdir, 0o755); err != nil {
+					return fmt.Errorf("commitlog: topic %q partition %d: create %s: %w", name, i, pdir, err)
+				}
+				if err := fs.SyncDir(path); err != nil {
+					return fmt.Errorf("commitlog: topic %q partition %d: sync %s: %w", name, i, path, err)
+				}
+			}
+			st, err := readState(fs, pdir)
+			lt.states = append(lt.states, st)
+			lt.errs = append(lt.errs, err)
+			if err == nil {
+				l.clockBase = max(l.clockBase, st.LogClockMs)
+			}
+		}
+		loaded = append(loaded, lt)
+	}
+	l.monoAtOpen = l.opts.clock.Monotonic()
+	for _, lt := range loaded {
+		for i := range lt.states {
+			p, err := l.openPartition(lt.t, int32(i), filepath.Join(lt.t.dir, strconv.Itoa(i)), lt.states[i], lt.errs[i])
+			if err != nil {
+				for _, p := range lt.t.parts {
+					releaseAll(p.segs)
+				}
+				return err // names the topic and partition
+			}
+			lt.t.parts = append(lt.t.parts, p)
+			if err := l.afterOpen(p); err != nil {
+				return err
+			}
+		}
+		l.topics[lt.t.name] = lt.t
+	}
+	return nil
+}
+
+// afterOpen gives segments of unknown age the current log time, marks the
+// partition unclean on disk and reports what recovery did.
+func (l *Log) afterOpen(p *Partition) error {
+	now := l.logNowMs()
+	for _, s := range p.segs {
+		if s.logTime.Load() < 0 {
+			s.logTime.Store(now)
+		}
+	}
+	if a := p.segs[len(p.segs)-1]; a.createdLog == 0 || a.createdLog > now {
+		a.createdLog = now
+	}
+	if err := p.writeState(false); err != nil {
+		return fmt.Errorf("mark open: %w", err) // writeState names the topic and partition
+	}
+	r := p.report
+	if !r.Clean || len(r.IndexRebuilt) > 0 || len(r.Damaged) > 0 {
+		l.opts.logger.Info("commitlog: partition recovered", "topic", r.Topic, "partition", r.Partition,
+			"clean", r.Clean, "scanned_bytes", r.ScannedBytes, "truncated_bytes", r.TruncatedBytes,
+			"indexes_rebuilt", len(r.IndexRebuilt), "damaged_segments", len(r.Damaged), "next_offset", p.next)
+	}
+	return nil
+}
+
+// logNowMs is the log's own clock: it advances with the monotonic clock
+// while the log is open and resumes from its persisted value on open, so
+// wall-clock jumps (a Raspberry Pi setting its clock from NTP) never age
+// data.
+func (l *Log) logNowMs() int64 {
+	return l.clockBase + (l.opts.clock.Monotonic() - l.monoAtOpen).Milliseconds()
+}
+
+// Dir returns the log's directory.
+func (l *Log) Dir() string { return l.dir }
+
+// Stats returns the log's counters.
+func (l *Log) Stats() Stats {
+	return Stats{
+		BytesWritten: l.stats.bytesWritten.Load(),
+		Syncs:        l.stats.syncs.Load(),
+		SyncTime:     time.Duration(l.stats.syncNanos.Load()),
+		DiskLow:      l.diskLow.Load(),
+
+		IndexRebuilds:    l.stats.indexRebuilds.Load(),
+		IndexWriteErrors: l.stats.indexWriteErrors.Load(),
+		DamagedSegments:  l.stats.damaged.Load(),
+		OpenSealedFiles:  l.files.Open(),
+		SealedFileCloses: l.files.closed.Load(),
+	}
+}
+
+// Topic returns the named topic.
+func (l *Log) Topic(name string) (*Topic, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	t, ok := l.topics[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
+	}
+	return t, nil
+}
+
+// Topics returns every topic, sorted by name.
+func (l *Log) Topics() []*Topic {
+	l.mu.RLock()
+	ts := make([]*Topic, 0, len(l.topics))
+	for _, t := range l.topics {
+		ts = append(ts, t)
+	}
+	l.mu.RUnlock()
+	sort.Slice(ts, func(i, j int) bool { return ts[i].name < ts[j].name })
+	return ts
+}
+
+// Recovery returns the recovery report of every partition.
+func (l *Log) Recovery() []RecoveryReport {
+	var out []RecoveryReport
+	for _, t := range l.Topics() {
+		for _, p := range t.Partitions() {
+			out = append(out, p.Recovery())
+		}
+	}
+	return out
+}
+
+// CreateTopic creates a topic. The topic appears atomically: it is built in
+// a hidden directory and renamed into place.
+func (l *Log) CreateTopic(name string, cfg TopicConfig) (*Topic, error) {
+	if err := ValidTopicName(name); err != nil {
+		return nil, err
+	}
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("commitlog: topic %q: %w", name, err)
+	}
+	l.createMu.Lock()
+	defer l.createMu.Unlock()
+	if _, err := l.Topic(name); err == nil {
+		return nil, fmt.Errorf("%w: %s", ErrTopicExists, name)
+	} else if errors.Is(err, ErrClosed) {
+		return nil, err
+	}
+	if err := l.checkLimitsLocked(1, cfg.Partitions); err != nil {
+		return nil, fmt.Errorf("commitlog: topic %q: %w", name, err)
+	}
+	fail := func(what string, err error) (*Topic, error) {
+		return nil, fmt.Errorf("commitlog: topic %q: create: %s: %w", name, what, err)
+	}
+	fs := l.opts.fs
+	tmp := filepath.Join(l.dir, "."+name+".creating")
+	final := filepath.Join(l.dir, name)
+	meta, err := encodeTopicFile(name, cfg)
+	if err != nil {
+		return fail("encode "+topicFileName, err)
+	}
+	if err := fs.RemoveAll(tmp); err != nil {
+		return fail("remove leftover "+tmp, err)
+	}
+	if err := fs.MkdirAll(tmp, 0o755); err != nil {
+		return fail("create "+tmp, err)
+	}
+	for i := 0; i < cfg.Partitions; i++ {
+		if err := fs.MkdirAll(filepath.Join(tmp, strconv.Itoa(i)), 0o755); err != nil {
+			return fail(fmt.Sprintf("create partition %d directory", i), err)
+		}
+	}
+	if err := vfs.WriteFileAtomic(fs, filepath.Join(tmp, topicFileName), meta); err != nil {
+		return fail("write "+topicFileName, err)
+	}
+	if err := fs.Rename(tmp, final); err != nil {
+		return fail("rename into place", err)
+	}
+	if err := fs.SyncDir(l.dir); err != nil {
+		return fail("sync "+l.dir, err)
+	}
+	t := &Topic{log: l, name: name, dir: final}
+	t.cfg.Store(&cfg)
+	if err := l.addPartitions(t, cfg.Partitions); err != nil {
+		for _, p := range t.Partitions() {
+			p.segMu.Lock()
+			releaseAll(p.segs)
+			p.segs = nil
+			p.segMu.Unlock()
+		}
+		return nil, err
+	}
+	l.mu.Lock()
+	l.topics[name] = t
+	l.mu.Unlock()
+	return t, nil
+}
+
+// checkLimitsLocked refuses adding topics and partitions past the caps
+// (WithMaxTopics, WithMaxPartitions). createMu is held, so the counts
+// cannot move under it.
+func (l *Log) checkLimitsLocked(topics, partitions int) error {
+	if l.opts.maxTopics <= 0 && l.opts.maxPartitions <= 0 {
+		return nil
+	}
+	all := l.Topics()
+	if limit := l.opts.maxTopics; limit > 0 && topics > 0 && len(all)+topics > limit {
+		return &LimitError{What: "topics", Limit: limit, Have: len(all), Want: topics}
+	}
+	if limit := l.opts.maxPartitions; limit > 0 && partitions > 0 {
+		n := 0
+		for _, t := range all {
+			n += t.NumPartitions()
+		}
+		if n+partitions > limit {
+			return &LimitError{What: "partitions", Limit: limit, Have: n, Want: partitions}
+		}
+	}
+	return nil
+}
+
+// addPartitions opens partitions len(t.parts)..n-1 (their directories exist
+// or are created).
+func (l *Log) addPartitions(t *Topic, n int) error {
+	for i := t.NumPartitions(); i < n; i++ {
+		pdir := filepath.Join(t.dir, strconv.Itoa(i))
+		if err := l.opts.fs.MkdirAll(pdir, 0o755); err != nil {
+			return fmt.Errorf("commitlog: topic %q partition %d: create %s: %w", t.name, i, pdir, err)
+		}
+		if err := l.opts.fs.SyncDir(t.dir); err != nil {
+			return fmt.Errorf("commitlog: topic %q partition %d: sync %s: %w", t.name, i, t.dir, err)
+		}
+		p, err := l.openPartition(t, int32(i), pdir, partitionState{}, errors.New("new partition"))
+		if err != nil {
+			return err // names the topic and partition
+		}
+		p.report.Clean = true
+		if err := l.afterOpen(p); err != nil {
+			releaseAll(p.segs)
+			return fmt.Errorf("commitlog: topic %q partition %d: %w", t.name, i, err)
+		}
+		t.mu.Lock()
+		t.parts = append(t.parts, p)
+		t.mu.Unlock()
+	}
+	return nil
+}
+
+// UpdateTopic replaces a topic's configuration. Partitions may grow but not
+// shrink; the new config is stored atomically before it takes effect.
+func (l *Log) UpdateTopic(name string, cfg TopicConfig) error {
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("commitlog: topic %q: %w", name, err)
+	}
+	l.createMu.Lock()
+	defer l.createMu.Unlock()
+	t, err := l.Topic(name)
+	if err != nil {
+		return err
+	}
+	if cfg.Partitions < t.NumPartitions() {
+		return fmt.Errorf("%w: partitions: %s has %d, cannot shrink to %d", ErrInvalidConfig, name, t.NumPartitions(), cfg.Partitions)
+	}
+	if err := l.checkLimitsLocked(0, cfg.Partitions-t.NumPartitions()); err != nil {
+		return fmt.Errorf("commitlog: topic %q: %w", name, err)
+	}
+	meta, err := encodeTopicFile(name, cfg)
+	if err != nil {
+		return fmt.Errorf("commitlog: topic %q: update: encode %s: %w", name, topicFileName, err)
+	}
+	if err := vfs.WriteFileAtomic(l.opts.fs, filepath.Join(t.dir, topicFileName), meta); err != nil {
+		return fmt.Errorf("commitlog: topic %q: update: write %s: %w", name, topicFileName, err)
+	}
+	t.cfg.Store(&cfg)
+	return l.addPartitions(t, cfg.Partitions)
+}
+
+// EnsureTopic creates the topic, or updates its config when it exists.
+func (l *Log) EnsureTopic(name string, cfg TopicConfig) (*Topic, error) {
+	t, err := l.CreateTopic(name, cfg)
+	if errors.Is(err, ErrTopicExists) {
+		if err := l.UpdateTopic(name, cfg); err != nil {
+			return nil, err
+		}
+		return l.Topic(name)
+	}
+	return t, err
+}
+
+// DeleteTopic removes a topic and its data. Appends already queued are
+// committed first; every later call on its partitions (appends, reads, time
+// lookups, long polls) fails with ErrTopicDeleted. It waits for a retention
+// or compaction pass in progress (housekeepMu), so no pass works on the
+// partitions while their segments go, nor touches the files of a topic
+// created later under the same name.
+func (l *Log) DeleteTopic(name string) error {
+	l.createMu.Lock()
+	defer l.createMu.Unlock()
+	t, err := l.Topic(name)
+	if err != nil {
+		return err
+	}
+	l.housekeepMu.Lock()
+	defer l.housekeepMu.Unlock()
+	l.mu.Lock()
+	delete(l.topics, name)
+	l.mu.Unlock()
+	parts := t.Partitions()
+	for _, p := range parts {
+		p.deleted.Store(true)
+		p.mu.Lock()
+		p.closed.Store(true)
+		p.mu.Unlock()
+	}
+	// Let the committer finish whatever was queued and the syncer publish
+	// it, then forget the partitions on the committer's goroutine. Close
+	// waits for createMu, so the committer is running.
+	l.inCommitter(func() {
+		for l.commitCycle() {
+		}
+		l.syncWG.Wait()
+		for _, p := range parts {
+			delete(l.unsynced, p)
+		}
+	})
+	for _, p := range parts {
+		p.segMu.Lock()
+		releaseAll(p.segs)
+		p.segs = nil
+		p.segMu.Unlock()
+		p.wake() // long polls return ErrTopicDeleted
+	}
+	fs := l.opts.fs
+	tomb := filepath.Join(l.dir, "."+name+".deleting")
+	if err := fs.Rename(t.dir, tomb); err != nil {
+		return fmt.Errorf("commitlog: topic %q: delete: rename to %s: %w", name, tomb, err)
+	}
+	if err := fs.SyncDir(l.dir); err != nil {
+		return fmt.Errorf("commitlog: topic %q: delete: sync %s: %w", name, l.dir, err)
+	}
+	if err := fs.RemoveAll(tomb); err != nil {
+		return fmt.Errorf("commitlog: topic %q: delete: remove %s (removed on the next open): %w", name, tomb, err)
+	}
+	return nil
+}
+
+// inCommitter runs fn on the committer goroutine and waits for it.
+func (l *Log) inCommitter(fn func()) {
+	done := make(chan struct{})
+	select {
+	case l.calls <- func() { fn(); close(done) }:
+		<-done
+	case <-l.quit:
+	}
+}
+
+// Close stops accepting appends, commits everything queued, makes every
+// partition durable, marks it clean (so the next open scans nothing) and
+// closes the files.
+func (l *Log) Close() error {
+	// Wait for a topic create, update or delete in progress: they need the
+	// committer and must not leave a topic half-made.
+	l.createMu.Lock()
+	defer l.createMu.Unlock()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	l.closed = true
+	topics := make([]*Topic, 0, len(l.topics))
+	for _, t := range l.topics {
+		topics = append(topics, t)
+	}
+	l.mu.Unlock()
+	for _, t := range topics {
+		for _, p := range t.Partitions() {
+			p.mu.Lock()
+			p.closed.Store(true)
+			p.mu.Unlock()
+			p.wake() // long polls return ErrClosed
+		}
+	}
+	close(l.quit)
+	l.wg.Wait()
+	var errs []error
+	for _, t := range topics {
+		for _, p := range t.Partitions() {
+			if err := p.closeClean(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	l.closeFiles()
+	return errors.Join(errs...)
+}
+
+// closeClean writes the active segment's indexes and a clean state. A
+// partition with a sticky error is left unclean, so its next open rescans.
+func (p *Partition) closeClean() error {
+	if err := p.Err(); err != nil {
+		return err
+	}
+	active := p.activeSegment()
+	if active == nil {
+		return nil
+	}
+	fail := func(err error) error {
+		return &StorageError{Topic: p.topic.name, Partition: p.id, Op: "close", Err: err}
+	}
+	if err := active.file.Sync(); err != nil {
+		return fail(err)
+	}
+	if active.indexBad.Load() { // a read found the in-memory index wrong
+		p.repairIndex(active, errors.New("closing a segment whose index a read found wrong"))
+	}
+	active.filesMu.Lock()
+	err := active.writeIndexes(p.log.opts.fs)
+	active.filesMu.Unlock()
+	if err != nil {
+		return fail(err)
+	}
+	if err := p.writeState(true); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// closeFiles releases every segment file.
+func (l *Log) closeFiles() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, t := range l.topics {
+		for _, p := range t.parts {
+			p.segMu.Lock()
+			releaseAll(p.segs)
+			p.segs = nil
+			p.segMu.Unlock()
+		}
+	}
+}

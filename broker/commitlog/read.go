@@ -1,0 +1,301 @@
+package commitlog
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
+)
+
+// Slice is a run of whole batches in one segment file, as stored, ready to
+// be copied or sent with sendfile. Release it when done.
+type Slice struct {
+	HighWatermark  int64
+	LogStartOffset int64
+	// Pos and Len locate the bytes in File. Len is 0 when the read was at
+	// the high watermark. The run may end in a partial batch when it was
+	// cut at the byte limit, as Kafka's fetch does; decoders drop it.
+	Pos, Len int64
+	seg      *segment
+}
+
+// File returns the segment file holding the slice (nil when empty). It may
+// implement vfs.Fder for sendfile; it stays open until Release.
+func (s *Slice) File() vfs.File {
+	if s.seg == nil {
+		return nil
+	}
+	if lf := s.seg.lazy(); lf != nil {
+		f, err := lf.handle()
+		if err != nil {
+			return unreadableFile{name: lf.name, err: err}
+		}
+		return f
+	}
+	return s.seg.file
+}
+
+// AppendTo appends the slice's bytes to dst.
+func (s *Slice) AppendTo(dst []byte) ([]byte, error) {
+	if s.Len == 0 {
+		return dst, nil
+	}
+	n := len(dst)
+	dst = append(dst, make([]byte, s.Len)...)
+	if _, err := s.seg.file.ReadAt(dst[n:], s.Pos); err != nil && !errors.Is(err, io.EOF) {
+		return dst[:n], fmt.Errorf("commitlog: read %s at %d: %w", s.seg.path(suffixLog), s.Pos, err)
+	}
+	return dst, nil
+}
+
+// Release drops the slice's hold on its segment file.
+func (s *Slice) Release() {
+	if s.seg != nil {
+		s.seg.release()
+		s.seg = nil
+	}
+}
+
+// Read returns stored batches starting with the one that holds offset, up
+// to maxBytes (the first batch whole even when larger), from one segment,
+// with the high watermark. Reading at the high watermark returns an empty
+// slice; below the log start or past the high watermark is
+// ErrOffsetOutOfRange.
+func (p *Partition) Read(offset int64, maxBytes int) (*Slice, error) {
+	segs := p.acquireFrom(offset)
+	if segs == nil {
+		return nil, fmt.Errorf("commitlog: topic %q partition %d: read at %d: %w", p.topic.name, p.id, offset, p.goneErr())
+	}
+	defer releaseAll(segs)
+	hwm, start := p.hwm.Load(), p.logStart.Load()
+	if offset < start || offset > hwm {
+		return nil, fmt.Errorf("%w: %s/%d offset %d, log holds %d..%d", ErrOffsetOutOfRange, p.topic.name, p.id, offset, start, hwm)
+	}
+	sl := &Slice{HighWatermark: hwm, LogStartOffset: start}
+	if offset == hwm {
+		return sl, nil
+	}
+	for _, seg := range segs {
+		limit := seg.readable.Load()
+		pos, first, err := p.findBatch(seg, offset, limit)
+		if err != nil {
+			if !seg.sealed.Load() {
+				return nil, fmt.Errorf("commitlog: topic %q partition %d: read at %d: %w", p.topic.name, p.id, offset, err)
+			}
+			p.markDamaged(seg, pos, err) // a damaged sealed segment: skip to the next one
+			continue
+		}
+		if pos >= limit {
+			continue // every batch here is below offset; try the next segment
+		}
+		n := max(int64(maxBytes), first.Size())
+		if pos+n > limit {
+			n = limit - pos
+		}
+		seg.acquire()
+		sl.seg, sl.Pos, sl.Len = seg, pos, n
+		return sl, nil
+	}
+	return sl, nil
+}
+
+// ReadRecords decodes records from offset on, up to about maxBytes of
+// batches, and returns them with the offset to read next. Batches are
+// CRC-checked; a corrupt batch in a sealed segment is reported once and
+// skipped to the next segment, so one damaged file never stops a reader.
+func (p *Partition) ReadRecords(offset int64, maxBytes int) (recs []Record, next, hwm int64, err error) {
+	for {
+		sl, err := p.Read(offset, maxBytes)
+		if err != nil {
+			return nil, offset, p.hwm.Load(), err
+		}
+		hwm = sl.HighWatermark
+		if sl.Len == 0 {
+			return nil, offset, hwm, nil
+		}
+		buf, err := sl.AppendTo(nil)
+		seg, pos := sl.seg, sl.Pos
+		if err != nil {
+			sl.Release()
+			return nil, offset, hwm, err
+		}
+		next = offset
+		var bad error
+		walkErr := SplitBatches(buf, func(h BatchHeader, b []byte) error {
+			_, rs, derr := DecodeRecords(b, defaultDecompressor)
+			if derr != nil {
+				bad = derr
+				return derr
+			}
+			for _, r := range rs {
+				if r.Offset >= offset {
+					recs = append(recs, r)
+				}
+			}
+			pos += h.Size()
+			next = h.NextOffset()
+			return nil
+		})
+		if walkErr != nil && bad == nil {
+			bad = walkErr
+		}
+		if bad != nil && len(recs) == 0 {
+			if !seg.sealed.Load() {
+				sl.Release()
+				return nil, offset, hwm, fmt.Errorf("commitlog: %s/%d: read at %d: %w", p.topic.name, p.id, offset, bad)
+			}
+			resume := p.markDamaged(seg, pos, bad)
+			sl.Release()
+			if resume <= offset {
+				return nil, offset, hwm, bad
+			}
+			offset = resume
+			continue
+		}
+		sl.Release()
+		return recs, next, hwm, nil
+	}
+}
+
+// markDamaged limits a sealed segment's readable bytes to pos, records the
+// damage and returns the offset where reads resume (the next segment's
+// base, or the high watermark).
+func (p *Partition) markDamaged(seg *segment, pos int64, cause error) int64 {
+	resume := p.hwm.Load()
+	p.segMu.RLock()
+	for i, s := range p.segs {
+		if s == seg && i+1 < len(p.segs) {
+			resume = p.segs[i+1].base
+		}
+	}
+	p.segMu.RUnlock()
+	for {
+		old := seg.readable.Load()
+		if pos >= old {
+			return resume
+		}
+		if seg.readable.CompareAndSwap(old, pos) {
+			break
+		}
+	}
+	first, readMax := seg.base, int64(-1)
+	if pos > 0 {
+		h, maxTs, err := lastBatchBefore(seg, pos)
+		if err == nil {
+			first = h.NextOffset()
+		}
+		readMax = maxTs
+	}
+	seg.readMaxTs.Store(readMax)
+	d := Damage{Segment: seg.base, Position: pos, LostBytes: seg.size.Load() - pos,
+		FirstOffset: first, NextOffset: resume, Reason: cause.Error()}
+	p.log.stats.damaged.Add(1)
+	p.reportMu.Lock()
+	p.report.Damaged = append(p.report.Damaged, d)
+	p.reportMu.Unlock()
+	p.log.opts.logger.Error("commitlog: damaged segment, skipping the rest of it",
+		"topic", p.topic.name, "partition", p.id, "segment", seg.base, "position", pos,
+		"lost_bytes", d.LostBytes, "offsets", fmt.Sprintf("%d..%d", first, resume-1), "err", cause)
+	return resume
+}
+
+// lastBatchBefore returns the header of the batch that ends at end, and
+// the largest timestamp of the batches before end (-1 when none), as far
+// as it could read them.
+func lastBatchBefore(seg *segment, end int64) (last BatchHeader, maxTs int64, err error) {
+	var buf [BatchHeaderSize]byte
+	pos := int64(0)
+	maxTs = -1
+	for pos < end {
+		h, err := readHeaderAt(seg.file, pos, buf[:])
+		if err != nil {
+			return last, maxTs, err
+		}
+		last = h
+		maxTs = max(maxTs, h.MaxTimestamp)
+		pos += h.Size()
+	}
+	return last, maxTs, nil
+}
+
+// MaxTimestamp is the largest record timestamp readers may see in the
+// segments the partition holds, as the batch headers say it (Kafka's
+// ListOffsets -3); -1 when the partition holds no record with a timestamp
+// (or its topic was deleted). OffsetForTime(MaxTimestamp()) finds the
+// first record holding it. It reads no file.
+func (p *Partition) MaxTimestamp() int64 {
+	p.segMu.RLock()
+	defer p.segMu.RUnlock()
+	maxTs := int64(-1)
+	for _, s := range p.segs {
+		maxTs = max(maxTs, s.readMaxTs.Load())
+	}
+	return maxTs
+}
+
+// OffsetForTime returns the first offset whose record timestamp is >= ts,
+// with that record's timestamp, as Kafka's ListOffsets does, or ok=false
+// when every record is older. A damaged sealed segment is reported and
+// skipped, like a read skips it.
+func (p *Partition) OffsetForTime(ts int64) (offset, timestamp int64, ok bool, err error) {
+	segs := p.acquireFrom(p.logStart.Load())
+	if segs == nil {
+		return -1, -1, false, fmt.Errorf("commitlog: topic %q partition %d: offset for time %d: %w", p.topic.name, p.id, ts, p.goneErr())
+	}
+	defer releaseAll(segs)
+	for _, seg := range segs {
+		if seg.maxTs.Load() < ts {
+			continue
+		}
+		r, found, pos, err := p.offsetForTimeIn(seg, ts)
+		if err != nil {
+			if !seg.sealed.Load() {
+				return -1, -1, false, fmt.Errorf("commitlog: topic %q partition %d: offset for time %d: %w", p.topic.name, p.id, ts, err)
+			}
+			p.markDamaged(seg, pos, err)
+			continue
+		}
+		if found {
+			return r.Offset, r.Timestamp, true, nil
+		}
+	}
+	return -1, -1, false, nil
+}
+
+// offsetForTimeIn searches one segment for the first record at or after
+// ts; on error pos is where the segment stopped being readable.
+func (p *Partition) offsetForTimeIn(seg *segment, ts int64) (rec Record, found bool, pos int64, err error) {
+	limit := seg.readable.Load()
+	pos, done, err := p.timeStart(seg, ts, limit)
+	if err != nil || done {
+		return Record{}, false, pos, err
+	}
+	var hdr [BatchHeaderSize]byte
+	for pos+BatchHeaderSize <= limit {
+		h, err := readHeaderAt(seg.file, pos, hdr[:])
+		if err != nil {
+			return Record{}, false, pos, err
+		}
+		if pos+h.Size() > limit {
+			break
+		}
+		if h.MaxTimestamp >= ts {
+			b := make([]byte, h.Size())
+			if _, err := seg.file.ReadAt(b, pos); err != nil && !errors.Is(err, io.EOF) {
+				return Record{}, false, pos, err
+			}
+			_, rs, err := DecodeRecords(b, defaultDecompressor)
+			if err != nil {
+				return Record{}, false, pos, err
+			}
+			for _, r := range rs {
+				if r.Timestamp >= ts {
+					return r, true, pos, nil
+				}
+			}
+		}
+		pos += h.Size()
+	}
+	return Record{}, false, pos, nil
+}

@@ -1,0 +1,157 @@
+package kafkaserver
+
+import (
+	"encoding/binary"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
+)
+
+// syncGate is a vfs.Injector that, while shut, holds every Sync of a
+// segment file until it is opened again, and reports each Sync it holds.
+type syncGate struct {
+	mu   sync.Mutex
+	shut chan struct{} // guarded by mu; nil: open
+	held chan string   // the names of held Syncs
+}
+
+func newSyncGate() *syncGate { return &syncGate{held: make(chan string, 64)} }
+
+func (g *syncGate) MaybeError(op vfs.Op, name string) error {
+	if op != vfs.OpSync || !strings.HasSuffix(name, ".log") {
+		return nil
+	}
+	g.mu.Lock()
+	shut := g.shut
+	g.mu.Unlock()
+	if shut != nil {
+		g.held <- name
+		<-shut
+	}
+	return nil
+}
+
+func (g *syncGate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.shut == nil {
+		g.shut = make(chan struct{})
+	}
+}
+
+func (g *syncGate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.shut != nil {
+		close(g.shut)
+		g.shut = nil
+	}
+}
+
+// answer reads the answer to the request sent with correlation id corr.
+func (r *rawConn) answer(req kmsg.Request, corr int32) kmsg.Response {
+	r.t.Helper()
+	b, err := r.readFrame()
+	if err != nil {
+		r.t.Fatalf("%s: read: %v", kmsg.NameForKey(req.Key()), err)
+	}
+	if got := int32(binary.BigEndian.Uint32(b)); got != corr {
+		r.t.Fatalf("correlation id %d, want %d", got, corr)
+	}
+	resp := req.ResponseKind()
+	b = b[4:]
+	if resp.IsFlexible() {
+		rd := kbin.Reader{Src: b}
+		kmsg.SkipTags(&rd)
+		b = rd.Src
+	}
+	if err := resp.ReadFrom(b); err != nil {
+		r.t.Fatal(err)
+	}
+	return resp
+}
+
+// TestProduceAcks: what each acks value waits for, shown with a
+// filesystem whose segment fsyncs are held until the test releases them.
+//
+//   - acks=-1 on a flush=always topic is answered only after the fsync:
+//     while it is held, no answer; once released, the answer.
+//   - acks=1 waits the same (one node: the leader's log is every replica,
+//     and a record is in it, readable and counted, once the flush policy
+//     holds; see 00_produce.go).
+//   - On a flush=interval topic acks=-1 is answered with the fsync still
+//     held (none is even due within the hour).
+//   - acks=0 stores the records and sends nothing: the next answer on the
+//     connection is the next request's.
+//   - Any other acks value is INVALID_REQUIRED_ACKS, nothing stored.
+func TestProduceAcks(t *testing.T) {
+	gate := newSyncGate()
+	e := newEnv(t, withLogOpts(commitlog.WithFS(vfs.NewErrorFS(vfs.OS, gate))))
+	always := e.topic("always", commitlog.TopicConfig{Partitions: 1, Flush: commitlog.FlushAlways})
+	interval := e.topic("interval", commitlog.TopicConfig{Partitions: 1, Flush: commitlog.FlushInterval, FlushInterval: time.Hour})
+	defer gate.open() // before the log closes, which syncs
+	rc := e.raw()
+	hwm := func(tp *commitlog.Topic) int64 { p, _ := tp.Partition(0); return p.HighWatermark() }
+
+	for i, acks := range []int16{-1, 1} {
+		gate.close()
+		req := produceReq("always", 0, batch(-1, -1, -1, 2, "a"))
+		req.Acks = acks
+		corr := rc.send(req)
+		name := <-gate.held // the append's fsync has begun and is held
+		if !rc.stillOpen(200 * time.Millisecond) {
+			t.Fatalf("acks=%d: answered (or closed) while the fsync of %s was held", acks, name)
+		}
+		if n := hwm(always); n != int64(2*i) {
+			t.Fatalf("acks=%d: high watermark %d before the fsync, want %d", acks, n, 2*i)
+		}
+		gate.open()
+		sp := rc.answer(req, corr).(*kmsg.ProduceResponse).Topics[0].Partitions[0]
+		if sp.ErrorCode != 0 || sp.BaseOffset != int64(2*i) {
+			t.Fatalf("acks=%d: offset %d error %d", acks, sp.BaseOffset, sp.ErrorCode)
+		}
+	}
+
+	gate.close() // stays shut: flush=interval answers without an fsync
+	req := produceReq("interval", 0, batch(-1, -1, -1, 3, "i"))
+	sp := rc.roundTrip(req).(*kmsg.ProduceResponse).Topics[0].Partitions[0]
+	if sp.ErrorCode != 0 || sp.BaseOffset != 0 || hwm(interval) != 3 {
+		t.Fatalf("flush=interval: offset %d error %d, high watermark %d", sp.BaseOffset, sp.ErrorCode, hwm(interval))
+	}
+	select {
+	case name := <-gate.held:
+		t.Fatalf("flush=interval: an fsync of %s was started for acks=-1", name)
+	default:
+	}
+	gate.open()
+
+	// acks=0: no answer; the records are stored.
+	req = produceReq("always", 0, batch(-1, -1, -1, 4, "z"))
+	req.Acks = 0
+	rc.send(req)
+	md := kmsg.NewPtrMetadataRequest()
+	md.Version = 1
+	rc.roundTrip(md) // fails on a Produce answer's correlation id
+	waitFor(t, "the acks=0 records", func() bool { return hwm(always) == 8 })
+
+	// Invalid acks: refused per partition, nothing stored.
+	for _, acks := range []int16{2, -2, 100} {
+		req := produceReq("always", 0, batch(-1, -1, -1, 1, "x"))
+		req.Acks = acks
+		sp := rc.roundTrip(req).(*kmsg.ProduceResponse).Topics[0].Partitions[0]
+		if sp.ErrorCode != kerr.InvalidRequiredAcks.Code {
+			t.Fatalf("acks=%d: error %d, want INVALID_REQUIRED_ACKS", acks, sp.ErrorCode)
+		}
+	}
+	if n := hwm(always); n != 8 {
+		t.Fatalf("high watermark %d after refused produces, want 8", n)
+	}
+}

@@ -1,0 +1,279 @@
+package kafkaserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/sync/semaphore"
+
+	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/netguard"
+	"github.com/ferry-iot/ferry/broker/ratelog"
+	"github.com/ferry-iot/ferry/broker/state"
+)
+
+// Config configures the listener. Zero fields take the defaults noted.
+type Config struct {
+	// Listen is the TCP address (default "127.0.0.1:9092").
+	Listen string
+	// Advertised is the host:port returned in Metadata and FindCoordinator
+	// (default: the bound address, with 127.0.0.1 for a wildcard host).
+	Advertised string
+	// TLS, when set, wraps every connection (Fetch then copies instead of
+	// using sendfile).
+	TLS *tls.Config
+	// SASLPlain maps user names to passwords. Non-empty: every connection
+	// must authenticate with SASL/PLAIN before any request but ApiVersions.
+	SASLPlain map[string]string
+	// NodeID is this broker's id (default 0) and ClusterID its cluster id
+	// (default "ferry").
+	NodeID    int32
+	ClusterID string
+	// MaxRequestBytes caps a request frame (default 16 MiB, Kafka's
+	// socket.request.max.bytes is 100 MiB); larger declared sizes close
+	// the connection before anything is allocated.
+	MaxRequestBytes int
+	// MaxConnections caps concurrent connections (default 1024), counted
+	// from accept, authenticated or not.
+	MaxConnections int
+	// MaxPending caps connections that have not authenticated yet — SASL
+	// not done, or without SASL no request handled yet (default 64); past
+	// it the oldest is closed (netguard).
+	MaxPending int
+	// AuthTimeout is how long a connection may take to authenticate (TLS
+	// handshake and SASL; without SASL, its first request) (default 10s).
+	AuthTimeout time.Duration
+	// MaxBufferedBytes bounds the request bytes all connections together
+	// may hold while reading and handling frames (default 32 MiB, at least
+	// MaxRequestBytes). A connection waits for room as its frame grows; one
+	// that gets none for bufferWait is closed (counted).
+	MaxBufferedBytes int
+	// Listeners are the guarded listener's metrics (nil: not registered).
+	Listeners *netguard.Metrics
+	// IdleTimeout closes connections that send nothing for this long
+	// (default 10 minutes, Kafka's connections.max.idle.ms).
+	IdleTimeout time.Duration
+	// DisableSendfile makes Fetch copy segment bytes through user space
+	// even on plain TCP (for comparison benchmarks and odd filesystems).
+	DisableSendfile bool
+	// AutoCreateTopics lets Metadata requests that ask for it create
+	// unknown topics with TopicDefaults (Kafka's auto.create.topics.enable).
+	AutoCreateTopics bool
+	// TopicDefaults is the config of topics created by Metadata or by
+	// CreateTopics without explicit settings.
+	TopicDefaults commitlog.TopicConfig
+	// ProtectedTopics cannot be deleted through DeleteTopics (the device
+	// topics the MQTT broker writes).
+	ProtectedTopics []string
+
+	Logger  *slog.Logger
+	Metrics *Metrics // nil: kept but not registered
+}
+
+func (c *Config) ensureDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:9092"
+	}
+	if c.ClusterID == "" {
+		c.ClusterID = "ferry"
+	}
+	if c.MaxRequestBytes <= 0 {
+		c.MaxRequestBytes = 16 << 20
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 1024
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 64
+	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 10 * time.Second
+	}
+	if c.MaxBufferedBytes <= 0 {
+		c.MaxBufferedBytes = 32 << 20
+	}
+	c.MaxBufferedBytes = max(c.MaxBufferedBytes, c.MaxRequestBytes)
+	if c.Listeners == nil {
+		c.Listeners = netguard.NewMetrics(nil)
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 10 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+}
+
+// Groups is the consumer-group coordinator the group APIs are served by
+// (package group implements it). Each method gets the decoded request and
+// returns the answer for the request's version; JoinGroup and SyncGroup
+// block as the protocol requires, until ctx (the connection's) ends.
+type Groups interface {
+	JoinGroup(ctx context.Context, clientID, clientHost string, req *kmsg.JoinGroupRequest) *kmsg.JoinGroupResponse
+	SyncGroup(ctx context.Context, req *kmsg.SyncGroupRequest) *kmsg.SyncGroupResponse
+	Heartbeat(req *kmsg.HeartbeatRequest) *kmsg.HeartbeatResponse
+	LeaveGroup(req *kmsg.LeaveGroupRequest) *kmsg.LeaveGroupResponse
+	OffsetCommit(req *kmsg.OffsetCommitRequest) *kmsg.OffsetCommitResponse
+	OffsetFetch(req *kmsg.OffsetFetchRequest) *kmsg.OffsetFetchResponse
+	DescribeGroups(req *kmsg.DescribeGroupsRequest) *kmsg.DescribeGroupsResponse
+	ListGroups(req *kmsg.ListGroupsRequest) *kmsg.ListGroupsResponse
+	DeleteGroups(req *kmsg.DeleteGroupsRequest) *kmsg.DeleteGroupsResponse
+}
+
+// Server is the Kafka protocol listener. It serves the log's topics and
+// the group coordinator's groups; it owns its accept loop and one reader
+// and one writer goroutine per connection.
+type Server struct {
+	cfg       Config
+	log       *commitlog.Log
+	groups    Groups
+	producers *producers
+	metrics   *Metrics
+	logger    *slog.Logger
+	limiter   *ratelog.Limiter
+
+	advHost string
+	advPort int32
+
+	ln     *netguard.Listener
+	ctx    context.Context // cancelled by Close: ends long polls and joins
+	cancel context.CancelFunc
+	frames *semaphore.Weighted // MaxBufferedBytes: frame bytes held by all connections
+
+	mu    sync.Mutex
+	conns map[*conn]struct{} // guarded by mu
+	shut  bool               // guarded by mu
+
+	wg sync.WaitGroup // accept loop and connections
+}
+
+// New binds the listener. st persists producer ids across restarts;
+// groups serves the consumer-group APIs.
+func New(cfg Config, lg *commitlog.Log, groups Groups, st *state.Store) (*Server, error) {
+	cfg.ensureDefaults()
+	prods, err := newProducers(st)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg, log: lg, groups: groups, producers: prods,
+		metrics: cfg.Metrics, logger: cfg.Logger,
+		conns: map[*conn]struct{}{}, frames: semaphore.NewWeighted(int64(cfg.MaxBufferedBytes)),
+	}
+	s.limiter = ratelog.New()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("kafkaserver: listen %s: %w", cfg.Listen, err)
+	}
+	s.ln = netguard.Wrap(ln, netguard.Config{
+		Name: "kafka", MaxConns: cfg.MaxConnections, MaxPending: cfg.MaxPending, AuthTimeout: cfg.AuthTimeout,
+		Logger: cfg.Logger, Metrics: cfg.Listeners,
+	})
+	if err := s.setAdvertised(); err != nil {
+		s.ln.Close()
+		return nil, err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+func (s *Server) setAdvertised() error {
+	adv := s.cfg.Advertised
+	if adv == "" {
+		host, port, _ := net.SplitHostPort(s.ln.Addr().String())
+		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+		adv = net.JoinHostPort(host, port)
+	}
+	host, port, err := net.SplitHostPort(adv)
+	if err != nil {
+		return fmt.Errorf("kafkaserver: advertised address %q: %w", adv, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return fmt.Errorf("kafkaserver: advertised address %q: bad port: %w", adv, err)
+	}
+	if port == "0" { // the configured listen port was 0: advertise the bound one
+		_, bound, _ := net.SplitHostPort(s.ln.Addr().String())
+		p, _ = strconv.ParseUint(bound, 10, 16)
+	}
+	s.advHost, s.advPort = host, int32(p)
+	return nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Start begins accepting connections.
+func (s *Server) Start() {
+	s.wg.Add(1)
+	go s.acceptLoop()
+}
+
+// Status reports the listener's state (health checks).
+func (s *Server) Status() netguard.Status { return s.ln.Status() }
+
+// acceptLoop serves each admitted connection. The guarded listener
+// retries failed accepts and applies the connection caps; its Accept
+// fails only once it is closed.
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		c := s.newConn(nc)
+		s.mu.Lock()
+		if s.shut {
+			s.mu.Unlock()
+			nc.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			c.serve()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Close stops accepting, ends long polls and pending joins, lets every
+// accepted Produce finish and answer, closes every connection and waits
+// for all goroutines.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.shut = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	err := s.ln.Close()
+	s.cancel()
+	for _, c := range conns {
+		c.stopReading()
+	}
+	s.wg.Wait()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("kafkaserver: close listener: %w", err)
+	}
+	return nil
+}
