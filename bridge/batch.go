@@ -84,11 +84,11 @@ type Batch struct {
 	// checkpoints upstream may record them with the checkpoints.
 	Rejected []Rejected
 
-	skips []skip // ranges retention dropped before replication, passed over by this batch
+	drops []drop // ranges retention dropped before replication, passed over by this batch
 }
 
-// skip is a range of a partition's offsets retention deleted unreplicated.
-type skip struct {
+// drop is a range of a partition's offsets retention deleted unreplicated.
+type drop struct {
 	tp       TP
 	from, to int64
 }
@@ -120,21 +120,21 @@ func (l limits) with(t Limits) limits {
 // fillPlan is everything a fill reads: a copy of the cursors' positions
 // and maps the run goroutine leaves alone while a fill runs.
 type fillPlan struct {
-	order  []*cursor // the partitions to read, in order (only c.tp and c.p are read)
-	from   map[TP]Progress
-	lim    limits
-	poison map[TP]map[int64]string // records to pass over as rejected → reason
+	order    []*cursor // the partitions to read, in order (only c.tp and c.p are read)
+	from     map[TP]Progress
+	lim      limits
+	rejected map[TP]map[int64]string // records to pass over as rejected → reason
 }
 
 // plan is the next fill's plan (run goroutine only): every partition, or
 // while suspects are being isolated only theirs, in smaller batches.
 func (e *Engine) plan() fillPlan {
-	pl := fillPlan{order: e.order(), from: e.positions(), lim: e.lim, poison: e.poison}
-	if e.narrow.active() {
-		pl.lim.batchRecords = min(pl.lim.batchRecords, e.narrow.cap)
+	pl := fillPlan{order: e.order(), from: e.positions(), lim: e.lim, rejected: e.rejects}
+	if e.isolate.active() {
+		pl.lim.batchRecords = min(pl.lim.batchRecords, e.isolate.cap)
 		order := pl.order[:0:0]
 		for _, c := range pl.order {
-			if len(e.narrow.suspects[c.tp]) > 0 {
+			if len(e.isolate.suspects[c.tp]) > 0 {
 				order = append(order, c)
 			}
 		}
@@ -316,10 +316,10 @@ func (e *Engine) readInto(b *Batch, pl *fillPlan, c *cursor, p Progress, live bo
 	}
 	if start := c.p.StartOffset(); !live && from < start {
 		// Retention (overwrite_oldest under a size or disk limit) dropped
-		// records before they were replicated: skip them, counted once the
-		// batch that moves past them is acknowledged (a failed Send skips
+		// records before they were replicated: pass over them, counted once the
+		// batch that moves past them is acknowledged (a failed Send passes over
 		// them again).
-		b.skips = append(b.skips, skip{tp: c.tp, from: from, to: start})
+		b.drops = append(b.drops, drop{tp: c.tp, from: from, to: start})
 		from = start
 		p = advance(p, start)
 	}
@@ -330,7 +330,7 @@ func (e *Engine) readInto(b *Batch, pl *fillPlan, c *cursor, p Progress, live bo
 		return 0, p, nil
 	}
 	lim := pl.lim
-	poison := pl.poison[c.tp]
+	rejected := pl.rejected[c.tp]
 	// maxBytes counts record bytes, the log's read limit stored ones, which
 	// zstd makes five to ten times smaller: read in steps and stop at the
 	// share, rather than decode far more than the batch takes (and give
@@ -367,7 +367,7 @@ func (e *Engine) readInto(b *Batch, pl *fillPlan, c *cursor, p Progress, live bo
 				break
 			}
 			rb := recordBytes(r)
-			reason, bad := poison[r.Offset]
+			reason, bad := rejected[r.Offset]
 			if !bad && lim.recordBytes > 0 && rb > lim.recordBytes {
 				reason, bad = fmt.Sprintf("record of %d bytes is larger than the upstream takes (%d)", rb, lim.recordBytes), true
 			}

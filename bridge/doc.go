@@ -16,7 +16,7 @@
 // retention hold, so the log never deletes or compacts what is not yet
 // upstream — unless the topic is on_full: overwrite_oldest and its size or
 // the disk floor forces it; what is dropped that way is counted
-// (Topic.Stats().DroppedUnreplicated, the bridge's records_skipped) and
+// (Topic.Stats().DroppedUnreplicated, the bridge's records_dropped) and
 // logged.
 //
 //	edge log ──ReadRecords──▶ cursors ──Batch──▶ Conn.Send ──ack──▶ checkpoints ──▶ state store
@@ -34,7 +34,7 @@
 //
 // A Target connects; a Conn sends and closes. Everything else is an
 // optional single-method interface the engine discovers by type
-// assertion: Checkpointer (upstream checkpoints), Limiter (the session's
+// assertion: Checkpointer (upstream checkpoints), Limited (the session's
 // batch limits and the largest record the upstream takes: Kafka's
 // max.message.bytes; a future MQTT target would want few records per
 // Send, as many as it keeps in flight), WireCounter on the Target (bytes
@@ -46,14 +46,14 @@
 // # Records the upstream refuses for good
 //
 // A record larger than the Conn's Limits.MaxRecordBytes, or one a Send
-// reports in a *RejectedError, is skipped rather than retried forever:
+// reports in a *RejectedError, is passed over rather than retried forever:
 // the next batch passes over it (Batch.Rejected) and its progress moves
-// past it, so a target storing checkpoints upstream records the skip in
+// past it, so a target storing checkpoints upstream records the rejection in
 // the same transaction as that checkpoint; before that batch is sent the
 // record's provenance is appended to the local RejectedTopic (if that
 // fails the batch is not sent: the round fails like a log read error and
-// is retried, so no record is skipped without it); once it is
-// acknowledged the skip is counted (Status.RecordsRejected,
+// is retried, so no record is passed over without it); once it is
+// acknowledged the rejection is counted (Status.RecordsRejected,
 // ferry_bridge_records_rejected_total) and logged, at most once a minute.
 // When the upstream refused a whole batch without saying which record is
 // at fault (Suspect), the engine sends the suspects' partitions in

@@ -146,8 +146,8 @@ type Engine struct {
 	target  Target
 	metrics *Metrics
 	logger  *slog.Logger
-	limiter *rate.Limiter
-	owner   string // retention hold owner
+	rate    *rate.Limiter // bytes per second to the upstream (Config.RateLimit)
+	owner   string        // retention hold owner
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -167,9 +167,9 @@ type Engine struct {
 	lastSaved time.Time
 	dirty     bool
 	lim       limits                    // this session's batch limits
-	poison    map[TP]map[int64]string   // records to skip when reached (→ reason); read by fills
-	narrow    narrowing                 // suspect records being isolated
-	lettered  map[TP]map[int64]struct{} // rejected records whose provenance is in the rejected topic
+	rejects   map[TP]map[int64]string   // rejected records to pass over when reached (→ reason); read by fills
+	isolate   isolation                 // suspect records being isolated
+	recorded  map[TP]map[int64]struct{} // rejected records whose provenance is in the rejected topic
 	rejTopic  *commitlog.Topic
 	rejLog    *ratelog.Limiter
 	lastFatal string // the misconfiguration last logged
@@ -203,12 +203,12 @@ func New(cfg Config, lg *commitlog.Log, st *state.Store, target Target) (*Engine
 	cfg.ensureDefaults()
 	e := &Engine{cfg: cfg, log: lg, st: st, target: target, metrics: cfg.Metrics, logger: cfg.Logger,
 		owner: "bridge." + cfg.Name, cursors: map[TP]*cursor{}, done: make(chan struct{}),
-		poison: map[TP]map[int64]string{}, lettered: map[TP]map[int64]struct{}{}, jitter: rand.Float64,
+		rejects: map[TP]map[int64]string{}, recorded: map[TP]map[int64]struct{}{}, jitter: rand.Float64,
 		rejLog: ratelog.New()}
 	e.wait = e.timerWait
 	e.metrics.touch(cfg.Name)
 	if cfg.RateLimit > 0 {
-		e.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), int(max(cfg.RateLimit, int64(cfg.MaxBatchBytes))))
+		e.rate = rate.NewLimiter(rate.Limit(cfg.RateLimit), int(max(cfg.RateLimit, int64(cfg.MaxBatchBytes))))
 	}
 	if wc, ok := target.(WireCounter); ok {
 		e.wireSeen = wc.WireBytes()
@@ -292,7 +292,7 @@ func (e *Engine) connect() (Conn, error) {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	e.lim = limits{batchBytes: e.cfg.MaxBatchBytes, batchRecords: e.cfg.MaxBatchRecords}
-	if l, ok := conn.(Limiter); ok {
+	if l, ok := conn.(Limited); ok {
 		e.lim = e.lim.with(l.Limits())
 	}
 	tps := make([]TP, 0, len(e.cursors))
@@ -383,7 +383,7 @@ func (e *Engine) pump(conn Conn) (progressed, stalled bool, err error) {
 		if err := e.deadLetter(b); err != nil {
 			return progressed, false, err
 		}
-		if e.limiter != nil {
+		if e.rate != nil {
 			if err := e.waitRate(b.Bytes); err != nil {
 				return progressed, false, err
 			}
@@ -470,8 +470,8 @@ func (e *Engine) prefetch(b *Batch) <-chan *Batch {
 
 func (e *Engine) waitRate(n int) error {
 	for n > 0 {
-		step := min(n, e.limiter.Burst())
-		if err := e.limiter.WaitN(e.ctx, step); err != nil {
+		step := min(n, e.rate.Burst())
+		if err := e.rate.WaitN(e.ctx, step); err != nil {
 			return err
 		}
 		n -= step
@@ -486,16 +486,16 @@ func (e *Engine) delivered(b *Batch) {
 		c.prog = prog
 		c.p.SetHold(e.owner, prog.Next)
 	}
-	for _, s := range b.skips {
+	for _, s := range b.drops {
 		n := s.to - s.from
-		e.metrics.Skipped.WithLabelValues(e.cfg.Name).Add(float64(n))
+		e.metrics.Dropped.WithLabelValues(e.cfg.Name).Add(float64(n))
 		e.mu.Lock()
-		e.status.RecordsSkipped += n
+		e.status.RecordsDropped += n
 		e.mu.Unlock()
 		e.logger.Warn("bridge: records were dropped by retention before replication", "bridge", e.cfg.Name,
 			"partition", s.tp.String(), "from", s.from, "to", s.to, "records", n)
 	}
-	e.skipped(b)
+	e.countRejected(b)
 	e.dirty = true
 	e.metrics.Records.WithLabelValues(e.cfg.Name).Add(float64(len(b.Items)))
 	e.metrics.Bytes.WithLabelValues(e.cfg.Name).Add(float64(b.Bytes))

@@ -10,16 +10,16 @@ import (
 	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
-// Records the upstream refuses for good ("poison": larger than it takes,
+// Records the upstream refuses for good ("rejected": larger than it takes,
 // invalid for it) must not wedge the bridge. The policy, all on the run
 // goroutine:
 //
 //  1. A Send answers *RejectedError. Exact records (or any record that
-//     was alone in its batch) go to e.poison; suspects (Suspect) make the
-//     engine narrow: only the suspects' partitions, in batches of half as
+//     was alone in its batch) go to e.rejects; suspects (Suspect) make the
+//     engine isolate: only the suspects' partitions, in batches of half as
 //     many records, doubling again after each acknowledged batch, until
 //     the cursors have passed every suspect.
-//  2. The next fill passes over poison records (and records larger than
+//  2. The next fill passes over rejected records (and records larger than
 //     the Conn's Limits.MaxRecordBytes) into Batch.Rejected; the batch's
 //     progress moves past them.
 //  3. Before that batch is sent, the records' provenance is appended to
@@ -30,13 +30,13 @@ import (
 //     past them in the same transaction — they are counted (Status,
 //     ferry_bridge_records_rejected_total) and logged, rate-limited.
 
-// narrowing isolates the guilty records among suspects.
-type narrowing struct {
-	cap      int                       // records per batch; 0: not narrowing
+// isolation isolates the guilty records among suspects.
+type isolation struct {
+	cap      int                       // records per batch; 0: not isolation
 	suspects map[TP]map[int64]struct{} // not yet passed by the cursors
 }
 
-func (n *narrowing) active() bool { return n.cap > 0 }
+func (n *isolation) active() bool { return n.cap > 0 }
 
 // rejected applies a Send's *RejectedError to b. It returns false when the
 // error names none of b's records (the session is then failed like any
@@ -65,36 +65,36 @@ func (e *Engine) rejected(b *Batch, rej *RejectedError) bool {
 	}
 	if !rej.Suspect || len(b.Items) == 1 {
 		for _, r := range named {
-			if e.poison[r.TP] == nil {
-				e.poison[r.TP] = map[int64]string{}
+			if e.rejects[r.TP] == nil {
+				e.rejects[r.TP] = map[int64]string{}
 			}
 			reason := r.Reason
 			if reason == "" {
 				reason = cause
 			}
-			e.poison[r.TP][r.Offset] = reason
+			e.rejects[r.TP][r.Offset] = reason
 		}
-		e.logger.Debug("bridge: records refused for good, skipping them", "bridge", e.cfg.Name, "records", len(named), "err", rej.Err)
+		e.logger.Debug("bridge: records refused for good (rejected), passing over them", "bridge", e.cfg.Name, "records", len(named), "err", rej.Err)
 		return true
 	}
-	if e.narrow.suspects == nil {
-		e.narrow.suspects = map[TP]map[int64]struct{}{}
+	if e.isolate.suspects == nil {
+		e.isolate.suspects = map[TP]map[int64]struct{}{}
 	}
 	for _, r := range named {
-		if e.narrow.suspects[r.TP] == nil {
-			e.narrow.suspects[r.TP] = map[int64]struct{}{}
+		if e.isolate.suspects[r.TP] == nil {
+			e.isolate.suspects[r.TP] = map[int64]struct{}{}
 		}
-		e.narrow.suspects[r.TP][r.Offset] = struct{}{}
+		e.isolate.suspects[r.TP][r.Offset] = struct{}{}
 	}
-	e.narrow.cap = max(1, len(b.Items)/2)
-	e.logger.Debug("bridge: the upstream refused a batch for good, narrowing down the guilty records", "bridge", e.cfg.Name,
-		"suspects", len(named), "batch", len(b.Items), "next_batch_records", e.narrow.cap, "err", rej.Err)
+	e.isolate.cap = max(1, len(b.Items)/2)
+	e.logger.Debug("bridge: the upstream refused a batch for good, isolation down the guilty records", "bridge", e.cfg.Name,
+		"suspects", len(named), "batch", len(b.Items), "next_batch_records", e.isolate.cap, "err", rej.Err)
 	return true
 }
 
-// skipped counts the rejected records an acknowledged batch passed over
-// and forgets the poison and suspects the cursors have passed.
-func (e *Engine) skipped(b *Batch) {
+// countRejected counts the rejected records an acknowledged batch passed over
+// and forgets the rejected and suspects the cursors have passed.
+func (e *Engine) countRejected(b *Batch) {
 	for _, r := range b.Rejected {
 		e.metrics.Rejected.WithLabelValues(e.cfg.Name).Inc()
 		e.mu.Lock()
@@ -102,39 +102,39 @@ func (e *Engine) skipped(b *Batch) {
 		e.status.LastRejected = &RejectedStatus{TP: r.TP, Offset: r.Offset, Reason: r.Reason, At: time.Now()}
 		e.mu.Unlock()
 		if ok, quiet := e.rejLog.Allow("rejected"); ok {
-			e.logger.Warn("bridge: the upstream refuses a record for good; skipped, provenance in the rejected topic",
+			e.logger.Warn("bridge: the upstream rejects a record for good; passed over, provenance in the rejected topic",
 				"bridge", e.cfg.Name, "partition", r.TP.String(), "offset", r.Offset, "bytes", r.Bytes, "reason", r.Reason,
 				"rejected_topic", e.cfg.RejectedTopic, "not_logged_since_last", quiet)
 		}
 	}
 	for tp, prog := range b.Progress {
-		for off := range e.poison[tp] {
+		for off := range e.rejects[tp] {
 			if prog.covers(off) {
-				delete(e.poison[tp], off)
+				delete(e.rejects[tp], off)
 			}
 		}
-		for off := range e.lettered[tp] {
+		for off := range e.recorded[tp] {
 			if prog.covers(off) {
-				delete(e.lettered[tp], off)
+				delete(e.recorded[tp], off)
 			}
 		}
-		if !e.narrow.active() {
+		if !e.isolate.active() {
 			continue
 		}
-		for off := range e.narrow.suspects[tp] {
+		for off := range e.isolate.suspects[tp] {
 			if prog.covers(off) {
-				delete(e.narrow.suspects[tp], off)
+				delete(e.isolate.suspects[tp], off)
 			}
 		}
-		if len(e.narrow.suspects[tp]) == 0 {
-			delete(e.narrow.suspects, tp)
+		if len(e.isolate.suspects[tp]) == 0 {
+			delete(e.isolate.suspects, tp)
 		}
 	}
-	if e.narrow.active() {
-		if len(e.narrow.suspects) == 0 {
-			e.narrow = narrowing{}
+	if e.isolate.active() {
+		if len(e.isolate.suspects) == 0 {
+			e.isolate = isolation{}
 		} else {
-			e.narrow.cap = min(2*e.narrow.cap, e.cfg.MaxBatchRecords)
+			e.isolate.cap = min(2*e.isolate.cap, e.cfg.MaxBatchRecords)
 		}
 	}
 }
@@ -155,18 +155,18 @@ func (e *Engine) rejectedRecordOf(r Rejected, at time.Time) commitlog.Record {
 }
 
 // deadLetter appends the provenance of b's rejected records to the
-// rejected topic before b is sent, so a record skipped upstream is on
+// rejected topic before b is sent, so a record passed over upstream is on
 // record locally even if the process dies right after the upstream
 // acknowledged. A failure fails the round like a log read error: b is not
 // sent (its progress would pass over the records), the session backs off
 // and the next batch passes over the records and tries again; nothing is
-// skipped until its provenance is stored.
+// passed over until its provenance is stored.
 func (e *Engine) deadLetter(b *Batch) error {
 	var recs []commitlog.Record
 	var marked []Rejected
 	now := time.Now()
 	for _, r := range b.Rejected {
-		if _, ok := e.lettered[r.TP][r.Offset]; ok {
+		if _, ok := e.recorded[r.TP][r.Offset]; ok {
 			continue
 		}
 		recs = append(recs, e.rejectedRecordOf(r, now))
@@ -182,14 +182,14 @@ func (e *Engine) deadLetter(b *Batch) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("bridge %s: record %d rejected record(s) in the rejected topic %s (nothing is skipped until they are): %w",
+		return fmt.Errorf("bridge %s: record %d rejected record(s) in the rejected topic %s (nothing is passed over until they are): %w",
 			e.cfg.Name, len(recs), e.cfg.RejectedTopic, err)
 	}
 	for _, r := range marked {
-		if e.lettered[r.TP] == nil {
-			e.lettered[r.TP] = map[int64]struct{}{}
+		if e.recorded[r.TP] == nil {
+			e.recorded[r.TP] = map[int64]struct{}{}
 		}
-		e.lettered[r.TP][r.Offset] = struct{}{}
+		e.recorded[r.TP][r.Offset] = struct{}{}
 	}
 	return nil
 }

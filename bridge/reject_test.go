@@ -14,16 +14,16 @@ import (
 	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
-// poisonSend refuses, for good, every batch that holds one of the poison
+// rejectingSend refuses, for good, every batch that holds one of the rejected
 // records: naming just those (exact), or every record of the batch
 // (suspect, as Kafka refuses a whole partition batch).
-func poisonSend(poison map[TP]map[int64]bool, suspect bool) func(context.Context, int, *Batch) error {
+func rejectingSend(rejected map[TP]map[int64]bool, suspect bool) func(context.Context, int, *Batch) error {
 	return func(_ context.Context, _ int, b *Batch) error {
 		var guilty, all []Rejected
 		for _, it := range b.Items {
 			r := Rejected{TP: it.TP, Offset: it.Record.Offset}
 			all = append(all, r)
-			if poison[it.TP][it.Record.Offset] {
+			if rejected[it.TP][it.Record.Offset] {
 				guilty = append(guilty, r)
 			}
 		}
@@ -45,22 +45,22 @@ func noReconnects(t *testing.T, en *Engine) {
 	}
 }
 
-// checkRejected asserts the poison records were skipped: counted once
+// checkRejected asserts the rejected records were skipped: counted once
 // each, never delivered, their provenance in the rejected topic, and each
 // passed over by an acknowledged batch whose progress moves past it (what
 // an upstream that stores checkpoints commits in the same transaction).
-func checkRejected(t *testing.T, en *Engine, f *fakeTarget, lg *commitlog.Log, poison map[TP]map[int64]bool) {
+func checkRejected(t *testing.T, en *Engine, f *fakeTarget, lg *commitlog.Log, rejected map[TP]map[int64]bool) {
 	t.Helper()
-	checkDense(t, f, lg, poison)
+	checkDense(t, f, lg, rejected)
 	n := 0
-	for _, offs := range poison {
+	for _, offs := range rejected {
 		n += len(offs)
 	}
 	st := en.Status()
 	if st.RecordsRejected != int64(n) || testutil.ToFloat64(en.metrics.Rejected.WithLabelValues("x")) != float64(n) {
 		t.Fatalf("rejected: status %d, metric %v, want %d", st.RecordsRejected, testutil.ToFloat64(en.metrics.Rejected.WithLabelValues("x")), n)
 	}
-	if st.LastRejected == nil || !poison[TP{st.LastRejected.Topic, st.LastRejected.Partition}][st.LastRejected.Offset] || st.LastRejected.Reason == "" {
+	if st.LastRejected == nil || !rejected[TP{st.LastRejected.Topic, st.LastRejected.Partition}][st.LastRejected.Offset] || st.LastRejected.Reason == "" {
 		t.Fatalf("last rejected: %+v", st.LastRejected)
 	}
 	passed := map[TP]map[int64]bool{}
@@ -80,14 +80,14 @@ func checkRejected(t *testing.T, en *Engine, f *fakeTarget, lg *commitlog.Log, p
 		}
 	}
 	f.mu.Unlock()
-	for tp, offs := range poison {
+	for tp, offs := range rejected {
 		for off := range offs {
 			if !passed[tp][off] {
 				t.Fatalf("%s@%d was never passed over by an acknowledged batch", tp, off)
 			}
 		}
 	}
-	// The rejected topic: one record per poison record (a retry may
+	// The rejected topic: one record per rejected record (a retry may
 	// repeat one; the key names it).
 	rt, err := lg.Topic(DefaultRejectedTopic)
 	if err != nil {
@@ -108,7 +108,7 @@ func checkRejected(t *testing.T, en *Engine, f *fakeTarget, lg *commitlog.Log, p
 		if err := json.Unmarshal(r.Value, &v); err != nil {
 			t.Fatalf("rejected record %q: %v", r.Value, err)
 		}
-		if !poison[TP{v.Topic, v.Partition}][v.Offset] || v.Bridge != "x" || v.Reason == "" || v.Bytes == 0 ||
+		if !rejected[TP{v.Topic, v.Partition}][v.Offset] || v.Bridge != "x" || v.Reason == "" || v.Bytes == 0 ||
 			string(r.Key) != fmt.Sprintf("x/%s/%d/%d", v.Topic, v.Partition, v.Offset) {
 			t.Fatalf("rejected record %s: %+v", r.Key, v)
 		}
@@ -123,37 +123,37 @@ func checkRejected(t *testing.T, en *Engine, f *fakeTarget, lg *commitlog.Log, p
 // skipped; replication goes on without a reconnect.
 func TestRejectedExact(t *testing.T) {
 	lg, st := setup(t, 2000, 20)
-	poison := map[TP]map[int64]bool{{"t", 0}: {17: true, 18: true, 400: true}, {"t", 1}: {0: true}}
+	rejected := map[TP]map[int64]bool{{"t", 0}: {17: true, 18: true, 400: true}, {"t", 1}: {0: true}}
 	f := newFake()
-	f.send = poisonSend(poison, false)
+	f.send = rejectingSend(rejected, false)
 	var logs syncBuf
 	en := newEngine(t, Config{MaxBatchRecords: 100, Logger: newTextLogger(&logs)}, lg, st, f)
 	runUntil(t, en, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
-	checkRejected(t, en, f, lg, poison)
+	checkRejected(t, en, f, lg, rejected)
 	noReconnects(t, en)
-	if n := strings.Count(logs.String(), "refuses a record for good"); n != 1 {
+	if n := strings.Count(logs.String(), "rejects a record for good"); n != 1 {
 		t.Fatalf("%d log lines for 4 rejections in a minute, want 1 (rate-limited)", n)
 	}
 }
 
 // TestRejectedSuspects: the upstream refuses whole batches holding a
-// poison record without saying which; the engine narrows the batches down
+// rejected record without saying which; the engine isolates the batches down
 // until the guilty record is alone, skips only it, and delivers every
 // innocent record exactly once, in order.
 func TestRejectedSuspects(t *testing.T) {
 	lg, st := setup(t, 3000, 20)
-	poison := map[TP]map[int64]bool{{"t", 0}: {333: true, 334: true, 900: true}, {"t", 1}: {1: true}}
+	rejected := map[TP]map[int64]bool{{"t", 0}: {333: true, 334: true, 900: true}, {"t", 1}: {1: true}}
 	f := newFake()
-	f.send = poisonSend(poison, true)
+	f.send = rejectingSend(rejected, true)
 	en := newEngine(t, Config{MaxBatchRecords: 500}, lg, st, f)
 	runUntil(t, en, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
-	checkRejected(t, en, f, lg, poison)
+	checkRejected(t, en, f, lg, rejected)
 	noReconnects(t, en)
 	f.mu.Lock()
 	t.Logf("%d sends for %d acknowledged batches", f.sends, len(f.batches))
 	f.mu.Unlock()
-	if en.narrow.active() {
-		t.Fatalf("still narrowing after the suspects were passed: %+v", en.narrow)
+	if en.isolate.active() {
+		t.Fatalf("still isolation after the suspects were passed: %+v", en.isolate)
 	}
 }
 
@@ -169,7 +169,7 @@ func TestRejectedTooLarge(t *testing.T) {
 		}
 		return 30
 	})
-	poison := map[TP]map[int64]bool{}
+	rejected := map[TP]map[int64]bool{}
 	for _, p := range tp.Partitions() {
 		for pos := int64(0); pos < p.HighWatermark(); {
 			recs, next, _, err := p.ReadRecords(pos, 1<<20)
@@ -179,10 +179,10 @@ func TestRejectedTooLarge(t *testing.T) {
 			for _, r := range recs {
 				if len(r.Value) == 5000 {
 					k := TP{"t", p.ID()}
-					if poison[k] == nil {
-						poison[k] = map[int64]bool{}
+					if rejected[k] == nil {
+						rejected[k] = map[int64]bool{}
 					}
-					poison[k][r.Offset] = true
+					rejected[k][r.Offset] = true
 				}
 			}
 			pos = next
@@ -200,7 +200,7 @@ func TestRejectedTooLarge(t *testing.T) {
 	}
 	en := newEngine(t, Config{MaxBatchRecords: 40}, lg, st, f)
 	runUntil(t, en, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
-	checkRejected(t, en, f, lg, poison)
+	checkRejected(t, en, f, lg, rejected)
 	noReconnects(t, en)
 	if r := en.Status().LastRejected; !strings.Contains(r.Reason, "larger than the upstream takes") {
 		t.Fatalf("reason %q", r.Reason)
@@ -236,9 +236,9 @@ func TestRejectedProvenanceFirst(t *testing.T) {
 	if _, err := lg.CreateTopic(DefaultRejectedTopic, commitlog.TopicConfig{Partitions: 1, OnFull: commitlog.RejectNew, RetentionBytes: 10}); err != nil {
 		t.Fatal(err)
 	}
-	poison := map[TP]map[int64]bool{{"t", 0}: {17: true}}
+	rejected := map[TP]map[int64]bool{{"t", 0}: {17: true}}
 	f := newFake()
-	f.send = poisonSend(poison, false)
+	f.send = rejectingSend(rejected, false)
 	en := newEngine(t, Config{MaxBatchRecords: 10, Backoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}, lg, st, f)
 	en.Start()
 	waitFor(t, "failed rounds or a skip", 10*time.Second, func() bool {
@@ -261,7 +261,7 @@ func TestRejectedProvenanceFirst(t *testing.T) {
 	}
 	waitFor(t, "delivery", 10*time.Second, func() bool { return en.Status().Lag == 0 })
 	closeEngine(t, en)
-	checkRejected(t, en, f, lg, poison)
+	checkRejected(t, en, f, lg, rejected)
 }
 
 // TestRejectedFormats: the rejected topic's records and Status's

@@ -23,7 +23,7 @@ type Status struct {
 	BytesSent           int64     `json:"bytes_sent"` // key, value and header bytes, before compression
 	WireBytes           int64     `json:"wire_bytes"` // written to the upstream (after compression; all requests), when the target counts them
 	Reconnects          int64     `json:"reconnects"`
-	RecordsSkipped      int64     `json:"records_skipped"`      // dropped by retention before replication, seen by this bridge
+	RecordsDropped      int64     `json:"records_dropped"`      // dropped by retention before replication, seen by this bridge
 	DroppedUnreplicated int64     `json:"dropped_unreplicated"` // the log's count for the bridged topics
 	// RecordsResent counts records handed to a Send again after a failed
 	// or unconfirmed one, since start. At least once: an upper bound of
@@ -31,7 +31,7 @@ type Status struct {
 	// transactions, which read_committed consumers never see.
 	RecordsResent int64 `json:"records_resent"`
 	// RecordsRejected counts records the upstream refused for good and
-	// the bridge skipped (provenance in the rejected topic); LastRejected
+	// the bridge passed over (provenance in the rejected topic); LastRejected
 	// is the latest.
 	RecordsRejected int64             `json:"records_rejected"`
 	LastRejected    *RejectedStatus   `json:"last_rejected,omitempty"`
@@ -39,7 +39,7 @@ type Status struct {
 	Partitions      []PartitionStatus `json:"partitions"`
 }
 
-// RejectedStatus names a record the bridge skipped because the upstream
+// RejectedStatus names a record the bridge passed over because the upstream
 // refused it for good (the API's shape of a Rejected: topic, partition,
 // offset, reason and when).
 type RejectedStatus struct {
@@ -151,7 +151,7 @@ type Metrics struct {
 	Batches     *prometheus.CounterVec
 	Wire        *prometheus.CounterVec
 	Resent      *prometheus.CounterVec
-	Skipped     *prometheus.CounterVec
+	Dropped     *prometheus.CounterVec
 	Rejected    *prometheus.CounterVec
 	Connects    *prometheus.CounterVec
 	Failures    *prometheus.CounterVec // bridge, kind: connect, send, stalled, misconfigured
@@ -174,10 +174,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Acknowledged batches (Kafka exactly-once: committed transactions)."}, l),
 		Resent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_records_resent_total",
 			Help: "Records handed to the upstream again after a failed or unconfirmed send (at-least-once: an upper bound of the duplicates upstream; exactly-once: aborted, invisible)."}, l),
-		Skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_records_skipped_total",
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_records_dropped_total",
 			Help: "Records retention dropped (on_full: overwrite_oldest) before the bridge replicated them."}, l),
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_records_rejected_total",
-			Help: "Records the upstream refused for good (too large, invalid), skipped; their provenance is in the rejected topic."}, l),
+			Help: "Records the upstream refused for good (too large, invalid) and passed over; their provenance is in the rejected topic."}, l),
 		Connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_connects_total",
 			Help: "Sessions opened with the upstream."}, l),
 		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_failures_total",
@@ -188,7 +188,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 for the bridge's current link state."}, []string{"bridge", "state"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Records, m.Bytes, m.Wire, m.Batches, m.Resent, m.Skipped, m.Rejected, m.Connects, m.Failures, m.SendSeconds, m.State)
+		reg.MustRegister(m.Records, m.Bytes, m.Wire, m.Batches, m.Resent, m.Dropped, m.Rejected, m.Connects, m.Failures, m.SendSeconds, m.State)
 	}
 	return m
 }
@@ -197,7 +197,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // see every counter (a rejected-records alert, say) before its first
 // increment.
 func (m *Metrics) touch(name string) {
-	for _, v := range []*prometheus.CounterVec{m.Records, m.Bytes, m.Wire, m.Batches, m.Resent, m.Skipped, m.Rejected, m.Connects} {
+	for _, v := range []*prometheus.CounterVec{m.Records, m.Bytes, m.Wire, m.Batches, m.Resent, m.Dropped, m.Rejected, m.Connects} {
 		v.WithLabelValues(name)
 	}
 	for _, kind := range []string{"connect", "send", "stalled", "misconfigured"} {

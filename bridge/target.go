@@ -15,7 +15,7 @@ type Target interface {
 
 // Conn is a connected session. What a Conn can do beyond sending is
 // discovered by type assertion on the optional interfaces below
-// (Checkpointer, Limiter), and on the Target (WireCounter).
+// (Checkpointer, Limited), and on the Target (WireCounter).
 type Conn interface {
 	// Send delivers b and returns nil once the upstream acknowledged all of
 	// it. On error nothing of b may be counted as delivered. A
@@ -39,11 +39,11 @@ type Checkpointer interface {
 	Checkpoints(ctx context.Context, tps []TP) (map[TP]Progress, error)
 }
 
-// Limiter is a Conn with limits of its own, learnt from the upstream or
+// Limited is a Conn with limits of its own, learnt from the upstream or
 // fixed by its protocol (Kafka: the largest record max.message.bytes
 // leaves room for; a future MQTT target: small batches, as many records
 // as it keeps in flight, and the broker's maximum packet size).
-type Limiter interface {
+type Limited interface {
 	Limits() Limits
 }
 
@@ -79,7 +79,7 @@ type Rejected struct {
 	TP
 	Offset int64 `json:"offset"`
 
-	// Filled by the engine when it skips the record.
+	// Filled by the engine when it passes over the record.
 	Timestamp int64  `json:"timestamp"` // the record's timestamp (ms)
 	Key       []byte `json:"key"`       // the record's key
 	Bytes     int    `json:"bytes"`     // key, value and header bytes
@@ -92,17 +92,17 @@ type Rejected struct {
 // MQTT target: a PUBACK with reason 0x95 packet too large): sending them
 // again can never succeed. As with any Send error nothing of the batch
 // counts as delivered, but the session stays usable: the engine sends the
-// batch again without the rejected records, which it skips (counted in
+// batch again without the rejected records, which it passes over (counted in
 // Status and the metrics, logged, their provenance appended to the local
 // rejected topic first), and the checkpoint moves past them with the next
 // acknowledged batch — in the same transaction, for a target that stores
-// checkpoints upstream (Batch.Rejected), so a skipped record is never
+// checkpoints upstream (Batch.Rejected), so a rejected record is never
 // sent again and never silently lost.
 //
 // A target that cannot tell the guilty records from innocent ones refused
 // with them (Kafka refuses a whole partition batch) names them all and
 // sets Suspect: the engine then sends those partitions in smaller and
-// smaller batches, and skips only a record refused in a batch of its own.
+// smaller batches, and passes over only a record refused in a batch of its own.
 type RejectedError struct {
 	Records []Rejected
 	Suspect bool

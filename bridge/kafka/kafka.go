@@ -43,8 +43,8 @@
 // (MESSAGE_TOO_LARGE, INVALID_RECORD, INVALID_TIMESTAMP, ...) is reported
 // as a *bridge.RejectedError — exact when it was the only record of its
 // upstream partition in the Send, suspect otherwise — after the
-// transaction was aborted; the engine skips it, and the next transaction
-// records the skip in the checkpoint topic (key
+// transaction was aborted; the engine passes over it, and the next transaction
+// records the rejection in the checkpoint topic (key
 // "<node_id>/<topic>/<partition>/<offset>/rejected") with the checkpoint
 // that passes it.
 //
@@ -420,7 +420,7 @@ func (c *conn) Close() error {
 	return nil
 }
 
-// Limits implements bridge.Limiter: the largest record that fits a
+// Limits implements bridge.Limited: the largest record that fits a
 // producer batch with its framing and provenance headers.
 func (c *conn) Limits() bridge.Limits {
 	overhead := 512 + len(c.t.cfg.NodeID)

@@ -78,7 +78,7 @@ func (o *outage) close() {
 //
 // overwrite_oldest: ingest keeps succeeding; retention drops the oldest
 // segments although the bridge holds them, and counts them (the log's
-// DroppedUnreplicated, the bridge's RecordsSkipped). When the link
+// DroppedUnreplicated, the bridge's RecordsDropped). When the link
 // returns, the upstream gets exactly the records still in the log, once.
 //
 // reject_new: once full, appends fail with log.ErrLogFull and retention
@@ -119,8 +119,8 @@ func TestUplinkDownUntilRetention(t *testing.T) {
 		if st.Reconnects == before {
 			t.Fatal("the first send after the outage did not fail")
 		}
-		if st.RecordsSkipped != stats.DroppedUnreplicated || st.DroppedUnreplicated != stats.DroppedUnreplicated {
-			t.Fatalf("bridge skipped %d, status dropped %d, the log dropped %d unreplicated", st.RecordsSkipped, st.DroppedUnreplicated, stats.DroppedUnreplicated)
+		if st.RecordsDropped != stats.DroppedUnreplicated || st.DroppedUnreplicated != stats.DroppedUnreplicated {
+			t.Fatalf("bridge skipped %d, status dropped %d, the log dropped %d unreplicated", st.RecordsDropped, st.DroppedUnreplicated, stats.DroppedUnreplicated)
 		}
 		u := readUpstream(t, o.addr, "site1.telemetry", o.next-int(stats.DroppedUnreplicated), 30*time.Second)
 		u.check(t, o.e, "telemetry", false) // every record still in the log, once
@@ -128,7 +128,7 @@ func TestUplinkDownUntilRetention(t *testing.T) {
 			t.Fatalf("upstream holds %d records, want %d ingested - %d dropped", len(u.recs), o.next, stats.DroppedUnreplicated)
 		}
 		t.Logf("overwrite_oldest: %d records ingested (none refused), %d dropped by retention (%d segments) of which %d unreplicated = bridge skipped %d; upstream %d, exactly once",
-			o.next, stats.DroppedRecords, dropped, stats.DroppedUnreplicated, st.RecordsSkipped, len(u.recs))
+			o.next, stats.DroppedRecords, dropped, stats.DroppedUnreplicated, st.RecordsDropped, len(u.recs))
 	})
 
 	t.Run("reject_new", func(t *testing.T) {

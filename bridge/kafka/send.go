@@ -138,7 +138,7 @@ func (c *conn) Send(ctx context.Context, b *bridge.Batch) error {
 }
 
 // rejectedCheckpoint is the value of a checkpoint-topic record naming a
-// record the bridge skipped (its key names the edge partition and
+// record the bridge rejected and passed over (its key names the edge partition and
 // offset). Its shape is a format of its own, not a bridge.Rejected's: no
 // partition, no record key.
 type rejectedCheckpoint struct {

@@ -19,18 +19,18 @@ import (
 	"github.com/ferry-iot/ferry/broker/commitlog"
 )
 
-// poisonEdge is an edge with telemetry and a few records the upstream
+// rejectedEdge is an edge with telemetry and a few records the upstream
 // will refuse, appended between ordinary ones.
-type poisonEdge struct {
+type rejectedEdge struct {
 	*edge
-	poison map[string]bool // provenance "telemetry/partition/offset"
+	rejected map[string]bool // provenance "telemetry/partition/offset"
 }
 
-// newPoisonEdge appends 3000 telemetry records with the poison records
+// newPoisonEdge appends 3000 telemetry records with the rejected records
 // made by bad(i) at the sequence numbers in at.
-func newPoisonEdge(t *testing.T, at []int, bad func(i int) commitlog.Record) *poisonEdge {
+func newPoisonEdge(t *testing.T, at []int, bad func(i int) commitlog.Record) *rejectedEdge {
 	t.Helper()
-	pe := &poisonEdge{edge: newEdge(t, ""), poison: map[string]bool{}}
+	pe := &rejectedEdge{edge: newEdge(t, ""), rejected: map[string]bool{}}
 	tp, err := pe.log.EnsureTopic("telemetry", commitlog.TopicConfig{Partitions: 3, Compression: commitlog.CompressionZstd})
 	if err != nil {
 		t.Fatal(err)
@@ -50,24 +50,24 @@ func newPoisonEdge(t *testing.T, at []int, bad func(i int) commitlog.Record) *po
 		from = i
 	}
 	for pos, r := range pe.edgeRecords("telemetry") {
-		if bytes.HasPrefix(r.Key, []byte("poison")) {
-			pe.poison[pos] = true
+		if bytes.HasPrefix(r.Key, []byte("rejected")) {
+			pe.rejected[pos] = true
 		}
 	}
-	if len(pe.poison) != len(at) {
-		t.Fatalf("%d poison records in the log, want %d", len(pe.poison), len(at))
+	if len(pe.rejected) != len(at) {
+		t.Fatalf("%d rejected records in the log, want %d", len(pe.rejected), len(at))
 	}
 	return pe
 }
 
-// checkPoison asserts the upstream holds every edge record but the poison
+// checkPoison asserts the upstream holds every edge record but the rejected
 // ones (once, or at least once), the bridge counted and named them, the
 // local rejected topic has their provenance and, exactly once, the
 // checkpoint topic records each skip.
-func (pe *poisonEdge) checkPoison(t *testing.T, c *kfake.Cluster, en *bridge.Engine, m *bridge.Metrics, eos bool) {
+func (pe *rejectedEdge) checkPoison(t *testing.T, c *kfake.Cluster, en *bridge.Engine, m *bridge.Metrics, eos bool) {
 	t.Helper()
 	st := en.Status()
-	u := readUpstream(t, c.ListenAddrs(), "site1.telemetry", int(pe.total("telemetry"))-len(pe.poison), 30*time.Second)
+	u := readUpstream(t, c.ListenAddrs(), "site1.telemetry", int(pe.total("telemetry"))-len(pe.rejected), 30*time.Second)
 	missing := map[string]bool{}
 	for pos := range pe.edgeRecords("telemetry") {
 		if u.byPos[pos] == 0 {
@@ -77,13 +77,13 @@ func (pe *poisonEdge) checkPoison(t *testing.T, c *kfake.Cluster, en *bridge.Eng
 			t.Fatalf("%s upstream %d times", pos, u.byPos[pos])
 		}
 	}
-	if fmt.Sprint(missing) != fmt.Sprint(pe.poison) {
-		t.Fatalf("missing upstream: %v, the poison records: %v", missing, pe.poison)
+	if fmt.Sprint(missing) != fmt.Sprint(pe.rejected) {
+		t.Fatalf("missing upstream: %v, the rejected records: %v", missing, pe.rejected)
 	}
-	if int(st.RecordsRejected) != len(pe.poison) || counter(m.Rejected.WithLabelValues("kafka")) != float64(len(pe.poison)) {
-		t.Fatalf("rejected: status %d, metric %v, want %d", st.RecordsRejected, counter(m.Rejected.WithLabelValues("kafka")), len(pe.poison))
+	if int(st.RecordsRejected) != len(pe.rejected) || counter(m.Rejected.WithLabelValues("kafka")) != float64(len(pe.rejected)) {
+		t.Fatalf("rejected: status %d, metric %v, want %d", st.RecordsRejected, counter(m.Rejected.WithLabelValues("kafka")), len(pe.rejected))
 	}
-	if lr := st.LastRejected; lr == nil || !pe.poison[fmt.Sprintf("%s/%d/%d", lr.Topic, lr.Partition, lr.Offset)] || lr.Reason == "" {
+	if lr := st.LastRejected; lr == nil || !pe.rejected[fmt.Sprintf("%s/%d/%d", lr.Topic, lr.Partition, lr.Offset)] || lr.Reason == "" {
 		t.Fatalf("last rejected: %+v", st.LastRejected)
 	}
 	// The local rejected topic.
@@ -91,12 +91,12 @@ func (pe *poisonEdge) checkPoison(t *testing.T, c *kfake.Cluster, en *bridge.Eng
 	if err != nil {
 		t.Fatal(err)
 	}
-	lettered := map[string]bool{}
+	recorded := map[string]bool{}
 	for pos := range pe.edgeRecordsOf(rt) {
-		lettered[pos] = true
+		recorded[pos] = true
 	}
-	if fmt.Sprint(lettered) != fmt.Sprint(pe.poison) {
-		t.Fatalf("rejected topic names %v, want %v", lettered, pe.poison)
+	if fmt.Sprint(recorded) != fmt.Sprint(pe.rejected) {
+		t.Fatalf("rejected topic names %v, want %v", recorded, pe.rejected)
 	}
 	if !eos {
 		return
@@ -113,14 +113,14 @@ func (pe *poisonEdge) checkPoison(t *testing.T, c *kfake.Cluster, en *bridge.Eng
 			skips[strings.TrimSuffix(strings.TrimPrefix(k, "gw-test/"), "/rejected")] = true
 		}
 	}
-	if fmt.Sprint(skips) != fmt.Sprint(pe.poison) {
-		t.Fatalf("skips in the checkpoint topic: %v, want %v", skips, pe.poison)
+	if fmt.Sprint(skips) != fmt.Sprint(pe.rejected) {
+		t.Fatalf("skips in the checkpoint topic: %v, want %v", skips, pe.rejected)
 	}
 }
 
 // edgeRecordsOf reads the rejected topic's records as the provenance they
 // name.
-func (pe *poisonEdge) edgeRecordsOf(rt *commitlog.Topic) map[string]struct{} {
+func (pe *rejectedEdge) edgeRecordsOf(rt *commitlog.Topic) map[string]struct{} {
 	out := map[string]struct{}{}
 	p := rt.Partitions()[0]
 	for pos := int64(0); pos < p.HighWatermark(); {
@@ -158,7 +158,7 @@ func TestPoisonTooLarge(t *testing.T) {
 			pe := newPoisonEdge(t, []int{700, 2100}, func(i int) commitlog.Record {
 				v := make([]byte, 40<<10)
 				crand.Read(v) // incompressible
-				return commitlog.Record{Key: []byte(fmt.Sprintf("poison-%d", i)), Value: v, Timestamp: 1_700_000_000_000 + int64(i)}
+				return commitlog.Record{Key: []byte(fmt.Sprintf("rejected-%d", i)), Value: v, Timestamp: 1_700_000_000_000 + int64(i)}
 			})
 			defer pe.close()
 			m := bridge.NewMetrics(prometheus.NewRegistry())
@@ -177,10 +177,10 @@ func TestPoisonTooLarge(t *testing.T) {
 }
 
 // TestPoisonRefused: the upstream refuses, with INVALID_RECORD, every
-// produce request holding a record keyed "poison-…" (as a broker-side
+// produce request holding a record keyed "rejected-…" (as a broker-side
 // validation would; kfake answers for the whole request). The target
-// cannot tell which record is guilty; the engine narrows the batches
-// until the poison record travels alone, skips it, and every innocent
+// cannot tell which record is guilty; the engine isolates the batches
+// until the rejected record travels alone, skips it, and every innocent
 // record reaches the upstream (exactly once, or at least once with the
 // duplicates counted).
 func TestPoisonRefused(t *testing.T) {
@@ -192,7 +192,7 @@ func TestPoisonRefused(t *testing.T) {
 				When: func(req kmsg.Request) bool { return holdsPoison(req.(*kmsg.ProduceRequest), dec) }})
 			pe := newPoisonEdge(t, []int{500, 501, 1800}, func(i int) commitlog.Record {
 				r := telemetry(i, 50)
-				r.Key = []byte(fmt.Sprintf("poison-%d", i))
+				r.Key = []byte(fmt.Sprintf("rejected-%d", i))
 				return r
 			})
 			defer pe.close()
@@ -205,17 +205,17 @@ func TestPoisonRefused(t *testing.T) {
 			}
 			refused.Remove()
 			st := en.Status()
-			if st.Reconnects != 0 || refused.Hits() < len(pe.poison) {
+			if st.Reconnects != 0 || refused.Hits() < len(pe.rejected) {
 				t.Fatalf("status %+v; refused requests %d", st, refused.Hits())
 			}
 			pe.checkPoison(t, c, en, m, delivery == ExactlyOnce)
-			t.Logf("%d requests refused, %d records resent while narrowing", refused.Hits(), st.RecordsResent)
+			t.Logf("%d requests refused, %d records resent while isolation", refused.Hits(), st.RecordsResent)
 		})
 	}
 }
 
 // holdsPoison reports whether a produce request carries a record keyed
-// "poison-…" (runs on kfake's goroutine; it only decodes).
+// "rejected-…" (runs on kfake's goroutine; it only decodes).
 func holdsPoison(req *kmsg.ProduceRequest, dec *commitlog.Decompressor) bool {
 	for _, rt := range req.Topics {
 		for _, rp := range rt.Partitions {
@@ -223,7 +223,7 @@ func holdsPoison(req *kmsg.ProduceRequest, dec *commitlog.Decompressor) bool {
 			_ = commitlog.SplitBatches(rp.Records, func(_ commitlog.BatchHeader, b []byte) error {
 				_, recs, err := commitlog.DecodeRecords(b, dec)
 				for _, r := range recs {
-					found = found || bytes.HasPrefix(r.Key, []byte("poison-"))
+					found = found || bytes.HasPrefix(r.Key, []byte("rejected-"))
 				}
 				return err
 			})
