@@ -231,19 +231,14 @@ type partitionJSON struct {
 }
 
 type topicJSON struct {
-	Name       string               `json:"name"`
-	Config     map[string]any       `json:"config"`
-	Partitions []partitionJSON      `json:"partitions"`
-	Stats      commitlog.TopicStats `json:"stats"`
+	Name       string                `json:"name"`
+	Config     commitlog.TopicConfig `json:"config"`
+	Partitions []partitionJSON       `json:"partitions"`
+	Stats      commitlog.TopicStats  `json:"stats"`
 }
 
 func describeTopic(t *commitlog.Topic) topicJSON {
-	c := t.Config()
-	tj := topicJSON{Name: t.Name(), Stats: t.Stats(), Config: map[string]any{
-		"partitions": c.Partitions, "flush": c.Flush, "flush_interval": c.FlushInterval.String(),
-		"retention": c.Retention.String(), "retention_bytes": c.RetentionBytes, "on_full": c.OnFull,
-		"compression": c.Compression.String(), "cleanup_policy": c.Cleanup, "segment_bytes": c.SegmentBytes,
-	}}
+	tj := topicJSON{Name: t.Name(), Stats: t.Stats(), Config: t.Config()}
 	for _, p := range t.Partitions() {
 		tj.Partitions = append(tj.Partitions, partitionJSON{Partition: p.ID(), StartOffset: p.StartOffset(),
 			EndOffset: p.HighWatermark(), Bytes: p.Size(), Segments: p.Segments()})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding"
 	"fmt"
 	"reflect"
 	"sort"
@@ -32,7 +33,42 @@ import (
 // required and a file tunes a field or two of them). Lists always replace.
 var replacedMaps = map[string]bool{"bridges.kafka.topics": true}
 
-var durationType = reflect.TypeOf(time.Duration(0))
+var (
+	durationType        = reflect.TypeOf(time.Duration(0))
+	textUnmarshalerType = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
+)
+
+// settingField is one setting of a struct: its key and type.
+type settingField struct {
+	name string
+	typ  reflect.Type
+}
+
+// settingFields lists the settings of struct type t by their mapstructure
+// keys: fields tagged ",squash" contribute theirs, fields tagged "-" or
+// untagged (what the daemon wires itself) none.
+func settingFields(t reflect.Type) []settingField {
+	var out []settingField
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("mapstructure")
+		name, opts, _ := strings.Cut(tag, ",")
+		switch {
+		case opts == "squash" && f.Type.Kind() == reflect.Struct:
+			out = append(out, settingFields(f.Type)...)
+		case name == "" || name == "-":
+		default:
+			out = append(out, settingField{name, f.Type})
+		}
+	}
+	return out
+}
+
+// isSection reports whether t is a struct of settings (not a scalar that
+// happens to be a struct, like a duration).
+func isSection(t reflect.Type) bool {
+	return t.Kind() == reflect.Struct && t != durationType && !reflect.PointerTo(t).Implements(textUnmarshalerType)
+}
 
 // parseTree decodes a YAML document into a settings tree.
 func parseTree(raw []byte) (map[string]any, error) {
@@ -76,8 +112,11 @@ func normalizeTree(v any) any {
 }
 
 func joinKey(path, k string) string {
-	if path == "" {
+	switch {
+	case path == "":
 		return k
+	case strings.HasPrefix(k, "["):
+		return path + k
 	}
 	return path + "." + k
 }
@@ -158,9 +197,8 @@ func envName(k string) string {
 // ambiguous name.
 func resolveEnv(t reflect.Type, tree map[string]any, path []string, s string) [][]string {
 	var out [][]string
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		n := f.Tag.Get("mapstructure")
+	for _, f := range settingFields(t) {
+		n := f.name
 		p := append(append([]string(nil), path...), n)
 		if s == n {
 			out = append(out, p)
@@ -172,10 +210,10 @@ func resolveEnv(t reflect.Type, tree map[string]any, path []string, s string) []
 		}
 		sub, _ := tree[n].(map[string]any)
 		switch {
-		case f.Type.Kind() == reflect.Struct && f.Type != durationType:
-			out = append(out, resolveEnv(f.Type, sub, p, rest)...)
-		case f.Type.Kind() == reflect.Map:
-			if e := resolveMapEntry(f.Type.Elem(), sub, p, rest); e != nil {
+		case isSection(f.typ):
+			out = append(out, resolveEnv(f.typ, sub, p, rest)...)
+		case f.typ.Kind() == reflect.Map:
+			if e := resolveMapEntry(f.typ.Elem(), sub, p, rest); e != nil {
 				out = append(out, e)
 			}
 		}
@@ -192,9 +230,9 @@ func resolveEnv(t reflect.Type, tree map[string]any, path []string, s string) []
 // site_1) is that entry; otherwise the name is taken as written.
 func resolveMapEntry(elem reflect.Type, tree map[string]any, path []string, rest string) []string {
 	name, field := rest, ""
-	if elem.Kind() == reflect.Struct && elem != durationType {
-		for i := 0; i < elem.NumField(); i++ {
-			fn := elem.Field(i).Tag.Get("mapstructure")
+	if isSection(elem) {
+		for _, sf := range settingFields(elem) {
+			fn := sf.name
 			if len(fn) > len(field) && len(rest) > len(fn)+1 && strings.HasSuffix(rest, "_"+fn) {
 				name, field = rest[:len(rest)-len(fn)-1], fn
 			}
@@ -234,9 +272,9 @@ func fieldType(t reflect.Type, path []string) reflect.Type {
 			t = t.Elem()
 		case t.Kind() == reflect.Struct:
 			found := false
-			for i := 0; i < t.NumField(); i++ {
-				if t.Field(i).Tag.Get("mapstructure") == k {
-					t, found = t.Field(i).Type, true
+			for _, f := range settingFields(t) {
+				if f.name == k {
+					t, found = f.typ, true
 					break
 				}
 			}
@@ -330,6 +368,11 @@ func applyEnv(tree map[string]any, settings []envSetting, userMaps map[string]bo
 // flow form ([{name: a, token: t}], {telemetry: site1.telemetry}).
 func parseEnvValue(val string, t reflect.Type) (any, error) {
 	switch {
+	case reflect.PointerTo(t).Implements(textUnmarshalerType): // sizes, codecs
+		if err := reflect.New(t).Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(val)); err != nil {
+			return nil, err
+		}
+		return val, nil
 	case t == durationType:
 		if _, err := time.ParseDuration(val); err != nil {
 			return nil, fmt.Errorf("%q is not a duration (1h30m, 500ms)", val)

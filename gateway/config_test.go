@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/kafkaserver"
+	"github.com/ferry-iot/ferry/broker/mqtt"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -34,7 +36,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal("node_id does not default to the host name")
 	}
 	tel := cfg.Log.Topics["telemetry"]
-	if tel.Flush != "always" || tel.Compression != "zstd" || tel.Retention != 168*time.Hour || tel.Partitions != 1 {
+	if tel.Flush != "always" || tel.Compression != commitlog.CompressionZstd || tel.Retention != 168*time.Hour || tel.Partitions != 1 {
 		t.Fatalf("telemetry topic defaults: %+v", tel)
 	}
 	if cfg.MQTT.AllowAnonymous {
@@ -47,11 +49,11 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatalf("commands defaults: %+v", cfg.Commands)
 	}
 	kb := cfg.Bridges.Kafka
-	if len(kb.Brokers) != 0 || kb.Delivery != "exactly_once" || kb.MaxBatchBytes != "4MiB" || kb.MaxBatchRecords != 50000 ||
+	if len(kb.Brokers) != 0 || kb.Delivery != "exactly_once" || kb.MaxBatchBytes != 4<<20 || kb.MaxBatchRecords != 50000 ||
 		kb.Linger != 50*time.Millisecond || kb.LiveThreshold != 10000 || kb.Order != "oldest_first" {
 		t.Fatalf("bridges.kafka defaults: %+v", kb)
 	}
-	if len(cfg.Devices) != 0 || len(cfg.Kafka.SASLUsers) != 0 || cfg.Provisioning != (ProvisioningConfig{}) {
+	if len(cfg.Devices) != 0 || len(cfg.Kafka.SASLUsers) != 0 || cfg.Provisioning != (mqtt.Provisioning{}) {
 		t.Fatalf("devices %v, kafka.sasl_users %v, provisioning %+v: want none", cfg.Devices, cfg.Kafka.SASLUsers, cfg.Provisioning)
 	}
 }
@@ -92,7 +94,7 @@ log:
 		t.Fatalf("log.retention_interval %v", cfg.Log.RetentionInterval)
 	}
 	tel := cfg.Log.Topics["telemetry"]
-	if tel.Partitions != 2 || tel.Flush != "never" || tel.Compression != "zstd" {
+	if tel.Partitions != 2 || tel.Flush != "never" || tel.Compression != commitlog.CompressionZstd {
 		t.Fatalf("telemetry merged from defaults, file and env: %+v", tel)
 	}
 	if a := cfg.Log.Topics["alarms"]; a.Flush != "interval" || a.Retention != time.Hour {
@@ -194,7 +196,7 @@ log:
 		cfg.Devices[1] != (DeviceConfig{Name: "gw", ClientID: "c", Username: "u", Password: "p", Gateway: true}) {
 		t.Fatalf("devices: %+v", cfg.Devices)
 	}
-	if len(cfg.Kafka.SASLUsers) != 1 || cfg.Kafka.SASLUsers[0] != (SASLUser{Username: "backend", Password: "secret"}) {
+	if len(cfg.Kafka.SASLUsers) != 1 || cfg.Kafka.SASLUsers[0] != (kafkaserver.SASLUser{Username: "backend", Password: "secret"}) {
 		t.Fatalf("kafka.sasl_users: %+v", cfg.Kafka.SASLUsers)
 	}
 	if b := cfg.Bridges.Kafka.Brokers; len(b) != 2 || b[0] != "127.0.0.1:9092" || b[1] != "127.0.0.1:9093" {
@@ -334,7 +336,7 @@ func TestConfigBridgeTopicsReplaceDefaults(t *testing.T) {
 				t.Fatalf("bridges.kafka.topics %v, want %v", got, c.want)
 			}
 			// log.topics keeps merging: both required topics stay, with their defaults.
-			if tel := cfg.Log.Topics["telemetry"]; tel.Flush != "always" || cfg.Log.Topics["attributes"].Compression != "zstd" {
+			if tel := cfg.Log.Topics["telemetry"]; tel.Flush != "always" || cfg.Log.Topics["attributes"].Compression != commitlog.CompressionZstd {
 				t.Fatalf("log.topics lost its defaults: %+v", cfg.Log.Topics)
 			}
 		})
@@ -438,7 +440,7 @@ bridges:
 		{"sasl credentials without mechanism", "    sasl: {username: u, password: p}\n", nil, []string{"bridges.kafka.sasl.mechanism: is empty"}},
 		{"tls files", "    tls: {enabled: true, ca_file: " + notPEM + ", cert_file: " + missing + ", key_file: " + keyFile + "}\n", nil, []string{
 			"bridges.kafka.tls.ca_file: " + notPEM + " holds no PEM certificate",
-			"bridges.kafka.tls.cert_file: with bridges.kafka.tls.key_file: open " + missing,
+			"bridges.kafka.tls.cert_file: with tls.key_file: open " + missing,
 		}},
 		{"tls missing ca file", "    tls: {enabled: true, ca_file: " + missing + "}\n", nil, []string{"bridges.kafka.tls.ca_file: open " + missing}},
 		{"tls key without cert", "    tls: {enabled: true, key_file: " + keyFile + "}\n", nil, []string{"bridges.kafka.tls.cert_file: is required with bridges.kafka.tls.key_file"}},
@@ -468,7 +470,7 @@ bridges:
 			"bridges.kafka.rate_limit: \"fast\" is not a size",
 		}},
 		{"timing", "    stall_timeout: 0s\n    linger: -1s\n    backoff: 10s\n    max_backoff: 1s\n", nil, []string{
-			"bridges.kafka.linger: -1s is outside [0, bridges.kafka.stall_timeout)",
+			"bridges.kafka.linger: -1s is outside [0, bridges.kafka.stall_timeout 0s)",
 			"bridges.kafka.max_backoff: 1s is below bridges.kafka.backoff 10s",
 			"bridges.kafka.stall_timeout: 0s must be positive",
 		}},
@@ -492,7 +494,7 @@ bridges:
 		"bridges.kafka.delivery: \"exactly-once\"",
 		"bridges.kafka.sasl.mechanism: \"scram-sha-1\"",
 		"bridges.kafka.tls.ca_file: " + notPEM + " holds no PEM certificate",
-		"bridges.kafka.tls.cert_file: with bridges.kafka.tls.key_file: open " + missing,
+		"bridges.kafka.tls.cert_file: with tls.key_file: open " + missing,
 		"bridges.kafka.topics.alarms: is not a log topic",
 		"bridges.kafka.topics.telemetry: upstream topic name is empty",
 		"bridges.kafka.max_batch_records: 0 is outside 1..1000000",
@@ -515,49 +517,6 @@ bridges:
     max_backoff: 1s
 `), nil)
 	checkProblems(t, err, all)
-}
-
-// TestConfigBridgeTLSLoaded: the TLS settings validation checked are
-// what start-up dials with (one loader for both): the CA pool, the client
-// certificate and insecure_skip_verify; TLS off gives no config, and a
-// file gone since validation fails start-up under its key.
-func TestConfigBridgeTLSLoaded(t *testing.T) {
-	certFile, keyFile := selfSigned(t)
-	cfg, err := LoadConfig(writeConfig(t, `
-bridges:
-  kafka:
-    brokers: ["127.0.0.1:9092"]
-    tls: {enabled: true, ca_file: `+certFile+`, cert_file: `+certFile+`, key_file: `+keyFile+`, insecure_skip_verify: true}
-`), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc, err := bridgeTLS(cfg.Bridges.Kafka.TLS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tc == nil || tc.RootCAs == nil || len(tc.Certificates) != 1 || !tc.InsecureSkipVerify || tc.MinVersion != tls.VersionTLS12 {
-		t.Fatalf("loaded TLS config %+v", tc)
-	}
-	pem, err := os.ReadFile(certFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := x509.NewCertPool()
-	want.AppendCertsFromPEM(pem)
-	if !tc.RootCAs.Equal(want) {
-		t.Fatal("the CA pool is not ca_file's certificate")
-	}
-	if tc, err := bridgeTLS(BridgeTLSConfig{}); tc != nil || err != nil {
-		t.Fatalf("TLS off: %+v, %v", tc, err)
-	}
-	if err := os.Remove(certFile); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bridgeTLS(cfg.Bridges.Kafka.TLS); err == nil || !strings.HasPrefix(err.Error(), "bridges.kafka.tls.ca_file: open "+certFile) ||
-		!strings.Contains(err.Error(), "bridges.kafka.tls.cert_file: with bridges.kafka.tls.key_file: open "+certFile) {
-		t.Fatalf("start-up with the files gone: %v", err)
-	}
 }
 
 // checkProblems asserts that err is a ConfigError with exactly the

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -112,14 +111,10 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 	})
 	d.metrics.MustRegister(fsync)
-	d.log, err = commitlog.Open(filepath.Join(dataDir, "log"), append([]commitlog.Option{
-		commitlog.WithLogger(logger), commitlog.WithMinFreeRatio(cfg.Log.MinFreeRatio),
-		commitlog.WithRetentionInterval(cfg.Log.RetentionInterval), commitlog.WithLinger(cfg.Log.Linger),
+	logOpts := append(cfg.Log.Options(), commitlog.WithLogger(logger),
 		commitlog.WithSyncObserver(func(t time.Duration) { fsync.Observe(t.Seconds()) }),
-		commitlog.WithMaxTopics(cfg.Log.MaxTopics), commitlog.WithMaxPartitions(cfg.Log.MaxPartitions),
-		commitlog.WithMaxOpenSegments(cfg.Log.MaxOpenSegments),
-		commitlog.WithRetentionPaused(), // until the holds are set, below
-	}, so.logOpts...)...)
+		commitlog.WithRetentionPaused()) // until the holds are set, below
+	d.log, err = commitlog.Open(filepath.Join(dataDir, "log"), append(logOpts, so.logOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("open log: %w", err)
 	}
@@ -133,27 +128,13 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		tc, _ := cfg.Log.Topics[name].toLog() // validated in LoadConfig
-		if _, err = d.log.EnsureTopic(name, tc); err != nil {
+		if _, err = d.log.EnsureTopic(name, cfg.Log.Topics[name]); err != nil { // validated in LoadConfig
 			return nil, fmt.Errorf("log topic %s: %w", name, err)
 		}
 	}
 
-	mcfg := mqtt.Config{
-		Listen: cfg.MQTT.Listen, WSListen: cfg.MQTT.WSListen, TLSListen: cfg.MQTT.TLSListen,
-		MaxPayload: cfg.MQTT.MaxPayload, MaxConnections: cfg.MQTT.MaxConnections,
-		MaxPending: cfg.MQTT.MaxPending, ConnectTimeout: cfg.MQTT.ConnectTimeout, Listeners: listeners,
-		AllowAnonymous: cfg.MQTT.AllowAnonymous,
-		ProvisionKey:   cfg.Provisioning.Key, ProvisionSecret: cfg.Provisioning.Secret,
-		Logger: logger, Metrics: mqtt.NewMetrics(d.metrics),
-	}
-	if cfg.MQTT.TLSListen != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.MQTT.TLSCert, cfg.MQTT.TLSKey)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt.tls_cert/mqtt.tls_key: %w", err)
-		}
-		mcfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
+	mcfg := cfg.MQTT
+	mcfg.Provisioning, mcfg.Listeners, mcfg.Logger, mcfg.Metrics = cfg.Provisioning, listeners, logger, mqtt.NewMetrics(d.metrics)
 	if d.mqtt, err = mqtt.New(mcfg, d.reg, d.log); err != nil {
 		return nil, err
 	}

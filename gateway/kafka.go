@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -25,28 +24,22 @@ func (d *Daemon) startKafka(listeners *netguard.Metrics) error {
 		return nil
 	}
 	var err error
-	d.groups, err = group.New(d.state, group.Config{
-		MinSessionTimeout: kc.GroupMinSession, MaxSessionTimeout: kc.GroupMaxSession,
-		OffsetsRetention: kc.OffsetsRetention, Logger: d.logger,
-		PartitionExists: func(topic string, partition int32) bool {
-			t, err := d.log.Topic(topic)
-			if err != nil {
-				return false
-			}
-			_, err = t.Partition(partition)
-			return err == nil
-		},
-	})
+	gcfg := kc.Groups
+	gcfg.Logger = d.logger
+	gcfg.PartitionExists = func(topic string, partition int32) bool {
+		t, err := d.log.Topic(topic)
+		if err != nil {
+			return false
+		}
+		_, err = t.Partition(partition)
+		return err == nil
+	}
+	d.groups, err = group.New(d.state, gcfg)
 	if err != nil {
 		return fmt.Errorf("kafka group coordinator: %w", err)
 	}
-	cfg := kafkaserver.Config{
-		Listen: kc.Listen, Advertised: kc.Advertised,
-		AutoCreateTopics: kc.AutoCreateTopics, TopicDefaults: commitlog.TopicConfig{Partitions: kc.DefaultPartitions},
-		MaxRequestBytes: kc.MaxRequestBytes, MaxBufferedBytes: kc.MaxBufferedBytes, MaxConnections: kc.MaxConnections,
-		MaxPending: kc.MaxPending, AuthTimeout: kc.AuthTimeout, Listeners: listeners,
-		Logger: d.logger, Metrics: kafkaserver.NewMetrics(d.metrics),
-	}
+	cfg := kc.Config
+	cfg.Listeners, cfg.Logger, cfg.Metrics = listeners, d.logger, kafkaserver.NewMetrics(d.metrics)
 	for name := range d.cfg.Log.Topics {
 		cfg.ProtectedTopics = append(cfg.ProtectedTopics, name)
 	}
@@ -56,25 +49,12 @@ func (d *Daemon) startKafka(listeners *netguard.Metrics) error {
 	if d.cfg.RPC.ClientRequests != "" {
 		cfg.ProtectedTopics = append(cfg.ProtectedTopics, d.cfg.RPC.ClientRequests, d.cfg.RPC.ClientReplies)
 	}
-	if kc.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(kc.TLSCert, kc.TLSKey)
-		if err != nil {
-			return fmt.Errorf("kafka.tls_cert/kafka.tls_key: %w", err)
-		}
-		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	if len(kc.SASLUsers) > 0 {
-		cfg.SASLPlain = map[string]string{}
-		for _, u := range kc.SASLUsers {
-			cfg.SASLPlain[u.Username] = u.Password
-		}
-	}
 	if d.kafka, err = kafkaserver.New(cfg, d.log, d.groups, d.state); err != nil {
 		return err
 	}
 	d.kafka.Start()
 	d.metrics.MustRegister(&groupCollector{groups: d.groups, log: d.log})
-	d.logger.Info("kafka listener started", "addr", d.kafka.Addr().String(), "tls", cfg.TLS != nil, "sasl", len(kc.SASLUsers) > 0)
+	d.logger.Info("kafka listener started", "addr", d.kafka.Addr().String(), "tls", cfg.TLSCert != "", "sasl", len(kc.SASLUsers) > 0)
 	return nil
 }
 

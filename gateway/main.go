@@ -67,7 +67,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := newLogger(cfg.Logging, stderr)
-	if limit, _ := parseSize(cfg.MemoryLimit); limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+	if limit := int64(cfg.MemoryLimit); limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(limit)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

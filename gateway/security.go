@@ -145,7 +145,7 @@ func (c *Config) fileBudget() int {
 	if c.Kafka.Listen != "" {
 		n += c.Kafka.MaxConnections
 	}
-	n += max(c.Log.MaxPartitions, c.configuredPartitions())
+	n += max(c.Log.MaxPartitions, c.Log.Partitions())
 	n += c.Log.MaxOpenSegments // 0 (unbounded) is not counted: the warning cannot see it
 	return n
 }

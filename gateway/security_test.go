@@ -16,6 +16,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/ferry-iot/ferry/broker/kafkaserver"
 )
 
 // mosquittoRun runs a mosquitto client against the daemon's MQTT listener
@@ -376,7 +378,7 @@ func TestSecurityExposureWarnings(t *testing.T) {
 	if strings.Join(keys, ",") != "mqtt,http,kafka" {
 		t.Fatalf("warnings for %v, want mqtt (the wide listener only), http, kafka: %+v", keys, got)
 	}
-	cfg.Kafka.SASLUsers = []SASLUser{{Username: "u", Password: "p"}}
+	cfg.Kafka.SASLUsers = []kafkaserver.SASLUser{{Username: "u", Password: "p"}}
 	cfg.MQTT.AllowAnonymous, cfg.HTTP.AllowAnonymousReads = false, false
 	if got := exposed(cfg, []net.Addr{wide}, wide, wide); len(got) != 0 {
 		t.Fatalf("warnings with credentials required everywhere: %+v", got)

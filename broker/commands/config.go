@@ -1,10 +1,10 @@
 package commands
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/ferry-iot/ferry/configs"
 
 	"github.com/ferry-iot/ferry/broker/commitlog"
 )
@@ -21,7 +21,7 @@ type Config struct {
 	Responses string `mapstructure:"responses"`
 	// Timeout is how long a delivered command waits for the device's
 	// answer (default 30 s); a command's "timeout" (ms) overrides it.
-	Timeout time.Duration `mapstructure:"timeout"`
+	Timeout time.Duration `mapstructure:"-"`
 	// Expiry is how long after its record's timestamp a command may still
 	// be delivered (default 1 h); a command's "expirationTime" (epoch ms)
 	// overrides it. A command for a device that stays unreachable until
@@ -82,26 +82,12 @@ func (c *Config) EnsureDefaults() {
 	}
 }
 
-// FieldError is one invalid Config field; it wraps ErrInvalidConfig.
-// Validate joins one per problem, so a configuration layer can prefix the
-// field with its own key path ("commands.").
-type FieldError struct {
-	Field   string // the mapstructure name, e.g. "max_in_flight"
-	Problem string
-}
-
-func (e *FieldError) Error() string {
-	return fmt.Sprintf("%v: %s: %s", ErrInvalidConfig, e.Field, e.Problem)
-}
-
-func (e *FieldError) Unwrap() error { return ErrInvalidConfig }
-
-// Validate reports every problem at once, each a *FieldError.
+// Validate reports every problem at once, each a *configs.FieldError
+// naming its key (wrapping ErrInvalidConfig), so a configuration layer can
+// prefix it with its own path ("commands.").
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
-	}
+	p := configs.Problems{Kind: ErrInvalidConfig}
+	bad := p.Add
 	if err := commitlog.ValidTopicName(c.Topic); err != nil {
 		bad("topic", "%q is not a valid topic name", c.Topic)
 	}
@@ -123,7 +109,7 @@ func (c *Config) Validate() error {
 	if c.MaxCommandBytes < 64 || c.MaxCommandBytes > commitlog.MaxBatchSize {
 		bad("max_command_bytes", "%d is outside 64..%d", c.MaxCommandBytes, commitlog.MaxBatchSize)
 	}
-	return errors.Join(errs...)
+	return p.Err()
 }
 
 // topicConfig is what a missing commands or responses topic is created

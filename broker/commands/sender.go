@@ -45,7 +45,7 @@ var (
 
 	// ErrInvalidCommand wraps every *InvalidError.
 	ErrInvalidCommand = errors.New("commands: invalid command")
-	// ErrInvalidConfig wraps every *FieldError.
+	// ErrInvalidConfig wraps every *configs.FieldError of Config.Validate.
 	ErrInvalidConfig = errors.New("commands: invalid config")
 	// ErrClosed is returned by Start after Close, and by a second Start.
 	ErrClosed = errors.New("commands: closed or already started")

@@ -36,6 +36,19 @@ func (c Compression) String() string {
 	return fmt.Sprintf("codec(%d)", c)
 }
 
+// MarshalText writes the codec's name (configuration, topic.json, the API).
+func (c Compression) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText reads a codec's name.
+func (c *Compression) UnmarshalText(b []byte) error {
+	v, err := ParseCompression(string(b))
+	if err != nil {
+		return err
+	}
+	*c = v
+	return nil
+}
+
 // ParseCompression maps a config name to a codec.
 func ParseCompression(s string) (Compression, error) {
 	for i, n := range compressionNames {

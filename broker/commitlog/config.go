@@ -4,9 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/ferry-iot/ferry/configs"
 
 	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 )
@@ -78,47 +82,50 @@ func (c CleanupPolicy) compacts() bool { comp, _, _ := c.parts(); return comp }
 // deletes reports whether the policy includes deletion by age and size.
 func (c CleanupPolicy) deletes() bool { _, del, _ := c.parts(); return del }
 
-// TopicConfig is a topic's configuration. Zero fields take the defaults
-// that EnsureDefaults documents; the config is stored with the topic.
+// TopicConfig is a topic's configuration: the daemon decodes
+// log.topics.<name> into it (mapstructure tags), Kafka clients set it
+// through CreateTopics, it is stored with the topic (topic.json) and the
+// HTTP API shows it (JSON). Zero fields take the defaults that
+// EnsureDefaults documents.
 type TopicConfig struct {
 	// Partitions is the partition count (default 1). It can grow, never shrink.
-	Partitions int `json:"partitions"`
+	Partitions int `json:"partitions" mapstructure:"partitions"`
 	// Flush is the flush policy (default always).
-	Flush FlushPolicy `json:"flush"`
+	Flush FlushPolicy `json:"flush" mapstructure:"flush"`
 	// FlushInterval is the fsync period under FlushInterval (default 1 s).
-	FlushInterval time.Duration `json:"flush_interval"`
+	FlushInterval time.Duration `json:"flush_interval" mapstructure:"flush_interval"`
 	// Retention is the age after which whole segments are deleted (default
 	// 7 days); negative keeps data forever. Age is measured both by record
 	// timestamps and by the log's own monotonic clock, and a segment goes
 	// only when both say it is older.
-	Retention time.Duration `json:"retention"`
+	Retention time.Duration `json:"retention" mapstructure:"retention"`
 	// RetentionBytes caps each partition's size; 0 or negative is no cap.
 	// Like retention, it applies only when the cleanup policy includes
 	// delete (Kafka ignores retention.bytes for cleanup.policy=compact).
-	RetentionBytes int64 `json:"retention_bytes"`
+	RetentionBytes int64 `json:"retention_bytes" mapstructure:"retention_bytes"`
 	// OnFull is what happens at RetentionBytes or the disk's free floor
 	// (default overwrite_oldest).
-	OnFull OnFull `json:"on_full"`
+	OnFull OnFull `json:"on_full" mapstructure:"on_full"`
 	// Compression is the codec of batches the log builds (default none).
-	Compression Compression `json:"compression"`
+	Compression Compression `json:"compression" mapstructure:"compression"`
 	// Cleanup is delete (default), compact, or compact,delete.
-	Cleanup CleanupPolicy `json:"cleanup_policy"`
+	Cleanup CleanupPolicy `json:"cleanup_policy" mapstructure:"cleanup_policy"`
 	// DeleteRetention is how long tombstones survive compaction (default 1 day).
-	DeleteRetention time.Duration `json:"delete_retention"`
+	DeleteRetention time.Duration `json:"delete_retention" mapstructure:"delete_retention"`
 	// MinCleanableDirtyRatio is the share of not-yet-compacted bytes that
 	// triggers compaction (default 0.5).
-	MinCleanableDirtyRatio float64 `json:"min_cleanable_dirty_ratio"`
+	MinCleanableDirtyRatio float64 `json:"min_cleanable_dirty_ratio" mapstructure:"min_cleanable_dirty_ratio"`
 	// SegmentBytes is the size at which a segment rolls (default 128 MiB,
 	// at most 1 GiB).
-	SegmentBytes int64 `json:"segment_bytes"`
+	SegmentBytes int64 `json:"segment_bytes" mapstructure:"segment_bytes"`
 	// SegmentAge rolls a non-empty segment after this long in log time
 	// (default 7 days).
-	SegmentAge time.Duration `json:"segment_age"`
+	SegmentAge time.Duration `json:"segment_age" mapstructure:"segment_age"`
 	// MaxBatchBytes caps one batch the log builds (default 1 MiB); larger
 	// raw batches are refused.
-	MaxBatchBytes int `json:"max_batch_bytes"`
+	MaxBatchBytes int `json:"max_batch_bytes" mapstructure:"max_batch_bytes"`
 	// IndexIntervalBytes is the spacing of sparse index entries (default 4096).
-	IndexIntervalBytes int `json:"index_interval_bytes"`
+	IndexIntervalBytes int `json:"index_interval_bytes" mapstructure:"index_interval_bytes"`
 }
 
 // Defaults, exported so configuration layers can document them.
@@ -188,26 +195,12 @@ func (c TopicConfig) rollBytes() int64 {
 // limitsBytes reports whether retention_bytes applies to the topic.
 func (c TopicConfig) limitsBytes() bool { return c.RetentionBytes > 0 && c.Cleanup.deletes() }
 
-// FieldError is one invalid TopicConfig field; it wraps ErrInvalidConfig.
-// Validate joins one per problem, so a configuration layer can prefix the
-// field with its own key path.
-type FieldError struct {
-	Field   string // the JSON name, e.g. "flush"
-	Problem string
-}
-
-func (e *FieldError) Error() string {
-	return fmt.Sprintf("%v: %s: %s", ErrInvalidConfig, e.Field, e.Problem)
-}
-
-func (e *FieldError) Unwrap() error { return ErrInvalidConfig }
-
-// Validate reports every problem at once, each a *FieldError naming its field.
+// Validate reports every problem at once, each a *configs.FieldError
+// naming its field (wrapping ErrInvalidConfig), so a configuration layer
+// can prefix the key with its own path.
 func (c *TopicConfig) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
-	}
+	p := configs.Problems{Kind: ErrInvalidConfig}
+	bad := p.Add
 	if c.Partitions < 1 || c.Partitions > 10000 {
 		bad("partitions", "%d is outside 1..10000", c.Partitions)
 	}
@@ -248,7 +241,7 @@ func (c *TopicConfig) Validate() error {
 	if c.IndexIntervalBytes < 64 {
 		bad("index_interval_bytes", "%d is below 64", c.IndexIntervalBytes)
 	}
-	return errors.Join(errs...)
+	return p.Err()
 }
 
 var topicNameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,200}$`)
@@ -402,4 +395,84 @@ func (o *options) validate() error {
 		o.syncParallelism = 1
 	}
 	return errors.Join(errs...)
+}
+
+// Settings is the log section of Ferry's configuration (log.*): the log's
+// options and the topics it keeps. The daemon decodes the section into it
+// (mapstructure tags) and asks it to validate itself.
+type Settings struct {
+	// MinFreeRatio is the share of the filesystem kept free (WithMinFreeRatio).
+	MinFreeRatio float64 `mapstructure:"min_free_ratio"`
+	// RetentionInterval is how often retention and compaction run.
+	RetentionInterval time.Duration `mapstructure:"retention_interval"`
+	// Linger is extra time a commit cycle waits for more appends.
+	Linger time.Duration `mapstructure:"linger"`
+	// MaxTopics, MaxPartitions and MaxOpenSegments are the caps of
+	// WithMaxTopics, WithMaxPartitions and WithMaxOpenSegments (0: none).
+	MaxTopics       int `mapstructure:"max_topics"`
+	MaxPartitions   int `mapstructure:"max_partitions"`
+	MaxOpenSegments int `mapstructure:"max_open_segments"`
+	// Topics are the topics the log keeps, created (or updated) at open.
+	Topics map[string]TopicConfig `mapstructure:"topics"`
+}
+
+// Validate reports every problem, each a *configs.FieldError keyed
+// relative to the section ("topics.alarms.flush").
+func (s *Settings) Validate() error {
+	p := configs.Problems{Kind: ErrInvalidConfig}
+	if s.MinFreeRatio < 0 || s.MinFreeRatio >= 1 {
+		p.Add("min_free_ratio", "%v is outside [0, 1)", s.MinFreeRatio)
+	}
+	if s.RetentionInterval <= 0 {
+		p.Add("retention_interval", "%v must be positive", s.RetentionInterval)
+	}
+	if s.Linger < 0 {
+		p.Add("linger", "%v is negative", s.Linger)
+	}
+	partitions := 0
+	for _, name := range slices.Sorted(maps.Keys(s.Topics)) {
+		if err := ValidTopicName(name); err != nil {
+			p.Add("topics."+name, "invalid topic name (use 1-200 of [a-zA-Z0-9._-], not starting with '.')")
+			continue
+		}
+		tc := s.Topics[name]
+		tc.EnsureDefaults()
+		partitions += tc.Partitions
+		p.Nest("topics."+name, tc.Validate())
+	}
+	switch {
+	case s.MaxTopics < 0:
+		p.Add("max_topics", "%d is negative", s.MaxTopics)
+	case s.MaxTopics > 0 && len(s.Topics) > s.MaxTopics:
+		p.Add("max_topics", "%d is below the %d topics configured", s.MaxTopics, len(s.Topics))
+	}
+	switch {
+	case s.MaxPartitions < 0:
+		p.Add("max_partitions", "%d is negative", s.MaxPartitions)
+	case s.MaxPartitions > 0 && partitions > s.MaxPartitions:
+		p.Add("max_partitions", "%d is below the %d partitions configured", s.MaxPartitions, partitions)
+	}
+	if s.MaxOpenSegments < 0 {
+		p.Add("max_open_segments", "%d is negative", s.MaxOpenSegments)
+	}
+	return p.Err()
+}
+
+// Partitions counts the partitions of the configured topics (defaults
+// filled).
+func (s *Settings) Partitions() int {
+	n := 0
+	for _, tc := range s.Topics {
+		tc.EnsureDefaults()
+		n += tc.Partitions
+	}
+	return n
+}
+
+// Options are the log options the settings stand for.
+func (s *Settings) Options() []Option {
+	return []Option{
+		WithMinFreeRatio(s.MinFreeRatio), WithRetentionInterval(s.RetentionInterval), WithLinger(s.Linger),
+		WithMaxTopics(s.MaxTopics), WithMaxPartitions(s.MaxPartitions), WithMaxOpenSegments(s.MaxOpenSegments),
+	}
 }

@@ -3,10 +3,13 @@ package commitlog
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferry-iot/ferry/configs"
 )
 
 // Topic is a named set of partitions sharing one configuration.
@@ -157,51 +160,60 @@ func (t *Topic) Append(ctx context.Context, recs []Record) *Future {
 	return f
 }
 
-// topicFile is topic.json: the topic's name and configuration, written
-// atomically, durations as Go duration strings.
-type topicFile struct {
-	Version                int     `json:"version"`
-	Name                   string  `json:"name"`
-	Partitions             int     `json:"partitions"`
-	Flush                  string  `json:"flush"`
-	FlushInterval          string  `json:"flush_interval"`
-	Retention              string  `json:"retention"`
-	RetentionBytes         int64   `json:"retention_bytes"`
-	OnFull                 string  `json:"on_full"`
-	Compression            string  `json:"compression"`
-	Cleanup                string  `json:"cleanup_policy"`
-	DeleteRetention        string  `json:"delete_retention"`
-	MinCleanableDirtyRatio float64 `json:"min_cleanable_dirty_ratio"`
-	SegmentBytes           int64   `json:"segment_bytes"`
-	SegmentAge             string  `json:"segment_age"`
-	MaxBatchBytes          int     `json:"max_batch_bytes"`
-	IndexIntervalBytes     int     `json:"index_interval_bytes"`
+// topicConfigJSON is TopicConfig's JSON form (topic.json, the HTTP API):
+// its names, durations as Go duration strings, the codec by name.
+type topicConfigJSON struct {
+	Partitions             int           `json:"partitions"`
+	Flush                  FlushPolicy   `json:"flush"`
+	FlushInterval          string        `json:"flush_interval"`
+	Retention              string        `json:"retention"`
+	RetentionBytes         int64         `json:"retention_bytes"`
+	OnFull                 OnFull        `json:"on_full"`
+	Compression            string        `json:"compression"`
+	Cleanup                CleanupPolicy `json:"cleanup_policy"`
+	DeleteRetention        string        `json:"delete_retention"`
+	MinCleanableDirtyRatio float64       `json:"min_cleanable_dirty_ratio"`
+	SegmentBytes           int64         `json:"segment_bytes"`
+	SegmentAge             string        `json:"segment_age"`
+	MaxBatchBytes          int           `json:"max_batch_bytes"`
+	IndexIntervalBytes     int           `json:"index_interval_bytes"`
 }
 
-func encodeTopicFile(name string, c TopicConfig) ([]byte, error) {
-	return json.MarshalIndent(topicFile{
-		Version: 1, Name: name, Partitions: c.Partitions, Flush: string(c.Flush),
-		FlushInterval: c.FlushInterval.String(), Retention: c.Retention.String(),
-		RetentionBytes: c.RetentionBytes, OnFull: string(c.OnFull), Compression: c.Compression.String(),
-		Cleanup: string(c.Cleanup), DeleteRetention: c.DeleteRetention.String(),
-		MinCleanableDirtyRatio: c.MinCleanableDirtyRatio, SegmentBytes: c.SegmentBytes,
-		SegmentAge: c.SegmentAge.String(), MaxBatchBytes: c.MaxBatchBytes, IndexIntervalBytes: c.IndexIntervalBytes,
-	}, "", "  ")
-}
+// MarshalJSON writes the config with durations as Go duration strings.
+func (c TopicConfig) MarshalJSON() ([]byte, error) { return json.Marshal(c.toJSON()) }
 
-func decodeTopicFile(b []byte) (string, TopicConfig, error) {
-	var f topicFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return "", TopicConfig{}, fmt.Errorf("%w: %s: %w", ErrInvalidConfig, topicFileName, err)
+func (c TopicConfig) toJSON() topicConfigJSON {
+	return topicConfigJSON{
+		Partitions: c.Partitions, Flush: c.Flush, FlushInterval: c.FlushInterval.String(), Retention: c.Retention.String(),
+		RetentionBytes: c.RetentionBytes, OnFull: c.OnFull, Compression: c.Compression.String(), Cleanup: c.Cleanup,
+		DeleteRetention: c.DeleteRetention.String(), MinCleanableDirtyRatio: c.MinCleanableDirtyRatio,
+		SegmentBytes: c.SegmentBytes, SegmentAge: c.SegmentAge.String(), MaxBatchBytes: c.MaxBatchBytes,
+		IndexIntervalBytes: c.IndexIntervalBytes,
 	}
-	c := TopicConfig{
-		Partitions: f.Partitions, Flush: FlushPolicy(f.Flush), RetentionBytes: f.RetentionBytes,
-		OnFull: OnFull(f.OnFull), Cleanup: CleanupPolicy(f.Cleanup), MinCleanableDirtyRatio: f.MinCleanableDirtyRatio,
+}
+
+// UnmarshalJSON reads what MarshalJSON writes; a bad value is a
+// *configs.FieldError naming its field.
+func (c *TopicConfig) UnmarshalJSON(b []byte) error {
+	var f topicConfigJSON
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return c.fromJSON(f)
+}
+
+func (c *TopicConfig) fromJSON(f topicConfigJSON) error {
+	*c = TopicConfig{
+		Partitions: f.Partitions, Flush: f.Flush, RetentionBytes: f.RetentionBytes, OnFull: f.OnFull,
+		Cleanup: f.Cleanup, MinCleanableDirtyRatio: f.MinCleanableDirtyRatio,
 		SegmentBytes: f.SegmentBytes, MaxBatchBytes: f.MaxBatchBytes, IndexIntervalBytes: f.IndexIntervalBytes,
 	}
-	var err error
-	if c.Compression, err = ParseCompression(f.Compression); err != nil {
-		return "", c, &FieldError{Field: "compression", Problem: fmt.Sprintf("unknown codec %q", f.Compression)}
+	if f.Compression != "" {
+		codec, err := ParseCompression(f.Compression)
+		if err != nil {
+			return &configs.FieldError{Kind: ErrInvalidConfig, Key: "compression", Problem: fmt.Sprintf("unknown codec %q", f.Compression)}
+		}
+		c.Compression = codec
 	}
 	for _, d := range []struct {
 		field string
@@ -209,9 +221,41 @@ func decodeTopicFile(b []byte) (string, TopicConfig, error) {
 		dst   *time.Duration
 	}{{"flush_interval", f.FlushInterval, &c.FlushInterval}, {"retention", f.Retention, &c.Retention},
 		{"delete_retention", f.DeleteRetention, &c.DeleteRetention}, {"segment_age", f.SegmentAge, &c.SegmentAge}} {
-		if *d.dst, err = time.ParseDuration(d.s); err != nil {
-			return "", c, &FieldError{Field: d.field, Problem: err.Error()}
+		if d.s == "" {
+			continue
 		}
+		var err error
+		if *d.dst, err = time.ParseDuration(d.s); err != nil {
+			return &configs.FieldError{Kind: ErrInvalidConfig, Key: d.field, Problem: err.Error()}
+		}
+	}
+	return nil
+}
+
+// topicFile is topic.json: the topic's name and configuration, written
+// atomically.
+type topicFile struct {
+	Version int    `json:"version"`
+	Name    string `json:"name"`
+	topicConfigJSON
+}
+
+func encodeTopicFile(name string, c TopicConfig) ([]byte, error) {
+	return json.MarshalIndent(topicFile{Version: 1, Name: name, topicConfigJSON: c.toJSON()}, "", "  ")
+}
+
+func decodeTopicFile(b []byte) (string, TopicConfig, error) {
+	var f topicFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		var fe *configs.FieldError
+		if errors.As(err, &fe) {
+			return "", TopicConfig{}, err
+		}
+		return "", TopicConfig{}, fmt.Errorf("%w: %s: %w", ErrInvalidConfig, topicFileName, err)
+	}
+	var c TopicConfig
+	if err := c.fromJSON(f.topicConfigJSON); err != nil {
+		return "", c, err
 	}
 	c.EnsureDefaults()
 	return f.Name, c, c.Validate()

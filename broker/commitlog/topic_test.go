@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-iot/ferry/configs"
+
 	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 )
 
@@ -75,8 +77,8 @@ func TestTopicFileErrorsNameTheField(t *testing.T) {
 			t.Fatalf("no %s line in %s", field, good)
 		}
 		_, _, err := decodeTopicFile(b)
-		var fe *FieldError
-		if !errors.Is(err, ErrInvalidConfig) || !errors.As(err, &fe) || fe.Field != field {
+		var fe *configs.FieldError
+		if !errors.Is(err, ErrInvalidConfig) || !errors.As(err, &fe) || fe.Key != field {
 			t.Errorf("%s: %v", field, err)
 		}
 	}

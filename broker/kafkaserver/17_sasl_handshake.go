@@ -24,7 +24,7 @@ func handleSASLHandshake(c *conn, r *request) *outbound {
 	req := r.kreq.(*kmsg.SASLHandshakeRequest)
 	resp := req.ResponseKind().(*kmsg.SASLHandshakeResponse)
 	switch {
-	case len(c.s.cfg.SASLPlain) == 0:
+	case len(c.s.sasl) == 0:
 		resp.ErrorCode = kerr.UnsupportedSaslMechanism.Code
 		resp.SupportedMechanisms = []string{}
 	case c.authed || c.saslMech != "":
@@ -57,7 +57,7 @@ func (c *conn) checkPlain(tok []byte) bool {
 	var user string
 	if len(parts) == 3 {
 		user = string(parts[1])
-		if want, found := c.s.cfg.SASLPlain[user]; found {
+		if want, found := c.s.sasl[user]; found {
 			ok = subtle.ConstantTimeCompare([]byte(want), parts[2]) == 1
 		}
 		if len(parts[0]) > 0 && string(parts[0]) != user {

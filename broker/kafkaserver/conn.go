@@ -67,7 +67,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c := &conn{
 		s: s, nc: nc, remote: nc.RemoteAddr().String(),
 		out: make(chan *outbound, 64), wdone: make(chan struct{}),
-		authed: len(s.cfg.SASLPlain) == 0, authBy: time.Now().Add(s.cfg.AuthTimeout),
+		authed: len(s.sasl) == 0, authBy: time.Now().Add(s.cfg.AuthTimeout),
 		decomp: commitlog.NewDecompressor(s.cfg.MaxRequestBytes * 4),
 	}
 	c.ctx, c.cancel = context.WithCancel(s.ctx)

@@ -239,7 +239,7 @@ func bytesOf(b []byte) []byte { return append([]byte(nil), b...) }
 // minute of CPU per 30-byte frame, reachable before SASL authentication
 // through ApiVersions v3.
 func TestHostileTagCounts(t *testing.T) {
-	e := newEnv(t, withCfg(func(c *Config) { c.SASLPlain = map[string]string{"u": "p"} }))
+	e := newEnv(t, withCfg(func(c *Config) { c.SASLUsers = []SASLUser{{Username: "u", Password: "p"}} }))
 	huge := []byte{0xff, 0xff, 0xff, 0xff, 0x0f}
 	header := func(key, version int16) []byte {
 		b := binary.BigEndian.AppendUint16(nil, uint16(key))

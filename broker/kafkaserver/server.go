@@ -18,64 +18,117 @@ import (
 	"github.com/ferry-iot/ferry/broker/netguard"
 	"github.com/ferry-iot/ferry/broker/ratelog"
 	"github.com/ferry-iot/ferry/broker/state"
+	"github.com/ferry-iot/ferry/configs"
 )
 
 // Config configures the listener. Zero fields take the defaults noted.
+// The daemon decodes the kafka section of its configuration into it
+// (mapstructure tags; the fields tagged "-" are wired by the daemon) and
+// asks it to Validate itself.
 type Config struct {
 	// Listen is the TCP address (default "127.0.0.1:9092").
-	Listen string
+	Listen string `mapstructure:"listen"`
 	// Advertised is the host:port returned in Metadata and FindCoordinator
 	// (default: the bound address, with 127.0.0.1 for a wildcard host).
-	Advertised string
-	// TLS, when set, wraps every connection (Fetch then copies instead of
-	// using sendfile).
-	TLS *tls.Config
-	// SASLPlain maps user names to passwords. Non-empty: every connection
-	// must authenticate with SASL/PLAIN before any request but ApiVersions.
-	SASLPlain map[string]string
+	Advertised string `mapstructure:"advertised"`
+	// TLSCert and TLSKey are PEM files: set, every connection is TLS
+	// (Fetch then copies instead of using sendfile). New loads them
+	// unless TLS is set.
+	TLSCert string      `mapstructure:"tls_cert"`
+	TLSKey  string      `mapstructure:"tls_key"`
+	TLS     *tls.Config `mapstructure:"-"`
+	// SASLUsers are the SASL/PLAIN credentials. Non-empty: every
+	// connection must authenticate before any request but ApiVersions.
+	SASLUsers []SASLUser `mapstructure:"sasl_users"`
 	// NodeID is this broker's id (default 0) and ClusterID its cluster id
 	// (default "ferry").
-	NodeID    int32
-	ClusterID string
+	NodeID    int32  `mapstructure:"-"`
+	ClusterID string `mapstructure:"-"`
 	// MaxRequestBytes caps a request frame (default 16 MiB, Kafka's
 	// socket.request.max.bytes is 100 MiB); larger declared sizes close
 	// the connection before anything is allocated.
-	MaxRequestBytes int
+	MaxRequestBytes int `mapstructure:"max_request_bytes"`
 	// MaxConnections caps concurrent connections (default 1024), counted
 	// from accept, authenticated or not.
-	MaxConnections int
+	MaxConnections int `mapstructure:"max_connections"`
 	// MaxPending caps connections that have not authenticated yet — SASL
 	// not done, or without SASL no request handled yet (default 64); past
 	// it the oldest is closed (netguard).
-	MaxPending int
+	MaxPending int `mapstructure:"max_pending"`
 	// AuthTimeout is how long a connection may take to authenticate (TLS
 	// handshake and SASL; without SASL, its first request) (default 10s).
-	AuthTimeout time.Duration
+	AuthTimeout time.Duration `mapstructure:"auth_timeout"`
 	// MaxBufferedBytes bounds the request bytes all connections together
 	// may hold while reading and handling frames (default 32 MiB, at least
 	// MaxRequestBytes). A connection waits for room as its frame grows; one
 	// that gets none for bufferWait is closed (counted).
-	MaxBufferedBytes int
-	// Listeners are the guarded listener's metrics (nil: not registered).
-	Listeners *netguard.Metrics
+	MaxBufferedBytes int `mapstructure:"max_buffered_bytes"`
 	// IdleTimeout closes connections that send nothing for this long
 	// (default 10 minutes, Kafka's connections.max.idle.ms).
-	IdleTimeout time.Duration
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
 	// DisableSendfile makes Fetch copy segment bytes through user space
 	// even on plain TCP (for comparison benchmarks and odd filesystems).
-	DisableSendfile bool
+	DisableSendfile bool `mapstructure:"disable_sendfile"`
 	// AutoCreateTopics lets Metadata requests that ask for it create
 	// unknown topics with TopicDefaults (Kafka's auto.create.topics.enable).
-	AutoCreateTopics bool
+	AutoCreateTopics bool `mapstructure:"auto_create_topics"`
+	// DefaultPartitions is the partition count of topics clients create
+	// without one (TopicDefaults.Partitions when that is 0; default 1).
+	DefaultPartitions int `mapstructure:"default_partitions"`
 	// TopicDefaults is the config of topics created by Metadata or by
 	// CreateTopics without explicit settings.
-	TopicDefaults commitlog.TopicConfig
+	TopicDefaults commitlog.TopicConfig `mapstructure:"-"`
 	// ProtectedTopics cannot be deleted through DeleteTopics (the device
 	// topics the MQTT broker writes).
-	ProtectedTopics []string
+	ProtectedTopics []string `mapstructure:"-"`
 
-	Logger  *slog.Logger
-	Metrics *Metrics // nil: kept but not registered
+	Listeners *netguard.Metrics `mapstructure:"-"` // the guarded listener's metrics (nil: not registered)
+	Logger    *slog.Logger      `mapstructure:"-"`
+	Metrics   *Metrics          `mapstructure:"-"` // nil: kept but not registered
+}
+
+// SASLUser is one SASL/PLAIN credential.
+type SASLUser struct {
+	Username string `mapstructure:"username"`
+	Password string `mapstructure:"password"`
+}
+
+// Validate reports every problem, each a *configs.FieldError keyed
+// relative to the section.
+func (c *Config) Validate() error {
+	var p configs.Problems
+	p.CheckAddr("listen", c.Listen, true)
+	p.CheckAddr("advertised", c.Advertised, false)
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		p.Add("tls_cert", "tls_cert and tls_key must be set together")
+	}
+	for i, u := range c.SASLUsers {
+		if u.Username == "" || u.Password == "" {
+			p.Add(fmt.Sprintf("sasl_users[%d]", i), "needs username and password")
+		}
+	}
+	if c.DefaultPartitions < 1 || c.DefaultPartitions > maxPartitions {
+		p.Add("default_partitions", "%d is outside 1..%d", c.DefaultPartitions, maxPartitions)
+	}
+	if c.MaxRequestBytes < 1<<20 || c.MaxRequestBytes > 1<<30 {
+		p.Add("max_request_bytes", "%d is outside 1048576..1073741824", c.MaxRequestBytes)
+	}
+	if c.MaxBufferedBytes < c.MaxRequestBytes {
+		p.Add("max_buffered_bytes", "%d is below max_request_bytes (%d): one request must fit", c.MaxBufferedBytes, c.MaxRequestBytes)
+	}
+	if c.MaxConnections < 1 {
+		p.Add("max_connections", "%d must be at least 1", c.MaxConnections)
+	}
+	if c.MaxPending < 1 {
+		p.Add("max_pending", "%d must be at least 1", c.MaxPending)
+	}
+	if c.AuthTimeout <= 0 {
+		p.Add("auth_timeout", "%v must be positive", c.AuthTimeout)
+	}
+	if c.IdleTimeout <= 0 {
+		p.Add("idle_timeout", "%v must be positive", c.IdleTimeout)
+	}
+	return p.Err()
 }
 
 func (c *Config) ensureDefaults() {
@@ -103,6 +156,9 @@ func (c *Config) ensureDefaults() {
 	c.MaxBufferedBytes = max(c.MaxBufferedBytes, c.MaxRequestBytes)
 	if c.Listeners == nil {
 		c.Listeners = netguard.NewMetrics(nil)
+	}
+	if c.TopicDefaults.Partitions == 0 {
+		c.TopicDefaults.Partitions = max(c.DefaultPartitions, 1)
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 10 * time.Minute
@@ -136,6 +192,7 @@ type Groups interface {
 // and one writer goroutine per connection.
 type Server struct {
 	cfg       Config
+	sasl      map[string]string // SASLUsers: user name → password
 	log       *commitlog.Log
 	groups    Groups
 	producers *producers
@@ -162,14 +219,24 @@ type Server struct {
 // groups serves the consumer-group APIs.
 func New(cfg Config, lg *commitlog.Log, groups Groups, st *state.Store) (*Server, error) {
 	cfg.ensureDefaults()
+	if (cfg.TLSCert != "" || cfg.TLSKey != "") && cfg.TLS == nil {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("kafkaserver: tls_cert/tls_key: %w", err)
+		}
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	prods, err := newProducers(st)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		cfg: cfg, log: lg, groups: groups, producers: prods,
+		cfg: cfg, log: lg, groups: groups, producers: prods, sasl: map[string]string{},
 		metrics: cfg.Metrics, logger: cfg.Logger,
 		conns: map[*conn]struct{}{}, frames: semaphore.NewWeighted(int64(cfg.MaxBufferedBytes)),
+	}
+	for _, u := range cfg.SASLUsers {
+		s.sasl[u.Username] = u.Password
 	}
 	s.limiter = ratelog.New()
 	ln, err := net.Listen("tcp", cfg.Listen)

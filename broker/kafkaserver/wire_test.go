@@ -220,7 +220,7 @@ func TestFetchEncodingAllVersions(t *testing.T) {
 }
 
 func TestSASLPlain(t *testing.T) {
-	e := newEnv(t, withCfg(func(c *Config) { c.SASLPlain = map[string]string{"svc": "s3cret"} }))
+	e := newEnv(t, withCfg(func(c *Config) { c.SASLUsers = []SASLUser{{Username: "svc", Password: "s3cret"}} }))
 	// A request before authenticating closes the connection.
 	rc := e.raw()
 	md := kmsg.NewPtrMetadataRequest()

@@ -59,7 +59,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	cfg := Config{Listen: "127.0.0.1:0", Logger: quiet(), ProvisionKey: "pkey", ProvisionSecret: "psecret"}
+	cfg := Config{Listen: "127.0.0.1:0", Logger: quiet(), Provisioning: Provisioning{Key: "pkey", Secret: "psecret"}}
 	logOpts := []commitlog.Option{commitlog.WithFS(vfs.NewMem()), commitlog.WithLogger(quiet())}
 	for _, o := range opts {
 		o(&cfg, &logOpts)

@@ -34,10 +34,10 @@ func (srv *Server) handleProvision(s *session, pk *pub) {
 
 // provisioningEnabled: a provisioning key is configured. Without one,
 // provisioning clients are refused at CONNECT.
-func (srv *Server) provisioningEnabled() bool { return srv.cfg.ProvisionKey != "" }
+func (srv *Server) provisioningEnabled() bool { return srv.cfg.Provisioning.Key != "" }
 
 func (srv *Server) provision(req tb.ProvisionRequest) []byte {
-	key, secret := srv.cfg.ProvisionKey, srv.cfg.ProvisionSecret
+	key, secret := srv.cfg.Provisioning.Key, srv.cfg.Provisioning.Secret
 	if key == "" || subtle.ConstantTimeCompare([]byte(req.Key), []byte(key)) != 1 ||
 		subtle.ConstantTimeCompare([]byte(req.Secret), []byte(secret)) != 1 {
 		srv.metrics.Provisioned.WithLabelValues("not_found").Inc()

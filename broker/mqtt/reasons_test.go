@@ -53,7 +53,7 @@ func TestReasonCodesLegal(t *testing.T) {
 // meet and checks each reason code it receives against the packet type it
 // came on, and that the broker never had to replace one.
 func TestReasonCodesSentAreLegal(t *testing.T) {
-	e := newEnv(t, withConfig(func(c *Config) { c.MaxPayload = 2000; c.ProvisionKey = "" }))
+	e := newEnv(t, withConfig(func(c *Config) { c.MaxPayload = 2000; c.Provisioning.Key = "" }))
 	seen := map[byte]bool{} // packet types with reason codes received
 	check := func(pk packets.Packet) {
 		t.Helper()

@@ -18,34 +18,84 @@ import (
 	"github.com/ferry-iot/ferry/broker/netguard"
 	"github.com/ferry-iot/ferry/broker/ratelog"
 	"github.com/ferry-iot/ferry/broker/registry"
+	"github.com/ferry-iot/ferry/configs"
 )
 
-// Config configures the broker.
+// Config configures the broker. The daemon decodes the mqtt section of
+// its configuration into it (mapstructure tags; the fields tagged "-" are
+// wired by the daemon) and asks it to Validate itself.
 type Config struct {
-	Listen    string // TCP address, e.g. ":1883"
-	WSListen  string // WebSocket address; "" is off
-	TLSListen string // TLS address; "" is off
-	TLS       *tls.Config
+	Listen    string `mapstructure:"listen"`     // TCP address, e.g. ":1883"
+	WSListen  string `mapstructure:"ws_listen"`  // WebSocket address; "" is off
+	TLSListen string `mapstructure:"tls_listen"` // TLS address; "" is off
+	// TLSCert and TLSKey are the PEM files of the TLS listener, loaded by
+	// New unless TLS is set.
+	TLSCert string `mapstructure:"tls_cert"`
+	TLSKey  string `mapstructure:"tls_key"`
 
-	MaxPayload     int  // largest PUBLISH payload accepted (default 65536)
-	MaxConnections int  // authenticated clients over all listeners (and MaxPending more sockets per listener); 0: unlimited
-	AllowAnonymous bool // accept clients without credentials
+	MaxPayload     int  `mapstructure:"max_payload"`     // largest PUBLISH payload accepted (default 65536)
+	MaxConnections int  `mapstructure:"max_connections"` // authenticated clients over all listeners (and MaxPending more sockets per listener); 0: unlimited
+	AllowAnonymous bool `mapstructure:"allow_anonymous"` // accept clients without credentials
 
 	// MaxPending caps the sockets per listener that have not sent a valid
 	// CONNECT yet (default 128); past it the oldest is closed (netguard).
-	MaxPending int
+	MaxPending int `mapstructure:"max_pending"`
 	// ConnectTimeout is how long a socket may take to connect (TLS and
 	// WebSocket handshakes included) and authenticate (default 10s).
-	ConnectTimeout time.Duration
-	// Listeners are the guarded listeners' metrics (nil: not registered).
-	Listeners *netguard.Metrics
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 
-	ProvisionKey, ProvisionSecret string // both empty: provisioning answers NOT_FOUND
+	TLS          *tls.Config  `mapstructure:"-"` // nil: loaded from TLSCert and TLSKey
+	Provisioning Provisioning `mapstructure:"-"` // the provisioning section
 
-	TelemetryTopic, AttributesTopic string // log topics (default "telemetry", "attributes")
+	TelemetryTopic, AttributesTopic string `mapstructure:"-"` // log topics (default "telemetry", "attributes")
 
-	Logger  *slog.Logger
-	Metrics *Metrics // nil: metrics are kept but not registered anywhere
+	Listeners *netguard.Metrics `mapstructure:"-"` // the guarded listeners' metrics (nil: not registered)
+	Logger    *slog.Logger      `mapstructure:"-"`
+	Metrics   *Metrics          `mapstructure:"-"` // nil: metrics are kept but not registered anywhere
+}
+
+// Validate reports every problem, each a *configs.FieldError keyed
+// relative to the section.
+func (c *Config) Validate() error {
+	var p configs.Problems
+	p.CheckAddr("listen", c.Listen, true)
+	p.CheckAddr("ws_listen", c.WSListen, false)
+	p.CheckAddr("tls_listen", c.TLSListen, false)
+	if c.TLSListen != "" && c.TLS == nil && (c.TLSCert == "" || c.TLSKey == "") {
+		p.Add("tls_listen", "needs tls_cert and tls_key")
+	}
+	if c.MaxPayload < 64 || c.MaxPayload > 256<<20 {
+		p.Add("max_payload", "%d is outside 64..268435456", c.MaxPayload)
+	}
+	if c.MaxConnections < 0 {
+		p.Add("max_connections", "%d is negative", c.MaxConnections)
+	}
+	if c.MaxPending < 1 {
+		p.Add("max_pending", "%d must be at least 1", c.MaxPending)
+	}
+	if c.ConnectTimeout <= 0 {
+		p.Add("connect_timeout", "%v must be positive", c.ConnectTimeout)
+	}
+	return p.Err()
+}
+
+// Provisioning is ThingsBoard device provisioning (the provisioning
+// section): both empty is off, and provisioning clients are refused.
+type Provisioning struct {
+	Key    string `mapstructure:"key"`
+	Secret string `mapstructure:"secret"`
+}
+
+// Validate reports a key without a secret and the reverse.
+func (pv *Provisioning) Validate() error {
+	var p configs.Problems
+	switch {
+	case pv.Key != "" && pv.Secret == "":
+		p.Add("secret", "is required with %s (both empty: provisioning off)", configs.Key("key"))
+	case pv.Key == "" && pv.Secret != "":
+		p.Add("key", "is required with %s (both empty: provisioning off)", configs.Key("secret"))
+	}
+	return p.Err()
 }
 
 func (c *Config) ensureDefaults() {
@@ -121,6 +171,13 @@ type Server struct {
 // attributes topics (which must exist).
 func New(cfg Config, reg *registry.Registry, l *commitlog.Log) (*Server, error) {
 	cfg.ensureDefaults()
+	if cfg.TLSListen != "" && cfg.TLS == nil {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt: tls_cert/tls_key: %w", err)
+		}
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	tel, err := l.Topic(cfg.TelemetryTopic)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ferry-iot/ferry/configs"
+
 	"github.com/ferry-iot/ferry/broker/state"
 )
 
@@ -63,7 +65,7 @@ const maxAttrValue = state.MaxValueSize - 8
 func attrPrefix(device string, scope Scope) ([]byte, error) {
 	b, ok := scope.keyByte()
 	if !ok {
-		return nil, &FieldError{Field: "scope", Problem: fmt.Sprintf("%d is not client or shared", scope)}
+		return nil, &configs.FieldError{Kind: ErrInvalid, Key: "scope", Problem: fmt.Sprintf("%d is not client or shared", scope)}
 	}
 	return append(attrDevicePrefix(device), b), nil
 }
@@ -113,10 +115,10 @@ func ValidateAttributes(attrs []Attribute) error {
 
 // ValidateName reports whether s is acceptable as a device name (or type,
 // or attribute key): non-empty, at most MaxNameLen bytes, valid UTF-8, no
-// control characters. field names it in the error, a *FieldError.
+// control characters. field names it in the error, a *configs.FieldError.
 func ValidateName(field, s string) error {
-	var p problems
-	checkName(&p, field, s, true)
+	p := newProblems()
+	checkName(p, field, s, true)
 	return p.err()
 }
 
@@ -131,13 +133,13 @@ func (r *Registry) encodeAttributes(device string, scope Scope, attrs []Attribut
 // encodeAttributes validates attrs and encodes their store keys (prefix +
 // key) and values (UpdatedMs, zero meaning now, and the compact JSON).
 func encodeAttributes(prefix []byte, attrs []Attribute, now time.Time) (keys, vals [][]byte, err error) {
-	var p problems
+	p := newProblems()
 	nowMs := now.UnixMilli()
 	keys = make([][]byte, len(attrs))
 	vals = make([][]byte, len(attrs))
 	for i, a := range attrs {
 		field := fmt.Sprintf("attributes[%d]", i)
-		checkName(&p, field+".key", a.Key, true)
+		checkName(p, field+".key", a.Key, true)
 		var buf bytes.Buffer
 		switch {
 		case !json.Valid(a.Value):

@@ -2,7 +2,8 @@ package registry
 
 import (
 	"errors"
-	"fmt"
+
+	"github.com/ferry-iot/ferry/configs"
 )
 
 // Sentinel errors. Callers test with errors.Is; validation problems are
@@ -20,24 +21,16 @@ var (
 	ErrCredentialsTaken = errors.New("registry: credentials already used by another device")
 )
 
-// FieldError is one invalid field; it wraps ErrInvalid. Put, Ensure and
-// SetAttributes join one per problem, so an API can report them all.
-type FieldError struct {
-	Field   string // e.g. "name", "credentials.password", "attributes[2].value"
-	Problem string
-}
+// Put, Ensure and SetAttributes report every invalid field at once, each a
+// *configs.FieldError (key e.g. "name", "credentials.password",
+// "attributes[2].value") wrapping ErrInvalid, so an API can report them
+// all.
 
-func (e *FieldError) Error() string {
-	return fmt.Sprintf("%v: %s: %s", ErrInvalid, e.Field, e.Problem)
-}
+// problems collects them.
+type problems struct{ configs.Problems }
 
-func (e *FieldError) Unwrap() error { return ErrInvalid }
+func newProblems() *problems { return &problems{configs.Problems{Kind: ErrInvalid}} }
 
-// problems collects FieldErrors.
-type problems []error
+func (p *problems) add(field, format string, args ...any) { p.Add(field, format, args...) }
 
-func (p *problems) add(field, format string, args ...any) {
-	*p = append(*p, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
-}
-
-func (p problems) err() error { return errors.Join(p...) }
+func (p *problems) err() error { return p.Err() }

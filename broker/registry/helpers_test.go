@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-iot/ferry/configs"
+
 	"github.com/ferry-iot/ferry/broker/state"
 )
 
@@ -38,14 +40,14 @@ func mustPut(t *testing.T, r *Registry, d Device, c Credentials) {
 	}
 }
 
-// fields returns the Field of every *FieldError joined in err, sorted.
+// fields returns the Key of every *configs.FieldError joined in err, sorted.
 func fields(err error) []string {
 	var out []string
 	var walk func(error)
 	walk = func(err error) {
-		var fe *FieldError
+		var fe *configs.FieldError
 		if errors.As(err, &fe) && fe == err {
-			out = append(out, fe.Field)
+			out = append(out, fe.Key)
 			return
 		}
 		if j, ok := err.(interface{ Unwrap() []error }); ok {

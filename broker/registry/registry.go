@@ -141,7 +141,7 @@ func repairIndex(st *state.Store, creds map[credID]*entry) error {
 // empty d.Credential is a device without credentials of its own.
 // d.ClientID and d.Username are taken from c. A zero d.CreatedAt keeps the
 // replaced device's, or is now. Attributes are kept. All validation
-// problems are reported at once (*FieldError, wrapping ErrInvalid);
+// problems are reported at once (*configs.FieldError, wrapping ErrInvalid);
 // credentials another device uses give ErrCredentialsTaken. Put returns
 // once the change is durable.
 func (r *Registry) Put(d Device, c Credentials) error {
@@ -179,9 +179,9 @@ func (r *Registry) Create(d Device, c Credentials) error {
 
 // prepare validates d and c and hashes c into a new entry.
 func prepare(d Device, c Credentials) (*entry, error) {
-	var p problems
-	validateDevice(&d, &p)
-	kind := credentialKind(d.Credential, c, &p)
+	p := newProblems()
+	validateDevice(&d, p)
+	kind := credentialKind(d.Credential, c, p)
 	if err := p.err(); err != nil {
 		return nil, err
 	}
@@ -214,8 +214,8 @@ func (r *Registry) EnsureAsync(d Device) (Device, bool, *Write, error) {
 	if cur != nil {
 		return cur.dev, false, cur.write.pending(), nil
 	}
-	var p problems
-	validateDevice(&d, &p)
+	p := newProblems()
+	validateDevice(&d, p)
 	if d.Credential != CredentialNone || d.ClientID != "" || d.Username != "" {
 		p.add("credential", "Ensure creates devices without credentials; use Put")
 	}

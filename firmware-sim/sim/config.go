@@ -1,13 +1,14 @@
 package sim
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ferry-iot/ferry/configs"
 )
 
 // Payload shapes of ThingsBoard telemetry (see Telemetry for examples).
@@ -128,26 +129,12 @@ func (c *Config) wireQoS() byte {
 	return c.QoS
 }
 
-// FieldError is one invalid Config field; it wraps ErrInvalidConfig.
-// Validate joins one per problem.
-type FieldError struct {
-	Field   string // the Config field name, e.g. "Broker"
-	Problem string
-}
-
-func (e *FieldError) Error() string {
-	return fmt.Sprintf("%v: %s: %s", ErrInvalidConfig, e.Field, e.Problem)
-}
-
-func (e *FieldError) Unwrap() error { return ErrInvalidConfig }
-
-// Validate reports every problem at once, each a *FieldError naming its
-// field. Call it after EnsureDefaults.
+// Validate reports every problem at once, each a *configs.FieldError
+// naming its Config field ("Broker") and wrapping ErrInvalidConfig. Call it
+// after EnsureDefaults.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
-	}
+	p := configs.Problems{Kind: ErrInvalidConfig}
+	bad := p.Add
 	if c.Broker == "" {
 		bad("Broker", "missing")
 	} else if u, err := url.Parse(c.Broker); err != nil {
@@ -193,7 +180,7 @@ func (c *Config) Validate() error {
 	if c.StartSpread < 0 {
 		bad("StartSpread", "%v is negative", c.StartSpread)
 	}
-	return errors.Join(errs...)
+	return p.Err()
 }
 
 // checkFormat requires exactly one integer verb, so that devices get

@@ -13,7 +13,7 @@ import (
 // Sentinel errors. The typed errors below wrap them, so callers test with
 // errors.Is and extract details with errors.As.
 var (
-	// ErrInvalidConfig wraps every configuration problem (see FieldError).
+	// ErrInvalidConfig wraps every configuration problem (each a *configs.FieldError).
 	ErrInvalidConfig = errors.New("sim: invalid config")
 	// ErrRefused means the broker refused a device's CONNECT with a return
 	// code that retrying cannot fix, such as a bad token (see RefusedError).

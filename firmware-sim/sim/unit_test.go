@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-iot/ferry/configs"
+
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -112,11 +114,11 @@ func TestConfigValidate(t *testing.T) {
 			}
 			var got []string
 			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-				var fe *FieldError
+				var fe *configs.FieldError
 				if !errors.As(e, &fe) {
 					t.Fatalf("%v is not a FieldError", e)
 				}
-				got = append(got, fe.Field)
+				got = append(got, fe.Key)
 			}
 			if strings.Join(got, ",") != strings.Join(tc.fields, ",") {
 				t.Fatalf("fields %v, want %v (error: %v)", got, tc.fields, err)

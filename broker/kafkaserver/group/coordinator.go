@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/ferry-iot/ferry/broker/state"
+	"github.com/ferry-iot/ferry/configs"
 )
 
 // Defaults filled in by New for zero Config fields.
@@ -42,32 +43,55 @@ type Config struct {
 	// MinSessionTimeout and MaxSessionTimeout bound a JoinGroup's session
 	// timeout (default 6 s and 30 min); outside them the join fails with
 	// INVALID_SESSION_TIMEOUT.
-	MinSessionTimeout time.Duration
-	MaxSessionTimeout time.Duration
+	MinSessionTimeout time.Duration `mapstructure:"group_min_session_timeout"`
+	MaxSessionTimeout time.Duration `mapstructure:"group_max_session_timeout"`
 	// InitialRebalanceDelay delays the completion of the first rebalance
 	// of an empty group, so members starting together land in one
 	// generation (default 0; Kafka's is 3 s). Each new member arriving
 	// within the delay extends it, up to the rebalance timeout.
-	InitialRebalanceDelay time.Duration
+	InitialRebalanceDelay time.Duration `mapstructure:"group_initial_rebalance_delay"`
 	// OffsetsRetention is how long a group may stay empty before its
 	// committed offsets are deleted; an offset committed while the group
 	// was empty counts from its commit (default 7 days).
-	OffsetsRetention time.Duration
+	OffsetsRetention time.Duration `mapstructure:"offsets_retention"`
 	// PartitionExists, if set, is asked about every partition of an
 	// OffsetCommit (with no lock held); unknown ones get
 	// UNKNOWN_TOPIC_OR_PARTITION. nil: every partition exists.
-	PartitionExists func(topic string, partition int32) bool
+	PartitionExists func(topic string, partition int32) bool `mapstructure:"-"`
 	// MaxGroups caps the groups held (default 10000); a JoinGroup or
 	// OffsetCommit that would create one more gets GROUP_MAX_SIZE_REACHED.
 	// Groups loaded from the store at New are never refused.
-	MaxGroups int
+	MaxGroups int `mapstructure:"max_groups"`
 	// MaxGroupSize caps members plus pending members of one group
 	// (default 1000; GROUP_MAX_SIZE_REACHED).
-	MaxGroupSize int
+	MaxGroupSize int `mapstructure:"max_group_size"`
 	// Logger receives rebalances, expiries and store errors; nil discards.
-	Logger *slog.Logger
+	Logger *slog.Logger `mapstructure:"-"`
 	// Now is the clock (nil: time.Now), for tests.
-	Now func() time.Time
+	Now func() time.Time `mapstructure:"-"`
+}
+
+// Validate reports every problem of settings read from a configuration,
+// each a *configs.FieldError named by its mapstructure key (the daemon's
+// kafka section holds them).
+func (cfg *Config) Validate() error {
+	var p configs.Problems
+	if cfg.MinSessionTimeout <= 0 || cfg.MaxSessionTimeout < cfg.MinSessionTimeout {
+		p.Add("group_min_session_timeout", "%v..%v is not a positive range (group_max_session_timeout)", cfg.MinSessionTimeout, cfg.MaxSessionTimeout)
+	}
+	if cfg.InitialRebalanceDelay < 0 {
+		p.Add("group_initial_rebalance_delay", "%v is negative", cfg.InitialRebalanceDelay)
+	}
+	if cfg.OffsetsRetention <= 0 {
+		p.Add("offsets_retention", "%v must be positive", cfg.OffsetsRetention)
+	}
+	if cfg.MaxGroups < 1 {
+		p.Add("max_groups", "%d must be at least 1", cfg.MaxGroups)
+	}
+	if cfg.MaxGroupSize < 1 {
+		p.Add("max_group_size", "%d must be at least 1", cfg.MaxGroupSize)
+	}
+	return p.Err()
 }
 
 // fill sets defaults and validates, reporting every problem at once.
