@@ -128,7 +128,7 @@ func LoadConfig(file string, environ []string) (*Config, error) {
 	}
 	// Environment overrides are resolved against Config's fields rather
 	// than with viper.AutomaticEnv, which only reaches keys viper already
-	// knows when Unmarshal runs (libs.md §4) and cannot say that an
+	// knows when Unmarshal runs (docs/libraries.md#viper-env) and cannot say that an
 	// override matches no setting.
 	settings, envProblems := envSettings(environ, tree)
 	problems = append(problems, envProblems...)

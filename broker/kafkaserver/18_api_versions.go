@@ -22,7 +22,7 @@ type api struct {
 }
 
 // apis lists every API Ferry serves, with the versions chosen for the four
-// client families (../shared/reference/kafka.md §3): the low, non-flexible
+// client families (docs/kafka.md#client-families): the low, non-flexible
 // versions that kafka-go and librdkafka use stay available.
 var apis = []api{
 	{kmsg.Produce, 3, 9, handleProduce},

@@ -50,7 +50,7 @@
 // unknown topics), so ordering holds across kinds; attribute requests are
 // answered there too, so they see the session's earlier attribute
 // publishes. mochi's own PUBACK path is never used: for MQTT 3.1.1 it
-// acknowledges even when a hook reports an error (libs.md §1.3).
+// acknowledges even when a hook reports an error (docs/libraries.md#mochi-puback).
 //
 // Bad input is answered as ThingsBoard does: invalid JSON → MQTT 5 PUBACK
 // 0x99, MQTT 3.1.1 DISCONNECT (after the acknowledgements already queued);

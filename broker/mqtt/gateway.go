@@ -11,8 +11,8 @@ import (
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
 )
 
-// handleGateway serves the ThingsBoard gateway API (reference
-// thingsboard.md §2) for a session whose device is flagged gateway: the
+// handleGateway serves the ThingsBoard gateway API
+// (docs/thingsboard.md#gateway-api) for a session whose device is flagged gateway: the
 // devices behind it are created on first mention and their data is keyed
 // by their own names, with a header naming the gateway.
 //

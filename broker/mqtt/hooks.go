@@ -32,9 +32,10 @@ func (h *hook) Provides(b byte) bool {
 
 var errRefused = errors.New("mqtt: connection refused")
 
-// OnConnect authenticates the client as ThingsBoard does (reference
-// thingsboard.md §1.2) and, when it fails, writes ThingsBoard's CONNACK
-// code before refusing.
+// OnConnect authenticates the client as ThingsBoard does
+// (docs/thingsboard.md#authentication) and, when it fails, writes
+// ThingsBoard's CONNACK code (docs/thingsboard.md#connack-codes) before
+// refusing.
 //
 // A client presenting the user name or client id "provision" is a
 // provisioning client: refused unless provisioning is configured, and

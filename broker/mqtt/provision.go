@@ -17,7 +17,7 @@ import (
 const provisionLinger = 60 * time.Second
 
 // handleProvision answers /provision/request on a provisioning session
-// (reference thingsboard.md §1.4): the configured key and secret must match;
+// (docs/thingsboard.md#provisioning): the configured key and secret must match;
 // the device is created with the credentials it asked for, or a generated
 // access token.
 func (srv *Server) handleProvision(s *session, pk *pub) {

@@ -51,7 +51,7 @@
 // # Authentication
 //
 // Authenticate follows ThingsBoard's order for CONNECT without a client
-// certificate (reference thingsboard.md §1.2): user name empty → MQTT
+// certificate (docs/thingsboard.md#authentication): user name empty → MQTT
 // basic by client id alone; user name given → MQTT basic by client id and
 // user name, password checked; not found → by user name: an access token
 // (password and client id ignored) or user-name-only MQTT basic (password

@@ -48,7 +48,7 @@ func WithGCInterval(d time.Duration) Option { return func(o *options) { o.gcInte
 func WithInMemory() Option { return func(o *options) { o.inMemory = true } }
 
 // Badger sizes, chosen for a Raspberry Pi-class device and for 32-bit ARM
-// (reference libs.md §3.2–§3.5).
+// (docs/libraries.md#badger).
 const (
 	// memTableSize is the in-memory write buffer, and so the size of every
 	// level-0 table flushed from it. Badger allocates it up front as one

@@ -9,7 +9,7 @@ import (
 	badgeropts "github.com/dgraph-io/badger/v4/options"
 )
 
-// TestBadgerOptions asserts the constraints of libs.md §3.2–§3.5 on the
+// TestBadgerOptions asserts the constraints of docs/libraries.md#badger on the
 // options the Store really uses, since GOARCH=arm cannot run here.
 func TestBadgerOptions(t *testing.T) {
 	tests := []struct {

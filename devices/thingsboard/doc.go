@@ -6,8 +6,8 @@
 // state beyond a pool of scratch buffers.
 //
 // It follows the ThingsBoard server at 4.4.0-SNAPSHOT (thingsboard/thingsboard
-// master at dfe65d5, July 2026), as summarised in Ferry's ThingsBoard
-// reference notes §1–§2; the Java class each function mirrors is named in
+// master at dfe65d5, July 2026), as summarised with its sources in
+// docs/thingsboard.md; the Java class each function mirrors is named in
 // its comment.
 //
 // # Files
