@@ -3,7 +3,6 @@ package bridge
 import (
 	"errors"
 	"fmt"
-	"reflect"
 	"time"
 
 	"github.com/ferry-iot/ferry/broker/commitlog"
@@ -191,33 +190,27 @@ func (pl *fillPlan) waiting() int64 {
 
 // waitData sleeps until any of the partitions' high watermark moves.
 func (e *Engine) waitData(order []*cursor) error {
-	cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(e.ctx.Done())}}
-	timer := time.NewTimer(refreshEvery)
-	defer timer.Stop()
-	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)})
-	pending := false
+	w := commitlog.NewWatcher()
+	defer w.Stop()
 	for _, c := range order {
-		ch := c.p.Changed()
+		w.Watch(c.p) // before the check: a move after it wakes the wait
 		if c.p.HighWatermark() > c.prog.Next+c.prog.ahead() {
-			pending = true
-			break
+			return nil
 		}
-		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
-	}
-	if pending {
-		return nil
 	}
 	if e.onIdle != nil {
 		e.onIdle()
 	}
-	chosen, _, _ := reflect.Select(cases)
-	switch chosen {
-	case 0:
+	timer := time.NewTimer(refreshEvery)
+	defer timer.Stop()
+	select {
+	case <-e.ctx.Done():
 		return e.ctx.Err()
-	case 1:
+	case <-timer.C:
 		return e.refreshPartitions()
+	case <-w.C():
+		return nil
 	}
-	return nil
 }
 
 // positions returns every cursor's progress (run goroutine only).

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/state"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -221,19 +222,8 @@ func closeEngine(t *testing.T, en *Engine) {
 func runUntil(t *testing.T, en *Engine, what string, d time.Duration, ok func() bool) {
 	t.Helper()
 	en.Start()
-	waitFor(t, what, d, ok)
+	testkit.Eventually(t, d, ok, "%s", what)
 	closeEngine(t, en)
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // checkDense asserts every record of topic t was delivered once, in
@@ -324,7 +314,7 @@ func TestFailuresResendAndBackOff(t *testing.T) {
 	en2.Start()
 	tp, _ := lg.Topic("t")
 	appendRecs(t, tp, 3000, 10, 100)
-	waitFor(t, "new records", 10*time.Second, func() bool { return f2.delivered() == 10 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return f2.delivered() == 10 }, "new records")
 	closeEngine(t, en2)
 	if st := en2.Status(); st.RecordsResent != 0 {
 		t.Fatalf("a clean run counted %d resent", st.RecordsResent)
@@ -349,9 +339,9 @@ func TestStallWatchdog(t *testing.T) {
 	}
 	en := newEngine(t, Config{StallTimeout: 200 * time.Millisecond, Backoff: time.Millisecond}, lg, st, f)
 	en.Start()
-	waitFor(t, "stall detected", 10*time.Second, func() bool { return en.Status().Reconnects > 0 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return en.Status().Reconnects > 0 }, "stall detected")
 	close(block)
-	waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == 200 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return f.delivered() == 200 }, "delivery")
 	closeEngine(t, en)
 	if n := testutil.ToFloat64(en.metrics.Failures.WithLabelValues("x", "stalled")); n != 1 {
 		t.Fatalf("stalled failures %v, want 1", n)
@@ -366,7 +356,7 @@ func TestRateLimit(t *testing.T) {
 	en := newEngine(t, Config{RateLimit: 200 << 10, MaxBatchBytes: 64 << 10}, lg, st, f)
 	start := time.Now()
 	en.Start()
-	waitFor(t, "delivery", 20*time.Second, func() bool { return f.delivered() == 300 })
+	testkit.Eventually(t, 20*time.Second, func() bool { return f.delivered() == 300 }, "delivery")
 	el := time.Since(start)
 	closeEngine(t, en)
 	// The burst is max(rate, batch) = 200 KiB: the rest (~90 KiB) waits.
@@ -501,7 +491,7 @@ func TestStatusStates(t *testing.T) {
 	s.install(en)
 	en.Start()
 	var final Status
-	waitFor(t, "delivery", 10*time.Second, func() bool { final = en.Status(); return final.RecordsSent == 100 })
+	testkit.Eventually(t, 10*time.Second, func() bool { final = en.Status(); return final.RecordsSent == 100 }, "delivery")
 	closeEngine(t, en)
 	if s.n() != 2 {
 		t.Fatalf("%d backoffs, want 2", s.n())
@@ -616,7 +606,7 @@ func TestUpstreamCheckpointsWin(t *testing.T) {
 	en2 := newEngine(t, Config{}, lg, st, f2)
 	en2.Start()
 	appendRecs(t, tp, 400, 20, 10)
-	waitFor(t, "new records", 10*time.Second, func() bool { return en2.Status().Lag == 0 && f2.delivered() == 20 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return en2.Status().Lag == 0 && f2.delivered() == 20 }, "new records")
 	closeEngine(t, en2)
 }
 
@@ -764,7 +754,7 @@ func TestLiveFirstMerge(t *testing.T) {
 	}
 	en := newEngine(t, Config{Order: LiveFirst, LiveThreshold: 100, MaxBatchRecords: 50, Linger: time.Millisecond}, lg, st, f)
 	en.Start()
-	waitFor(t, "first send", 10*time.Second, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.sends >= 1 })
+	testkit.Eventually(t, 10*time.Second, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.sends >= 1 }, "first send")
 	// Live records: marked by key, appended after the split.
 	var futs []*commitlog.Future
 	for i := range 200 {
@@ -776,7 +766,7 @@ func TestLiveFirstMerge(t *testing.T) {
 		}
 	}
 	close(release)
-	waitFor(t, "delivery", 20*time.Second, func() bool { return f.delivered() == 2200 })
+	testkit.Eventually(t, 20*time.Second, func() bool { return f.delivered() == 2200 }, "delivery")
 	closeEngine(t, en)
 	checkOnce(t, f, lg) // live_first's order is checked below
 	mu.Lock()
@@ -813,7 +803,7 @@ func TestTrickleBatchSmall(t *testing.T) {
 	tp, _ := lg.Topic("t")
 	for i := range 3 {
 		appendRecs(t, tp, i, 1, 100)
-		waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == i+1 })
+		testkit.Eventually(t, 10*time.Second, func() bool { return f.delivered() == i+1 }, "delivery")
 	}
 	closeEngine(t, en)
 	f.mu.Lock()
@@ -846,7 +836,7 @@ func TestTrickleReadOnce(t *testing.T) {
 	for i := range 3 {
 		<-idle // the engine waits for records: the next one ends an idle spell
 		appendRecs(t, tp, i, 1, 100)
-		waitFor(t, "delivery", 10*time.Second, func() bool { return f.delivered() == i+1 })
+		testkit.Eventually(t, 10*time.Second, func() bool { return f.delivered() == i+1 }, "delivery")
 		if n := read.Load(); n != int64(i+1) {
 			t.Fatalf("after %d trickle records the engine read %d from the log, want each once", i+1, n)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // rejectingSend refuses, for good, every batch that holds one of the rejected
@@ -241,10 +242,10 @@ func TestRejectedProvenanceFirst(t *testing.T) {
 	f.send = rejectingSend(rejected, false)
 	en := newEngine(t, Config{MaxBatchRecords: 10, Backoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}, lg, st, f)
 	en.Start()
-	waitFor(t, "failed rounds or a skip", 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		st := en.Status()
 		return st.RecordsRejected > 0 || (st.Reconnects >= 3 && strings.Contains(st.LastError, "rejected topic"))
-	})
+	}, "failed rounds or a skip")
 	if st := en.Status(); st.RecordsRejected != 0 {
 		t.Fatalf("%d record(s) skipped without their provenance in the rejected topic", st.RecordsRejected)
 	}
@@ -259,7 +260,7 @@ func TestRejectedProvenanceFirst(t *testing.T) {
 	if err := lg.UpdateTopic(DefaultRejectedTopic, commitlog.TopicConfig{Partitions: 1, OnFull: commitlog.RejectNew}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "delivery", 10*time.Second, func() bool { return en.Status().Lag == 0 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return en.Status().Lag == 0 }, "delivery")
 	closeEngine(t, en)
 	checkRejected(t, en, f, lg, rejected)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ferry-iot/ferry/bridge"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // A fault the link suffers mid-drain.
@@ -41,12 +42,12 @@ func runFaults(t *testing.T, en *bridge.Engine, faults []fault, rounds int) {
 	for round := range rounds {
 		f := faults[round%len(faults)]
 		sent := en.Status().RecordsSent
-		waitFor(t, "progress before "+f.name, 30*time.Second, func() bool { return en.Status().RecordsSent > sent })
+		testkit.Eventually(t, 30*time.Second, func() bool { return en.Status().RecordsSent > sent }, "progress before %s", f.name)
 		time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
 		st := en.Status()
 		f.apply()
 		start := time.Now()
-		waitFor(t, "the engine to notice: "+f.name, 30*time.Second, func() bool { return en.Status().Reconnects > st.Reconnects })
+		testkit.Eventually(t, 30*time.Second, func() bool { return en.Status().Reconnects > st.Reconnects }, "the engine to notice: %s", f.name)
 		f.heal()
 		t.Logf("round %2d: %-20s lag %6d at the fault, noticed after %v", round, f.name, st.Lag, time.Since(start).Round(time.Millisecond))
 	}
@@ -177,19 +178,19 @@ func TestLinkStates(t *testing.T) {
 	progress := func() {
 		t.Helper()
 		sent := en.Status().RecordsSent
-		waitFor(t, "progress", 30*time.Second, func() bool { st := en.Status(); return st.RecordsSent > sent && st.State == bridge.StateConnected })
+		testkit.Eventually(t, 30*time.Second, func() bool { st := en.Status(); return st.RecordsSent > sent && st.State == bridge.StateConnected }, "progress")
 	}
 	start := time.Now()
 	progress()
 	t.Logf("%v: connected", time.Since(start).Round(time.Millisecond))
 	l.cut()
-	waitFor(t, "backing_off while the link is cut", 30*time.Second, state(bridge.StateBackingOff))
+	testkit.Eventually(t, 30*time.Second, state(bridge.StateBackingOff), "backing_off while the link is cut")
 	t.Logf("%v: backing off: %s", time.Since(start).Round(time.Millisecond), en.Status().LastError)
 	l.restore()
 	progress()
 	t.Logf("%v: connected", time.Since(start).Round(time.Millisecond))
 	dropNext(c, kmsg.Produce)
-	waitFor(t, "stalled after the watchdog", 30*time.Second, state(bridge.StateStalled))
+	testkit.Eventually(t, 30*time.Second, state(bridge.StateStalled), "stalled after the watchdog")
 	if st := en.Status(); !strings.Contains(st.LastError, "stalled link") {
 		t.Fatalf("last error when stalled: %s", st.LastError)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-iot/ferry/bridge"
 	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/state"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -55,7 +56,7 @@ type edge struct {
 	st  *state.Store
 }
 
-func newEdge(t testing.TB, dir string) *edge {
+func newEdge(t testing.TB, dir string, logOpts ...commitlog.Option) *edge {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -65,7 +66,7 @@ func newEdge(t testing.TB, dir string) *edge {
 	if e.st, err = state.Open(filepath.Join(dir, "state")); err != nil {
 		t.Fatal(err)
 	}
-	if e.log, err = commitlog.Open(filepath.Join(dir, "log"), commitlog.WithLogger(quiet())); err != nil {
+	if e.log, err = commitlog.Open(filepath.Join(dir, "log"), append([]commitlog.Option{commitlog.WithLogger(quiet())}, logOpts...)...); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -381,14 +382,9 @@ func targetWith(t *testing.T, cfg Config) *Target {
 // waitLag waits until the engine has nothing left to send.
 func waitLag(t *testing.T, en *bridge.Engine, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if st := en.Status(); st.Lag == 0 && len(st.Partitions) > 0 {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("bridge still lagging: %+v", en.Status())
+	var st bridge.Status
+	testkit.Eventually(t, timeout, func() bool { st = en.Status(); return st.Lag == 0 && len(st.Partitions) > 0 },
+		"the bridge to catch up (status %+v)", &st)
 }
 
 // txnMarkers reads topic read_uncommitted with its control records and

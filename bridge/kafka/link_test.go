@@ -170,18 +170,6 @@ func (in *ingester) halt(t *testing.T) int {
 	return in.next
 }
 
-// waitFor polls cond until it holds or fails the test after timeout.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func counter(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
 
 func failures(m *bridge.Metrics, kind string) float64 {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ferry-iot/ferry/bridge"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestLiveFirst: with a backlog present, live_first splits each partition
@@ -23,18 +24,18 @@ func TestLiveFirst(t *testing.T) {
 	en := engineFor(t, e, tg, bridge.Config{Order: bridge.LiveFirst, LiveThreshold: 500, MaxBatchBytes: 16 << 10, RateLimit: 200 << 10})
 	en.Start()
 	defer en.Close()
-	waitFor(t, "the backlog split", 30*time.Second, func() bool {
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		for _, p := range en.Status().Partitions {
 			if p.LiveFrom == 0 {
 				return false
 			}
 		}
 		return true
-	})
+	}, "the backlog split")
 	e.produce("telemetry", backlog, live, 100)
 	total := int64(backlog + live)
 	var st bridge.Status
-	waitFor(t, "the live records upstream", 30*time.Second, func() bool {
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		st = en.Status()
 		for _, p := range st.Partitions {
 			if p.LiveFrom != 0 && p.LiveNext < p.End {
@@ -42,7 +43,7 @@ func TestLiveFirst(t *testing.T) {
 			}
 		}
 		return true
-	})
+	}, "the live records upstream")
 	backlogLeft := st.Lag
 	if backlogLeft == 0 {
 		t.Fatalf("the backlog drained before the live records went: %+v", st)

@@ -23,6 +23,7 @@ import (
 	"github.com/ferry-iot/ferry/bridge"
 	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/state"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestGatewayRestart: the engine and the edge (log and state store) are
@@ -55,7 +56,7 @@ func TestGatewayRestart(t *testing.T) {
 					waitLag(t, en, 60*time.Second)
 				} else {
 					sent := int64(1000 + rand.IntN(2000))
-					waitFor(t, "progress", 30*time.Second, func() bool { return en.Status().RecordsSent >= sent })
+					testkit.Eventually(t, 30*time.Second, func() bool { return en.Status().RecordsSent >= sent }, "progress")
 				}
 				st := en.Status()
 				if err := en.Close(); err != nil {
@@ -139,10 +140,10 @@ func TestUpstreamRestart(t *testing.T) {
 	in := startIngest(e, backlog, 50, 100, 50*time.Millisecond)
 	for round := range 3 {
 		sent := en.Status().RecordsSent
-		waitFor(t, "progress", 30*time.Second, func() bool { return en.Status().RecordsSent > sent+1000 })
+		testkit.Eventually(t, 30*time.Second, func() bool { return en.Status().RecordsSent > sent+1000 }, "progress")
 		before := en.Status()
 		c.Close()
-		waitFor(t, "the engine to notice", 30*time.Second, func() bool { return en.Status().Reconnects > before.Reconnects })
+		testkit.Eventually(t, 30*time.Second, func() bool { return en.Status().Reconnects > before.Reconnects }, "the engine to notice")
 		down := time.Duration(100+rand.IntN(400)) * time.Millisecond
 		time.Sleep(down)
 		if c, err = kfake.NewCluster(append(opts, kfake.Ports(port))...); err != nil {
@@ -315,7 +316,7 @@ func TestSIGKILLMidTransaction(t *testing.T) {
 	en := engineFor(t, e, tg, bridge.Config{MaxBatchBytes: 1 << 20})
 	start := time.Now()
 	en.Start()
-	waitFor(t, "the first commit after the kills", 30*time.Second, func() bool { return en.Status().RecordsSent > 0 })
+	testkit.Eventually(t, 30*time.Second, func() bool { return en.Status().RecordsSent > 0 }, "the first commit after the kills")
 	first := time.Since(start)
 	waitLag(t, en, 60*time.Second)
 	if err := en.Close(); err != nil {

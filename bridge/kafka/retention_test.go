@@ -11,24 +11,29 @@ import (
 
 	"github.com/ferry-iot/ferry/bridge"
 	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // outage is an edge topic with size retention, bridged over a link that
-// goes down while ingest continues.
+// goes down while ingest continues. The edge log's clock is moved by hand,
+// and retention runs only when the test calls EnforceRetention.
 type outage struct {
-	t    *testing.T
-	e    *edge
-	tp   *commitlog.Topic
-	l    *link
-	c    *kfake.Cluster
-	en   *bridge.Engine
-	addr []string
-	next int // next sequence to ingest
+	t     *testing.T
+	e     *edge
+	clock *testkit.Clock // the edge log's; it starts at the real time, for the upstream's sake
+	tp    *commitlog.Topic
+	l     *link
+	c     *kfake.Cluster
+	en    *bridge.Engine
+	addr  []string
+	next  int // next sequence to ingest
 }
 
 func newOutage(t *testing.T, cfg commitlog.TopicConfig) *outage {
 	c := cluster(t)
-	o := &outage{t: t, e: newEdge(t, ""), l: newLink(), c: c, addr: c.ListenAddrs()}
+	clock := testkit.NewClock(time.Now())
+	e := newEdge(t, "", commitlog.WithClock(clock), commitlog.WithRetentionInterval(time.Hour))
+	o := &outage{t: t, e: e, clock: clock, l: newLink(), c: c, addr: c.ListenAddrs()}
 	var err error
 	if o.tp, err = o.e.log.CreateTopic("telemetry", cfg); err != nil {
 		t.Fatal(err)
@@ -153,7 +158,7 @@ func TestUplinkDownUntilRetention(t *testing.T) {
 		// before the outage, once old enough), never what is held.
 		var expired int
 		for range 2 {
-			time.Sleep(age + age/2)
+			o.clock.Advance(age + age/2)
 			expired += o.e.log.EnforceRetention().Expired
 			held, start := o.positions()
 			for id, h := range held {
@@ -181,7 +186,7 @@ func TestUplinkDownUntilRetention(t *testing.T) {
 			t.Fatalf("upstream holds %d records, %d accepted", len(u.recs), accepted)
 		}
 		// The hold moved: age retention frees the space, appends succeed.
-		time.Sleep(age + age/2)
+		o.clock.Advance(age + age/2)
 		freed := o.e.log.EnforceRetention()
 		if freed.Expired == 0 {
 			t.Fatalf("nothing expired after the bridge drained: %+v", freed)

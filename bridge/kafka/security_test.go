@@ -28,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/ferry-iot/ferry/bridge"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // testCA is a self-signed CA and a server certificate it signed for
@@ -143,7 +144,7 @@ func failingStatus(t *testing.T, tg *Target) (bridge.Status, *bridge.Metrics) {
 	m := bridge.NewMetrics(prometheus.NewRegistry())
 	en := engineFor(t, e, tg, bridge.Config{StallTimeout: 2 * time.Second, Backoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Metrics: m})
 	en.Start()
-	waitFor(t, "three failed connects", 30*time.Second, func() bool { return en.Status().Reconnects >= 3 })
+	testkit.Eventually(t, 30*time.Second, func() bool { return en.Status().Reconnects >= 3 }, "three failed connects")
 	st := en.Status()
 	if err := en.Close(); err != nil {
 		t.Fatal(err)

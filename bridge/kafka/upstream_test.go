@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/ferry-iot/ferry/bridge"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // produceLog records the record batches of every Produce request a
@@ -109,9 +110,9 @@ func TestUpstreamWithoutTransactions(t *testing.T) {
 	m := bridge.NewMetrics(prometheus.NewRegistry())
 	en := engineFor(t, e, tg, bridge.Config{MaxBatchBytes: 64 << 10, Metrics: m})
 	en.Start()
-	waitFor(t, "progress", 30*time.Second, func() bool { return en.Status().RecordsSent > 0 })
+	testkit.Eventually(t, 30*time.Second, func() bool { return en.Status().RecordsSent > 0 }, "progress")
 	l.cut() // a second session: the upstream is probed again
-	waitFor(t, "the cut noticed", 30*time.Second, func() bool { return en.Status().Reconnects > 0 })
+	testkit.Eventually(t, 30*time.Second, func() bool { return en.Status().Reconnects > 0 }, "the cut noticed")
 	l.restore()
 	e.produce("telemetry", 4000, 1000, 50)
 	waitLag(t, en, 30*time.Second)

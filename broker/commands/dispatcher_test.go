@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestRoundTrip: a command record becomes an RPC, and the answer a response
@@ -80,7 +81,7 @@ func TestRoundTrip(t *testing.T) {
 	if got := testutil.ToFloat64(e.metrics.Received); got != 3 {
 		t.Fatalf("received %v", got)
 	}
-	eventually(t, "pending 0", func() bool { return testutil.ToFloat64(e.metrics.Pending) == 0 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return testutil.ToFloat64(e.metrics.Pending) == 0 }, "pending 0")
 }
 
 // TestPerDeviceOrder: each device gets its commands one at a time in
@@ -189,7 +190,7 @@ func TestInvalidCommands(t *testing.T) {
 	if calls := e.sender.methods("d1"); len(calls) != 0 {
 		t.Fatalf("invalid commands were sent: %v", calls)
 	}
-	eventually(t, "pending 0", func() bool { return testutil.ToFloat64(e.metrics.Pending) == 0 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return testutil.ToFloat64(e.metrics.Pending) == 0 }, "pending 0")
 }
 
 // TestOfflineThenOnline: a command for an unreachable device waits, and
@@ -206,7 +207,7 @@ func TestOfflineThenOnline(t *testing.T) {
 	e.produce("d2", `{"method":"other"}`)
 	<-e.sender.called
 	e.waitResponses(1) // d2 is not held up by d1
-	eventually(t, "waiting gauge", func() bool { return testutil.ToFloat64(e.metrics.Waiting) == 1 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return testutil.ToFloat64(e.metrics.Waiting) == 1 }, "waiting gauge")
 	e.d.DeviceOnline("unrelated") // no effect, no block
 	e.sender.set(func(f *fakeSender) { f.offline["d1"] = false })
 	e.d.DeviceOnline("d1")
@@ -217,7 +218,7 @@ func TestOfflineThenOnline(t *testing.T) {
 	if got := e.sender.methods("d1"); len(got) != 3 || got[0] != "first" || got[1] != "first" || got[2] != "second" {
 		t.Fatalf("d1 calls %v", got)
 	}
-	eventually(t, "waiting gauge 0", func() bool { return testutil.ToFloat64(e.metrics.Waiting) == 0 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return testutil.ToFloat64(e.metrics.Waiting) == 0 }, "waiting gauge 0")
 }
 
 // TestOfflineRetryAndExpiry: an unreachable device is retried with
@@ -296,7 +297,7 @@ func TestMaxInFlight(t *testing.T) {
 		e.produce(fmt.Sprintf("d%d", i), `{"method":"m"}`)
 	}
 	e.start()
-	eventually(t, "3 RPCs", func() bool { return e.sender.callCount() == 3 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return e.sender.callCount() == 3 }, "3 RPCs")
 	time.Sleep(100 * time.Millisecond)
 	if n := e.sender.callCount(); n != 3 {
 		t.Fatalf("%d RPCs in flight, MaxInFlight is 3", n)
@@ -308,7 +309,7 @@ func TestMaxInFlight(t *testing.T) {
 		t.Fatalf("pending gauge %v", got)
 	}
 	e.sender.release <- struct{}{}
-	eventually(t, "a 4th RPC", func() bool { return e.sender.callCount() == 4 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return e.sender.callCount() == 4 }, "a 4th RPC")
 	time.Sleep(50 * time.Millisecond)
 	if next, pending := e.d.progress(0); next != 4 || pending != 3 {
 		t.Fatalf("read up to %d with %d pending, want 4 and 3", next, pending)
@@ -326,7 +327,7 @@ func TestMaxInFlightOneDevice(t *testing.T) {
 	}
 	e.produce("other", `{"method":"m"}`)
 	e.start()
-	eventually(t, "1 RPC", func() bool { return e.sender.callCount() == 1 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return e.sender.callCount() == 1 }, "1 RPC")
 	time.Sleep(100 * time.Millisecond)
 	if n := e.sender.callCount(); n != 1 {
 		t.Fatalf("%d RPCs, want 1", n)
@@ -345,7 +346,7 @@ func TestClosePromptly(t *testing.T) {
 		e.produce(fmt.Sprintf("d%d", i), `{"method":"m"}`)
 	}
 	e.start()
-	eventually(t, "5 RPCs", func() bool { return e.sender.callCount() == 5 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return e.sender.callCount() == 5 }, "5 RPCs")
 	start := time.Now()
 	e.stopDispatcher()
 	if el := time.Since(start); el > time.Second {

@@ -17,8 +17,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ferry-iot/ferry/broker/commitlog"
-	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 	"github.com/ferry-iot/ferry/broker/state"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -115,7 +115,7 @@ func (f *fakeSender) methods(device string) []string {
 type env struct {
 	t       *testing.T
 	dir     string
-	fs      vfs.FS // the log's filesystem; nil: the OS
+	logOpts []commitlog.Option // more options for the log, each time it opens
 	cfg     Config
 	log     *commitlog.Log
 	st      *state.Store
@@ -125,12 +125,9 @@ type env struct {
 	tune    func(*Dispatcher)
 }
 
-func newEnv(t *testing.T, cfg Config, sender *fakeSender, fs ...vfs.FS) *env {
+func newEnv(t *testing.T, cfg Config, sender *fakeSender, logOpts ...commitlog.Option) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), cfg: cfg, sender: sender}
-	if len(fs) > 0 {
-		e.fs = fs[0]
-	}
+	e := &env{t: t, dir: t.TempDir(), cfg: cfg, sender: sender, logOpts: logOpts}
 	e.open()
 	t.Cleanup(e.close)
 	return e
@@ -140,10 +137,7 @@ func newEnv(t *testing.T, cfg Config, sender *fakeSender, fs ...vfs.FS) *env {
 func (e *env) open() {
 	e.t.Helper()
 	var err error
-	opts := []commitlog.Option{commitlog.WithLogger(quiet()), commitlog.WithMinFreeRatio(0), commitlog.WithRetentionInterval(time.Hour)}
-	if e.fs != nil {
-		opts = append(opts, commitlog.WithFS(e.fs))
-	}
+	opts := append([]commitlog.Option{commitlog.WithLogger(quiet()), commitlog.WithMinFreeRatio(0), commitlog.WithRetentionInterval(time.Hour)}, e.logOpts...)
 	if e.log, err = commitlog.Open(filepath.Join(e.dir, "log"), opts...); err != nil {
 		e.t.Fatal(err)
 	}
@@ -298,75 +292,8 @@ func (e *env) allResponses() []response {
 // waitResponses waits until there are n response records and returns them.
 func (e *env) waitResponses(n int) []response {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		rs := e.allResponses()
-		if len(rs) >= n {
-			return rs
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%d responses after 10s, want %d: %+v", len(rs), n, rs)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// eventually polls cond for up to 10 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-// blockingFS holds every fsync while blocked is set.
-type blockingFS struct {
-	vfs.FS
-	mu      sync.Mutex
-	blocked bool
-	release chan struct{}
-}
-
-func newBlockingFS() *blockingFS { return &blockingFS{FS: vfs.NewMem(), release: make(chan struct{})} }
-
-func (b *blockingFS) block() {
-	b.mu.Lock()
-	b.blocked, b.release = true, make(chan struct{})
-	b.mu.Unlock()
-}
-
-func (b *blockingFS) unblock() {
-	b.mu.Lock()
-	if b.blocked {
-		b.blocked = false
-		close(b.release)
-	}
-	b.mu.Unlock()
-}
-
-func (b *blockingFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	f, err := b.FS.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return &blockingFile{File: f, fs: b}, nil
-}
-
-type blockingFile struct {
-	vfs.File
-	fs *blockingFS
-}
-
-func (f *blockingFile) Sync() error {
-	f.fs.mu.Lock()
-	blocked, ch := f.fs.blocked, f.fs.release
-	f.fs.mu.Unlock()
-	if blocked {
-		<-ch
-	}
-	return f.File.Sync()
+	var rs []response
+	testkit.Eventually(e.t, 10*time.Second, func() bool { rs = e.allResponses(); return len(rs) >= n },
+		"%d responses (have %+v)", n, &rs)
+	return rs
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-iot/ferry/broker/mqtt"
 	"github.com/ferry-iot/ferry/broker/registry"
 	"github.com/ferry-iot/ferry/broker/state"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // mqttSender is the adapter the gateway writes: mqtt's sentinels mapped
@@ -99,7 +100,7 @@ func TestMQTTDevice(t *testing.T) {
 	if rs[0].Device != "nobody" || rs[0].Status != StatusError || rs[0].Reason != ReasonUnknownDevice {
 		t.Fatalf("unknown device: %s", rs[0].rec.Value)
 	}
-	eventually(t, "the command to wait for its device", func() bool { return testutil.ToFloat64(metrics.Waiting) == 1 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return testutil.ToFloat64(metrics.Waiting) == 1 }, "the command to wait for its device")
 
 	opts := paho.NewClientOptions().AddBroker("tcp://" + srv.Addr().String()).SetClientID("boiler-1-client").
 		SetUsername("TOKEN1").SetAutoReconnect(false).SetOrderMatters(false).SetConnectTimeout(5 * time.Second)

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs/vfstest"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestRestart: after Close and a reopen of log and store, answered
@@ -23,7 +26,7 @@ func TestRestart(t *testing.T) {
 	e.produce("d3", `{"method":"d"}`)
 	e.start()
 	e.waitResponses(3)
-	eventually(t, "d2's RPC", func() bool { return len(e.sender.methods("d2")) == 1 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(e.sender.methods("d2")) == 1 }, "d2's RPC")
 	e.stopDispatcher()
 	cp, found, err := (&Dispatcher{cfg: Config{Topic: DefaultTopic}, st: e.st}).loadCheckpoint(0)
 	if err != nil || !found || cp.Next != 4 || !reflect.DeepEqual(cp.Pending, []int64{1}) {
@@ -58,21 +61,21 @@ func TestRestart(t *testing.T) {
 // not yet durable when the dispatcher closed is delivered again after a
 // restart (at-least-once): finished means "response durable".
 func TestNotFinishedUntilDurable(t *testing.T) {
-	fs := newBlockingFS()
-	e := newEnv(t, Config{}, newFakeSender(), fs)
+	fs := vfstest.NewBlockingFS(vfs.NewMem(), "")
+	e := newEnv(t, Config{}, newFakeSender(), commitlog.WithFS(fs))
 	e.produce("d1", `{"method":"m"}`)
 	if _, err := ensureTopic(e.log, DefaultResponses); err != nil { // creating a topic fsyncs
 		t.Fatal(err)
 	}
-	fs.block()
+	fs.Block()
 	e.start()
-	eventually(t, "the RPC", func() bool { return e.sender.callCount() == 1 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return e.sender.callCount() == 1 }, "the RPC")
 	time.Sleep(50 * time.Millisecond) // the response append is waiting for its fsync
 	e.stopDispatcher()
-	fs.unblock()
+	fs.Unblock()
 	e.sender = newFakeSender()
 	e.restart()
-	eventually(t, "redelivery", func() bool { return e.sender.callCount() == 1 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return e.sender.callCount() == 1 }, "redelivery")
 	rs := e.waitResponses(2)
 	if rs[0].RequestOffset != 0 || rs[1].RequestOffset != 0 {
 		t.Fatalf("responses %+v", rs)
@@ -81,9 +84,12 @@ func TestNotFinishedUntilDurable(t *testing.T) {
 
 // TestRetentionHold: age retention keeps the segment holding an
 // unfinished command, and deletes it once the command is finished (the
-// hold follows the stored checkpoint).
+// hold follows the stored checkpoint). The log's clock is a fake one, so
+// "past its retention" is made, not waited for; it starts at the real
+// time because the dispatcher ages commands by their timestamps.
 func TestRetentionHold(t *testing.T) {
-	e := newEnv(t, Config{}, newFakeSender())
+	clock := testkit.NewClock(time.Now())
+	e := newEnv(t, Config{}, newFakeSender(), commitlog.WithClock(clock))
 	if _, err := e.log.CreateTopic(DefaultTopic, commitlog.TopicConfig{Retention: time.Millisecond, SegmentBytes: 4096}); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +106,7 @@ func TestRetentionHold(t *testing.T) {
 	if p.Segments() < 3 {
 		t.Fatalf("%d segments; the test needs several", p.Segments())
 	}
-	time.Sleep(20 * time.Millisecond)
+	clock.Advance(20 * time.Millisecond) // every segment is past its 1 ms retention
 	e.log.EnforceRetention()
 	if p.StartOffset() != 0 {
 		t.Fatalf("retention deleted up to %d while offset 0 is unfinished", p.StartOffset())
@@ -108,10 +114,10 @@ func TestRetentionHold(t *testing.T) {
 	e.sender.set(func(f *fakeSender) { f.offline["slow"] = false })
 	e.d.DeviceOnline("slow")
 	e.waitResponses(61)
-	eventually(t, "the hold to move", func() bool {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		e.log.EnforceRetention()
 		return p.StartOffset() > 0
-	})
+	}, "the hold to move")
 }
 
 // TestDamagedCheckpoint: Start refuses a checkpoint it cannot read rather

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	badgeropts "github.com/dgraph-io/badger/v4/options"
+
 	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 )
 
@@ -226,8 +227,8 @@ func BenchmarkRawFileAppend(b *testing.B) {
 	}
 }
 
-// BenchmarkBadgerAppend stores the same records in badger (the edge
-// options from the library notes, SyncWrites on), one transaction per
+// BenchmarkBadgerAppend stores the same records in badger (small-device
+// options, see docs/libraries.md#badger, SyncWrites on), one transaction per
 // record from the same concurrent appenders with the same window of
 // benchWindow commits in flight each: the alternative a user might pick
 // for store-and-forward.

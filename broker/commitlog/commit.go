@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Two goroutines carry an append to disk, in a pipeline:
+// Three goroutines carry an append to disk, in a pipeline:
 //
 //	committer: take every partition with pending appends → seal the gathered
 //	           records into batches (compress, CRC), assign dense offsets,
@@ -23,9 +23,65 @@ import (
 //
 // While the syncer waits for cycle N's fsync, the committer already writes
 // cycle N+1 and the publisher completes cycle N-1, so the disk never waits
-// for the CPU and the CPU never waits for the disk. One fsync serves every producer of its cycle, and appends
-// that arrive meanwhile form the next cycle's batches: group commit without
-// linger. At most two cycles wait for the syncer; then the committer waits.
+// for the CPU and the CPU never waits for the disk. One fsync serves every
+// producer of its cycle, and appends that arrive meanwhile form the next
+// cycle's batches: group commit without linger. At most two cycles wait for
+// the syncer; then the committer waits.
+
+// committer is that pipeline. Its state belongs to the commit goroutine
+// unless a field says otherwise; the Log keeps the topic catalogue and
+// housekeeping. Other goroutines reach the pipeline only through
+// markDirty and wakeFull (appends), forget (DeleteTopic), rollIdle
+// (retention) and do.
+type committer struct {
+	log *Log
+
+	dirtyMu    sync.Mutex
+	dirty      []*Partition // guarded by dirtyMu: partitions with pending appends
+	spareDirty []*Partition
+
+	kick   chan struct{}     // dirty holds a partition
+	full   chan struct{}     // a partition holds a full batch: stop lingering
+	calls  chan func()       // run on the commit goroutine (do)
+	syncCh chan []*partCycle // committer → syncer
+	pubCh  chan syncedCycle  // syncer → publisher
+	syncWG sync.WaitGroup    // cycles handed to the syncer and not yet published
+
+	comp      *compressor
+	wbuf      []byte
+	unsynced  map[*Partition]struct{} // written under flush=interval/never, not yet fsynced
+	cycleEWMA time.Duration           // how long writing a cycle takes
+
+	syncStarted atomic.Int64 // syncer: monoNow when the current fsync round began, 0 when idle
+	syncEWMA    atomic.Int64 // syncer: how long an fsync round takes, in ns
+
+	written   atomic.Int64 // bytes written to segment files
+	syncs     atomic.Int64 // fsync rounds
+	syncNanos atomic.Int64 // time in fsync rounds
+}
+
+// newCommitter makes l's pipeline; start runs it.
+func newCommitter(l *Log) *committer {
+	return &committer{
+		log:      l,
+		kick:     make(chan struct{}, 1),
+		full:     make(chan struct{}, 1),
+		calls:    make(chan func()),
+		syncCh:   make(chan []*partCycle),
+		pubCh:    make(chan syncedCycle, 4),
+		comp:     newCompressor(),
+		unsynced: map[*Partition]struct{}{},
+	}
+}
+
+// start runs the committer, syncer and publisher goroutines until the
+// log's quit channel closes (counted in the log's WaitGroup).
+func (c *committer) start() {
+	c.log.wg.Add(3)
+	go c.commitLoop()
+	go c.syncLoop()
+	go c.publishLoop()
+}
 
 // partCycle is one partition's share of a commit cycle.
 type partCycle struct {
@@ -44,52 +100,107 @@ type segMark struct {
 }
 
 // commitLoop runs until quit, then drains what is pending.
-func (l *Log) commitLoop() {
-	defer l.wg.Done()
-	defer close(l.syncCh)
+func (c *committer) commitLoop() {
+	defer c.log.wg.Done()
+	defer close(c.syncCh)
+	opts := &c.log.opts
 	flushTimer := time.NewTimer(time.Hour)
 	flushTimer.Stop()
 	defer flushTimer.Stop()
 	for {
 		select {
-		case fn := <-l.calls:
+		case fn := <-c.calls:
 			fn()
 			continue
-		case <-l.kick:
+		case <-c.kick:
 		case <-flushTimer.C:
-		case <-l.quit:
-			for l.commitCycle() {
+		case <-c.log.quit:
+			for c.commitCycle() {
 			}
-			l.syncUnsynced()
+			c.syncUnsynced()
 			return
 		}
-		if wait := max(l.opts.linger, l.paceWait()); wait > 0 {
+		if wait := max(opts.linger, c.paceWait()); wait > 0 {
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
-			case <-l.full:
-			case <-l.quit:
+			case <-c.full:
+			case <-c.log.quit:
 			}
 			t.Stop()
 		}
 		start := time.Now()
-		if l.commitCycle() {
-			l.cycleEWMA = ewma(l.cycleEWMA, time.Since(start))
+		if c.commitCycle() {
+			c.cycleEWMA = ewma(c.cycleEWMA, time.Since(start))
 		}
-		if d, ok := l.nextFlushDue(); ok {
+		if d, ok := c.nextFlushDue(); ok {
 			flushTimer.Reset(d)
 		}
 	}
 }
 
-func (l *Log) markDirty(p *Partition) {
-	l.dirtyMu.Lock()
-	l.dirty = append(l.dirty, p)
-	l.dirtyMu.Unlock()
+// markDirty queues p for the next cycle (any goroutine).
+func (c *committer) markDirty(p *Partition) {
+	c.dirtyMu.Lock()
+	c.dirty = append(c.dirty, p)
+	c.dirtyMu.Unlock()
 	select {
-	case l.kick <- struct{}{}:
+	case c.kick <- struct{}{}:
 	default:
 	}
+}
+
+// wakeFull ends a linger or pacing wait early (any goroutine): a
+// partition holds a full batch.
+func (c *committer) wakeFull() {
+	select {
+	case c.full <- struct{}{}:
+	default:
+	}
+}
+
+// do runs fn on the commit goroutine and waits for it; after Close it
+// returns without running fn.
+func (c *committer) do(fn func()) {
+	done := make(chan struct{})
+	select {
+	case c.calls <- func() { fn(); close(done) }:
+		<-done
+	case <-c.log.quit:
+	}
+}
+
+// forget commits what parts have queued, waits until it is published and
+// drops them from the pipeline (a deleted topic's partitions).
+func (c *committer) forget(parts []*Partition) {
+	c.do(func() {
+		for c.commitCycle() {
+		}
+		c.syncWG.Wait()
+		for _, p := range parts {
+			delete(c.unsynced, p)
+		}
+	})
+}
+
+// rollIdle rolls active on the commit goroutine when it is still p's
+// active segment and holds data; it reports whether it rolled.
+func (c *committer) rollIdle(p *Partition, active *segment) bool {
+	rolled := false
+	if active == nil {
+		return false
+	}
+	c.do(func() {
+		if p.Err() != nil || p.deleted.Load() || p.activeSegment() != active || active.size.Load() == 0 || p.unsyncedWaiting() {
+			return
+		}
+		if _, err := c.roll(p, active); err != nil {
+			p.setErr(err)
+			return
+		}
+		rolled = true
+	})
+	return rolled
 }
 
 // paceWait is how long the committer should keep gathering appends before
@@ -98,16 +209,16 @@ func (l *Log) markDirty(p *Partition) {
 // time (the fsync's expected end less the time a cycle takes to write).
 // Cycles grow (fewer fsyncs, fewer partially rewritten pages, better
 // compression) while the disk stays busy.
-func (l *Log) paceWait() time.Duration {
-	if !l.opts.pacing {
+func (c *committer) paceWait() time.Duration {
+	if !c.log.opts.pacing {
 		return 0
 	}
-	started := l.syncStarted.Load()
+	started := c.syncStarted.Load()
 	if started == 0 {
 		return 0 // the syncer is idle: cut now
 	}
-	expectedEnd := time.Duration(started) + time.Duration(l.syncEWMA.Load())
-	wait := expectedEnd - l.cycleEWMA - paceMargin - time.Duration(monoNow())
+	expectedEnd := time.Duration(started) + time.Duration(c.syncEWMA.Load())
+	wait := expectedEnd - c.cycleEWMA - paceMargin - time.Duration(monoNow())
 	if wait < minPaceWait {
 		return 0 // fast fsyncs: a timer this short would wake late and idle the disk
 	}
@@ -139,13 +250,13 @@ func ewma(avg, sample time.Duration) time.Duration {
 }
 
 // commitCycle runs one cycle and reports whether there was anything to do.
-func (l *Log) commitCycle() bool {
-	l.dirtyMu.Lock()
-	parts := l.dirty
-	l.dirty = l.spareDirty[:0]
-	l.dirtyMu.Unlock()
-	defer func() { clear(parts); l.spareDirty = parts[:0] }()
-	now := l.opts.clock.Monotonic()
+func (c *committer) commitCycle() bool {
+	c.dirtyMu.Lock()
+	parts := c.dirty
+	c.dirty = c.spareDirty[:0]
+	c.dirtyMu.Unlock()
+	defer func() { clear(parts); c.spareDirty = parts[:0] }()
+	now := c.log.opts.clock.Monotonic()
 	var toSync []*partCycle
 	for _, p := range parts {
 		items, waiters := p.takePending()
@@ -158,65 +269,65 @@ func (l *Log) commitCycle() bool {
 			p.finishCycle(pc, err)
 			continue
 		}
-		if err := l.writePartition(p, pc); err != nil {
+		if err := c.writePartition(p, pc); err != nil {
 			p.setErr(err)
 			p.finishCycle(pc, err)
 			continue
 		}
 		if p.topic.Config().Flush == FlushAlways {
-			toSync = append(toSync, l.claimSync(p, pc))
+			toSync = append(toSync, c.claimSync(p, pc))
 			continue
 		}
 		if !p.unsynced {
 			p.unsynced, p.unsyncedSince = true, now
-			l.unsynced[p] = struct{}{}
+			c.unsynced[p] = struct{}{}
 		}
 		p.finishCycle(pc, nil)
 	}
-	for p := range l.unsynced {
+	for p := range c.unsynced {
 		cfg := p.topic.Config()
 		if cfg.Flush == FlushInterval && now-p.unsyncedSince >= cfg.FlushInterval {
-			toSync = append(toSync, l.claimSync(p, &partCycle{p: p}))
+			toSync = append(toSync, c.claimSync(p, &partCycle{p: p}))
 		}
 	}
 	if len(toSync) > 0 {
-		l.syncWG.Add(1)
-		l.syncCh <- toSync
+		c.syncWG.Add(1)
+		c.syncCh <- toSync
 	}
 	return len(parts) > 0
 }
 
 // claimSync makes pc fsync p's active segment, which covers everything
 // written to p so far.
-func (l *Log) claimSync(p *Partition, pc *partCycle) *partCycle {
+func (c *committer) claimSync(p *Partition, pc *partCycle) *partCycle {
 	pc.sync = p.activeSegment()
 	if pc.sync != nil { // nil only for a deleted partition: syncFiles fails it
 		pc.sync.acquire()
 	}
 	p.unsynced = false
-	delete(l.unsynced, p)
+	delete(c.unsynced, p)
 	return pc
 }
 
 // syncUnsynced fsyncs every partition with unsynced data and waits, as a
 // clean shutdown does.
-func (l *Log) syncUnsynced() {
+func (c *committer) syncUnsynced() {
 	var toSync []*partCycle
-	for p := range l.unsynced {
-		toSync = append(toSync, l.claimSync(p, &partCycle{p: p}))
+	for p := range c.unsynced {
+		toSync = append(toSync, c.claimSync(p, &partCycle{p: p}))
 	}
 	if len(toSync) > 0 {
-		l.syncWG.Add(1)
-		l.syncCh <- toSync
+		c.syncWG.Add(1)
+		c.syncCh <- toSync
 	}
-	l.syncWG.Wait()
+	c.syncWG.Wait()
 }
 
 // nextFlushDue returns how long until the next flush=interval fsync.
-func (l *Log) nextFlushDue() (time.Duration, bool) {
-	now := l.opts.clock.Monotonic()
+func (c *committer) nextFlushDue() (time.Duration, bool) {
+	now := c.log.opts.clock.Monotonic()
 	best, ok := time.Duration(math.MaxInt64), false
-	for p := range l.unsynced {
+	for p := range c.unsynced {
 		cfg := p.topic.Config()
 		if cfg.Flush != FlushInterval {
 			continue
@@ -231,11 +342,11 @@ func (l *Log) nextFlushDue() (time.Duration, bool) {
 // syncLoop fsyncs cycles in the order the committer wrote them and hands
 // them to the publisher, so that completing one cycle's futures overlaps
 // the next cycle's fsync.
-func (l *Log) syncLoop() {
-	defer l.wg.Done()
-	defer close(l.pubCh)
-	for cycle := range l.syncCh {
-		errs := l.syncFiles(cycle)
+func (c *committer) syncLoop() {
+	defer c.log.wg.Done()
+	defer close(c.pubCh)
+	for cycle := range c.syncCh {
+		errs := c.syncFiles(cycle)
 		for i, pc := range cycle {
 			if errs[i] != nil {
 				pc.p.setErr(errs[i]) // before the next fsync: never retried
@@ -244,7 +355,7 @@ func (l *Log) syncLoop() {
 				pc.sync.release()
 			}
 		}
-		l.pubCh <- syncedCycle{parts: cycle, errs: errs}
+		c.pubCh <- syncedCycle{parts: cycle, errs: errs}
 	}
 }
 
@@ -255,24 +366,25 @@ type syncedCycle struct {
 
 // publishLoop publishes synced cycles in order: readable bytes and high
 // watermarks move, long polls wake, futures complete.
-func (l *Log) publishLoop() {
-	defer l.wg.Done()
-	for c := range l.pubCh {
-		for i, pc := range c.parts {
-			pc.p.finishCycle(pc, c.errs[i])
+func (c *committer) publishLoop() {
+	defer c.log.wg.Done()
+	for sc := range c.pubCh {
+		for i, pc := range sc.parts {
+			pc.p.finishCycle(pc, sc.errs[i])
 		}
-		l.syncWG.Done()
+		c.syncWG.Done()
 	}
 }
 
 // syncFiles fsyncs each cycle's file, at most syncParallelism at a time. A
 // partition that already failed is not synced again: fsync is never
 // retried, because after a failure the kernel may have dropped the pages.
-func (l *Log) syncFiles(cycle []*partCycle) []error {
+func (c *committer) syncFiles(cycle []*partCycle) []error {
+	opts := &c.log.opts
 	errs := make([]error, len(cycle))
 	start := time.Now()
-	l.syncStarted.Store(monoNow())
-	defer l.syncStarted.Store(0)
+	c.syncStarted.Store(monoNow())
+	defer c.syncStarted.Store(0)
 	syncOne := func(i int) {
 		p := cycle[i].p
 		if err := p.Err(); err != nil {
@@ -287,13 +399,13 @@ func (l *Log) syncFiles(cycle []*partCycle) []error {
 			errs[i] = &StorageError{Topic: p.topic.name, Partition: p.id, Op: "fsync", Err: err}
 		}
 	}
-	if len(cycle) == 1 || l.opts.syncParallelism == 1 {
+	if len(cycle) == 1 || opts.syncParallelism == 1 {
 		for i := range cycle {
 			syncOne(i)
 		}
 	} else {
 		var wg sync.WaitGroup
-		sem := make(chan struct{}, l.opts.syncParallelism)
+		sem := make(chan struct{}, opts.syncParallelism)
 		for i := range cycle {
 			sem <- struct{}{}
 			wg.Go(func() {
@@ -304,10 +416,10 @@ func (l *Log) syncFiles(cycle []*partCycle) []error {
 		wg.Wait()
 	}
 	d := time.Since(start)
-	l.syncEWMA.Store(int64(ewma(time.Duration(l.syncEWMA.Load()), d)))
-	l.stats.syncs.Add(1)
-	l.stats.syncNanos.Add(int64(d))
-	if h := l.opts.syncObserver; h != nil {
+	c.syncEWMA.Store(int64(ewma(time.Duration(c.syncEWMA.Load()), d)))
+	c.syncs.Add(1)
+	c.syncNanos.Add(int64(d))
+	if h := opts.syncObserver; h != nil {
 		h(d)
 	}
 	return errs
@@ -362,19 +474,19 @@ func (p *Partition) recycle(items []*pendingItem, waiters []waiter) {
 
 // writePartition encodes pc's items into batches and writes them to the
 // active segment, rolling first when a batch would not fit.
-func (l *Log) writePartition(p *Partition, pc *partCycle) error {
+func (c *committer) writePartition(p *Partition, pc *partCycle) error {
 	cfg := p.topic.Config()
 	seg := p.activeSegment()
 	if seg == nil {
 		return p.goneErr()
 	}
-	buf := l.wbuf[:0]
+	buf := c.wbuf[:0]
 	segStart := seg.size.Load()
-	logNow := l.logNowMs()
+	logNow := c.log.logNowMs()
 	for _, it := range pc.items {
 		start := len(buf)
 		if it.b != nil {
-			recs, codec := l.comp.compress(it.b.records, cfg.Compression)
+			recs, codec := c.comp.compress(it.b.records, cfg.Compression)
 			buf = appendBatch(buf, batchFields{
 				baseOffset: p.next, attributes: int16(codec), lastDelta: it.b.count - 1,
 				firstTs: it.b.firstTs, maxTs: it.b.maxTs,
@@ -385,14 +497,14 @@ func (l *Log) writePartition(p *Partition, pc *partCycle) error {
 			setBatchOffset(buf[start:], p.next)
 		}
 		h, _ := ParseBatchHeader(buf[start:])
-		if l.shouldRoll(p, seg, segStart+int64(start), h, cfg, logNow) {
+		if shouldRoll(p, seg, segStart+int64(start), h, cfg, logNow) {
 			if start > 0 {
-				if err := l.writeSegment(p, seg, buf[:start], segStart); err != nil {
+				if err := c.writeSegment(p, seg, buf[:start], segStart); err != nil {
 					return err
 				}
 			}
 			pc.marks = append(pc.marks, segMark{s: seg, size: seg.size.Load(), maxTs: seg.maxTs.Load()})
-			next, err := l.roll(p, seg)
+			next, err := c.roll(p, seg)
 			if err != nil {
 				return err
 			}
@@ -407,34 +519,34 @@ func (l *Log) writePartition(p *Partition, pc *partCycle) error {
 		p.next = h.NextOffset()
 		seg.logTime.Store(logNow)
 	}
-	err := l.writeSegment(p, seg, buf, segStart)
+	err := c.writeSegment(p, seg, buf, segStart)
 	pc.marks = append(pc.marks, segMark{s: seg, size: seg.size.Load(), maxTs: seg.maxTs.Load()})
 	pc.next = p.next
 	if cap(buf) <= 16<<20 {
-		l.wbuf = buf[:0]
+		c.wbuf = buf[:0]
 	} else {
-		l.wbuf = nil
+		c.wbuf = nil
 	}
 	return err
 }
 
-func (l *Log) writeSegment(p *Partition, seg *segment, data []byte, pos int64) error {
+func (c *committer) writeSegment(p *Partition, seg *segment, data []byte, pos int64) error {
 	if _, err := seg.file.WriteAt(data, pos); err != nil {
 		return &StorageError{Topic: p.topic.name, Partition: p.id, Op: "write", Err: err}
 	}
 	seg.size.Add(int64(len(data)))
 	seg.next.Store(p.next)
 	p.bytes.Add(int64(len(data)))
-	l.stats.bytesWritten.Add(int64(len(data)))
-	if l.freeBudget.Add(-int64(len(data))) < 0 {
-		l.kickRetention()
+	c.written.Add(int64(len(data)))
+	if c.log.freeBudget.Add(-int64(len(data))) < 0 {
+		c.log.kickRetention()
 	}
 	return nil
 }
 
 // shouldRoll decides whether a batch that would start at pos goes into a
 // new segment.
-func (l *Log) shouldRoll(p *Partition, seg *segment, pos int64, h BatchHeader, cfg TopicConfig, logNow int64) bool {
+func shouldRoll(p *Partition, seg *segment, pos int64, h BatchHeader, cfg TopicConfig, logNow int64) bool {
 	if pos == 0 {
 		return false
 	}
@@ -448,7 +560,8 @@ func (l *Log) shouldRoll(p *Partition, seg *segment, pos int64, h BatchHeader, c
 // a new one at the next offset. The new file's directory entry is fsynced
 // before anything is written to it, so a crash never leaves acknowledged
 // data in a file the directory forgot.
-func (l *Log) roll(p *Partition, old *segment) (*segment, error) {
+func (c *committer) roll(p *Partition, old *segment) (*segment, error) {
+	l := c.log
 	fail := func(err error) (*segment, error) {
 		return nil, &StorageError{Topic: p.topic.name, Partition: p.id, Op: "roll", Err: err}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // rawBatch encodes recs as one batch, as a Kafka producer sends it.
@@ -33,7 +34,7 @@ func isGone(err error) bool {
 // would take; a long poll waiting on it returns. Nothing panics, and the
 // log carries on.
 func TestDeletedPartitionFailsCleanly(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	l := openTestLog(t, vfs.NewMem(), WithClock(clock))
 	defer l.Close()
 	dt := mustTopic(t, l, "gone", TopicConfig{SegmentBytes: 4096, Retention: time.Hour, RetentionBytes: 16 << 10})
@@ -91,7 +92,7 @@ func TestDeletedPartitionFailsCleanly(t *testing.T) {
 	if rec, bytes := p.deleteOldest(3); rec != 0 || bytes != 0 {
 		t.Fatalf("deleteOldest removed %d records, %d bytes", rec, bytes)
 	}
-	if l.rollIdle(p, p.activeSegment()) {
+	if l.commit.rollIdle(p, p.activeSegment()) {
 		t.Fatal("rolled a deleted partition")
 	}
 	if n, err := pc.compact(ct.Config(), l.logNowMs()); n != 0 || err != nil {
@@ -122,7 +123,7 @@ func TestDeletedPartitionFailsCleanly(t *testing.T) {
 // free-disk floor) work on them. Run it with -race. Every error must be a
 // clear "gone" error; a third topic must keep every acknowledged record.
 func TestDeleteTopicUnderLoad(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	mem := vfs.NewMem()
 	mem.SetCapacity(1 << 20)
 	l := openTestLog(t, mem, WithClock(clock), WithMinFreeRatio(0.6))

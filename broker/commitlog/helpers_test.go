@@ -6,12 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 	"go.uber.org/goleak"
+
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 )
 
 func TestMain(m *testing.M) {
@@ -26,43 +26,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// fakeClock has independently settable wall and monotonic time.
-type fakeClock struct {
-	mu   sync.Mutex
-	wall time.Time
-	mono time.Duration
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{wall: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.wall
-}
-
-func (c *fakeClock) Monotonic() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.mono
-}
-
-// Advance moves both clocks, as real time passing does.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.wall = c.wall.Add(d)
-	c.mono += d
-	c.mu.Unlock()
-}
-
-// JumpWall moves only the wall clock, as an NTP step does.
-func (c *fakeClock) JumpWall(d time.Duration) {
-	c.mu.Lock()
-	c.wall = c.wall.Add(d)
-	c.mu.Unlock()
-}
+// clockStart is the wall time the tests' fake clocks start at.
+var clockStart = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

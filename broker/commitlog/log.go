@@ -29,31 +29,12 @@ type Log struct {
 	topics      map[string]*Topic // guarded by mu
 	closed      bool              // guarded by mu
 
-	dirtyMu    sync.Mutex
-	dirty      []*Partition // guarded by dirtyMu: partitions with pending appends
-	spareDirty []*Partition // committer-owned
-
-	kick          chan struct{}
-	full          chan struct{} // a partition holds a full batch: stop lingering
+	commit        *committer // the append pipeline (commit.go)
 	retentionKick chan struct{}
 	resume        chan struct{} // closed once housekeeping may run (WithRetentionPaused)
 	resumeOnce    sync.Once
-	calls         chan func() // run on the committer goroutine
-	syncCh        chan []*partCycle
-	pubCh         chan syncedCycle
-	syncWG        sync.WaitGroup // cycles handed to the syncer and not yet published
 	quit          chan struct{}
 	wg            sync.WaitGroup
-
-	// Committer-owned.
-	comp     *compressor
-	wbuf     []byte
-	unsynced map[*Partition]struct{}
-	syncList []*Partition
-
-	cycleEWMA   time.Duration // committer-owned: how long writing a cycle takes
-	syncStarted atomic.Int64  // monoNow when the current fsync round began, 0 when idle
-	syncEWMA    atomic.Int64  // how long an fsync round takes, in ns
 
 	clockBase  int64 // log-clock ms at open
 	monoAtOpen time.Duration
@@ -64,9 +45,6 @@ type Log struct {
 	files *segmentFiles // sealed segment files kept open (files.go)
 
 	stats struct {
-		bytesWritten     atomic.Int64
-		syncs            atomic.Int64
-		syncNanos        atomic.Int64
 		indexRebuilds    atomic.Int64
 		indexWriteErrors atomic.Int64
 		damaged          atomic.Int64
@@ -106,18 +84,12 @@ func Open(dir string, opts ...Option) (*Log, error) {
 	l := &Log{
 		dir: dir, opts: o,
 		topics:        map[string]*Topic{},
-		kick:          make(chan struct{}, 1),
-		full:          make(chan struct{}, 1),
 		retentionKick: make(chan struct{}, 1),
 		resume:        make(chan struct{}),
-		calls:         make(chan func()),
-		syncCh:        make(chan []*partCycle),
-		pubCh:         make(chan syncedCycle, 4),
 		quit:          make(chan struct{}),
-		comp:          newCompressor(),
-		unsynced:      map[*Partition]struct{}{},
 		files:         &segmentFiles{fs: o.fs, max: o.maxOpenSegments},
 	}
+	l.commit = newCommitter(l)
 	if err := l.load(); err != nil {
 		l.closeFiles()
 		return nil, err
@@ -126,10 +98,8 @@ func Open(dir string, opts ...Option) (*Log, error) {
 	if !o.retentionPaused {
 		l.ResumeRetention()
 	}
-	l.wg.Add(4)
-	go l.commitLoop()
-	go l.syncLoop()
-	go l.publishLoop()
+	l.commit.start()
+	l.wg.Add(1)
 	go l.housekeepingLoop()
 	return l, nil
 }
@@ -260,9 +230,9 @@ func (l *Log) Dir() string { return l.dir }
 // Stats returns the log's counters.
 func (l *Log) Stats() Stats {
 	return Stats{
-		BytesWritten: l.stats.bytesWritten.Load(),
-		Syncs:        l.stats.syncs.Load(),
-		SyncTime:     time.Duration(l.stats.syncNanos.Load()),
+		BytesWritten: l.commit.written.Load(),
+		Syncs:        l.commit.syncs.Load(),
+		SyncTime:     time.Duration(l.commit.syncNanos.Load()),
 		DiskLow:      l.diskLow.Load(),
 
 		IndexRebuilds:    l.stats.indexRebuilds.Load(),
@@ -495,16 +465,9 @@ func (l *Log) DeleteTopic(name string) error {
 		p.mu.Unlock()
 	}
 	// Let the committer finish whatever was queued and the syncer publish
-	// it, then forget the partitions on the committer's goroutine. Close
-	// waits for createMu, so the committer is running.
-	l.inCommitter(func() {
-		for l.commitCycle() {
-		}
-		l.syncWG.Wait()
-		for _, p := range parts {
-			delete(l.unsynced, p)
-		}
-	})
+	// it, then forget the partitions. Close waits for createMu, so the
+	// committer is running.
+	l.commit.forget(parts)
 	for _, p := range parts {
 		p.segMu.Lock()
 		releaseAll(p.segs)
@@ -524,16 +487,6 @@ func (l *Log) DeleteTopic(name string) error {
 		return fmt.Errorf("commitlog: topic %q: delete: remove %s (removed on the next open): %w", name, tomb, err)
 	}
 	return nil
-}
-
-// inCommitter runs fn on the committer goroutine and waits for it.
-func (l *Log) inCommitter(fn func()) {
-	done := make(chan struct{})
-	select {
-	case l.calls <- func() { fn(); close(done) }:
-		<-done
-	case <-l.quit:
-	}
 }
 
 // Close stops accepting appends, commits everything queued, makes every

@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 )
 
 func TestAppendReadRoundTrip(t *testing.T) {

@@ -74,7 +74,8 @@ type Partition struct {
 	cleanedTo atomic.Int64 // compaction has cleaned offsets below this
 
 	notifyMu sync.Mutex
-	notify   chan struct{}
+	notify   chan struct{}         // closed and replaced at each change (Changed)
+	watchers map[*Watcher]struct{} // signalled at each change (watch.go)
 
 	reportMu sync.Mutex
 	report   RecoveryReport
@@ -98,8 +99,8 @@ func (p *Partition) StartOffset() int64 { return p.logStart.Load() }
 // Size is the bytes the partition's segments hold.
 func (p *Partition) Size() int64 { return p.bytes.Load() }
 
-// Changed returns a channel closed the next time the high watermark moves,
-// for long polls over several partitions.
+// Changed returns a channel closed the next time the high watermark moves
+// (or the partition goes away); a Watcher waits on several partitions.
 func (p *Partition) Changed() <-chan struct{} {
 	p.notifyMu.Lock()
 	defer p.notifyMu.Unlock()
@@ -110,6 +111,9 @@ func (p *Partition) wake() {
 	p.notifyMu.Lock()
 	close(p.notify)
 	p.notify = make(chan struct{})
+	for w := range p.watchers {
+		w.signal()
+	}
 	p.notifyMu.Unlock()
 }
 
@@ -325,13 +329,10 @@ func (p *Partition) queueLocked(batchBytes int) {
 	p.mu.dirty = true
 	p.mu.Unlock()
 	if !wasDirty {
-		p.log.markDirty(p)
+		p.log.commit.markDirty(p)
 	}
 	if full {
-		select {
-		case p.log.full <- struct{}{}:
-		default:
-		}
+		p.log.commit.wakeFull()
 	}
 }
 

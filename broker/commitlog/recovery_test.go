@@ -68,7 +68,7 @@ func TestUncleanReopenTruncatesTornTail(t *testing.T) {
 			ends = append(ends, p.Size())
 		}
 		// Make the first 100 durable, then write 50 more without a sync.
-		p.log.inCommitter(p.log.syncUnsynced)
+		p.log.commit.do(p.log.commit.syncUnsynced)
 		for i := 100; i < 150; i++ {
 			mustAppend(t, p, rec("k", value(i), 0))
 			ends = append(ends, p.Size())

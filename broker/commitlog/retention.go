@@ -164,7 +164,7 @@ func (p *Partition) expire(cfg TopicConfig, wallNow, logNow int64) int {
 	active := p.segs[len(p.segs)-1]
 	rollActive := n == len(p.segs)-1 && active.size.Load() > 0 && expired(active, cfg, wallNow, logNow) && active.next.Load() <= hold
 	p.segMu.RUnlock()
-	if rollActive && p.log.rollIdle(p, active) {
+	if rollActive && p.log.commit.rollIdle(p, active) {
 		n++
 	}
 	if n == 0 {
@@ -190,7 +190,7 @@ func (p *Partition) enforceBytes(cfg TopicConfig) int {
 		active := p.segs[len(p.segs)-1]
 		p.segMu.RUnlock()
 		if sealed == 0 {
-			if active.size.Load() == 0 || !p.log.rollIdle(p, active) {
+			if active.size.Load() == 0 || !p.log.commit.rollIdle(p, active) {
 				break
 			}
 			continue
@@ -226,26 +226,6 @@ func (p *Partition) dropOldest(why string) {
 		return
 	}
 	p.log.opts.logger.Info("commitlog: on_full=overwrite_oldest dropped the oldest segment", attrs...)
-}
-
-// rollIdle rolls active on the committer goroutine when it is still the
-// active segment and holds data; it reports whether it rolled.
-func (l *Log) rollIdle(p *Partition, active *segment) bool {
-	rolled := false
-	if active == nil {
-		return false
-	}
-	l.inCommitter(func() {
-		if p.Err() != nil || p.deleted.Load() || p.activeSegment() != active || active.size.Load() == 0 || p.unsyncedWaiting() {
-			return
-		}
-		if _, err := l.roll(p, active); err != nil {
-			p.setErr(err)
-			return
-		}
-		rolled = true
-	})
-	return rolled
 }
 
 // unsyncedWaiting reports queued appends (committer use): a partition with
@@ -412,6 +392,6 @@ func (l *Log) rollLargestActive(deletes bool) bool {
 	if best == nil {
 		return false
 	}
-	l.rollIdle(best, bestSeg)
+	l.commit.rollIdle(best, bestSeg)
 	return true
 }

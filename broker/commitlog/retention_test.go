@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // fill appends n records of about size bytes (timestamps from the clock).
@@ -24,7 +25,7 @@ func fill(t *testing.T, p *Partition, n, size int) {
 }
 
 func TestRetentionByAgeUsesLogTime(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	mem := vfs.NewMem()
 	l := openTestLog(t, mem, WithClock(clock))
 	defer l.Close()
@@ -60,7 +61,7 @@ func TestRetentionByAgeUsesLogTime(t *testing.T) {
 }
 
 func TestRetentionByAgeSurvivesRestartWithoutRTC(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	mem := vfs.NewMem()
 	l := openTestLog(t, mem, WithClock(clock))
 	p, _ := mustTopic(t, l, "t", TopicConfig{SegmentBytes: 4096, Retention: time.Hour}).Partition(0)
@@ -69,7 +70,7 @@ func TestRetentionByAgeSurvivesRestartWithoutRTC(t *testing.T) {
 	l.Close()
 	// Reboot: the monotonic clock restarts at zero and the wall clock is
 	// wrong (no RTC), then NTP fixes it years later.
-	clock2 := newFakeClock()
+	clock2 := testkit.NewClock(clockStart)
 	clock2.JumpWall(3 * 365 * 24 * time.Hour)
 	l = openTestLog(t, mem, WithClock(clock2))
 	defer l.Close()
@@ -197,7 +198,7 @@ func TestDiskFloor(t *testing.T) {
 }
 
 func TestRetentionHoldsAndForcedDrops(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	l := openTestLog(t, vfs.NewMem(), WithClock(clock))
 	defer l.Close()
 	tp := mustTopic(t, l, "t", TopicConfig{SegmentBytes: 4096, Retention: time.Hour, RetentionBytes: 32 << 10})
@@ -221,7 +222,7 @@ func TestRetentionHoldsAndForcedDrops(t *testing.T) {
 }
 
 func TestCompaction(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	mem := vfs.NewMem()
 	l := openTestLog(t, mem, WithClock(clock))
 	tp := mustTopic(t, l, "state", TopicConfig{Cleanup: CleanupCompact, SegmentBytes: 4096,
@@ -334,7 +335,7 @@ func TestCompactionRespectsHolds(t *testing.T) {
 // interval's ticker is virtual, so "it would have run" is exact.
 func TestRetentionPausedUntilResume(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		clock := newFakeClock()
+		clock := testkit.NewClock(clockStart)
 		l := openTestLog(t, vfs.NewMem(), WithClock(clock), WithRetentionInterval(time.Millisecond), WithRetentionPaused())
 		defer l.Close()
 		p, _ := mustTopic(t, l, "t", TopicConfig{SegmentBytes: 4096, Retention: time.Hour}).Partition(0)
@@ -360,7 +361,7 @@ func TestRetentionPausedUntilResume(t *testing.T) {
 // from Open on.
 func TestRetentionNotPausedByDefault(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		clock := newFakeClock()
+		clock := testkit.NewClock(clockStart)
 		l := openTestLog(t, vfs.NewMem(), WithClock(clock), WithRetentionInterval(time.Millisecond))
 		defer l.Close()
 		p, _ := mustTopic(t, l, "t", TopicConfig{SegmentBytes: 4096, Retention: time.Hour}).Partition(0)
@@ -378,7 +379,7 @@ func TestRetentionNotPausedByDefault(t *testing.T) {
 // nothing by age or retention_bytes (nor refuses appends by size), while
 // compact,delete compacts and deletes by both.
 func TestRetentionByPolicy(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock(clockStart)
 	l := openTestLog(t, vfs.NewMem(), WithClock(clock))
 	defer l.Close()
 	base := TopicConfig{SegmentBytes: 4096, Retention: time.Hour, RetentionBytes: 16 << 10}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"github.com/ferry-iot/ferry/configs"
 
 	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs/vfstest"
 )
 
 func TestTopicConfigValidationReportsEveryProblem(t *testing.T) {
@@ -242,17 +242,9 @@ func durableHWM(t *testing.T, mem *vfs.Mem) int64 {
 // visible but not yet durable. interval's own timer fsyncs it without more
 // appends; never leaves it to the clean shutdown.
 func TestFlushPolicies(t *testing.T) {
-	guard := func(t *testing.T, ch <-chan struct{}, what string) {
-		t.Helper()
-		select {
-		case <-ch:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("%s never happened", what)
-		}
-	}
 	t.Run("interval", func(t *testing.T) {
 		mem := vfs.NewMem()
-		fs := &blockingSyncFS{FS: mem, release: make(chan struct{}), entered: make(chan struct{}, 16)}
+		fs := vfstest.NewBlockingFS(mem, suffixLog)
 		synced := make(chan struct{}, 16)
 		l := openTestLog(t, fs, WithSyncObserver(func(time.Duration) {
 			select {
@@ -262,7 +254,7 @@ func TestFlushPolicies(t *testing.T) {
 		}))
 		defer l.Close()
 		p, _ := mustTopic(t, l, "t", TopicConfig{Flush: FlushInterval, FlushInterval: 20 * time.Millisecond}).Partition(0)
-		fs.blocked.Store(true)
+		fs.Block()
 		waitAck(t, p.Append(context.Background(), []Record{rec("k", "v", 0)})) // every fsync is held back
 		if p.HighWatermark() != 1 {
 			t.Fatalf("acknowledged record not visible: hwm %d", p.HighWatermark())
@@ -270,20 +262,27 @@ func TestFlushPolicies(t *testing.T) {
 		if n := durableHWM(t, mem); n != 0 {
 			t.Fatalf("%d records durable before any fsync ran", n)
 		}
-		guard(t, fs.entered, "the periodic fsync") // started by the interval alone
-		fs.blocked.Store(false)
-		close(fs.release)
-		guard(t, synced, "the end of the periodic fsync")
+		select {
+		case <-fs.Held(): // started by the interval alone
+		case <-time.After(30 * time.Second):
+			t.Fatal("the periodic fsync never happened")
+		}
+		fs.Unblock()
+		select {
+		case <-synced:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the end of the periodic fsync never happened")
+		}
 		if n := durableHWM(t, mem); n != 1 {
 			t.Fatalf("durable hwm %d after the periodic fsync, want 1", n)
 		}
 	})
 	t.Run("never", func(t *testing.T) {
 		mem := vfs.NewMem()
-		fs := &blockingSyncFS{FS: mem, release: make(chan struct{}), entered: make(chan struct{}, 16)}
+		fs := vfstest.NewBlockingFS(mem, suffixLog)
 		l := openTestLog(t, fs)
 		p, _ := mustTopic(t, l, "t", TopicConfig{Flush: FlushNever}).Partition(0)
-		fs.blocked.Store(true)
+		fs.Block()
 		waitAck(t, p.Append(context.Background(), []Record{rec("k", "v", 0)}))
 		if p.HighWatermark() != 1 {
 			t.Fatal("flush=never append not visible after acknowledgement")
@@ -291,13 +290,10 @@ func TestFlushPolicies(t *testing.T) {
 		if n := durableHWM(t, mem); n != 0 {
 			t.Fatal("flush=never record was fsynced before close")
 		}
-		select {
-		case <-fs.entered:
-			t.Fatal("flush=never fsynced a segment file")
-		default:
+		if n := fs.Syncs(); n != 0 {
+			t.Fatalf("flush=never fsynced a segment file (%d fsyncs)", n)
 		}
-		fs.blocked.Store(false)
-		close(fs.release)
+		fs.Unblock()
 		l.Close() // a clean shutdown syncs everything
 		if n := durableHWM(t, mem); n != 1 {
 			t.Fatal("clean shutdown did not sync a flush=never topic")
@@ -305,49 +301,13 @@ func TestFlushPolicies(t *testing.T) {
 	})
 }
 
-// blockingSyncFS blocks every fsync while blocked is set, until release
-// is closed, to fill the commit pipeline. When entered is set, each fsync of
-// a segment file is signalled on it (without blocking) as it starts.
-type blockingSyncFS struct {
-	vfs.FS
-	blocked atomic.Bool
-	release chan struct{}
-	entered chan struct{}
-}
-
-func (b *blockingSyncFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	f, err := b.FS.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return blockingFile{File: f, fs: b}, nil
-}
-
-type blockingFile struct {
-	vfs.File
-	fs *blockingSyncFS
-}
-
-func (f blockingFile) Sync() error {
-	if f.fs.entered != nil && strings.HasSuffix(f.Name(), suffixLog) {
-		select {
-		case f.fs.entered <- struct{}{}:
-		default:
-		}
-	}
-	if f.fs.blocked.Load() {
-		<-f.fs.release
-	}
-	return f.File.Sync()
-}
-
 func TestPendingBytesAreBounded(t *testing.T) {
-	fs := &blockingSyncFS{FS: vfs.NewMem(), release: make(chan struct{})}
+	fs := vfstest.NewBlockingFS(vfs.NewMem(), "")
 	l := openTestLog(t, fs, WithMaxPendingBytes(64<<10))
 	p, _ := mustTopic(t, l, "t", TopicConfig{}).Partition(0)
-	fs.blocked.Store(true)
+	fs.Block()
 	defer l.Close()
-	defer close(fs.release)
+	defer fs.Unblock()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	payload := make([]byte, 1000)

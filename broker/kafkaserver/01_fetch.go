@@ -19,7 +19,6 @@ package kafkaserver
 // progress. Fetch sessions are not kept (SessionID 0: full fetches).
 
 import (
-	"reflect"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -68,9 +67,11 @@ func handleFetch(c *conn, r *request) *outbound {
 	wait := time.Duration(min(max(req.MaxWaitMillis, 0), int32(maxFetchWait/time.Millisecond))) * time.Millisecond
 	deadline := time.Now().Add(wait)
 	var timer *time.Timer
+	w := commitlog.NewWatcher()
+	defer w.Stop()
 	for {
-		ans, waitOn := c.s.readFetch(req)
-		if ans.total >= int64(max(req.MinBytes, 1)) || ans.firstErr != 0 || len(waitOn) == 0 || !time.Now().Before(deadline) || c.ctx.Err() != nil {
+		ans, waitable := c.s.readFetch(req, w)
+		if ans.total >= int64(max(req.MinBytes, 1)) || ans.firstErr != 0 || !waitable || !time.Now().Before(deadline) || c.ctx.Err() != nil {
 			if timer != nil {
 				timer.Stop()
 			}
@@ -82,14 +83,10 @@ func handleFetch(c *conn, r *request) *outbound {
 		}
 		// Sleep until a partition's high watermark moves, the wait ends or
 		// the connection closes.
-		cases := make([]reflect.SelectCase, 0, len(waitOn)+2)
-		cases = append(cases,
-			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)},
-			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.ctx.Done())})
-		for _, ch := range waitOn {
-			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
-		}
-		if chosen, _, _ := reflect.Select(cases); chosen == 0 {
+		select {
+		case <-w.C():
+		case <-c.ctx.Done():
+		case <-timer.C:
 			timer = nil
 			deadline = time.Now() // time is up: answer with what there is
 		}
@@ -97,15 +94,14 @@ func handleFetch(c *conn, r *request) *outbound {
 }
 
 // readFetch reads every requested partition once, within the request's
-// byte limits, and returns the wake-up channels of the partitions it read,
-// taken before reading so no append is missed.
-func (s *Server) readFetch(req *kmsg.FetchRequest) (*fetchAnswer, []<-chan struct{}) {
-	ans := &fetchAnswer{version: req.Version}
+// byte limits, watching each with w before reading it so no append is
+// missed; it reports whether any partition read can be waited on.
+func (s *Server) readFetch(req *kmsg.FetchRequest, w *commitlog.Watcher) (ans *fetchAnswer, waitable bool) {
+	ans = &fetchAnswer{version: req.Version}
 	budget := int64(req.MaxBytes)
 	if req.Version < 3 || budget <= 0 {
 		budget = 50 << 20
 	}
-	var waitOn []<-chan struct{}
 	for _, rt := range req.Topics {
 		ft := fetchTopic{name: rt.Topic}
 		t, terr := s.log.Topic(rt.Topic)
@@ -122,7 +118,7 @@ func (s *Server) readFetch(req *kmsg.FetchRequest) (*fetchAnswer, []<-chan struc
 				ft.parts = append(ft.parts, fp)
 				continue
 			}
-			ch := p.Changed()
+			w.Watch(p)
 			limit := min(int64(rp.PartitionMaxBytes), budget)
 			if ans.total == 0 {
 				limit = max(limit, 1) // the first batch is returned whole (KIP-74)
@@ -141,7 +137,7 @@ func (s *Server) readFetch(req *kmsg.FetchRequest) (*fetchAnswer, []<-chan struc
 				continue
 			}
 			fp.hwm, fp.logStart = sl.HighWatermark, sl.LogStartOffset
-			waitOn = append(waitOn, ch) // new data anywhere may reach MinBytes
+			waitable = true // new data anywhere may reach MinBytes
 			if sl.Len == 0 {
 				sl.Release()
 			} else {
@@ -153,7 +149,7 @@ func (s *Server) readFetch(req *kmsg.FetchRequest) (*fetchAnswer, []<-chan struc
 		}
 		ans.topics = append(ans.topics, ft)
 	}
-	return ans, waitOn
+	return ans, waitable
 }
 
 func (a *fetchAnswer) noteErr(code int16) {

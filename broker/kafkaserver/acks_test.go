@@ -2,8 +2,6 @@ package kafkaserver
 
 import (
 	"encoding/binary"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,48 +11,9 @@ import (
 
 	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs/vfstest"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
-
-// syncGate is a vfs.Injector that, while shut, holds every Sync of a
-// segment file until it is opened again, and reports each Sync it holds.
-type syncGate struct {
-	mu   sync.Mutex
-	shut chan struct{} // guarded by mu; nil: open
-	held chan string   // the names of held Syncs
-}
-
-func newSyncGate() *syncGate { return &syncGate{held: make(chan string, 64)} }
-
-func (g *syncGate) MaybeError(op vfs.Op, name string) error {
-	if op != vfs.OpSync || !strings.HasSuffix(name, ".log") {
-		return nil
-	}
-	g.mu.Lock()
-	shut := g.shut
-	g.mu.Unlock()
-	if shut != nil {
-		g.held <- name
-		<-shut
-	}
-	return nil
-}
-
-func (g *syncGate) close() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.shut == nil {
-		g.shut = make(chan struct{})
-	}
-}
-
-func (g *syncGate) open() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.shut != nil {
-		close(g.shut)
-		g.shut = nil
-	}
-}
 
 // answer reads the answer to the request sent with correlation id corr.
 func (r *rawConn) answer(req kmsg.Request, corr int32) kmsg.Response {
@@ -93,45 +52,45 @@ func (r *rawConn) answer(req kmsg.Request, corr int32) kmsg.Response {
 //     connection is the next request's.
 //   - Any other acks value is INVALID_REQUIRED_ACKS, nothing stored.
 func TestProduceAcks(t *testing.T) {
-	gate := newSyncGate()
-	e := newEnv(t, withLogOpts(commitlog.WithFS(vfs.NewErrorFS(vfs.OS, gate))))
+	fs := vfstest.NewBlockingFS(vfs.OS, ".log") // the segment files
+	e := newEnv(t, withLogOpts(commitlog.WithFS(fs)))
 	always := e.topic("always", commitlog.TopicConfig{Partitions: 1, Flush: commitlog.FlushAlways})
 	interval := e.topic("interval", commitlog.TopicConfig{Partitions: 1, Flush: commitlog.FlushInterval, FlushInterval: time.Hour})
-	defer gate.open() // before the log closes, which syncs
+	defer fs.Unblock() // before the log closes, which syncs
 	rc := e.raw()
 	hwm := func(tp *commitlog.Topic) int64 { p, _ := tp.Partition(0); return p.HighWatermark() }
 
 	for i, acks := range []int16{-1, 1} {
-		gate.close()
+		fs.Block()
 		req := produceReq("always", 0, batch(-1, -1, -1, 2, "a"))
 		req.Acks = acks
 		corr := rc.send(req)
-		name := <-gate.held // the append's fsync has begun and is held
+		name := <-fs.Held() // the append's fsync has begun and is held
 		if !rc.stillOpen(200 * time.Millisecond) {
 			t.Fatalf("acks=%d: answered (or closed) while the fsync of %s was held", acks, name)
 		}
 		if n := hwm(always); n != int64(2*i) {
 			t.Fatalf("acks=%d: high watermark %d before the fsync, want %d", acks, n, 2*i)
 		}
-		gate.open()
+		fs.Unblock()
 		sp := rc.answer(req, corr).(*kmsg.ProduceResponse).Topics[0].Partitions[0]
 		if sp.ErrorCode != 0 || sp.BaseOffset != int64(2*i) {
 			t.Fatalf("acks=%d: offset %d error %d", acks, sp.BaseOffset, sp.ErrorCode)
 		}
 	}
 
-	gate.close() // stays shut: flush=interval answers without an fsync
+	fs.Block() // stays blocked: flush=interval answers without an fsync
 	req := produceReq("interval", 0, batch(-1, -1, -1, 3, "i"))
 	sp := rc.roundTrip(req).(*kmsg.ProduceResponse).Topics[0].Partitions[0]
 	if sp.ErrorCode != 0 || sp.BaseOffset != 0 || hwm(interval) != 3 {
 		t.Fatalf("flush=interval: offset %d error %d, high watermark %d", sp.BaseOffset, sp.ErrorCode, hwm(interval))
 	}
 	select {
-	case name := <-gate.held:
+	case name := <-fs.Held():
 		t.Fatalf("flush=interval: an fsync of %s was started for acks=-1", name)
 	default:
 	}
-	gate.open()
+	fs.Unblock()
 
 	// acks=0: no answer; the records are stored.
 	req = produceReq("always", 0, batch(-1, -1, -1, 4, "z"))
@@ -140,7 +99,7 @@ func TestProduceAcks(t *testing.T) {
 	md := kmsg.NewPtrMetadataRequest()
 	md.Version = 1
 	rc.roundTrip(md) // fails on a Produce answer's correlation id
-	waitFor(t, "the acks=0 records", func() bool { return hwm(always) == 8 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return hwm(always) == 8 }, "the acks=0 records")
 
 	// Invalid acks: refused per partition, nothing stored.
 	for _, acks := range []int16{2, -2, 100} {

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // Deterministic companions of FuzzRequest: hostile clients that must cost
@@ -26,17 +28,6 @@ func liveHeap() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // stillOpen reports whether the server has neither answered nor closed rc
@@ -78,7 +69,7 @@ func TestHostileDeclaredSize(t *testing.T) {
 		e := newEnv(t, withCfg(func(c *Config) { c.MaxRequestBytes = 1<<30 + 1 }))
 		before := liveHeap()
 		rcs := stall(t, e, 1<<30)
-		waitFor(t, "connections", func() bool { return testutil.ToFloat64(e.metrics.Connections) == conns })
+		testkit.Eventually(t, 10*time.Second, func() bool { return testutil.ToFloat64(e.metrics.Connections) == conns }, "connections")
 		for _, rc := range rcs {
 			if !rc.stillOpen(100 * time.Millisecond) {
 				t.Fatal("a stalled frame under the limit closed the connection")
@@ -94,7 +85,7 @@ func TestHostileDeclaredSize(t *testing.T) {
 		for _, rc := range rcs {
 			rc.c.Close()
 		}
-		waitFor(t, "connections to close", func() bool { return testutil.ToFloat64(e.metrics.Connections) == 0 })
+		testkit.Eventually(t, 10*time.Second, func() bool { return testutil.ToFloat64(e.metrics.Connections) == 0 }, "connections to close")
 	})
 }
 

@@ -10,8 +10,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs/vfstest"
 	"github.com/ferry-iot/ferry/broker/registry"
 	"github.com/ferry-iot/ferry/broker/state"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestPubackOnlyAfterFsync: with every fsync held, a QoS 1 publish gets no
@@ -19,16 +21,16 @@ import (
 func TestPubackOnlyAfterFsync(t *testing.T) {
 	for _, version := range []byte{4, 5} {
 		t.Run(fmt.Sprintf("mqtt-v%d", version), func(t *testing.T) {
-			fs := newBlockingFS()
+			fs := vfstest.NewBlockingFS(vfs.NewMem(), "")
 			e := newEnv(t, withLogFS(fs))
 			c := connectToken(t, e, "TOKEN1", version)
-			fs.block()
-			defer fs.unblock()
+			fs.Block()
+			defer fs.Unblock()
 			id := c.publish("v1/devices/me/telemetry", `{"t":1}`, 1)
 			if pk, err := c.read(300 * time.Millisecond); err == nil {
 				t.Fatalf("got %v (id %d) before the fsync completed", pk.FixedHeader.Type, pk.PacketID)
 			}
-			fs.unblock()
+			fs.Unblock()
 			ack := c.expect(packets.Puback)
 			if ack.PacketID != id || ack.ReasonCode != 0 {
 				t.Fatalf("PUBACK %+v", ack)
@@ -45,12 +47,12 @@ func TestPubackOnlyAfterFsync(t *testing.T) {
 // order, far fewer log fsyncs than publishes were needed, and the
 // attribute publishes' registry writes shared a few transactions.
 func TestPipelinedPublishesShareCommitsAndAckInOrder(t *testing.T) {
-	fs := newBlockingFS()
+	fs := vfstest.NewBlockingFS(vfs.NewMem(), "")
 	e := newEnv(t, withLogFS(fs))
 	c := connectToken(t, e, "TOKEN1", 4)
 	const n = 200
-	fs.block() // make the first cycle slow so the rest pile up behind it
-	defer fs.unblock()
+	fs.Block() // make the first cycle slow so the rest pile up behind it
+	defer fs.Unblock()
 	release := holdState(t, e.st) // and the registry's first transaction
 	var ids []uint16
 	kinds := []string{"v1/devices/me/telemetry", "v1/devices/me/attributes/request/7", "v1/devices/me/attributes", "unknown/topic", "v2/a"}
@@ -69,12 +71,12 @@ func TestPipelinedPublishesShareCommitsAndAckInOrder(t *testing.T) {
 	}
 	// Every publish is handled (its records appended, its registry write
 	// queued) before anything is released.
-	waitFor(t, func() bool {
+	testkit.Eventually(t, 20*time.Second, func() bool {
 		return testutil.ToFloat64(e.metrics.Records.WithLabelValues("telemetry")) == float64(n/len(kinds)) &&
 			testutil.ToFloat64(e.metrics.Records.WithLabelValues("attributes")) == float64(attrPublishes)
-	})
+	}, "every publish to be handled")
 	syncsBefore, regBefore := e.log.Stats().Syncs, e.reg.Stats()
-	fs.unblock()
+	fs.Unblock()
 	release()
 	for i := 0; i < n; i++ {
 		pk, err := c.read(10 * time.Second)
@@ -201,17 +203,5 @@ func TestStorageFailureNeverAcknowledges(t *testing.T) {
 				t.Fatalf("%d records readable, want only the acknowledged one", len(recs))
 			}
 		})
-	}
-}
-
-// waitFor polls cond until it holds (a condition the system reaches by
-// itself, not a timing claim); it fails after a generous bound.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

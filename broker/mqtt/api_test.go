@@ -11,6 +11,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ferry-iot/ferry/broker/testkit"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
 )
 
@@ -254,7 +255,7 @@ ferry_records_ingested_total{topic="telemetry"} 6
 		t.Fatalf("%d telemetry records in the log", n)
 	}
 	b.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
-	waitFor(t, func() bool { return testutil.ToFloat64(e.metrics.Connected) == 2 })
+	testkit.Eventually(t, 20*time.Second, func() bool { return testutil.ToFloat64(e.metrics.Connected) == 2 }, "two connected devices after a DISCONNECT")
 	// A refused login is not a connected device.
 	dial(t, e.srv.Addr(), connectOpts{clientID: "x", username: "NOPE"})
 	if got := testutil.ToFloat64(e.metrics.Connected); got != 2 {
@@ -285,7 +286,7 @@ func TestOversizePacketDisconnectCounted(t *testing.T) {
 				}
 			}
 			c.expectClosed()
-			waitFor(t, func() bool { return e.rejected(reasonPacketTooLarge) == 1 })
+			testkit.Eventually(t, 20*time.Second, func() bool { return e.rejected(reasonPacketTooLarge) == 1 }, "the oversize packet to be counted")
 			if n := len(e.records("telemetry")); n != 0 {
 				t.Fatalf("%d records", n)
 			}

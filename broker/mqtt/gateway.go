@@ -107,11 +107,19 @@ func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Tim
 		}
 		now := start.UnixMilli()
 		names := make([]string, len(devs))
-		attrs := make([][]registry.Attribute, len(devs))
 		for i, da := range devs {
-			names[i], attrs[i] = da.Device, clientAttributes(da.Values, now)
+			names[i] = da.Device
 		}
-		keep, proceed := srv.gatewayCheck(s, pk, names, attrs)
+		// Validated and encoded for the registry once, here: the check
+		// must tell bad input from a storage failure before anything of
+		// the publish is stored.
+		attrs := make([]registry.PreparedAttributes, len(devs))
+		keep, proceed := srv.gatewayCheck(s, pk, names, func(i int) (err error) {
+			if attrs[i], err = srv.reg.PrepareAttributes(clientAttributes(devs[i].Values, now)); err != nil {
+				return fmt.Errorf("mqtt: attributes of %q: %w", truncate(names[i], 64), err)
+			}
+			return nil
+		})
 		if !proceed {
 			return
 		}
@@ -123,10 +131,10 @@ func (srv *Server) handleGateway(s *session, pk *pub, t tb.Topic, start time.Tim
 		var recs []commitlog.Record
 		for i, da := range devs {
 			dev := children[i]
-			if len(attrs[i]) == 0 {
+			if attrs[i].Len() == 0 {
 				continue
 			}
-			w, err := srv.reg.SetAttributesAsync(dev.Name, registry.ScopeClient, attrs[i])
+			w, err := srv.reg.SetPreparedAsync(dev.Name, registry.ScopeClient, attrs[i])
 			if err != nil {
 				failed(err)
 				return
@@ -204,20 +212,19 @@ func checkChild(name, typ string) error {
 }
 
 // gatewayCheck decides a multi-device gateway publish before anything of
-// it is stored: every name (and attribute set) must be valid, else it is
+// it is stored: every name must be valid, and so must what check (when
+// not nil) says of each device's part (its attributes), else it is
 // bad input. A named device that exists and is not the gateway's is
 // refused alone — counted and logged — and the others' data is kept, so a
 // gateway's telemetry is not lost for one foreign name in it (the PUBACK
 // then says success: what could be stored was). It returns which devices
 // to keep, and false when the publish has been answered already (bad
 // input, or no device of its own left).
-func (srv *Server) gatewayCheck(s *session, pk *pub, names []string, attrs [][]registry.Attribute) ([]bool, bool) {
+func (srv *Server) gatewayCheck(s *session, pk *pub, names []string, check func(i int) error) ([]bool, bool) {
 	for i, name := range names {
 		err := checkChild(name, "")
-		if err == nil && attrs != nil {
-			if err = registry.ValidateAttributes(attrs[i]); err != nil {
-				err = fmt.Errorf("mqtt: attributes of %q: %w", truncate(name, 64), err)
-			}
+		if err == nil && check != nil {
+			err = check(i)
 		}
 		if err != nil {
 			srv.reject(s, pk, reasonInvalidPayload, true, err.Error())

@@ -362,54 +362,6 @@ func header(rec commitlog.Record, key string) string {
 	return ""
 }
 
-// blockingFS holds every fsync while blocked is set.
-type blockingFS struct {
-	vfs.FS
-	mu      sync.Mutex
-	blocked bool
-	release chan struct{}
-}
-
-func newBlockingFS() *blockingFS { return &blockingFS{FS: vfs.NewMem(), release: make(chan struct{})} }
-
-func (b *blockingFS) block() {
-	b.mu.Lock()
-	b.blocked, b.release = true, make(chan struct{})
-	b.mu.Unlock()
-}
-
-func (b *blockingFS) unblock() {
-	b.mu.Lock()
-	if b.blocked {
-		b.blocked = false
-		close(b.release)
-	}
-	b.mu.Unlock()
-}
-
-func (b *blockingFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	f, err := b.FS.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return &blockingFile{File: f, fs: b}, nil
-}
-
-type blockingFile struct {
-	vfs.File
-	fs *blockingFS
-}
-
-func (f *blockingFile) Sync() error {
-	f.fs.mu.Lock()
-	blocked, ch := f.fs.blocked, f.fs.release
-	f.fs.mu.Unlock()
-	if blocked {
-		<-ch
-	}
-	return f.File.Sync()
-}
-
 // newTestLogger writes text logs to w (for counting log lines).
 func newTestLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(&lockedWriter{w: w}, nil))

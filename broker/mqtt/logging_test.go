@@ -3,28 +3,11 @@ package mqtt
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
-
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // TestRefusedConnectsLoggedOncePerIdentity: a device reconnecting in a
 // loop with a bad token (a new remote port each time, a new client id
@@ -35,7 +18,7 @@ func TestRefusedConnectsLoggedOncePerIdentity(t *testing.T) {
 	var lines strings.Builder
 	w := &lockedWriter{w: &lines}
 	e.srv.logger = newTestLogger(w)
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	e.srv.limiter.SetClock(clock.Now)
 	count := func() int {
 		w.mu.Lock()

@@ -8,6 +8,10 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs/vfstest"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestCloseAcknowledgesInFlightPublishes: publishes received before Close
@@ -16,11 +20,11 @@ import (
 func TestCloseAcknowledgesInFlightPublishes(t *testing.T) {
 	for _, version := range []byte{4, 5} {
 		t.Run(fmt.Sprintf("mqtt-v%d", version), func(t *testing.T) {
-			fs := newBlockingFS()
+			fs := vfstest.NewBlockingFS(vfs.NewMem(), "")
 			e := newEnv(t, withLogFS(fs))
 			c := connectToken(t, e, "TOKEN1", version)
-			fs.block()
-			defer fs.unblock()
+			fs.Block()
+			defer fs.Unblock()
 			const n = 20
 			var ids []uint16
 			for i := range n {
@@ -30,22 +34,22 @@ func TestCloseAcknowledgesInFlightPublishes(t *testing.T) {
 				}
 				ids = append(ids, c.publish(topic, fmt.Sprintf(`{"seq":%d}`, i), 1))
 			}
-			waitFor(t, func() bool {
+			testkit.Eventually(t, 20*time.Second, func() bool {
 				return testutil.ToFloat64(e.metrics.Records.WithLabelValues("telemetry"))+
 					testutil.ToFloat64(e.metrics.Records.WithLabelValues("attributes")) == n
-			})
+			}, "the %d publishes' records", n)
 			closed := make(chan error, 1)
 			go func() { closed <- e.srv.Close() }()
 			// Close has begun once the listener refuses connections.
-			waitFor(t, func() bool {
+			testkit.Eventually(t, 20*time.Second, func() bool {
 				conn, err := net.DialTimeout("tcp", e.srv.Addr().String(), time.Second)
 				if err != nil {
 					return true
 				}
 				conn.Close()
 				return false
-			})
-			fs.unblock()
+			}, "the listener to refuse connections")
+			fs.Unblock()
 			for i := range n {
 				pk, err := c.read(10 * time.Second)
 				if err != nil {

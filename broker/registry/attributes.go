@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/ferry-iot/ferry/configs"
 
@@ -89,13 +88,76 @@ func (r *Registry) SetAttributes(device string, scope Scope, attrs []Attribute) 
 // once cost few syncs. Until the Write completes, Attributes may still
 // return the previous values.
 func (r *Registry) SetAttributesAsync(device string, scope Scope, attrs []Attribute) (*Write, error) {
-	keys, vals, err := r.encodeAttributes(device, scope, attrs)
+	pa, err := r.PrepareAttributes(attrs)
+	if err != nil {
+		return nil, err
+	}
+	return r.SetPreparedAsync(device, scope, pa)
+}
+
+// PreparedAttributes are attributes validated and encoded for storage
+// once (PrepareAttributes), so a caller that must tell bad input from a
+// storage failure before it stores anything — a gateway publish naming
+// several devices — does not validate them twice.
+type PreparedAttributes struct {
+	names []string
+	vals  [][]byte // UpdatedMs (8 bytes, big-endian), then the compact JSON
+}
+
+// PrepareAttributes reports every problem in attrs (keys, values,
+// timestamps) and encodes them: a zero UpdatedMs becomes now, the value
+// its compact JSON, validated in the same pass.
+func (r *Registry) PrepareAttributes(attrs []Attribute) (PreparedAttributes, error) {
+	p := newProblems()
+	nowMs := r.now().UnixMilli()
+	pa := PreparedAttributes{names: make([]string, len(attrs)), vals: make([][]byte, len(attrs))}
+	for i, a := range attrs {
+		if problem := nameProblem(a.Key, true); problem != "" {
+			p.add(fmt.Sprintf("attributes[%d].key", i), "%s", problem)
+		}
+		if a.UpdatedMs < 0 {
+			p.add(fmt.Sprintf("attributes[%d].updated_ms", i), "is negative")
+		}
+		ts := a.UpdatedMs
+		if ts == 0 {
+			ts = nowMs
+		}
+		buf := bytes.NewBuffer(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(a.Value)), uint64(ts)))
+		switch err := json.Compact(buf, a.Value); {
+		case err != nil: // Compact validates: one JSON value, nothing after it
+			p.add(fmt.Sprintf("attributes[%d].value", i), "is not one JSON value")
+		case buf.Len()-8 > maxAttrValue:
+			p.add(fmt.Sprintf("attributes[%d].value", i), "is %d bytes, more than %d", buf.Len()-8, maxAttrValue)
+		}
+		pa.names[i], pa.vals[i] = a.Key, buf.Bytes()
+	}
+	if err := p.err(); err != nil {
+		return PreparedAttributes{}, err
+	}
+	return pa, nil
+}
+
+// keys are the attributes' store keys under prefix.
+func (pa PreparedAttributes) keys(prefix []byte) [][]byte {
+	keys := make([][]byte, len(pa.names))
+	for i, name := range pa.names {
+		keys[i] = append(slices.Clip(prefix), name...)
+	}
+	return keys
+}
+
+// Len is the number of attributes.
+func (pa PreparedAttributes) Len() int { return len(pa.names) }
+
+// SetPreparedAsync is SetAttributesAsync for attributes already prepared.
+func (r *Registry) SetPreparedAsync(device string, scope Scope, pa PreparedAttributes) (*Write, error) {
+	prefix, err := attrPrefix(device, scope)
 	if err != nil {
 		return nil, err
 	}
 	w := &Write{wrap: func(err error) error { return fmt.Errorf("registry: set attributes of %q: %w", device, err) }}
-	for i := range keys {
-		w.set(keys[i], vals[i])
+	for i, k := range pa.keys(prefix) {
+		w.set(k, pa.vals[i])
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
@@ -105,14 +167,6 @@ func (r *Registry) SetAttributesAsync(device string, scope Scope, attrs []Attrib
 	return r.enqueue(w), nil
 }
 
-// ValidateAttributes reports every problem SetAttributes would find in
-// attrs (keys, values, timestamps), without a device: callers that must
-// tell bad input from a storage failure check first.
-func ValidateAttributes(attrs []Attribute) error {
-	_, _, err := encodeAttributes(nil, attrs, time.Time{})
-	return err
-}
-
 // ValidateName reports whether s is acceptable as a device name (or type,
 // or attribute key): non-empty, at most MaxNameLen bytes, valid UTF-8, no
 // control characters. field names it in the error, a *configs.FieldError.
@@ -120,49 +174,6 @@ func ValidateName(field, s string) error {
 	p := newProblems()
 	checkName(p, field, s, true)
 	return p.err()
-}
-
-func (r *Registry) encodeAttributes(device string, scope Scope, attrs []Attribute) (keys, vals [][]byte, err error) {
-	prefix, err := attrPrefix(device, scope)
-	if err != nil {
-		return nil, nil, err
-	}
-	return encodeAttributes(prefix, attrs, r.now())
-}
-
-// encodeAttributes validates attrs and encodes their store keys (prefix +
-// key) and values (UpdatedMs, zero meaning now, and the compact JSON).
-func encodeAttributes(prefix []byte, attrs []Attribute, now time.Time) (keys, vals [][]byte, err error) {
-	p := newProblems()
-	nowMs := now.UnixMilli()
-	keys = make([][]byte, len(attrs))
-	vals = make([][]byte, len(attrs))
-	for i, a := range attrs {
-		field := fmt.Sprintf("attributes[%d]", i)
-		checkName(p, field+".key", a.Key, true)
-		var buf bytes.Buffer
-		switch {
-		case !json.Valid(a.Value):
-			p.add(field+".value", "is not one JSON value")
-		case json.Compact(&buf, a.Value) != nil:
-			p.add(field+".value", "is not one JSON value")
-		case buf.Len() > maxAttrValue:
-			p.add(field+".value", "is %d bytes, more than %d", buf.Len(), maxAttrValue)
-		}
-		if a.UpdatedMs < 0 {
-			p.add(field+".updated_ms", "is negative")
-		}
-		ts := a.UpdatedMs
-		if ts == 0 {
-			ts = nowMs
-		}
-		keys[i] = append(slices.Clip(prefix), a.Key...)
-		vals[i] = append(binary.BigEndian.AppendUint64(nil, uint64(ts)), buf.Bytes()...)
-	}
-	if err := p.err(); err != nil {
-		return nil, nil, err
-	}
-	return keys, vals, nil
 }
 
 // DeleteAttributes deletes the keys in one transaction and returns once

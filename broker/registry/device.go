@@ -101,18 +101,26 @@ func validateDevice(d *Device, p *problems) {
 // non-empty when required, at most MaxNameLen bytes, valid UTF-8 and no
 // control characters (which also keeps "\x00" free as a key separator).
 func checkName(p *problems, field, s string, required bool) {
+	if problem := nameProblem(s, required); problem != "" {
+		p.add(field, "%s", problem)
+	}
+}
+
+// nameProblem is what checkName reports about s, or "".
+func nameProblem(s string, required bool) string {
 	switch {
 	case s == "":
 		if required {
-			p.add(field, "is empty")
+			return "is empty"
 		}
 	case len(s) > MaxNameLen:
-		p.add(field, "is %d bytes, more than %d", len(s), MaxNameLen)
+		return fmt.Sprintf("is %d bytes, more than %d", len(s), MaxNameLen)
 	case !utf8.ValidString(s):
-		p.add(field, "is not valid UTF-8")
+		return "is not valid UTF-8"
 	case strings.IndexFunc(s, unicode.IsControl) >= 0:
-		p.add(field, "contains a control character")
+		return "contains a control character"
 	}
+	return ""
 }
 
 // checkMQTTString applies MQTT's rules for UTF-8 strings in CONNECT.

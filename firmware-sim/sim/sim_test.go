@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -40,16 +42,6 @@ func (o *outcomes) add(m MessageResult) {
 		o.failed = append(o.failed, m.Err)
 	}
 	o.count.Add(1)
-}
-
-// waitFor polls cond for up to 5 s.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
-		}
-	}
 }
 
 type runResult struct {
@@ -161,7 +153,7 @@ func TestRunHealthy(t *testing.T) {
 			if tc.qos == AtMostOnce {
 				// No PUBACK: "acked" means written, and the broker may still
 				// be reading the last messages.
-				waitFor(t, func() bool { return st.total() == devices*messages })
+				testkit.Eventually(t, 5*time.Second, func() bool { return st.total() == devices*messages }, "the broker to get all %d messages", devices*messages)
 			}
 			st.mu.Lock()
 			defer st.mu.Unlock()

@@ -11,6 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // A single member at franz-go's versions: MEMBER_ID_REQUIRED, join, sync,
@@ -112,7 +114,7 @@ func TestKafkaGoVersions(t *testing.T) {
 			// A second member: the first learns of it through its heartbeat.
 			b := newMember(t, c, "kg", "kafka-go", v, "range", "roundrobin")
 			bRes := async(func() *kmsg.JoinGroupResponse { return b.joinOnce(ctx) })
-			eventually(t, "rebalance", func() bool { return groupStateOf(c, "kg") == "PreparingRebalance" })
+			testkit.Eventually(t, 3*time.Second, func() bool { return groupStateOf(c, "kg") == "PreparingRebalance" }, "rebalance")
 			wantCode(t, "heartbeat during rebalance", a.heartbeat(), kerr.RebalanceInProgress)
 			wantCode(t, "rejoin", a.joinOnce(ctx).ErrorCode, nil)
 			wantCode(t, "b join", await(t, "b join", bRes).ErrorCode, nil)
@@ -283,18 +285,14 @@ func TestSessionTimeout(t *testing.T) {
 	stableGroup(t, ctx, a, b)
 	gen := b.gen
 	// b heartbeats, a does not.
-	deadline := time.Now().Add(3 * time.Second)
-	for {
+	testkit.Eventually(t, 3*time.Second, func() bool {
 		code := b.heartbeat()
 		if code == kerr.RebalanceInProgress.Code {
-			break
+			return true
 		}
 		wantCode(t, "b heartbeat", code, nil)
-		if time.Now().After(deadline) {
-			t.Fatal("a's session never expired")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false
+	}, "a's session to expire")
 	if _, err := b.run(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +306,7 @@ func TestSessionTimeout(t *testing.T) {
 	if _, err := b.run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "empty group", func() bool { return groupStateOf(c, "st") == "Empty" })
+	testkit.Eventually(t, 3*time.Second, func() bool { return groupStateOf(c, "st") == "Empty" }, "empty group")
 }
 
 // A member id handed out with MEMBER_ID_REQUIRED expires if not used.
@@ -324,11 +322,11 @@ func TestPendingMemberExpires(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("%d pending members", n)
 	}
-	eventually(t, "pending expiry", func() bool {
+	testkit.Eventually(t, 3*time.Second, func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		return len(g.pending) == 0
-	})
+	}, "pending expiry")
 	wantCode(t, "join with expired id", m.joinOnce(ctx).ErrorCode, kerr.UnknownMemberID)
 	if m.id != "" {
 		t.Fatalf("member id not reset: %q", m.id)
@@ -350,7 +348,7 @@ func TestRebalanceTimeoutDropsMember(t *testing.T) {
 	newcomer := newMember(t, c, "rt", "c", modern)
 	newcomer.rebalance = 150 * time.Millisecond
 	cRes := async(func() *kmsg.JoinGroupResponse { return newcomer.join(ctx) })
-	eventually(t, "rebalance", func() bool { return groupStateOf(c, "rt") == "PreparingRebalance" })
+	testkit.Eventually(t, 3*time.Second, func() bool { return groupStateOf(c, "rt") == "PreparingRebalance" }, "rebalance")
 	// a rejoins, b stays silent (its session is long).
 	wantCode(t, "a rejoin", a.join(ctx).ErrorCode, nil)
 	wantCode(t, "c join", await(t, "c join", cRes).ErrorCode, nil)
@@ -438,7 +436,7 @@ func TestRejoinStable(t *testing.T) {
 	}
 	wantCode(t, "follower sync", follower.sync(ctx).ErrorCode, nil)
 	lRes := async(func() *kmsg.JoinGroupResponse { return leader.join(ctx) })
-	eventually(t, "rebalance", func() bool { return groupStateOf(c, "rs") == "PreparingRebalance" })
+	testkit.Eventually(t, 3*time.Second, func() bool { return groupStateOf(c, "rs") == "PreparingRebalance" }, "rebalance")
 	wantCode(t, "follower heartbeat", follower.heartbeat(), kerr.RebalanceInProgress)
 	wantCode(t, "follower rejoin", follower.join(ctx).ErrorCode, nil)
 	wantCode(t, "leader rejoin", await(t, "leader rejoin", lRes).ErrorCode, nil)
@@ -579,7 +577,7 @@ func TestErrors(t *testing.T) {
 	// During PreparingRebalance: sync says rebalance.
 	n := newMember(t, c, "e", "n", modern)
 	nRes := async(func() *kmsg.JoinGroupResponse { return n.join(ctx) })
-	eventually(t, "rebalance", func() bool { return groupStateOf(c, "e") == "PreparingRebalance" })
+	testkit.Eventually(t, 3*time.Second, func() bool { return groupStateOf(c, "e") == "PreparingRebalance" }, "rebalance")
 	wantCode(t, "sync during rebalance", a.sync(ctx).ErrorCode, kerr.RebalanceInProgress)
 	wantCode(t, "commit during PreparingRebalance", a.commit(map[int32]int64{0: 3})[0], nil)
 	// During CompletingRebalance: commit says rebalance.
@@ -639,7 +637,7 @@ func TestBlockedJoinReturns(t *testing.T) {
 	wantCode(t, "b first join", b.joinOnce(ctx).ErrorCode, kerr.MemberIDRequired)
 	cctx, cancel := context.WithCancel(ctx)
 	bRes := async(func() *kmsg.JoinGroupResponse { return b.joinOnce(cctx) })
-	eventually(t, "rebalance", func() bool { return groupStateOf(c, "bj") == "PreparingRebalance" })
+	testkit.Eventually(t, 3*time.Second, func() bool { return groupStateOf(c, "bj") == "PreparingRebalance" }, "rebalance")
 	cancel()
 	await(t, "cancelled join", bRes)
 	if gi, _ := c.Group("bj"); len(gi.Members) != 2 {

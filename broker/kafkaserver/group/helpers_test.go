@@ -2,7 +2,6 @@ package group
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -349,18 +348,6 @@ func wantCode(t *testing.T, what string, got int16, want *kerr.Error) {
 	}
 }
 
-// eventually polls cond every 5 ms for up to 3 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // groupState returns the group's state name ("" if it does not exist).
 func groupStateOf(c *Coordinator, name string) string {
 	gi, ok := c.Group(name)
@@ -387,22 +374,4 @@ func await[T any](t *testing.T, what string, ch <-chan T) T {
 		t.Fatalf("timed out waiting for %s", what)
 		panic("unreachable")
 	}
-}
-
-// fakeClock is an adjustable clock for Config.Now.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.t
-}
-
-func (f *fakeClock) Add(d time.Duration) {
-	f.mu.Lock()
-	f.t = f.t.Add(d)
-	f.mu.Unlock()
 }

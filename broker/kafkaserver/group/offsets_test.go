@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ferry-iot/ferry/broker/state"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 func newMemStore() (*state.Store, error) {
@@ -235,7 +236,7 @@ func TestOffsetFetchForms(t *testing.T) {
 // Offsets of a group Empty for longer than OffsetsRetention are deleted,
 // from memory and from the store, and the group goes away.
 func TestOffsetsRetention(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	c, st := newTestCoordinator(t, Config{Now: clock.Now, OffsetsRetention: 7 * 24 * time.Hour})
 	commit := func(group string, p int32) {
 		t.Helper()
@@ -245,9 +246,9 @@ func TestOffsetsRetention(t *testing.T) {
 	}
 	commit("old", 0)
 	commit("fresh", 0)
-	clock.Add(5 * 24 * time.Hour)
+	clock.Advance(5 * 24 * time.Hour)
 	commit("fresh", 1) // a simple consumer still committing
-	clock.Add(2*24*time.Hour + time.Minute)
+	clock.Advance(2*24*time.Hour + time.Minute)
 	c.housekeep(clock.Now())
 	if _, ok := c.Group("old"); ok {
 		t.Error("group old still there")
@@ -266,7 +267,7 @@ func TestOffsetsRetention(t *testing.T) {
 	if !slices.Equal(keys, []string{"fresh/t/1"}) {
 		t.Errorf("stored offsets: %v", keys)
 	}
-	clock.Add(7 * 24 * time.Hour)
+	clock.Advance(7 * 24 * time.Hour)
 	c.housekeep(clock.Now())
 	if gs := c.Groups(); len(gs) != 0 {
 		t.Errorf("groups left: %+v", gs)
@@ -275,7 +276,7 @@ func TestOffsetsRetention(t *testing.T) {
 
 // Offsets of a group with members are kept, however old.
 func TestOffsetsRetentionKeepsLiveGroups(t *testing.T) {
-	clock := &fakeClock{t: time.Now()}
+	clock := testkit.NewClock(time.Now())
 	c, _ := newTestCoordinator(t, Config{Now: clock.Now})
 	m := newMember(t, c, "live", "a", modern)
 	if _, err := m.run(context.Background()); err != nil {

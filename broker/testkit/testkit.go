@@ -1,0 +1,80 @@
+// Package testkit holds the helpers that tests across Ferry share: waiting
+// for a condition the system reaches by itself (Eventually) and a clock
+// moved by hand (Clock). It is for tests only; production code must not
+// import it.
+package testkit
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// pollEvery is how often Eventually evaluates its condition.
+const pollEvery = 5 * time.Millisecond
+
+// Eventually polls cond until it reports true, and fails the test with
+// t.Fatalf if it has not within timeout. The failure message names what was
+// awaited: format and args, as for fmt.Sprintf (a pointer to a struct that
+// cond updates prints the struct as it is at the failure). The timeout only
+// turns a hang into a failure; it is not a timing claim.
+//
+// cond runs on the caller's goroutine, so it may itself fail the test.
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(pollEvery) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, fmt.Sprintf(format, args...))
+		}
+	}
+}
+
+// Clock is a clock a test moves by hand, safe for concurrent use. It has
+// a wall clock (Now) and a monotonic one (Monotonic, starting at 0) that
+// move together (Advance) or apart (JumpWall), so it serves as a
+// commitlog.Clock and, through its Now method, wherever a func() time.Time
+// is wanted.
+type Clock struct {
+	mu struct {
+		sync.Mutex
+		wall time.Time
+		mono time.Duration
+	}
+}
+
+// NewClock returns a Clock whose wall clock reads start.
+func NewClock(start time.Time) *Clock {
+	c := &Clock{}
+	c.mu.wall = start
+	return c
+}
+
+// Now returns the wall time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.wall
+}
+
+// Monotonic returns the monotonic time elapsed since NewClock.
+func (c *Clock) Monotonic() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.mono
+}
+
+// Advance moves both clocks by d, as real time passing does.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mu.wall = c.mu.wall.Add(d)
+	c.mu.mono += d
+}
+
+// JumpWall moves only the wall clock by d, as an NTP step does.
+func (c *Clock) JumpWall(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mu.wall = c.mu.wall.Add(d)
+}
