@@ -60,11 +60,9 @@ func (a *fetchAnswer) release() {
 	}
 }
 
-const maxFetchWait = 30 * time.Second
-
 func handleFetch(c *conn, r *request) *outbound {
 	req := r.kreq.(*kmsg.FetchRequest)
-	wait := time.Duration(min(max(req.MaxWaitMillis, 0), int32(maxFetchWait/time.Millisecond))) * time.Millisecond
+	wait := min(time.Duration(max(req.MaxWaitMillis, 0))*time.Millisecond, c.s.cfg.MaxFetchWait)
 	deadline := time.Now().Add(wait)
 	var timer *time.Timer
 	w := commitlog.NewWatcher()

@@ -68,6 +68,25 @@ func TestFetchLongPoll(t *testing.T) {
 	}
 }
 
+// TestFetchWaitCapped: kafka.max_fetch_wait bounds a long poll that asks
+// for more: a Fetch asking to wait a minute is answered, empty, once the
+// cap is up.
+func TestFetchWaitCapped(t *testing.T) {
+	e := newEnv(t, withCfg(func(c *Config) { c.MaxFetchWait = 200 * time.Millisecond }))
+	e.topic("capped", flagsTopic(1))
+	rc := e.raw()
+	done := make(chan *kmsg.FetchResponse, 1)
+	go func() { done <- rc.roundTrip(fetchAt("capped", 0, 60_000, 1)).(*kmsg.FetchResponse) }()
+	select {
+	case resp := <-done:
+		if p := resp.Topics[0].Partitions[0]; p.ErrorCode != 0 || len(p.RecordBatches) != 0 {
+			t.Fatalf("capped long poll: error %d, %d bytes", p.ErrorCode, len(p.RecordBatches))
+		}
+	case <-time.After(20 * time.Second): // the default cap, 30 s, would hold it longer
+		t.Fatal("a Fetch asking to wait 60 s was held past 20 s with max_fetch_wait 200ms")
+	}
+}
+
 // TestFetchSendfile: large record runs leave through sendfile on plain TCP
 // and arrive intact.
 func TestFetchSendfile(t *testing.T) {

@@ -66,6 +66,12 @@ type Config struct {
 	// IdleTimeout closes connections that send nothing for this long
 	// (default 10 minutes, Kafka's connections.max.idle.ms).
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// MaxFetchWait caps how long a Fetch short of its MinBytes is held
+	// for more data, whatever MaxWaitMillis the client asks (default
+	// 30 s). A held Fetch keeps its connection's answers behind it and its
+	// request in memory; a lower cap bounds both on a small board with
+	// many consumers.
+	MaxFetchWait time.Duration `mapstructure:"max_fetch_wait"`
 	// DisableSendfile makes Fetch copy segment bytes through user space
 	// even on plain TCP (for comparison benchmarks and odd filesystems).
 	DisableSendfile bool `mapstructure:"disable_sendfile"`
@@ -128,6 +134,9 @@ func (c *Config) Validate() error {
 	if c.IdleTimeout <= 0 {
 		p.Add("idle_timeout", "%v must be positive", c.IdleTimeout)
 	}
+	if c.MaxFetchWait <= 0 || c.MaxFetchWait > 5*time.Minute {
+		p.Add("max_fetch_wait", "%v is outside (0, 5m]", c.MaxFetchWait)
+	}
 	return p.Err()
 }
 
@@ -162,6 +171,9 @@ func (c *Config) ensureDefaults() {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 10 * time.Minute
+	}
+	if c.MaxFetchWait <= 0 {
+		c.MaxFetchWait = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
