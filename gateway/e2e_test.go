@@ -61,7 +61,7 @@ func TestE2EAuthFailures(t *testing.T) {
 		user, clientID string
 		code           byte
 	}{
-		{"WRONG-TOKEN", "c1", 4}, // bad user name or password (ThingsBoard's ReturnCodeResolver)
+		{"WRONG-TOKEN", "c1", 5}, // not authorized (ThingsBoard's ReturnCodeResolver maps bad user name or password to it)
 		{"", "unknown-id", 2},    // identifier rejected (client-id-only basic lookup)
 	} {
 		_, tok := mqttClient(t, d.broker(), tc.user, tc.clientID, nil)

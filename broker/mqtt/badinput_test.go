@@ -155,12 +155,12 @@ func TestConnackCodes(t *testing.T) {
 		want     byte
 	}{
 		{"v3 token ok", 4, "x", "TOKEN1", nil, 0},
-		{"v3 bad token", 4, "x", "NOPE", nil, 0x04}, // ThingsBoard's ReturnCodeResolver: bad user name or password
+		{"v3 bad token", 4, "x", "NOPE", nil, 0x05}, // ThingsBoard's ReturnCodeResolver: bad user name or password → not authorized
 		{"v3 no credentials", 4, "x", "", nil, 0x02},
 		{"v3 basic ok", 4, "cid", "user", strp("pass"), 0},
-		{"v3 basic wrong password", 4, "cid", "user", strp("bad"), 0x04},
+		{"v3 basic wrong password", 4, "cid", "user", strp("bad"), 0x05},
 		{"v3 nothing", 4, "", "", nil, 0x05},
-		{"v3.1 bad token", 3, "x", "NOPE", nil, 0x04},
+		{"v3.1 bad token", 3, "x", "NOPE", nil, 0x05},
 		{"v5 token ok", 5, "x", "TOKEN1", nil, 0},
 		{"v5 bad token", 5, "x", "NOPE", nil, 0x86},
 		{"v5 all three wrong", 5, "x", "u", strp("p"), 0x86},

@@ -27,7 +27,7 @@ func TestRefusedConnectsLoggedOncePerIdentity(t *testing.T) {
 	}
 	refused := func(token, clientID string) {
 		t.Helper()
-		if _, ack := dial(t, e.srv.Addr(), connectOpts{clientID: clientID, username: token}); ack.ReasonCode != 0x04 {
+		if _, ack := dial(t, e.srv.Addr(), connectOpts{clientID: clientID, username: token}); ack.ReasonCode != 0x05 {
 			t.Fatalf("CONNACK %#x", ack.ReasonCode)
 		}
 	}

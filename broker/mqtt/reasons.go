@@ -65,11 +65,10 @@ var disconnectCodes = map[string]packets.Code{
 }
 
 // v3Connack maps an MQTT 5 CONNACK code to MQTT 3.x's return codes, as
-// ThingsBoard's ReturnCodeResolver does.
+// ThingsBoard's ReturnCodeResolver does (docs/thingsboard.md#connack-codes):
+// bad user name or password and not authorized both become 0x05.
 func v3Connack(c packets.Code) byte {
 	switch c {
-	case packets.ErrBadUsernameOrPassword:
-		return 0x04 // bad user name or password (mochi names it ErrMalformedUsernameOrPassword)
 	case packets.ErrClientIdentifierNotValid:
 		return packets.Err3ClientIdentifierNotValid.Code // 2
 	case packets.ErrServerUnavailable, packets.ErrServerBusy:
