@@ -91,7 +91,7 @@ func (c *conn) Send(ctx context.Context, b *bridge.Batch) error {
 			v, _ := json.Marshal(p)
 			c.cl.Produce(ctx, &kgo.Record{Topic: c.t.cfg.CheckpointTopic, Key: []byte(c.checkpointKey(tp)), Value: v}, promise)
 		}
-		// Skips are recorded with the checkpoint that passes them.
+		// Rejected records are recorded with the checkpoint that passes over them.
 		for _, r := range b.Rejected {
 			c.cl.Produce(ctx, &kgo.Record{Topic: c.t.cfg.CheckpointTopic, Key: []byte(c.rejectedKey(r)), Value: rejectedCheckpointOf(r)}, promise)
 		}
