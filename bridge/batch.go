@@ -352,6 +352,13 @@ func (e *Engine) readInto(b *Batch, pl *fillPlan, c *cursor, p Progress, live bo
 			b.Items = make([]Item, 0, min(lim.batchRecords, lim.batchBytes/max(recordBytes(&recs[0]), 16)+1, int(end-pos)))
 		}
 		upto := min(next, end) // everything read was taken (gaps from compaction or control batches included)
+		for _, d := range c.p.DamagedBetween(pos, upto) {
+			// Damaged on the edge's disk: never sent, and never silently —
+			// recorded like a record the upstream refused.
+			first, last := max(d.FirstOffset, pos), min(d.NextOffset, upto)-1
+			b.Rejected = append(b.Rejected, Rejected{TP: c.tp, Offset: first, Through: last, Bytes: int(d.LostBytes),
+				Reason: fmt.Sprintf("damaged on the edge's disk (segment %d, %d bytes at %d: %s); never sent", d.Segment, d.LostBytes, d.Position, d.Reason)})
+		}
 		full := false
 		for i := range recs { // all at or above pos: ReadRecords leaves out what lies below
 			r := &recs[i]

@@ -96,14 +96,14 @@ func (e *Engine) rejected(b *Batch, rej *RejectedError) bool {
 // and forgets the rejected and suspects the cursors have passed.
 func (e *Engine) countRejected(b *Batch) {
 	for _, r := range b.Rejected {
-		e.metrics.Rejected.WithLabelValues(e.cfg.Name).Inc()
+		e.metrics.Rejected.WithLabelValues(e.cfg.Name).Add(float64(r.Records()))
 		e.mu.Lock()
-		e.status.RecordsRejected++
+		e.status.RecordsRejected += r.Records()
 		e.status.LastRejected = &RejectedStatus{TP: r.TP, Offset: r.Offset, Reason: r.Reason, At: time.Now()}
 		e.mu.Unlock()
 		if ok, quiet := e.rejLog.Allow("rejected"); ok {
-			e.logger.Warn("bridge: the upstream rejects a record for good; passed over, provenance in the rejected topic",
-				"bridge", e.cfg.Name, "partition", r.TP.String(), "offset", r.Offset, "bytes", r.Bytes, "reason", r.Reason,
+			e.logger.Warn("bridge: records passed over for good, provenance in the rejected topic",
+				"bridge", e.cfg.Name, "partition", r.TP.String(), "offset", r.Offset, "records", r.Records(), "bytes", r.Bytes, "reason", r.Reason,
 				"rejected_topic", e.cfg.RejectedTopic, "not_logged_since_last", quiet)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/state"
 	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
@@ -132,7 +135,7 @@ func TestRejectedExact(t *testing.T) {
 	runUntil(t, en, "delivery", 20*time.Second, func() bool { return en.Status().Lag == 0 })
 	checkRejected(t, en, f, lg, rejected)
 	noReconnects(t, en)
-	if n := strings.Count(logs.String(), "rejects a record for good"); n != 1 {
+	if n := strings.Count(logs.String(), "records passed over for good"); n != 1 {
 		t.Fatalf("%d log lines for 4 rejections in a minute, want 1 (rate-limited)", n)
 	}
 }
@@ -294,4 +297,79 @@ func TestRejectedFormats(t *testing.T) {
 	if want := `"last_rejected":{"topic":"telemetry","partition":2,"offset":17,"reason":"MESSAGE_TOO_LARGE","at":"2026-01-02T03:04:05.006Z"}`; !strings.Contains(string(v), want) {
 		t.Errorf("status %s\nwant it to hold %s", v, want)
 	}
+}
+
+// TestDamagedRecordsRecorded: a batch damaged on the edge's disk (one
+// flipped bit in a sealed segment) cannot be sent; the bridge passes over
+// exactly its offsets and records them like a refused record — counted,
+// in the rejected topic, with the batch that moves past them — never
+// silently, and everything after it is sent.
+func TestDamagedRecordsRecorded(t *testing.T) {
+	dir := t.TempDir()
+	st, err := state.Open(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, err := commitlog.Open(filepath.Join(dir, "log"), commitlog.WithLogger(quietLog()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lg.Close(); st.Close() })
+	tp, err := lg.EnsureTopic("t", commitlog.TopicConfig{Partitions: 1, SegmentBytes: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if _, err := tp.Append(context.Background(), []commitlog.Record{{Key: []byte("k"), Value: []byte(fmt.Sprintf("value-%03d", i))}}).Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flipBitOf(t, filepath.Join(dir, "log", "t", "0"), 50)
+
+	f := newFake()
+	en := newEngine(t, Config{}, lg, st, f)
+	runUntil(t, en, "delivery past the damage", 20*time.Second, func() bool { return en.Status().Lag == 0 })
+	checkRejected(t, en, f, lg, map[TP]map[int64]bool{{"t", 0}: {50: true}})
+	if r := en.Status().LastRejected; !strings.Contains(r.Reason, "damaged on the edge's disk") {
+		t.Fatalf("last rejected: %+v", r)
+	}
+}
+
+// flipBitOf flips a bit inside the records of the batch holding offset in
+// partition directory dir, in place, as a failing SD card might.
+func flipBitOf(t *testing.T, dir string, offset int64) {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "*.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos := int64(0)
+		found := int64(-1)
+		_ = commitlog.SplitBatches(b, func(h commitlog.BatchHeader, batch []byte) error {
+			if h.BaseOffset <= offset && offset <= h.LastOffset() {
+				found = pos
+			}
+			pos += h.Size()
+			return nil
+		})
+		if found < 0 {
+			continue
+		}
+		f, err := os.OpenFile(name, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		at := found + commitlog.BatchHeaderSize + 2
+		if _, err := f.WriteAt([]byte{b[at] ^ 0x04}, at); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("no segment in %s holds offset %d", dir, offset)
 }

@@ -30,9 +30,9 @@ type Status struct {
 	// the duplicates upstream. Exactly once: copies in aborted
 	// transactions, which read_committed consumers never see.
 	RecordsResent int64 `json:"records_resent"`
-	// RecordsRejected counts records the upstream refused for good and
-	// the bridge passed over (provenance in the rejected topic); LastRejected
-	// is the latest.
+	// RecordsRejected counts records the bridge passed over for good —
+	// refused by the upstream, or damaged on the edge's disk — with their
+	// provenance in the rejected topic; LastRejected is the latest.
 	RecordsRejected int64             `json:"records_rejected"`
 	LastRejected    *RejectedStatus   `json:"last_rejected,omitempty"`
 	Lag             int64             `json:"lag"` // records not yet upstream, all partitions

@@ -85,6 +85,17 @@ type Rejected struct {
 	Bytes     int    `json:"bytes"`     // key, value and header bytes
 
 	Reason string `json:"reason"`
+	// Through is the last offset of a run of offsets passed over together
+	// (damage on the edge's disk), 0 for a single record.
+	Through int64 `json:"through,omitempty"`
+}
+
+// Records is how many offsets r stands for.
+func (r Rejected) Records() int64 {
+	if r.Through > r.Offset {
+		return r.Through - r.Offset + 1
+	}
+	return 1
 }
 
 // RejectedError is what Send returns when the upstream refused records of

@@ -2,8 +2,10 @@ package commitlog
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"os"
+	"syscall"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -269,10 +271,16 @@ func (c *committer) commitCycle() bool {
 			p.finishCycle(pc, err)
 			continue
 		}
-		if err := c.writePartition(p, pc); err != nil {
-			p.setErr(err)
-			p.finishCycle(pc, err)
-			continue
+		if failFrom, err := c.writePartition(p, pc); err != nil {
+			if failFrom < 0 {
+				p.setErr(err)
+				p.finishCycle(pc, err)
+				continue
+			}
+			// The disk is full: what was not written fails now, nothing is
+			// sticky, and appends are refused until space returns.
+			c.log.noteDiskFull(p, err)
+			pc.fail(failFrom, &FullError{Topic: p.topic.name, Partition: p.id, Reason: "disk_full", Err: err})
 		}
 		if p.topic.Config().Flush == FlushAlways {
 			toSync = append(toSync, c.claimSync(p, pc))
@@ -295,6 +303,21 @@ func (c *committer) commitCycle() bool {
 		c.syncCh <- toSync
 	}
 	return len(parts) > 0
+}
+
+// fail completes the waiters of appends not wholly in the items before
+// from with err now; the rest of the cycle goes on.
+func (pc *partCycle) fail(from int, err error) {
+	kept := pc.waiters[:0]
+	for _, w := range pc.waiters {
+		if w.last >= from {
+			w.f.complete(pc.p.id, -1, err)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	clear(pc.waiters[len(kept):])
+	pc.waiters = kept
 }
 
 // claimSync makes pc fsync p's active segment, which covers everything
@@ -473,17 +496,30 @@ func (p *Partition) recycle(items []*pendingItem, waiters []waiter) {
 }
 
 // writePartition encodes pc's items into batches and writes them to the
-// active segment, rolling first when a batch would not fit.
-func (c *committer) writePartition(p *Partition, pc *partCycle) error {
+// active segment, rolling first when a batch would not fit. On success it
+// returns (0, nil). A write or roll the disk had no room for is undone —
+// the file truncated back, offsets and index entries restored — and it
+// returns the index of the first item not written with an error wrapping
+// ENOSPC: the items before it are written, the partition stays usable.
+// Any other failure returns -1: the partition must stop (sticky).
+func (c *committer) writePartition(p *Partition, pc *partCycle) (failFrom int, err error) {
 	cfg := p.topic.Config()
 	seg := p.activeSegment()
 	if seg == nil {
-		return p.goneErr()
+		return -1, p.goneErr()
 	}
 	buf := c.wbuf[:0]
+	defer func() {
+		if cap(buf) <= 16<<20 {
+			c.wbuf = buf[:0]
+		} else {
+			c.wbuf = nil
+		}
+	}()
 	segStart := seg.size.Load()
 	logNow := c.log.logNowMs()
-	for _, it := range pc.items {
+	snap := takeSnap(p, seg, 0)
+	for i, it := range pc.items {
 		start := len(buf)
 		if it.b != nil {
 			recs, codec := c.comp.compress(it.b.records, cfg.Compression)
@@ -500,16 +536,21 @@ func (c *committer) writePartition(p *Partition, pc *partCycle) error {
 		if shouldRoll(p, seg, segStart+int64(start), h, cfg, logNow) {
 			if start > 0 {
 				if err := c.writeSegment(p, seg, buf[:start], segStart); err != nil {
-					return err
+					return c.undo(p, pc, seg, snap, segStart, err)
 				}
 			}
 			pc.marks = append(pc.marks, segMark{s: seg, size: seg.size.Load(), maxTs: seg.maxTs.Load()})
 			next, err := c.roll(p, seg)
 			if err != nil {
-				return err
+				pc.next = p.next
+				if errors.Is(err, errRollUndone) && isNoSpace(err) {
+					return i, err // nothing of item i on is written; the roll is tried again
+				}
+				return -1, err
 			}
 			buf = buf[:copy(buf, buf[start:])]
 			start, seg, segStart = 0, next, 0
+			snap = takeSnap(p, seg, i)
 		}
 		it.base = p.next
 		if segStart+int64(start) == 0 {
@@ -519,15 +560,57 @@ func (c *committer) writePartition(p *Partition, pc *partCycle) error {
 		p.next = h.NextOffset()
 		seg.logTime.Store(logNow)
 	}
-	err := c.writeSegment(p, seg, buf, segStart)
+	if err := c.writeSegment(p, seg, buf, segStart); err != nil {
+		return c.undo(p, pc, seg, snap, segStart, err)
+	}
 	pc.marks = append(pc.marks, segMark{s: seg, size: seg.size.Load(), maxTs: seg.maxTs.Load()})
 	pc.next = p.next
-	if cap(buf) <= 16<<20 {
-		c.wbuf = buf[:0]
-	} else {
-		c.wbuf = nil
+	return 0, nil
+}
+
+// segSnap is what encoding one segment's share of a cycle changes in
+// memory, so a write the disk has no room for can be undone.
+type segSnap struct {
+	item              int   // the share's first item
+	next              int64 // p.next before it
+	offsets, times    int   // index lengths
+	maxTs, sinceIndex int64
+	createdLog        int64
+}
+
+func takeSnap(p *Partition, seg *segment, item int) segSnap {
+	seg.idx.RLock()
+	defer seg.idx.RUnlock()
+	return segSnap{item: item, next: p.next, offsets: len(seg.idx.offsets), times: len(seg.idx.times),
+		maxTs: seg.maxTs.Load(), sinceIndex: seg.bytesSinceIndex, createdLog: seg.createdLog}
+}
+
+// undo handles a failed write of seg's share of the cycle (at segStart):
+// with no room on the disk it truncates the file back, restores the
+// snapshot and reports the share's first item as the first not written;
+// any other failure is the partition's end (-1).
+func (c *committer) undo(p *Partition, pc *partCycle, seg *segment, snap segSnap, segStart int64, err error) (int, error) {
+	pc.next = p.next
+	if !isNoSpace(err) {
+		return -1, err
 	}
-	return err
+	if terr := seg.file.Truncate(segStart); terr != nil { // a partial write must not stay
+		return -1, fmt.Errorf("%w (truncating the partial write back failed: %w)", err, terr)
+	}
+	p.next, pc.next = snap.next, snap.next
+	seg.idx.Lock()
+	seg.idx.offsets, seg.idx.times = seg.idx.offsets[:snap.offsets], seg.idx.times[:snap.times]
+	seg.idx.Unlock()
+	seg.maxTs.Store(snap.maxTs)
+	seg.bytesSinceIndex, seg.createdLog = snap.sinceIndex, snap.createdLog
+	pc.marks = append(pc.marks, segMark{s: seg, size: seg.size.Load(), maxTs: seg.maxTs.Load()})
+	return snap.item, err
+}
+
+// isNoSpace reports whether err says the filesystem is full (or the
+// user's quota is).
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 func (c *committer) writeSegment(p *Partition, seg *segment, data []byte, pos int64) error {
@@ -559,7 +642,10 @@ func shouldRoll(p *Partition, seg *segment, pos int64, h BatchHeader, cfg TopicC
 // roll seals the active segment (data and index files durable) and starts
 // a new one at the next offset. The new file's directory entry is fsynced
 // before anything is written to it, so a crash never leaves acknowledged
-// data in a file the directory forgot.
+// data in a file the directory forgot. A roll that fails creating the new
+// file or writing the old one's indexes (a full disk, say) is undone: the
+// new file is removed, the old segment stays active, and the error wraps
+// errRollUndone; a failed fsync is the partition's end.
 func (c *committer) roll(p *Partition, old *segment) (*segment, error) {
 	l := c.log
 	fail := func(err error) (*segment, error) {
@@ -571,8 +657,21 @@ func (c *committer) roll(p *Partition, old *segment) (*segment, error) {
 	if old.indexBad.Load() { // a read found the in-memory index wrong: fix it before it goes to disk
 		p.repairIndex(old, errors.New("sealing a segment whose index a read found wrong"))
 	}
+	seg, err := l.createSegment(p.dir, p.next)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %w", errRollUndone, err))
+	}
+	undo := func(err error) (*segment, error) {
+		_ = seg.file.Close()
+		_ = l.opts.fs.Remove(seg.path(suffixLog))
+		_ = l.opts.fs.SyncDir(p.dir)
+		return fail(fmt.Errorf("%w: %w", errRollUndone, err))
+	}
+	if err := l.opts.fs.SyncDir(p.dir); err != nil {
+		return undo(err)
+	}
 	old.filesMu.Lock()
-	err := old.writeIndexes(l.opts.fs)
+	err = old.writeIndexes(l.opts.fs)
 	if err == nil {
 		old.sealed.Store(true)
 		old.dropMemoryIndex()
@@ -582,25 +681,23 @@ func (c *committer) roll(p *Partition, old *segment) (*segment, error) {
 	}
 	old.filesMu.Unlock()
 	if err != nil {
-		return fail(err)
-	}
-	seg, err := l.createSegment(p.dir, p.next)
-	if err != nil {
-		return fail(err)
-	}
-	if err := l.opts.fs.SyncDir(p.dir); err != nil {
-		_ = seg.file.Close()
-		return fail(err)
+		return undo(err)
 	}
 	p.segMu.Lock()
 	p.segs = append(p.segs, seg)
 	p.segMu.Unlock()
 	p.forceRoll.Store(false)
 	if err := p.writeState(false); err != nil {
-		return fail(err)
+		// The previous state stays, marked unclean: a crash rescans, and
+		// the next roll or a clean close writes it again.
+		l.opts.logger.Warn("commitlog: cannot record a segment roll in the partition state", "topic", p.topic.name,
+			"partition", p.id, "err", err)
 	}
 	return seg, nil
 }
+
+// errRollUndone marks a roll that failed before it changed anything.
+var errRollUndone = errors.New("commitlog: segment roll undone")
 
 // createSegment creates an empty segment file at base.
 func (l *Log) createSegment(dir string, base int64) (*segment, error) {

@@ -55,6 +55,10 @@ func forEachBatch(s *segment, fn func(h BatchHeader, batch []byte, pos int64) er
 	var hdr [BatchHeaderSize]byte
 	var buf []byte
 	for pos := int64(0); pos+BatchHeaderSize <= limit; {
+		if hl, ok := s.holes.at(pos); ok {
+			pos = hl.end // damaged: passed over (the rewrite leaves it out)
+			continue
+		}
 		h, err := readHeaderAt(s.file, pos, hdr[:])
 		if err != nil {
 			return err

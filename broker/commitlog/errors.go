@@ -67,14 +67,24 @@ func (deletedError) Is(target error) bool { return target == ErrUnknownTopic || 
 type FullError struct {
 	Topic     string
 	Partition int32
-	Reason    string // "retention_bytes" or "disk_free"
+	// Reason is "retention_bytes" or "disk_free" (on_full=reject_new), or
+	// "disk_full": a write found no room on the filesystem (Err), for
+	// every topic, until space returns.
+	Reason string
+	Err    error
 }
 
 func (e *FullError) Error() string {
+	if e.Reason == "disk_full" {
+		return fmt.Sprintf("commitlog: %s/%d: the disk is full, appends are refused until space returns: %v", e.Topic, e.Partition, e.Err)
+	}
 	return fmt.Sprintf("commitlog: %s/%d full (%s limit reached, on_full=reject_new)", e.Topic, e.Partition, e.Reason)
 }
 
 func (e *FullError) Unwrap() error { return ErrLogFull }
+
+// errDiskFull is the cause of appends refused during a full-disk spell.
+var errDiskFull = errors.New("a write found no room on the filesystem")
 
 // StorageError is the sticky error of a partition whose write or fsync
 // failed: every later append returns it, and it is never retried, because

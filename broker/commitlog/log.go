@@ -40,6 +40,10 @@ type Log struct {
 	monoAtOpen time.Duration
 
 	diskLow    atomic.Bool  // below the free-disk floor
+	// diskFull is set while a full-disk spell refuses appends (diskfull.go);
+	// diskFullChecked is when the free space was last looked at (ns).
+	diskFull        atomic.Bool
+	diskFullChecked atomic.Int64
 	freeBudget atomic.Int64 // bytes that may be written before the next disk check
 
 	files *segmentFiles // sealed segment files kept open (files.go)
@@ -48,6 +52,9 @@ type Log struct {
 		indexRebuilds    atomic.Int64
 		indexWriteErrors atomic.Int64
 		damaged          atomic.Int64
+		damagedOffsets   atomic.Int64
+		diskFullWrites   atomic.Int64
+		diskFullSpells   atomic.Int64
 	}
 }
 
@@ -63,9 +70,18 @@ type Stats struct {
 	// IndexWriteErrors counts rebuilt indexes that could not be written
 	// (served from memory until the next open).
 	IndexWriteErrors int64
-	// DamagedSegments counts damage found in sealed segments (at open or by
-	// reads), each also listed in its partition's RecoveryReport.Damaged.
+	// DamagedSegments counts damage found in segments (at open or by
+	// reads): damaged batches passed over, or a segment's damaged rest;
+	// each is also listed in its partition's RecoveryReport.Damaged.
 	DamagedSegments int64
+	// DamagedOffsets counts the offsets that damage made unreadable.
+	DamagedOffsets int64
+	// DiskFull is true while appends are refused for a full disk;
+	// DiskFullSpells counts such spells, DiskFullWrites the writes that
+	// found no room (each undone).
+	DiskFull       bool
+	DiskFullSpells int64
+	DiskFullWrites int64
 	// OpenSealedFiles is the number of sealed segment files open now, and
 	// SealedFileCloses how many the WithMaxOpenSegments bound has closed.
 	OpenSealedFiles  int
@@ -238,6 +254,10 @@ func (l *Log) Stats() Stats {
 		IndexRebuilds:    l.stats.indexRebuilds.Load(),
 		IndexWriteErrors: l.stats.indexWriteErrors.Load(),
 		DamagedSegments:  l.stats.damaged.Load(),
+		DamagedOffsets:   l.stats.damagedOffsets.Load(),
+		DiskFull:         l.diskFull.Load(),
+		DiskFullSpells:   l.stats.diskFullSpells.Load(),
+		DiskFullWrites:   l.stats.diskFullWrites.Load(),
 		OpenSealedFiles:  l.files.Open(),
 		SealedFileCloses: l.files.closed.Load(),
 	}

@@ -211,6 +211,7 @@ func (p *Partition) unreadableSealed(seg *segment, next int64, cause error) {
 	d := Damage{Segment: seg.base, LostBytes: lost, FirstOffset: seg.base, NextOffset: next, Reason: cause.Error()}
 	p.report.Damaged = append(p.report.Damaged, d)
 	l.stats.damaged.Add(1)
+	l.stats.damagedOffsets.Add(max(next-seg.base, 0))
 	p.segs = append(p.segs, seg)
 	l.opts.logger.Error("commitlog: cannot read a sealed segment, serving the rest of the partition",
 		"topic", p.topic.name, "partition", p.id, "segment", seg.base,
@@ -256,6 +257,7 @@ func (p *Partition) openSealed(seg *segment, size int64, interval int) {
 	}
 	res := scanSegment(seg, size, false, interval)
 	seg.next.Store(max(seg.next.Load(), res.next))
+	p.installHoles(seg, res)
 	p.report.IndexRebuilt = append(p.report.IndexRebuilt, seg.base)
 	p.report.ScannedBytes += res.validBytes
 	l := p.log
@@ -268,6 +270,7 @@ func (p *Partition) openSealed(seg *segment, size int64, interval int) {
 			FirstOffset: res.next, NextOffset: seg.next.Load(), Reason: res.stop.Error()}
 		p.report.Damaged = append(p.report.Damaged, d)
 		l.stats.damaged.Add(1)
+		l.stats.damagedOffsets.Add(max(d.NextOffset-d.FirstOffset, 0))
 		l.opts.logger.Error("commitlog: damaged segment, serving the rest of the partition",
 			"topic", p.topic.name, "partition", p.id, "segment", seg.base, "position", d.Position,
 			"lost_bytes", d.LostBytes, "offsets", fmt.Sprintf("%d..%d", d.FirstOffset, d.NextOffset-1), "err", res.stop)
@@ -284,27 +287,46 @@ func (p *Partition) openSealed(seg *segment, size int64, interval int) {
 	seg.dropMemoryIndex()
 }
 
-// openActive loads the active segment: trusted after a clean shutdown,
-// validated and truncated after an unclean one.
+// openActive loads the active segment. After a clean shutdown it is
+// trusted once its indexes and the batches they do not cover (from the
+// last entry to the end, CRC included) check out; otherwise it is
+// scanned. After an unclean shutdown the scan truncates the unsynced tail
+// at the first invalid or partial batch. After a clean one nothing was
+// unsynced: damage at the end is kept and passed over like any other, and
+// offsets continue from the clean state, so none is ever given twice.
 func (p *Partition) openActive(seg *segment, size int64, clean bool, st partitionState, interval int) error {
 	l := p.log
 	seg.createdLog = st.ActiveCreated
-	if clean && st.ActiveBase == seg.base && st.ActiveSize == size {
-		if err := p.loadActiveIndexes(seg, size); err == nil {
+	trusted := clean && st.ActiveBase == seg.base && st.ActiveSize == size
+	if trusted {
+		err := p.loadActiveIndexes(seg, size)
+		if err == nil {
+			err = checkTail(seg, size, st.NextOffset)
+		}
+		if err == nil {
 			seg.maxTs.Store(st.ActiveMaxTs)
 			seg.next.Store(st.NextOffset)
 			seg.readable.Store(size)
 			p.next = st.NextOffset
 			return nil
-		} else {
-			p.report.IndexRebuilt = append(p.report.IndexRebuilt, seg.base)
-			l.opts.logger.Warn("commitlog: active segment index invalid after clean shutdown, rescanning",
-				"topic", p.topic.name, "partition", p.id, "err", err)
 		}
+		p.report.IndexRebuilt = append(p.report.IndexRebuilt, seg.base)
+		l.opts.logger.Warn("commitlog: active segment failed its check after a clean shutdown, rescanning",
+			"topic", p.topic.name, "partition", p.id, "segment", seg.base, "err", err)
 	}
 	res := scanSegment(seg, size, true, interval)
+	p.installHoles(seg, res)
 	p.report.ScannedBytes += res.validBytes
-	if res.validBytes < size {
+	next := res.next
+	switch {
+	case res.validBytes < size && trusted:
+		// Durable, acknowledged bytes that no longer check out: damage.
+		h := hole{pos: res.validBytes, end: size, first: res.next, next: max(st.NextOffset, res.next)}
+		if seg.holes.add(h) {
+			p.reportHole(seg, h, res.stop)
+		}
+		next = h.next
+	case res.validBytes < size:
 		if err := seg.file.Truncate(res.validBytes); err != nil {
 			return fmt.Errorf("truncate segment %d to %d bytes: %w", seg.base, res.validBytes, err)
 		}
@@ -315,15 +337,84 @@ func (p *Partition) openActive(seg *segment, size int64, clean bool, st partitio
 		if res.stop != nil {
 			p.report.TruncateReason = res.stop.Error()
 		}
-		l.opts.logger.Warn("commitlog: truncated unsynced tail after unclean shutdown",
-			"topic", p.topic.name, "partition", p.id, "segment", seg.base,
+		msg := "commitlog: truncated unsynced tail after unclean shutdown"
+		if clean {
+			msg = "commitlog: truncated bytes past the end recorded at a clean shutdown"
+		}
+		l.opts.logger.Warn(msg, "topic", p.topic.name, "partition", p.id, "segment", seg.base,
 			"valid_bytes", res.validBytes, "cut_bytes", size-res.validBytes, "next_offset", res.next, "reason", res.stop)
 		size = res.validBytes
 	}
+	if clean && st.ActiveBase == seg.base && next < st.NextOffset {
+		// Fewer offsets than were acknowledged at the clean shutdown (the
+		// file was cut short): they are lost, reported, and never given
+		// again; the next append starts a new segment at the clean next.
+		d := Damage{Segment: seg.base, Position: size, FirstOffset: next, NextOffset: st.NextOffset,
+			Reason: fmt.Sprintf("the segment ends at offset %d, the clean shutdown recorded %d", next, st.NextOffset)}
+		p.report.Damaged = append(p.report.Damaged, d)
+		l.stats.damaged.Add(1)
+		l.stats.damagedOffsets.Add(d.NextOffset - d.FirstOffset)
+		l.opts.logger.Error("commitlog: active segment lost offsets acknowledged before a clean shutdown",
+			"topic", p.topic.name, "partition", p.id, "segment", seg.base, "offsets", offsetRange(d.FirstOffset, d.NextOffset))
+		if size == 0 { // nothing left in it: start over at the clean next
+			_ = seg.file.Close()
+			if err := l.opts.fs.Remove(seg.path(suffixLog)); err != nil {
+				return fmt.Errorf("remove the empty segment %d: %w", seg.base, err)
+			}
+			fresh, err := l.createSegment(p.dir, st.NextOffset)
+			if err != nil {
+				return fmt.Errorf("create a segment at %d: %w", st.NextOffset, err)
+			}
+			if err := l.opts.fs.SyncDir(p.dir); err != nil {
+				return fmt.Errorf("sync %s: %w", p.dir, err)
+			}
+			p.segs[len(p.segs)-1] = fresh
+			p.next = st.NextOffset
+			return nil
+		}
+		seg.size.Store(size)
+		seg.readable.Store(size)
+		seg.next.Store(next) // what the segment holds; the gap lies between it and the next one
+		p.next = st.NextOffset
+		p.forceRoll.Store(true)
+		return nil
+	}
 	seg.size.Store(size)
 	seg.readable.Store(size)
-	seg.next.Store(res.next)
-	p.next = res.next
+	seg.next.Store(next)
+	p.next = next
+	return nil
+}
+
+// checkTail verifies, after a clean shutdown, the batches of the active
+// segment its offset index does not cover (from the last entry to the
+// end): whole, CRC-valid, ending at size with offset next.
+func checkTail(seg *segment, size, next int64) error {
+	pos := int64(0)
+	seg.idx.RLock()
+	if n := len(seg.idx.offsets); n > 0 {
+		pos = int64(seg.idx.offsets[n-1].pos)
+	}
+	seg.idx.RUnlock()
+	var hb [BatchHeaderSize]byte
+	end := int64(-1)
+	for pos < size {
+		h, err := readHeaderAt(seg.file, pos, hb[:])
+		if err != nil {
+			return fmt.Errorf("batch at %d: %w", pos, err)
+		}
+		if pos+h.Size() > size {
+			return fmt.Errorf("%w: batch at %d runs past the end %d", ErrCorruptBatch, pos, size)
+		}
+		if !validAt(seg, pos, h) {
+			return fmt.Errorf("%w: crc mismatch at %d", ErrCorruptBatch, pos)
+		}
+		end = h.NextOffset()
+		pos += h.Size()
+	}
+	if end >= 0 && end != next {
+		return fmt.Errorf("%w: the last batch ends at offset %d, the clean shutdown recorded %d", ErrCorruptBatch, end, next)
+	}
 	return nil
 }
 

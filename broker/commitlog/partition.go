@@ -21,6 +21,7 @@ type pendingItem struct {
 type waiter struct {
 	f    *Future
 	item int   // index of the item holding the append's first record
+	last int   // index of the item holding its last record
 	idx  int32 // that record's index within the item
 }
 
@@ -200,6 +201,7 @@ func (p *Partition) append(ctx context.Context, recs []Record, f *Future) {
 		it.b.add(r, ts)
 		p.mu.bytes += len(it.b.records) - before
 	}
+	p.mu.waiters[len(p.mu.waiters)-1].last = len(p.mu.items) - 1
 	p.queueLocked(cfg.MaxBatchBytes)
 }
 
@@ -247,7 +249,7 @@ func (p *Partition) AppendValidatedBatch(ctx context.Context, vb ValidBatch) *Fu
 		return f
 	}
 	p.mu.items = append(p.mu.items, &pendingItem{raw: append([]byte(nil), batch...)})
-	p.mu.waiters = append(p.mu.waiters, waiter{f: f, item: len(p.mu.items) - 1})
+	p.mu.waiters = append(p.mu.waiters, waiter{f: f, item: len(p.mu.items) - 1, last: len(p.mu.items) - 1})
 	p.mu.bytes += len(batch)
 	p.queueLocked(cfg.MaxBatchBytes)
 	return f
@@ -283,6 +285,9 @@ func (p *Partition) waitSpaceLocked(ctx context.Context, need int, cfg TopicConf
 			return p.goneErr()
 		case p.mu.err != nil:
 			return p.mu.err
+		case p.log.diskStillFull():
+			p.topic.stats.rejected.Add(1)
+			return &FullError{Topic: p.topic.name, Partition: p.id, Reason: "disk_full", Err: errDiskFull}
 		}
 		if cfg.OnFull == RejectNew {
 			if cfg.limitsBytes() && p.bytes.Load()+int64(p.mu.bytes+need) > cfg.RetentionBytes {

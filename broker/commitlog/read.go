@@ -113,22 +113,31 @@ func (p *Partition) Read(offset int64, maxBytes int) (*Slice, error) {
 	if offset == hwm {
 		return sl, nil
 	}
-	for _, seg := range segs {
+	for i, passes := 0, 0; i < len(segs); {
+		seg := segs[i]
 		limit := seg.readable.Load()
 		pos, first, err := p.findBatch(seg, offset, limit)
 		if err != nil {
-			if !seg.sealed.Load() {
+			// Damage where a header should be: pass over it (or, when no
+			// valid batch follows, the segment's rest) and look again.
+			if passes++; passes > maxDamagePasses {
 				return nil, fmt.Errorf("commitlog: topic %q partition %d: read at %d: %w", p.topic.name, p.id, offset, err)
 			}
-			p.markDamaged(seg, pos, err) // a damaged sealed segment: skip to the next one
+			if _, ok := p.damaged(seg, pos, offset, err); !ok {
+				i++
+			}
 			continue
 		}
 		if pos >= limit {
+			i++
 			continue // every batch here is below offset; try the next segment
 		}
 		n := max(int64(maxBytes), first.Size())
 		if pos+n > limit {
 			n = limit - pos
+		}
+		if hp := seg.holes.firstFrom(pos + 1); hp >= 0 && pos+n > hp {
+			n = hp - pos // never serve damage known to be there
 		}
 		seg.acquire()
 		sl.seg, sl.Pos, sl.Len = seg, pos, n
@@ -139,10 +148,11 @@ func (p *Partition) Read(offset int64, maxBytes int) (*Slice, error) {
 
 // ReadRecords decodes records from offset on, up to about maxBytes of
 // batches, and returns them with the offset to read next. Batches are
-// CRC-checked; a corrupt batch in a sealed segment is reported once and
-// skipped to the next segment, so one damaged file never stops a reader.
+// CRC-checked; a damaged batch is reported once and passed over (next
+// moves past its offsets, which DamagedBetween names), so damage never
+// stops a reader nor hides what follows it.
 func (p *Partition) ReadRecords(offset int64, maxBytes int) (recs []Record, next, hwm int64, err error) {
-	for {
+	for passes := 0; ; {
 		sl, err := p.Read(offset, maxBytes)
 		if err != nil {
 			return nil, offset, p.hwm.Load(), err
@@ -180,36 +190,51 @@ func (p *Partition) ReadRecords(offset int64, maxBytes int) (recs []Record, next
 		if walkErr != nil && bad == nil {
 			bad = walkErr
 		}
-		if bad != nil && len(recs) == 0 {
-			if !seg.sealed.Load() {
-				sl.Release()
-				return nil, offset, hwm, fmt.Errorf("commitlog: %s/%d: read at %d: %w", p.topic.name, p.id, offset, bad)
-			}
-			resume := p.markDamaged(seg, pos, bad)
+		if bad == nil {
 			sl.Release()
-			if resume <= offset {
-				return nil, offset, hwm, bad
-			}
-			offset = resume
-			continue
+			return recs, next, hwm, nil
 		}
+		// next is the offset after the last good batch: the first the
+		// damage may hold.
+		h, ok := p.damaged(seg, pos, next, bad)
 		sl.Release()
-		return recs, next, hwm, nil
+		resume := h.next
+		if !ok {
+			resume = p.resumeAfter(seg)
+		}
+		if len(recs) > 0 {
+			return recs, max(resume, next), hwm, nil
+		}
+		if passes++; passes > maxDamagePasses || (!ok && resume <= offset) {
+			return nil, offset, hwm, bad
+		}
+		offset = max(offset, resume)
 	}
+}
+
+// maxDamagePasses bounds the damaged ranges one read passes over before
+// it reports the damage instead.
+const maxDamagePasses = 64
+
+// resumeAfter is where reads go on after seg's damaged rest: the next
+// segment's base, or the high watermark.
+func (p *Partition) resumeAfter(seg *segment) int64 {
+	resume := p.hwm.Load()
+	p.segMu.RLock()
+	defer p.segMu.RUnlock()
+	for i, s := range p.segs {
+		if s == seg && i+1 < len(p.segs) {
+			resume = p.segs[i+1].base
+		}
+	}
+	return resume
 }
 
 // markDamaged limits a sealed segment's readable bytes to pos, records the
 // damage and returns the offset where reads resume (the next segment's
 // base, or the high watermark).
 func (p *Partition) markDamaged(seg *segment, pos int64, cause error) int64 {
-	resume := p.hwm.Load()
-	p.segMu.RLock()
-	for i, s := range p.segs {
-		if s == seg && i+1 < len(p.segs) {
-			resume = p.segs[i+1].base
-		}
-	}
-	p.segMu.RUnlock()
+	resume := p.resumeAfter(seg)
 	for {
 		old := seg.readable.Load()
 		if pos >= old {
@@ -231,6 +256,7 @@ func (p *Partition) markDamaged(seg *segment, pos int64, cause error) int64 {
 	d := Damage{Segment: seg.base, Position: pos, LostBytes: seg.size.Load() - pos,
 		FirstOffset: first, NextOffset: resume, Reason: cause.Error()}
 	p.log.stats.damaged.Add(1)
+	p.log.stats.damagedOffsets.Add(max(resume-first, 0))
 	p.reportMu.Lock()
 	p.report.Damaged = append(p.report.Damaged, d)
 	p.reportMu.Unlock()
@@ -248,6 +274,10 @@ func lastBatchBefore(seg *segment, end int64) (last BatchHeader, maxTs int64, er
 	pos := int64(0)
 	maxTs = -1
 	for pos < end {
+		if hl, ok := seg.holes.at(pos); ok {
+			pos = hl.end
+			continue
+		}
 		h, err := readHeaderAt(seg.file, pos, buf[:])
 		if err != nil {
 			return last, maxTs, err
@@ -284,18 +314,20 @@ func (p *Partition) OffsetForTime(ts int64) (offset, timestamp int64, ok bool, e
 		return -1, -1, false, fmt.Errorf("commitlog: topic %q partition %d: offset for time %d: %w", p.topic.name, p.id, ts, p.goneErr())
 	}
 	defer releaseAll(segs)
-	for _, seg := range segs {
+	for i := 0; i < len(segs); {
+		seg := segs[i]
 		if seg.maxTs.Load() < ts {
+			i++
 			continue
 		}
 		r, found, pos, err := p.offsetForTimeIn(seg, ts)
 		if err != nil {
-			if !seg.sealed.Load() {
-				return -1, -1, false, fmt.Errorf("commitlog: topic %q partition %d: offset for time %d: %w", p.topic.name, p.id, ts, err)
+			if _, ok := p.damaged(seg, pos, seg.base, err); !ok {
+				i++
 			}
-			p.markDamaged(seg, pos, err)
-			continue
+			continue // passed over: search again
 		}
+		i++
 		if found {
 			return r.Offset, r.Timestamp, true, nil
 		}
@@ -313,6 +345,10 @@ func (p *Partition) offsetForTimeIn(seg *segment, ts int64) (rec Record, found b
 	}
 	var hdr [BatchHeaderSize]byte
 	for pos+BatchHeaderSize <= limit {
+		if hl, ok := seg.holes.at(pos); ok {
+			pos = hl.end
+			continue
+		}
 		h, err := readHeaderAt(seg.file, pos, hdr[:])
 		if err != nil {
 			return Record{}, false, pos, err

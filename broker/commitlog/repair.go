@@ -81,6 +81,7 @@ func (p *Partition) repairIndex(seg *segment, cause error) {
 	scratch.maxTs.Store(-1)
 	res := scanSegment(scratch, limit, false, p.topic.Config().IndexIntervalBytes)
 	scratch.next.Store(res.next)
+	p.installHoles(seg, res)
 	if res.stop != nil && seg.sealed.Load() { // the active segment's readable bytes belong to the committer
 		p.markDamaged(seg, res.validBytes, res.stop)
 	}

@@ -91,6 +91,9 @@ type segment struct {
 	// removals only, never across a scan; taken before Partition.segMu.
 	filesMu sync.Mutex
 
+	// holes are the damaged ranges reads pass over (damage.go).
+	holes holes
+
 	idx struct {
 		sync.RWMutex
 		offsets []indexEntry // in memory while active
@@ -299,6 +302,9 @@ func (s *segment) locate(fs vfs.FS, offset, limit int64) (int64, BatchHeader, er
 		return s.scanFrom(0, offset, limit)
 	}
 	pos := int64(e.pos)
+	if h, ok := s.holes.at(pos); ok {
+		return s.scanFrom(h.end, offset, limit)
+	}
 	if pos+BatchHeaderSize > limit {
 		if s.sealed.Load() && limit == s.size.Load() {
 			return 0, BatchHeader{}, fmt.Errorf("%w: offset index entry %d@%d points past the end %d", errBadIndex, s.base+int64(e.rel), pos, limit)
@@ -327,6 +333,10 @@ func (s *segment) locate(fs vfs.FS, offset, limit int64) (int64, BatchHeader, er
 func (s *segment) scanFrom(pos, offset, limit int64) (int64, BatchHeader, error) {
 	var buf [BatchHeaderSize]byte
 	for pos+BatchHeaderSize <= limit {
+		if h, ok := s.holes.at(pos); ok {
+			pos = h.end // damaged: passed over
+			continue
+		}
 		h, err := readHeaderAt(s.file, pos, buf[:])
 		if err != nil {
 			return pos, h, err
