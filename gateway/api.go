@@ -195,9 +195,16 @@ func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 			down = append(down, fmt.Sprintf("%s on %s: not accepting since %s: %s", l.Name, l.Addr, l.Since.Format(time.RFC3339), l.Error))
 		}
 	}
+	st := d.log.Stats()
 	body := map[string]any{
 		"status": "ok", "node_id": d.cfg.NodeID, "devices_connected": d.mqtt.OnlineDevices(),
-		"connections": d.mqtt.Connected(), "disk_low": d.log.Stats().DiskLow, "listeners": listeners,
+		"connections": d.mqtt.Connected(), "disk_low": st.DiskLow, "disk_full": st.DiskFull, "listeners": listeners,
+	}
+	if w := d.logWarnings(); len(w) > 0 {
+		body["warnings"] = w
+	}
+	if st.DiskFull {
+		failed = append(failed, "the disk is full: appends are refused until space returns")
 	}
 	if len(failed) > 0 || len(down) > 0 {
 		body["status"] = "degraded"
@@ -211,6 +218,38 @@ func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, body)
+}
+
+// maxHealthWarnings bounds the warnings /healthz lists.
+const maxHealthWarnings = 100
+
+// logWarnings lists what recovery and reads found and repaired since
+// start, one line each: damage passed over (by exact offsets), unsynced
+// tails cut, indexes rebuilt.
+func (d *Daemon) logWarnings() []string {
+	var out []string
+	add := func(format string, args ...any) {
+		if len(out) < maxHealthWarnings {
+			out = append(out, fmt.Sprintf(format, args...))
+		}
+	}
+	for _, r := range d.log.Recovery() {
+		for _, dm := range r.Damaged {
+			if dm.NextOffset > dm.FirstOffset {
+				add("%s/%d: offsets %d..%d unreadable, damaged on disk (segment %d, %d bytes at %d): %s",
+					r.Topic, r.Partition, dm.FirstOffset, dm.NextOffset-1, dm.Segment, dm.LostBytes, dm.Position, dm.Reason)
+			} else {
+				add("%s/%d: damaged bytes passed over (segment %d, %d bytes at %d): %s", r.Topic, r.Partition, dm.Segment, dm.LostBytes, dm.Position, dm.Reason)
+			}
+		}
+		if r.TruncatedBytes > 0 {
+			add("%s/%d: %d bytes cut from the active segment at open: %s", r.Topic, r.Partition, r.TruncatedBytes, r.TruncateReason)
+		}
+		if len(r.IndexRebuilt) > 0 {
+			add("%s/%d: indexes of segments %v rebuilt at open", r.Topic, r.Partition, r.IndexRebuilt)
+		}
+	}
+	return out
 }
 
 // listenerStatus is every network listener's state.

@@ -55,6 +55,13 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	if srv.closing.Load() {
 		return h.refuse(cl, v5, "shutting_down", "shutting_down", "the broker is shutting down", user, clientID)
 	}
+	if srv.log.DiskFull() {
+		// Refused cheaply while the log cannot store anything: a device
+		// that reconnects after a refused publish backs off here, keeping
+		// its unacknowledged messages, instead of publishing into the
+		// full disk again; it is admitted as soon as space returns.
+		return h.refuse(cl, v5, "disk_full", "disk_full", "the disk is full; publishes cannot be stored until space returns", user, clientID)
+	}
 	if !srv.admitSession() {
 		return h.refuse(cl, v5, "max_connections", "max_connections",
 			fmt.Sprintf("mqtt.max_connections (%d) reached", srv.cfg.MaxConnections), user, clientID)

@@ -51,6 +51,7 @@ var connackCodes = map[string]packets.Code{
 	"provisioning_disabled": packets.ErrNotAuthorized,            // 0x87
 	"anonymous_device":      packets.ErrServerUnavailable,        // 0x88
 	"shutting_down":         packets.ErrServerUnavailable,        // 0x88
+	"disk_full":             packets.ErrServerUnavailable,        // 0x88: the log cannot store (MQTT 3.x: 3)
 	"max_connections":       packets.ErrServerBusy,               // 0x89
 }
 

@@ -129,6 +129,7 @@ func (c *Config) ensureDefaults() {
 type Server struct {
 	cfg        Config
 	reg        *registry.Registry
+	log        *commitlog.Log
 	telemetry  *commitlog.Topic
 	attributes *commitlog.Topic
 	mochi      *mochi.Server
@@ -187,7 +188,7 @@ func New(cfg Config, reg *registry.Registry, l *commitlog.Log) (*Server, error) 
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
 	s := &Server{
-		cfg: cfg, reg: reg, telemetry: tel, attributes: attrs,
+		cfg: cfg, reg: reg, log: l, telemetry: tel, attributes: attrs,
 		metrics: cfg.Metrics, logger: cfg.Logger,
 		devices: map[string][]*session{}, gwChild: map[string]string{},
 	}
