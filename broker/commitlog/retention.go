@@ -145,8 +145,23 @@ func expired(s *segment, cfg TopicConfig, wallNow, logNow int64) bool {
 		return false
 	}
 	ret := cfg.Retention.Milliseconds()
-	return logNow-s.logTime.Load() > ret && (s.maxTs.Load() < 0 || wallNow-s.maxTs.Load() > ret)
+	if logNow-s.logTime.Load() <= ret {
+		return false
+	}
+	// Record timestamps may keep a segment longer, never past what the
+	// log's own clock allows, unless they are believable: one from the
+	// future (a device's ts of 2100, or data written while the wall clock
+	// ran ahead and was corrected since) is not, and the log's clock
+	// alone decides.
+	maxTs := s.maxTs.Load()
+	return maxTs < 0 || maxTs > wallNow+futureTolerance.Milliseconds() || wallNow-maxTs > ret
 }
+
+// futureTolerance is how far ahead of the wall clock a record timestamp
+// may lie and still count for retention: clock skew between devices and
+// the gateway, not years (Kafka's log.message.timestamp.after.max.ms
+// defaults to an hour too).
+const futureTolerance = time.Hour
 
 // expire deletes the prefix of sealed segments that are past retention and
 // not held, rolling an idle expired active segment so it can follow.

@@ -455,3 +455,45 @@ func TestDiskFloorReachesCompactedTopics(t *testing.T) {
 		t.Fatalf("compacted hwm %d", state.HighWatermark())
 	}
 }
+
+// TestRetentionIgnoresFutureTimestamps: one device-supplied timestamp in
+// the year 2100 does not keep its segment until 2100, and data written
+// while the wall clock ran three years ahead expires after the clock is
+// corrected: timestamps from the future do not count, the log's clock
+// decides.
+func TestRetentionIgnoresFutureTimestamps(t *testing.T) {
+	clock := testkit.NewClock(clockStart)
+	l := openTestLog(t, vfs.NewMem(), WithClock(clock))
+	defer l.Close()
+	p, _ := mustTopic(t, l, "t", TopicConfig{SegmentBytes: 4096, Retention: time.Hour}).Partition(0)
+	y2100 := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	mustAppend(t, p, rec("k", "from a device with a broken clock", y2100))
+	fill(t, p, 60, 100) // timestamps: the (right) wall clock
+	clock.JumpWall(3 * 365 * 24 * time.Hour)
+	fill(t, p, 60, 100) // written while the wall clock ran three years ahead
+	clock.JumpWall(-3 * 365 * 24 * time.Hour) // NTP corrects it
+
+	clock.Advance(30 * time.Minute)
+	if rep := l.EnforceRetention(); rep.Expired != 0 {
+		t.Fatalf("expired %d segments of 30-minute-old data", rep.Expired)
+	}
+	// Within the tolerance a timestamp ahead still counts: skew, not years.
+	s := &segment{}
+	s.maxTs.Store(-1)
+	if !expired(s, TopicConfig{Retention: time.Hour}, 0, 2*time.Hour.Milliseconds()) {
+		t.Fatal("a segment with no timestamps and 2 h of log age did not expire")
+	}
+	s.maxTs.Store(30 * time.Minute.Milliseconds()) // 30 min ahead of wall time 0
+	if expired(s, TopicConfig{Retention: time.Hour}, 0, 2*time.Hour.Milliseconds()) {
+		t.Fatal("a timestamp 30 minutes ahead (skew) did not keep its segment")
+	}
+
+	clock.Advance(time.Hour)
+	segs := p.Segments()
+	if rep := l.EnforceRetention(); rep.Expired != segs {
+		t.Fatalf("expired %d of %d segments after 90 minutes of log time: future timestamps pinned them", rep.Expired, segs)
+	}
+	if p.StartOffset() != 121 {
+		t.Fatalf("start offset %d, want 121 (everything expired)", p.StartOffset())
+	}
+}
