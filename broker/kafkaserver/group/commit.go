@@ -139,7 +139,9 @@ func (c *Coordinator) commit(req *kmsg.OffsetCommitRequest, now time.Time, entri
 		setAll(kerr.UnknownServerError.Code)
 		return
 	}
+	seen := g.c.mono()
 	for _, e := range entries {
+		e.off.seen = seen
 		g.offsets[e.tp] = e.off
 	}
 }

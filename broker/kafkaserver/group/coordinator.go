@@ -69,6 +69,10 @@ type Config struct {
 	Logger *slog.Logger `mapstructure:"-"`
 	// Now is the clock (nil: time.Now), for tests.
 	Now func() time.Time `mapstructure:"-"`
+	// Monotonic is time the daemon has run (nil: since New), for tests.
+	// Offsets retention counts it, not wall time: an NTP step after weeks
+	// switched off must not expire every offset at once.
+	Monotonic func() time.Duration `mapstructure:"-"`
 }
 
 // Validate reports every problem of settings read from a configuration,
@@ -125,6 +129,10 @@ func (cfg *Config) fill() error {
 	num("MaxGroupSize", &cfg.MaxGroupSize, DefaultMaxGroupSize)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Monotonic == nil {
+		start := time.Now()
+		cfg.Monotonic = func() time.Duration { return time.Since(start) }
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -215,6 +223,14 @@ func (c *Coordinator) Close() error {
 }
 
 func (c *Coordinator) now() time.Time { return c.cfg.Now() }
+
+// mono is the monotonic clock offsets retention runs on.
+func (c *Coordinator) mono() time.Duration {
+	if c.cfg.Monotonic == nil { // a bare Coordinator in a unit test
+		return 0
+	}
+	return c.cfg.Monotonic()
+}
 
 // refusedGroup logs a group refused for MaxGroups, at most once a minute
 // with the number refused since the last line.
@@ -309,7 +325,7 @@ func (c *Coordinator) run() {
 		c.wakeAt.Store(math.MaxInt64)
 		now := c.now()
 		if !now.Before(nextHousekeeping) {
-			c.housekeep(now)
+			c.housekeep()
 			nextHousekeeping = now.Add(housekeepingInterval)
 		}
 		next := nextHousekeeping

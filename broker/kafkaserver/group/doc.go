@@ -75,7 +75,10 @@
 // Offsets retention: once a minute, an Empty group loses the offsets not
 // committed within OffsetsRetention since the group became Empty (Kafka's
 // rule for classic groups), and an Empty group left with no offsets and no
-// pending member is dropped.
+// pending member is dropped. The time counted is the time this process
+// ran (Config.Monotonic), never the wall clock: a Pi that boots without a
+// real-time clock and steps its clock a month forward on NTP must not
+// expire every offset at once. Offsets loaded at start count from the load.
 //
 // # Concurrency and lock order
 //

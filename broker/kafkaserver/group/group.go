@@ -159,7 +159,8 @@ type group struct {
 	nextSeq uint64
 	// emptySince is when the group last became Empty (or was created or
 	// loaded); offsets retention counts from it.
-	emptySince time.Time
+	emptySince     time.Time
+	emptySinceMono time.Duration // the same, on the coordinator's monotonic clock (retention)
 	// rebalanceDeadline ends PreparingRebalance: members that have not
 	// rejoined by then are dropped. joinDelayUntil is the initial
 	// rebalance delay of a group that was Empty.
@@ -178,8 +179,9 @@ func newGroup(c *Coordinator, name string, now time.Time) *group {
 		members:    make(map[string]*member),
 		pending:    make(map[string]time.Time),
 		static:     make(map[string]string),
-		emptySince: now,
-		offsets:    make(map[TopicPartition]Committed),
+		emptySince:     now,
+		emptySinceMono: c.mono(),
+		offsets:        make(map[TopicPartition]Committed),
 	}
 }
 
@@ -395,7 +397,7 @@ func (g *group) completeJoinLocked(now time.Time) {
 	g.rebalanceDeadline, g.joinDelayUntil = time.Time{}, time.Time{}
 	if len(g.members) == 0 {
 		g.state = stateEmpty
-		g.emptySince = now
+		g.emptySince, g.emptySinceMono = now, g.c.mono()
 		g.protocol = ""
 		g.leader = ""
 		g.logger().Info("group: empty", "generation", g.generation)

@@ -42,6 +42,10 @@ type Committed struct {
 	LeaderEpoch int32 // -1 if unknown
 	Metadata    string
 	CommitTime  time.Time // millisecond precision
+
+	// seen is when this process committed or loaded it, on the
+	// coordinator's monotonic clock: what retention counts from.
+	seen time.Duration
 }
 
 // Groups returns every group, sorted by name, including groups that only

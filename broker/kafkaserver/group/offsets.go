@@ -102,7 +102,7 @@ func decodeCommitted(v []byte) (Committed, error) {
 // and skipped. New calls it before run starts and before c is shared, so
 // it needs no lock.
 func (c *Coordinator) load() error {
-	now := c.now()
+	now, seen := c.now(), c.mono()
 	skipped := 0
 	err := c.store.Scan([]byte(offsetPrefix), func(k, v []byte) error {
 		name, tp, err := parseOffsetKey(k)
@@ -114,6 +114,7 @@ func (c *Coordinator) load() error {
 					g = newGroup(c, name, now)
 					c.mu.groups[name] = g
 				}
+				off.seen = seen // retention counts from the load
 				g.offsets[tp] = off
 				return nil
 			}
@@ -160,8 +161,11 @@ func (g *group) deleteOffsetsLocked(tps []TopicPartition) error {
 // housekeep runs offsets retention: an Empty group loses the offsets
 // that have not been committed within OffsetsRetention since it became
 // Empty, and an Empty group with no offsets and no pending member is
-// dropped.
-func (c *Coordinator) housekeep(now time.Time) {
+// dropped. Both times are on the monotonic clock (time this process ran:
+// offsets loaded at start count from the load), so a step of the wall
+// clock expires nothing.
+func (c *Coordinator) housekeep() {
+	now := c.mono()
 	for _, g := range c.snapshotGroups() {
 		g.mu.Lock()
 		if g.state == stateEmpty {
@@ -171,14 +175,10 @@ func (c *Coordinator) housekeep(now time.Time) {
 	}
 }
 
-func (g *group) expireLocked(now time.Time) {
+func (g *group) expireLocked(now time.Duration) {
 	var expired []TopicPartition
 	for tp, off := range g.offsets {
-		base := off.CommitTime
-		if g.emptySince.After(base) {
-			base = g.emptySince
-		}
-		if now.Sub(base) >= g.c.cfg.OffsetsRetention {
+		if now-max(off.seen, g.emptySinceMono) >= g.c.cfg.OffsetsRetention {
 			expired = append(expired, tp)
 		}
 	}

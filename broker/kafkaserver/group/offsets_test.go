@@ -237,7 +237,7 @@ func TestOffsetFetchForms(t *testing.T) {
 // from memory and from the store, and the group goes away.
 func TestOffsetsRetention(t *testing.T) {
 	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	c, st := newTestCoordinator(t, Config{Now: clock.Now, OffsetsRetention: 7 * 24 * time.Hour})
+	c, st := newTestCoordinator(t, Config{Now: clock.Now, Monotonic: clock.Monotonic, OffsetsRetention: 7 * 24 * time.Hour})
 	commit := func(group string, p int32) {
 		t.Helper()
 		if codes := commitCodes(t, c.OffsetCommit(commitRequest(9, group, -1, "", "t", map[int32]int64{p: 1}))); codes[p] != 0 {
@@ -249,7 +249,7 @@ func TestOffsetsRetention(t *testing.T) {
 	clock.Advance(5 * 24 * time.Hour)
 	commit("fresh", 1) // a simple consumer still committing
 	clock.Advance(2*24*time.Hour + time.Minute)
-	c.housekeep(clock.Now())
+	c.housekeep()
 	if _, ok := c.Group("old"); ok {
 		t.Error("group old still there")
 	}
@@ -268,7 +268,7 @@ func TestOffsetsRetention(t *testing.T) {
 		t.Errorf("stored offsets: %v", keys)
 	}
 	clock.Advance(7 * 24 * time.Hour)
-	c.housekeep(clock.Now())
+	c.housekeep()
 	if gs := c.Groups(); len(gs) != 0 {
 		t.Errorf("groups left: %+v", gs)
 	}
@@ -277,15 +277,65 @@ func TestOffsetsRetention(t *testing.T) {
 // Offsets of a group with members are kept, however old.
 func TestOffsetsRetentionKeepsLiveGroups(t *testing.T) {
 	clock := testkit.NewClock(time.Now())
-	c, _ := newTestCoordinator(t, Config{Now: clock.Now})
+	c, _ := newTestCoordinator(t, Config{Now: clock.Now, Monotonic: clock.Monotonic})
 	m := newMember(t, c, "live", "a", modern)
 	if _, err := m.run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	m.commit(map[int32]int64{0: 1})
-	c.housekeep(clock.Now().Add(30 * 24 * time.Hour))
+	clock.Advance(30 * 24 * time.Hour)
+	c.housekeep()
 	if len(c.Offsets("live")) != 1 {
 		t.Fatal("offsets of a live group expired")
+	}
+}
+
+// TestOffsetsRetentionSurvivesClockSteps: offsets retention counts time
+// the daemon ran, not the wall clock. A Pi without a real-time clock boots
+// with its clock in the past, loads an Empty group's offsets, and NTP then
+// steps the clock a month forward: nothing expires until the retention
+// has really passed since the load; a step while running expires nothing
+// either.
+func TestOffsetsRetentionSurvivesClockSteps(t *testing.T) {
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	cfg := Config{Now: clock.Now, Monotonic: clock.Monotonic, OffsetsRetention: 7 * 24 * time.Hour}
+	c, st := newTestCoordinator(t, cfg)
+	if codes := commitCodes(t, c.OffsetCommit(commitRequest(9, "idle", -1, "", "t", map[int32]int64{0: 5, 1: 6}))); codes[0] != 0 || codes[1] != 0 {
+		t.Fatalf("commit: %v", codes)
+	}
+	clock.JumpWall(30 * 24 * time.Hour) // NTP, while running
+	c.housekeep()
+	if got := c.Offsets("idle"); len(got) != 2 {
+		t.Fatalf("a wall-clock step expired offsets: %v", got)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Switched off for a month; it boots with the clock where it stopped
+	// (no RTC) and NTP steps it a month ahead a minute later.
+	boot := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	cfg.Now, cfg.Monotonic = boot.Now, boot.Monotonic
+	c2, err := New(st, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c2.Close() })
+	boot.Advance(time.Minute)
+	boot.JumpWall(31 * 24 * time.Hour)
+	c2.housekeep()
+	if got := c2.Offsets("idle"); len(got) != 2 || got[TopicPartition{"t", 0}].Offset != 5 {
+		t.Fatalf("offsets after boot and an NTP step: %v", got)
+	}
+	boot.Advance(7*24*time.Hour - 2*time.Minute)
+	c2.housekeep()
+	if len(c2.Offsets("idle")) != 2 {
+		t.Fatal("offsets expired before the retention passed since the load")
+	}
+	boot.Advance(2 * time.Minute)
+	c2.housekeep()
+	if _, ok := c2.Group("idle"); ok {
+		t.Fatal("offsets kept past the retention since the load")
 	}
 }
 
