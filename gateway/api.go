@@ -220,34 +220,22 @@ func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, body)
 }
 
-// maxHealthWarnings bounds the warnings /healthz lists.
-const maxHealthWarnings = 100
-
-// logWarnings lists what recovery and reads found and repaired since
-// start, one line each: damage passed over (by exact offsets), unsynced
-// tails cut, indexes rebuilt.
+// logWarnings lists what the log repaired, passed over or left alone
+// since start (commitlog.Repair: damage by exact offsets, cut tails,
+// rebuilt indexes and settings, gaps, stray and leftover files), newest
+// last, one line each.
 func (d *Daemon) logWarnings() []string {
 	var out []string
-	add := func(format string, args ...any) {
-		if len(out) < maxHealthWarnings {
-			out = append(out, fmt.Sprintf(format, args...))
-		}
-	}
-	for _, r := range d.log.Recovery() {
-		for _, dm := range r.Damaged {
-			if dm.NextOffset > dm.FirstOffset {
-				add("%s/%d: offsets %d..%d unreadable, damaged on disk (segment %d, %d bytes at %d): %s",
-					r.Topic, r.Partition, dm.FirstOffset, dm.NextOffset-1, dm.Segment, dm.LostBytes, dm.Position, dm.Reason)
-			} else {
-				add("%s/%d: damaged bytes passed over (segment %d, %d bytes at %d): %s", r.Topic, r.Partition, dm.Segment, dm.LostBytes, dm.Position, dm.Reason)
+	for _, r := range d.log.Repairs() {
+		where := ""
+		if r.Topic != "" {
+			where = r.Topic
+			if r.Partition >= 0 {
+				where += "/" + strconv.Itoa(int(r.Partition))
 			}
+			where += ": "
 		}
-		if r.TruncatedBytes > 0 {
-			add("%s/%d: %d bytes cut from the active segment at open: %s", r.Topic, r.Partition, r.TruncatedBytes, r.TruncateReason)
-		}
-		if len(r.IndexRebuilt) > 0 {
-			add("%s/%d: indexes of segments %v rebuilt at open", r.Topic, r.Partition, r.IndexRebuilt)
-		}
+		out = append(out, fmt.Sprintf("%s %s%s (%s)", r.At.UTC().Format(time.RFC3339), where, r.Detail, r.Kind))
 	}
 	return out
 }

@@ -193,3 +193,56 @@ func TestDiskFullSpellEndToEnd(t *testing.T) {
 	}
 	t.Logf("%d acknowledged (%d before the spell, %d after), %d refusals during it", len(p.acked), before, len(p.acked)-resumed, p.refused)
 }
+
+// TestDamagedTopicSettingsDoNotStopTheGateway: the telemetry topic's
+// settings file garbled, emptied or gone (the message log intact) is
+// rebuilt, the gateway starts with every record still there and the
+// configured settings, and /healthz says what was repaired.
+func TestDamagedTopicSettingsDoNotStopTheGateway(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		content []byte // nil: removed
+	}{{"empty", []byte{}}, {"garbled", []byte("{\x00\x13garbage")}, {"missing", nil}} {
+		t.Run(c.name, func(t *testing.T) {
+			dataDir := t.TempDir()
+			d := startDaemon(t, dataDir, "")
+			dev := connectDevice(t, d, "TOKEN1")
+			for i := range 20 {
+				if tok := dev.Publish("v1/devices/me/telemetry", 1, false, fmt.Sprintf(`{"n":%d}`, i)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+					t.Fatalf("publish: %v", tok.Error())
+				}
+			}
+			dev.Disconnect(100)
+			d.stop()
+			file := filepath.Join(dataDir, "log", "telemetry", "topic.json")
+			if c.content == nil {
+				if err := os.Remove(file); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.WriteFile(file, c.content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+
+			d = startDaemon(t, dataDir, "")
+			if n := len(d.records("telemetry")); n != 20 {
+				t.Fatalf("%d telemetry records after the settings were rebuilt, want 20", n)
+			}
+			var topic struct {
+				Partitions []any `json:"partitions"`
+			}
+			if code := d.api("GET", "/api/v1/topics/telemetry", nil, &topic); code != 200 || len(topic.Partitions) != 3 {
+				t.Fatalf("telemetry topic: %d, %d partitions (want the configured 3)", code, len(topic.Partitions))
+			}
+			var health struct {
+				Status   string   `json:"status"`
+				Warnings []string `json:"warnings"`
+			}
+			if code := d.api("GET", "/healthz", nil, &health); code != 200 || !strings.Contains(strings.Join(health.Warnings, "\n"), "rebuilt the settings of topic \"telemetry\"") {
+				t.Fatalf("healthz: %d %+v", code, health)
+			}
+			if n := d.metric(`ferry_log_repairs_total{kind="metadata"}`); n != 1 {
+				t.Fatalf("metadata repairs %v", n)
+			}
+		})
+	}
+}

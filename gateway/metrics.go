@@ -31,12 +31,13 @@ var (
 	descDamaged  = prometheus.NewDesc("ferry_log_damage_total", "Damage found in segments (at open or by reads) and passed over.", nil, nil)
 	descDmgOffs  = prometheus.NewDesc("ferry_log_damaged_offsets_total", "Offsets made unreadable by damage on disk.", nil, nil)
 	descIdxReb   = prometheus.NewDesc("ferry_log_index_rebuilds_total", "Segment indexes rebuilt because they were missing or wrong.", nil, nil)
+	descRepairs  = prometheus.NewDesc("ferry_log_repairs_total", "What the log repaired, passed over or left alone, by kind (damage, truncated, index_rebuilt, gap, stray_segment, leftover, not_ours, metadata); /healthz lists each.", []string{"kind"}, nil)
 )
 
 func (c *logCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLogBytes, descEndOff, descStartOff, descDropped, descExpired,
 		descRejected, descWritten, descSyncs, descDiskLow, descStorErr, descOpenSeg, descSegClose,
-		descDiskFull, descFullSpel, descFullWr, descDamaged, descDmgOffs, descIdxReb} {
+		descDiskFull, descFullSpel, descFullWr, descDamaged, descDmgOffs, descIdxReb, descRepairs} {
 		ch <- d
 	}
 }
@@ -60,6 +61,10 @@ func (c *logCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDamaged, prometheus.CounterValue, float64(st.DamagedSegments))
 	ch <- prometheus.MustNewConstMetric(descDmgOffs, prometheus.CounterValue, float64(st.DamagedOffsets))
 	ch <- prometheus.MustNewConstMetric(descIdxReb, prometheus.CounterValue, float64(st.IndexRebuilds))
+	for _, kind := range []string{commitlog.RepairDamage, commitlog.RepairTruncated, commitlog.RepairIndexRebuilt, commitlog.RepairGap,
+		commitlog.RepairStray, commitlog.RepairLeftover, commitlog.RepairForeign, commitlog.RepairMetadata} {
+		ch <- prometheus.MustNewConstMetric(descRepairs, prometheus.CounterValue, float64(st.Repairs[kind]), kind)
+	}
 	ch <- prometheus.MustNewConstMetric(descOpenSeg, prometheus.GaugeValue, float64(st.OpenSealedFiles))
 	ch <- prometheus.MustNewConstMetric(descSegClose, prometheus.CounterValue, float64(st.SealedFileCloses))
 	for _, t := range c.log.Topics() {

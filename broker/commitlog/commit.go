@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"syscall"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"sort"
 	"sync"
 )
@@ -196,16 +197,20 @@ func (p *Partition) installHoles(seg *segment, res scanResult) {
 // reportHole records a hole in the partition's report, the log's counters
 // and the log.
 func (p *Partition) reportHole(seg *segment, h hole, cause error) {
-	d := Damage{Segment: seg.base, Position: h.pos, LostBytes: h.end - h.pos,
-		FirstOffset: h.first, NextOffset: h.next, Reason: cause.Error()}
+	p.recordDamage(RepairDamage, Damage{Segment: seg.base, Position: h.pos, LostBytes: h.end - h.pos,
+		FirstOffset: h.first, NextOffset: h.next, Reason: cause.Error()}, "damaged batch passed over")
+}
+
+// recordDamage reports d once: in the partition's report, the log's
+// counters and as a repair (one log line).
+func (p *Partition) recordDamage(kind string, d Damage, what string) {
 	p.log.stats.damaged.Add(1)
-	p.log.stats.damagedOffsets.Add(max(h.next-h.first, 0))
+	p.log.stats.damagedOffsets.Add(max(d.NextOffset-d.FirstOffset, 0))
 	p.reportMu.Lock()
 	p.report.Damaged = append(p.report.Damaged, d)
 	p.reportMu.Unlock()
-	p.log.opts.logger.Error("commitlog: damaged batch, passing over it",
-		"topic", p.topic.name, "partition", p.id, "segment", seg.base, "position", h.pos,
-		"lost_bytes", d.LostBytes, "offsets", offsetRange(h.first, h.next), "err", cause)
+	p.log.noteRepair(slog.LevelError, p.repair(kind, "%s: offsets %s unreadable (segment %d, %d bytes at %d): %s",
+		what, offsetRange(d.FirstOffset, d.NextOffset), d.Segment, d.LostBytes, d.Position, d.Reason))
 }
 
 func offsetRange(first, next int64) string {

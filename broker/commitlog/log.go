@@ -3,7 +3,9 @@ package commitlog
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,14 +41,16 @@ type Log struct {
 	clockBase  int64 // log-clock ms at open
 	monoAtOpen time.Duration
 
-	diskLow    atomic.Bool  // below the free-disk floor
+	diskLow atomic.Bool // below the free-disk floor
 	// diskFull is set while a full-disk spell refuses appends (diskfull.go);
 	// diskFullChecked is when the free space was last looked at (ns).
 	diskFull        atomic.Bool
 	diskFullChecked atomic.Int64
-	freeBudget atomic.Int64 // bytes that may be written before the next disk check
+	freeBudget      atomic.Int64 // bytes that may be written before the next disk check
 
 	files *segmentFiles // sealed segment files kept open (files.go)
+
+	repairs repairLog // what open and reads repaired (repairs.go)
 
 	stats struct {
 		indexRebuilds    atomic.Int64
@@ -76,6 +80,8 @@ type Stats struct {
 	DamagedSegments int64
 	// DamagedOffsets counts the offsets that damage made unreadable.
 	DamagedOffsets int64
+	// Repairs counts repairs by kind (Repair*), since open.
+	Repairs map[string]int64
 	// DiskFull is true while appends are refused for a full disk;
 	// DiskFullSpells counts such spells, DiskFullWrites the writes that
 	// found no room (each undone).
@@ -149,20 +155,25 @@ func (l *Log) load() error {
 	var loaded []loadedTopic
 	for _, n := range names {
 		path := filepath.Join(l.dir, n)
-		if strings.HasPrefix(n, ".") { // an interrupted create or delete
+		if strings.HasPrefix(n, ".") {
+			if !leftoverTopicDir(n) {
+				l.noteRepair(slog.LevelWarn, Repair{Kind: RepairForeign, Partition: -1,
+					Detail: fmt.Sprintf("left alone %s: not a file Ferry makes", path)})
+				continue
+			}
 			if err := fs.RemoveAll(path); err != nil {
 				return fmt.Errorf("commitlog: remove leftover %s: %w", path, err)
 			}
+			l.noteRepair(slog.LevelWarn, Repair{Kind: RepairLeftover, Partition: -1,
+				Detail: fmt.Sprintf("removed %s, left by an interrupted topic create or delete", path)})
 			continue
 		}
-		b, err := vfs.ReadFile(fs, filepath.Join(path, topicFileName))
+		name, cfg, ok, err := l.loadTopicFile(path, n)
 		if err != nil {
-			l.opts.logger.Warn("commitlog: skipping directory without topic metadata", "dir", path, "err", err)
-			continue
+			return err
 		}
-		name, cfg, err := decodeTopicFile(b)
-		if err != nil || name != n {
-			return fmt.Errorf("commitlog: %s: bad topic metadata (name %q): %w", path, name, err)
+		if !ok {
+			continue
 		}
 		t := &Topic{log: l, name: name, dir: path}
 		t.cfg.Store(&cfg)
@@ -206,6 +217,72 @@ func (l *Log) load() error {
 		l.topics[lt.t.name] = lt.t
 	}
 	return nil
+}
+
+// leftoverTopicDir reports whether n is a hidden directory Ferry makes
+// while creating or deleting a topic (".<topic>.creating",
+// ".<topic>.deleting").
+func leftoverTopicDir(n string) bool {
+	for _, suf := range []string{".creating", ".deleting"} {
+		if t, ok := strings.CutSuffix(n, suf); ok && len(t) > 1 && ValidTopicName(t[1:]) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// loadTopicFile reads the settings of the topic in directory path (named
+// n). A missing or unreadable file is rebuilt from the directory — as
+// many partitions as it holds, default settings, which the daemon's
+// configuration then updates — with the unreadable one kept aside; a
+// directory with neither settings nor partitions is not a topic and is
+// left alone (ok false). Only a failure to write the rebuilt file is an
+// error.
+func (l *Log) loadTopicFile(path, n string) (name string, cfg TopicConfig, ok bool, err error) {
+	fs := l.opts.fs
+	file := filepath.Join(path, topicFileName)
+	b, rerr := vfs.ReadFile(fs, file)
+	if rerr == nil {
+		name, cfg, rerr = decodeTopicFile(b)
+		if rerr == nil && name != n {
+			rerr = fmt.Errorf("it names topic %q", name)
+		}
+		if rerr == nil {
+			return name, cfg, true, nil
+		}
+	}
+	parts := 0
+	if entries, err := fs.ReadDir(path); err == nil {
+		for ; slices.Contains(entries, strconv.Itoa(parts)); parts++ {
+		}
+	}
+	if parts == 0 || ValidTopicName(n) != nil {
+		l.noteRepair(slog.LevelWarn, Repair{Kind: RepairForeign, Partition: -1,
+			Detail: fmt.Sprintf("left alone %s: no topic settings (%v) and no partitions", path, rerr)})
+		return "", TopicConfig{}, false, nil
+	}
+	kept := ""
+	if ok, _ := vfs.Exists(fs, file); ok {
+		kept = fmt.Sprintf("%s.bad-%d", file, l.opts.clock.Now().Unix())
+		if err := fs.Rename(file, kept); err != nil {
+			return "", TopicConfig{}, false, fmt.Errorf("commitlog: %s: keep the unreadable settings aside: %w", path, err)
+		}
+	}
+	cfg = TopicConfig{Partitions: parts}
+	cfg.EnsureDefaults()
+	meta, err := encodeTopicFile(n, cfg)
+	if err == nil {
+		err = vfs.WriteFileAtomic(fs, file, meta)
+	}
+	if err != nil {
+		return "", TopicConfig{}, false, fmt.Errorf("commitlog: %s: rebuild %s: %w", path, topicFileName, err)
+	}
+	detail := fmt.Sprintf("rebuilt the settings of topic %q from its directory (%d partitions, default settings until the configuration updates them): %v", n, parts, rerr)
+	if kept != "" {
+		detail += "; the unreadable file is kept as " + kept
+	}
+	l.noteRepair(slog.LevelWarn, Repair{Kind: RepairMetadata, Topic: n, Partition: -1, Detail: detail})
+	return n, cfg, true, nil
 }
 
 // afterOpen gives segments of unknown age the current log time, marks the
@@ -255,6 +332,7 @@ func (l *Log) Stats() Stats {
 		IndexWriteErrors: l.stats.indexWriteErrors.Load(),
 		DamagedSegments:  l.stats.damaged.Load(),
 		DamagedOffsets:   l.stats.damagedOffsets.Load(),
+		Repairs:          l.repairCounts(),
 		DiskFull:         l.diskFull.Load(),
 		DiskFullSpells:   l.stats.diskFullSpells.Load(),
 		DiskFullWrites:   l.stats.diskFullWrites.Load(),

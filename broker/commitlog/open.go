@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -117,6 +119,8 @@ func (l *Log) openPartition(t *Topic, id int32, dir string, st partitionState, s
 			if err := fs.Remove(filepath.Join(dir, n)); err != nil {
 				return fail("remove leftover "+n, err)
 			}
+			l.noteRepair(slog.LevelWarn, Repair{Kind: RepairLeftover, Topic: t.name, Partition: id,
+				Detail: fmt.Sprintf("removed %s, left by an interrupted index write, compaction or segment removal", filepath.Join(dir, n))})
 		}
 	}
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
@@ -174,6 +178,28 @@ func (l *Log) openPartition(t *Topic, id int32, dir string, st partitionState, s
 		if !last {
 			seg.next.Store(bases[i+1])
 			p.openSealed(seg, size, cfg.IndexIntervalBytes)
+			if cfg.Cleanup.compacts() || seg.readable.Load() < size {
+				continue // compaction leaves gaps; damage is reported already
+			}
+			end, err := p.segmentEnd(seg, size)
+			if err != nil || end >= bases[i+1] {
+				continue
+			}
+			seg.next.Store(end)
+			if i+1 == len(bases)-1 && p.moveStray(bases[i+1], end) {
+				fresh, err := l.createSegment(dir, end)
+				if err != nil {
+					return fail("create the active segment", err)
+				}
+				p.segs = append(p.segs, fresh)
+				if err := fs.SyncDir(dir); err != nil {
+					return fail("sync "+dir, err)
+				}
+				p.next = end
+				break
+			}
+			p.recordDamage(RepairGap, Damage{Segment: seg.base, Position: size, FirstOffset: end, NextOffset: bases[i+1],
+				Reason: "no segment file holds them: a file is gone"}, "offsets missing between segments")
 			continue
 		}
 		if err := p.openActive(seg, size, clean, st, cfg.IndexIntervalBytes); err != nil {
@@ -194,6 +220,51 @@ func (l *Log) openPartition(t *Topic, id int32, dir string, st partitionState, s
 	return p, nil
 }
 
+// segmentEnd is the offset after the last batch of seg (size bytes),
+// found from its offset index's last entry by walking the few batch
+// headers after it.
+func (p *Partition) segmentEnd(seg *segment, size int64) (int64, error) {
+	pos := int64(0)
+	if e, ok := seg.lookupPos(p.log.opts.fs, math.MaxInt64); ok {
+		pos = int64(e.pos)
+	}
+	end := seg.base
+	var hb [BatchHeaderSize]byte
+	for pos+BatchHeaderSize <= size {
+		if hl, ok := seg.holes.at(pos); ok {
+			end, pos = max(end, hl.next), hl.end
+			continue
+		}
+		h, err := readHeaderAt(seg.file, pos, hb[:])
+		if err != nil {
+			return end, err
+		}
+		end, pos = h.NextOffset(), pos+h.Size()
+	}
+	return end, nil
+}
+
+// moveStray moves the segment file at base aside when it is empty and
+// starts past the partition's end: not a file Ferry wrote (Ferry starts a
+// segment exactly where the last one ends), which would otherwise move the
+// high watermark. It reports whether it did.
+func (p *Partition) moveStray(base, end int64) bool {
+	fs := p.log.opts.fs
+	name := filepath.Join(p.dir, segmentName(base, suffixLog))
+	fi, err := fs.Stat(name)
+	if err != nil || fi.Size() != 0 {
+		return false
+	}
+	aside := name + ".stray"
+	if err := fs.Rename(name, aside); err != nil {
+		return false
+	}
+	_ = fs.SyncDir(p.dir)
+	p.log.noteRepair(slog.LevelWarn, p.repair(RepairStray,
+		"moved aside an empty segment file at offset %d, past the partition's end %d, that Ferry did not write (kept as %s)", base, end, aside))
+	return true
+}
+
 // unreadableSealed keeps a sealed segment that cannot be opened or sized
 // in the list as an empty, damaged placeholder: its offsets are reported
 // lost, reads skip to the next segment, and retention deletes it in turn.
@@ -208,14 +279,9 @@ func (p *Partition) unreadableSealed(seg *segment, next int64, cause error) {
 	if fi, err := l.opts.fs.Stat(seg.path(suffixLog)); err == nil {
 		lost = fi.Size()
 	}
-	d := Damage{Segment: seg.base, LostBytes: lost, FirstOffset: seg.base, NextOffset: next, Reason: cause.Error()}
-	p.report.Damaged = append(p.report.Damaged, d)
-	l.stats.damaged.Add(1)
-	l.stats.damagedOffsets.Add(max(next-seg.base, 0))
+	p.recordDamage(RepairDamage, Damage{Segment: seg.base, LostBytes: lost, FirstOffset: seg.base, NextOffset: next, Reason: cause.Error()},
+		"cannot read a sealed segment, serving the rest of the partition")
 	p.segs = append(p.segs, seg)
-	l.opts.logger.Error("commitlog: cannot read a sealed segment, serving the rest of the partition",
-		"topic", p.topic.name, "partition", p.id, "segment", seg.base,
-		"offsets", fmt.Sprintf("%d..%d", seg.base, next-1), "err", cause)
 }
 
 // unreadableFile stands in for a segment file that could not be opened:
@@ -262,18 +328,12 @@ func (p *Partition) openSealed(seg *segment, size int64, interval int) {
 	p.report.ScannedBytes += res.validBytes
 	l := p.log
 	l.stats.indexRebuilds.Add(1)
-	l.opts.logger.Warn("commitlog: rebuilt segment index", "topic", p.topic.name, "partition", p.id,
-		"segment", seg.base, "reason", err)
+	l.noteRepair(slog.LevelWarn, p.repair(RepairIndexRebuilt, "rebuilt the index of segment %d from a scan: %v", seg.base, err))
 	if res.stop != nil {
 		seg.readable.Store(res.validBytes)
-		d := Damage{Segment: seg.base, Position: res.validBytes, LostBytes: size - res.validBytes,
-			FirstOffset: res.next, NextOffset: seg.next.Load(), Reason: res.stop.Error()}
-		p.report.Damaged = append(p.report.Damaged, d)
-		l.stats.damaged.Add(1)
-		l.stats.damagedOffsets.Add(max(d.NextOffset-d.FirstOffset, 0))
-		l.opts.logger.Error("commitlog: damaged segment, serving the rest of the partition",
-			"topic", p.topic.name, "partition", p.id, "segment", seg.base, "position", d.Position,
-			"lost_bytes", d.LostBytes, "offsets", fmt.Sprintf("%d..%d", d.FirstOffset, d.NextOffset-1), "err", res.stop)
+		p.recordDamage(RepairDamage, Damage{Segment: seg.base, Position: res.validBytes, LostBytes: size - res.validBytes,
+			FirstOffset: res.next, NextOffset: seg.next.Load(), Reason: res.stop.Error()},
+			"damaged sealed segment, its rest passed over (no valid batch follows)")
 	}
 	if err := seg.writeIndexes(l.opts.fs); err != nil {
 		// The scan left the entries in memory: serve from them, and let
@@ -311,8 +371,9 @@ func (p *Partition) openActive(seg *segment, size int64, clean bool, st partitio
 			return nil
 		}
 		p.report.IndexRebuilt = append(p.report.IndexRebuilt, seg.base)
-		l.opts.logger.Warn("commitlog: active segment failed its check after a clean shutdown, rescanning",
-			"topic", p.topic.name, "partition", p.id, "segment", seg.base, "err", err)
+		l.stats.indexRebuilds.Add(1)
+		l.noteRepair(slog.LevelWarn, p.repair(RepairIndexRebuilt,
+			"active segment %d failed its check after a clean shutdown, rescanned: %v", seg.base, err))
 	}
 	res := scanSegment(seg, size, true, interval)
 	p.installHoles(seg, res)
@@ -337,25 +398,21 @@ func (p *Partition) openActive(seg *segment, size int64, clean bool, st partitio
 		if res.stop != nil {
 			p.report.TruncateReason = res.stop.Error()
 		}
-		msg := "commitlog: truncated unsynced tail after unclean shutdown"
+		what := "cut the unsynced tail left by an unclean shutdown"
 		if clean {
-			msg = "commitlog: truncated bytes past the end recorded at a clean shutdown"
+			what = "cut bytes past the end recorded at a clean shutdown"
 		}
-		l.opts.logger.Warn(msg, "topic", p.topic.name, "partition", p.id, "segment", seg.base,
-			"valid_bytes", res.validBytes, "cut_bytes", size-res.validBytes, "next_offset", res.next, "reason", res.stop)
+		l.noteRepair(slog.LevelWarn, p.repair(RepairTruncated, "%s: %d bytes of segment %d from position %d (next offset %d): %v",
+			what, size-res.validBytes, seg.base, res.validBytes, res.next, res.stop))
 		size = res.validBytes
 	}
 	if clean && st.ActiveBase == seg.base && next < st.NextOffset {
 		// Fewer offsets than were acknowledged at the clean shutdown (the
 		// file was cut short): they are lost, reported, and never given
 		// again; the next append starts a new segment at the clean next.
-		d := Damage{Segment: seg.base, Position: size, FirstOffset: next, NextOffset: st.NextOffset,
-			Reason: fmt.Sprintf("the segment ends at offset %d, the clean shutdown recorded %d", next, st.NextOffset)}
-		p.report.Damaged = append(p.report.Damaged, d)
-		l.stats.damaged.Add(1)
-		l.stats.damagedOffsets.Add(d.NextOffset - d.FirstOffset)
-		l.opts.logger.Error("commitlog: active segment lost offsets acknowledged before a clean shutdown",
-			"topic", p.topic.name, "partition", p.id, "segment", seg.base, "offsets", offsetRange(d.FirstOffset, d.NextOffset))
+		p.recordDamage(RepairDamage, Damage{Segment: seg.base, Position: size, FirstOffset: next, NextOffset: st.NextOffset,
+			Reason: fmt.Sprintf("the segment ends at offset %d, the clean shutdown recorded %d", next, st.NextOffset)},
+			"active segment lost offsets acknowledged before a clean shutdown")
 		if size == 0 { // nothing left in it: start over at the clean next
 			_ = seg.file.Close()
 			if err := l.opts.fs.Remove(seg.path(suffixLog)); err != nil {

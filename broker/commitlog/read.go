@@ -253,16 +253,8 @@ func (p *Partition) markDamaged(seg *segment, pos int64, cause error) int64 {
 		readMax = maxTs
 	}
 	seg.readMaxTs.Store(readMax)
-	d := Damage{Segment: seg.base, Position: pos, LostBytes: seg.size.Load() - pos,
-		FirstOffset: first, NextOffset: resume, Reason: cause.Error()}
-	p.log.stats.damaged.Add(1)
-	p.log.stats.damagedOffsets.Add(max(resume-first, 0))
-	p.reportMu.Lock()
-	p.report.Damaged = append(p.report.Damaged, d)
-	p.reportMu.Unlock()
-	p.log.opts.logger.Error("commitlog: damaged segment, skipping the rest of it",
-		"topic", p.topic.name, "partition", p.id, "segment", seg.base, "position", pos,
-		"lost_bytes", d.LostBytes, "offsets", fmt.Sprintf("%d..%d", first, resume-1), "err", cause)
+	p.recordDamage(RepairDamage, Damage{Segment: seg.base, Position: pos, LostBytes: seg.size.Load() - pos,
+		FirstOffset: first, NextOffset: resume, Reason: cause.Error()}, "damaged segment, the rest of it passed over (no valid batch follows)")
 	return resume
 }
 

@@ -3,6 +3,7 @@ package commitlog
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 )
 
 // Index validation and repair on the read path.
@@ -139,6 +140,5 @@ func (p *Partition) repairIndex(seg *segment, cause error) {
 		p.report.IndexUnwritten = append(p.report.IndexUnwritten, seg.base)
 	}
 	p.reportMu.Unlock()
-	l.opts.logger.Warn("commitlog: rebuilt a wrong segment index found by a read",
-		"topic", p.topic.name, "partition", p.id, "segment", seg.base, "reason", cause)
+	l.noteRepair(slog.LevelWarn, p.repair(RepairIndexRebuilt, "rebuilt a wrong index of segment %d found by a read: %v", seg.base, cause))
 }

@@ -470,7 +470,7 @@ func TestRetentionIgnoresFutureTimestamps(t *testing.T) {
 	mustAppend(t, p, rec("k", "from a device with a broken clock", y2100))
 	fill(t, p, 60, 100) // timestamps: the (right) wall clock
 	clock.JumpWall(3 * 365 * 24 * time.Hour)
-	fill(t, p, 60, 100) // written while the wall clock ran three years ahead
+	fill(t, p, 60, 100)                       // written while the wall clock ran three years ahead
 	clock.JumpWall(-3 * 365 * 24 * time.Hour) // NTP corrects it
 
 	clock.Advance(30 * time.Minute)
