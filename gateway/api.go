@@ -226,6 +226,9 @@ func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 // last, one line each.
 func (d *Daemon) logWarnings() []string {
 	var out []string
+	if w := stateWarning(d.state, d.stateMsg); w != "" {
+		out = append(out, w)
+	}
 	for _, r := range d.log.Repairs() {
 		where := ""
 		if r.Topic != "" {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +34,7 @@ type Daemon struct {
 	dataDir string
 
 	state    *state.Store
+	stateMsg string // the damaged store's copy, when opening moved one aside
 	reg      *registry.Registry
 	log      *commitlog.Log
 	mqtt     *mqtt.Server
@@ -97,7 +99,7 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 		return nil, err
 	}
 
-	if d.state, err = state.Open(filepath.Join(dataDir, "state"), state.WithLogger(logger)); err != nil {
+	if d.state, d.stateMsg, err = openState(filepath.Join(dataDir, "state"), logger); err != nil {
 		return nil, fmt.Errorf("open state store: %w", err)
 	}
 	if d.reg, err = registry.Open(d.state); err != nil {
@@ -187,7 +189,15 @@ func (d *Daemon) seedDevices() error {
 	for i, dc := range d.cfg.Devices {
 		dev := registry.Device{Name: dc.Name, Type: dc.Type, Gateway: dc.Gateway, Source: registry.SourceConfig}
 		creds := registry.Credentials{Token: dc.Token, ClientID: dc.ClientID, Username: dc.Username, Password: dc.Password}
-		if err := d.reg.Put(dev, creds); err != nil {
+		err := d.reg.Put(dev, creds)
+		switch {
+		case errors.Is(err, syscall.ENOSPC):
+			// A full disk must not stop the start: what the store holds
+			// from earlier starts serves; the configuration is written
+			// again at the next start with room.
+			d.logger.Error("the disk is full: configured device not written (what the store holds from earlier starts serves)",
+				"device", dc.Name, "key", fmt.Sprintf("devices[%d]", i), "err", err)
+		case err != nil:
 			errs = append(errs, fmt.Errorf("devices[%d] (%s): %w", i, dc.Name, err))
 		}
 	}

@@ -246,3 +246,118 @@ func TestDamagedTopicSettingsDoNotStopTheGateway(t *testing.T) {
 		})
 	}
 }
+
+// TestDamagedStateStoreDoesNotStopTheGateway: a state store badger cannot
+// open — a garbled table, which panics badger in a goroutine of its own, or
+// a garbled MANIFEST — is moved aside (kept) and started anew; the gateway
+// starts, its config-listed devices connect, and /healthz says what
+// happened.
+func TestDamagedStateStoreDoesNotStopTheGateway(t *testing.T) {
+	for _, damage := range []string{"table", "manifest"} {
+		t.Run(damage, func(t *testing.T) {
+			dataDir := t.TempDir()
+			d := startDaemon(t, dataDir, "")
+			dev := connectDevice(t, d, "TOKEN1")
+			for i := range 50 {
+				if tok := dev.Publish("v1/devices/me/attributes", 1, false, fmt.Sprintf(`{"a%d":%d}`, i, i)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+					t.Fatalf("attributes: %v", tok.Error())
+				}
+			}
+			dev.Disconnect(100)
+			d.stop() // badger writes its memtable as a table on close
+			stateDir := filepath.Join(dataDir, "state")
+			switch damage {
+			case "table":
+				tables, _ := filepath.Glob(filepath.Join(stateDir, "*.sst"))
+				if len(tables) == 0 {
+					t.Fatal("no table to damage")
+				}
+				for _, name := range tables {
+					f, err := os.OpenFile(name, os.O_RDWR, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					fi, _ := f.Stat()
+					f.WriteAt([]byte{0xff, 0xff, 0xff, 0x7f}, fi.Size()-4)
+					f.Close()
+				}
+			case "manifest":
+				if err := os.WriteFile(filepath.Join(stateDir, "MANIFEST"), []byte("garbage!"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			d = startDaemon(t, dataDir, "")
+			connectDevice(t, d, "TOKEN1").Disconnect(100) // registered again from the configuration
+			var health struct {
+				Warnings []string `json:"warnings"`
+			}
+			d.api("GET", "/healthz", nil, &health)
+			if !strings.Contains(strings.Join(health.Warnings, "\n"), "the state store was damaged and started anew") {
+				t.Fatalf("healthz warnings: %q", health.Warnings)
+			}
+			kept, _ := filepath.Glob(stateDir + ".broken-*")
+			if len(kept) != 1 {
+				t.Fatalf("damaged copies kept: %v", kept)
+			}
+		})
+	}
+}
+
+// clientAttr returns boiler-1's client attribute key through the API.
+func clientAttr(t *testing.T, d *daemon, key string) string {
+	t.Helper()
+	var attrs map[string]map[string]json.RawMessage
+	if code := d.api("GET", "/api/v1/devices/boiler-1/attributes", nil, &attrs); code != 200 {
+		t.Fatalf("attributes: %d", code)
+	}
+	return string(attrs["client"][key])
+}
+
+// TestStateStoreOnFullDisk: with the whole data directory on a full
+// filesystem, an attributes publish is refused and not applied, the
+// daemon does not crash (badger faults on a full disk if it is let write),
+// it restarts on the full disk, and once space returns attributes are
+// stored again.
+func TestStateStoreOnFullDisk(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	smallTmpfs(t, dataDir, 160<<20)
+	d := startDaemon(t, dataDir, "")
+	publishAttr := func(v string) error {
+		c, tok := mqttClient(t, d.broker(), "TOKEN1", "attr-dev", nil)
+		if tok.Error() != nil {
+			return tok.Error()
+		}
+		defer c.Disconnect(50)
+		tok2 := c.Publish("v1/devices/me/attributes", 1, false, fmt.Sprintf(`{"fw":%q}`, v))
+		if !tok2.WaitTimeout(5*time.Second) || tok2.Error() != nil || !c.IsConnected() {
+			return fmt.Errorf("not acknowledged (%v)", tok2.Error())
+		}
+		return nil
+	}
+	if err := publishAttr("v1"); err != nil {
+		t.Fatal(err)
+	}
+
+	filler := filepath.Join(dataDir, "filler.bin")
+	fillFile(t, filler)
+	if err := publishAttr("v2"); err == nil {
+		t.Fatal("an attributes publish was acknowledged on a full disk")
+	}
+	if v := clientAttr(t, d, "fw"); v != `"v1"` {
+		t.Fatalf("fw = %s after a refused publish, want \"v1\" (a refused write must not be applied)", v)
+	}
+	d.stop()
+	d = startDaemon(t, dataDir, "") // starts on the full disk
+	if v := clientAttr(t, d, "fw"); v != `"v1"` {
+		t.Fatalf("fw = %s after a restart on the full disk", v)
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 30*time.Second, func() bool { return publishAttr("v3") == nil }, "an attributes publish acknowledged after space returned")
+	if v := clientAttr(t, d, "fw"); v != `"v3"` {
+		t.Fatalf("fw = %s after space returned", v)
+	}
+}

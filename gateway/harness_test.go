@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -24,6 +25,13 @@ import (
 func signalNotify(c chan os.Signal) { signal.Notify(c, os.Interrupt, syscall.SIGTERM) }
 
 func TestMain(m *testing.M) {
+	// The daemon probes its state store in a child process of its own
+	// binary; here that binary is this test binary, run as the daemon.
+	probeCommand = func(dir string) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "GATEWAY_E2E_DAEMON=1", "GATEWAY_E2E_ARGS=--probe-state "+dir)
+		return cmd
+	}
 	// The restart test runs the daemon as a child process: this binary,
 	// started with GATEWAY_E2E_DAEMON=1, is the daemon.
 	if os.Getenv("GATEWAY_E2E_DAEMON") == "1" {

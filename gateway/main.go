@@ -35,6 +35,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ferry-iot/ferry/broker/state"
 	"github.com/ferry-iot/ferry/configs"
 )
 
@@ -47,8 +48,16 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "YAML config file (defaults: configs/ferry.yaml, embedded)")
 	printConfig := fs.Bool("print-default-config", false, "print the default configuration and exit")
+	probe := fs.String("probe-state", "", "check that the state store in `dir` opens (used by the daemon itself at start) and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *probe != "" {
+		if err := state.Probe(*probe); err != nil {
+			fmt.Fprintln(stderr, "ferry: state store damaged:", err)
+			return probeDamaged
+		}
+		return 0
 	}
 	if *printConfig {
 		_, _ = stdout.Write(configs.Default)

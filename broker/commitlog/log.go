@@ -298,7 +298,13 @@ func (l *Log) afterOpen(p *Partition) error {
 		a.createdLog = now
 	}
 	if err := p.writeState(false); err != nil {
-		return fmt.Errorf("mark open: %w", err) // writeState names the topic and partition
+		if !isNoSpace(err) {
+			return fmt.Errorf("mark open: %w", err) // writeState names the topic and partition
+		}
+		// A full disk must not stop the start. The old state stays; should
+		// it say "clean" and the daemon then crash, the next open still
+		// CRC-checks the active segment's unindexed tail.
+		l.noteRepair(slog.LevelWarn, p.repair(RepairMetadata, "cannot mark the partition open on a full disk (it is marked at the next roll or close): %v", err))
 	}
 	r := p.report
 	if !r.Clean || len(r.IndexRebuilt) > 0 || len(r.Damaged) > 0 {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -191,7 +192,7 @@ func (s *session) decide(it *ackItem) (code byte, ok bool) {
 				return packets.ErrUnspecifiedError.Code, false // the device resends after reconnecting
 			}
 			code = pubackCodes[reasonStorage].Code
-			if errors.Is(err, commitlog.ErrLogFull) {
+			if errors.Is(err, commitlog.ErrLogFull) || errors.Is(err, syscall.ENOSPC) { // a full log, or a full disk under the state store
 				code = pubackCodes[reasonLogFull].Code
 			}
 		} else if it.qos > 0 {

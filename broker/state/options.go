@@ -17,6 +17,9 @@ type options struct {
 	logger     *slog.Logger
 	gcInterval time.Duration
 	inMemory   bool
+	reserve    uint64
+	free       func(string) (uint64, error)
+	rebuild    bool
 }
 
 // DefaultGCInterval is how often the value-log GC loop runs unless
@@ -31,6 +34,7 @@ func defaultOptions() options {
 	return options{
 		logger:     slog.Default(),
 		gcInterval: DefaultGCInterval,
+		reserve:    DefaultReserve,
 	}
 }
 
@@ -42,6 +46,20 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // WithGCInterval sets the period of the value-log GC loop (default 5 min);
 // zero or negative disables the loop.
 func WithGCInterval(d time.Duration) Option { return func(o *options) { o.gcInterval = d } }
+
+// WithReserve sets the free space below which writes are refused
+// (default DefaultReserve; see space.go).
+func WithReserve(bytes uint64) Option { return func(o *options) { o.reserve = bytes } }
+
+// WithFreeSpace replaces the free-space lookup, for tests.
+func WithFreeSpace(free func(dir string) (uint64, error)) Option {
+	return func(o *options) { o.free = free }
+}
+
+// WithRebuildOnDamage makes Open move a store badger cannot open aside
+// (kept for inspection, Store.Rebuilt names it) and start anew, instead
+// of failing.
+func WithRebuildOnDamage() Option { return func(o *options) { o.rebuild = true } }
 
 // WithInMemory keeps everything in memory, for tests (default on disk).
 // The directory given to Open is ignored and no GC loop runs.
