@@ -210,6 +210,8 @@ func (e *Engine) waitData(order []*cursor) error {
 		return e.refreshPartitions()
 	case <-w.C():
 		return nil
+	case <-e.resendKick:
+		return errResend // the session ends; the next starts where Resend said
 	}
 }
 

@@ -66,9 +66,24 @@
 // (Backoff doubling to MaxBackoff, each delay ×0.8–1.2; back to Backoff
 // after a session that delivered something). Status.State is
 // backing_off meanwhile, stalled for the backoff after a watchdog
-// failure, connected while a session works. A watchdog bounds every Send with StallTimeout:
-// a link that looks up but acknowledges nothing while records wait is a
-// failure, and the engine reconnects. RateLimit caps the bytes handed to
+// failure, connected while a session works. A watchdog bounds every Send
+// with StallTimeout: a link that looks up but acknowledges nothing while
+// records wait is a failure, and the engine reconnects. Long before that —
+// once a Send has waited a quarter of StallTimeout — the state says
+// stalled (with Status.WaitingSince and the reason), so a dead upstream is
+// never shown connected for the whole timeout; an acknowledgement turns it
+// connected again.
+//
+// # An upstream that was reset
+//
+// At every connect to an upstream that keeps checkpoints, a partition the
+// bridge had sent from but for which the upstream holds no checkpoint (a
+// reinstalled cluster, a deleted checkpoint topic), or one behind the
+// local checkpoint, is reported loudly: Status.UpstreamReset,
+// ferry_bridge_upstream_resets_total and an error line. With none the
+// bridge goes on from its local checkpoint (a metered link is not made to
+// carry the history unasked); Resend (POST /api/v1/bridges/{name}/resend)
+// sends a partition again from any offset the edge still holds. RateLimit caps the bytes handed to
 // the target per second, for metered links.
 //
 // # Backlog order

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -140,6 +141,11 @@ const (
 
 // Engine replicates the configured topics to one target.
 type Engine struct {
+	// resends are the positions Resend asked for, applied at the next
+	// connect (guarded by mu); resendKick ends the session for it.
+	resends    map[TP]int64
+	resendKick chan struct{}
+
 	cfg     Config
 	log     *commitlog.Log
 	st      *state.Store
@@ -203,6 +209,7 @@ func New(cfg Config, lg *commitlog.Log, st *state.Store, target Target) (*Engine
 	cfg.ensureDefaults()
 	e := &Engine{cfg: cfg, log: lg, st: st, target: target, metrics: cfg.Metrics, logger: cfg.Logger,
 		owner: "bridge." + cfg.Name, cursors: map[TP]*cursor{}, done: make(chan struct{}),
+		resendKick: make(chan struct{}, 1), resends: map[TP]int64{},
 		rejects: map[TP]map[int64]string{}, recorded: map[TP]map[int64]struct{}{}, jitter: rand.Float64,
 		rejLog: ratelog.New()}
 	e.wait = e.timerWait
@@ -264,6 +271,9 @@ func (e *Engine) run() {
 		if e.ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errResend) {
+			continue // a new session that starts where Resend said
+		}
 		if progressed {
 			backoff = e.cfg.Backoff
 		}
@@ -307,18 +317,100 @@ func (e *Engine) connect() (Conn, error) {
 			return nil, fmt.Errorf("read upstream checkpoints: %w", err)
 		}
 	}
+	_, checkpoints := conn.(Checkpointer)
+	e.mu.Lock()
+	resends := e.resends
+	e.resends = map[TP]int64{}
+	e.mu.Unlock()
 	for _, tp := range tps {
 		c := e.cursors[tp]
-		if p, ok := up[tp]; ok && p != c.prog {
+		p, ok := up[tp]
+		if checkpoints {
+			e.checkUpstreamReset(tp, c.prog, p, ok)
+		}
+		if ok && p != c.prog {
 			e.logger.Info("bridge: resuming from the upstream checkpoint", "bridge", e.cfg.Name, "partition", tp.String(),
 				"upstream_next", p.Next, "local_next", c.prog.Next)
 			c.prog = p
+			e.dirty = true
+		}
+		if off, ok := resends[tp]; ok {
+			e.logger.Warn("bridge: sending again from the offset asked for", "bridge", e.cfg.Name, "partition", tp.String(),
+				"from", off, "was_at", c.prog.Next)
+			c.prog = Progress{Next: off}
 			e.dirty = true
 		}
 		c.p.SetHold(e.owner, c.prog.Next)
 	}
 	e.publishStatus()
 	return conn, nil
+}
+
+// errResend ends a session so the next one starts where Resend said.
+var errResend = errors.New("bridge: sending again from an offset, as asked")
+
+// Resend makes the bridge send partition's records again from offset
+// (between the partition's first stored offset and its end): at the next
+// session, which it starts now, the partition's cursor moves there, over
+// the upstream's checkpoint and the local one. For an upstream that was
+// reset (Status.UpstreamReset) and must get the edge's history again.
+func (e *Engine) Resend(topic string, partition int32, offset int64) error {
+	if !slices.Contains(e.cfg.Topics, topic) {
+		return fmt.Errorf("%w: topic %q is not one bridge %s replicates (%v)", ErrNoSuchPartition, topic, e.cfg.Name, e.cfg.Topics)
+	}
+	t, err := e.log.Topic(topic)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNoSuchPartition, err)
+	}
+	p, err := t.Partition(partition)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNoSuchPartition, err)
+	}
+	if start, end := p.StartOffset(), p.HighWatermark(); offset < start || offset > end {
+		return fmt.Errorf("%w: offset %d: %s/%d holds %d..%d", ErrBadOffset, offset, topic, partition, start, end)
+	}
+	e.mu.Lock()
+	e.resends[TP{topic, partition}] = offset
+	e.mu.Unlock()
+	select {
+	case e.resendKick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Resend's refusals.
+var (
+	ErrNoSuchPartition = errors.New("bridge: no such partition")
+	ErrBadOffset       = errors.New("bridge: offset outside the partition")
+)
+
+// checkUpstreamReset says loudly when the upstream holds less than this
+// bridge sent: no checkpoint for a partition the bridge had sent from (a
+// reinstalled cluster, a deleted checkpoint topic), or one behind the
+// local checkpoint. With none the bridge resumes from its local
+// checkpoint — the records before it are not sent again unless asked
+// (Resend, POST /api/v1/bridges/{name}/resend); with one behind, from the
+// upstream's, sending the difference again.
+func (e *Engine) checkUpstreamReset(tp TP, local, upstream Progress, found bool) {
+	var msg string
+	switch {
+	case local.Next == 0:
+		return // nothing sent yet
+	case !found:
+		msg = fmt.Sprintf("the upstream has no checkpoint for %s, though this bridge sent it up to offset %d: the upstream was reset (reinstalled, or its checkpoint topic deleted); resuming from the local checkpoint %d — to send the records before it again, POST /api/v1/bridges/%s/resend",
+			tp, local.Next, local.Next, e.cfg.Name)
+	case upstream.Next < local.Next:
+		msg = fmt.Sprintf("the upstream's checkpoint for %s (%d) is behind this bridge's (%d): resuming from the upstream's, sending %d offsets again",
+			tp, upstream.Next, local.Next, local.Next-upstream.Next)
+	default:
+		return
+	}
+	e.metrics.UpstreamResets.WithLabelValues(e.cfg.Name).Inc()
+	e.mu.Lock()
+	e.status.UpstreamReset = time.Now().UTC().Format(time.RFC3339) + ": " + msg
+	e.mu.Unlock()
+	e.logger.Error("bridge: "+msg, "bridge", e.cfg.Name)
 }
 
 // refreshPartitions picks up the configured topics' partitions (topics
@@ -373,6 +465,11 @@ func (e *Engine) timerWait(ctx context.Context, d time.Duration) {
 func (e *Engine) pump(conn Conn) (progressed, stalled bool, err error) {
 	var next *Batch
 	for {
+		select {
+		case <-e.resendKick:
+			return progressed, false, errResend
+		default:
+		}
 		b := next
 		next = nil
 		if b == nil {
@@ -392,9 +489,25 @@ func (e *Engine) pump(conn Conn) (progressed, stalled bool, err error) {
 		pre := e.prefetch(b)
 		ctx, cancel := context.WithTimeout(e.ctx, e.cfg.StallTimeout)
 		start := time.Now()
+		e.waiting(&start)
+		// Long before the watchdog gives up, the status says the link is
+		// silent: an upstream that died is not shown "connected".
+		warned := make(chan struct{})
+		warn := time.AfterFunc(e.cfg.StallTimeout/4, func() {
+			defer close(warned)
+			e.setState(StateStalled, fmt.Errorf("no acknowledgement for %v with %d records on their way (the watchdog reconnects at %v)",
+				e.cfg.StallTimeout/4, len(b.Items), e.cfg.StallTimeout))
+		})
 		err = conn.Send(ctx, b)
+		if !warn.Stop() {
+			<-warned // it ran: let it finish before the state moves on
+		}
+		e.waiting(nil)
 		stalled = errors.Is(ctx.Err(), context.DeadlineExceeded) && e.ctx.Err() == nil
 		cancel()
+		if err == nil {
+			e.setState(StateConnected, nil) // after a slow acknowledgement, shown stalled meanwhile
+		}
 		if e.onJoin != nil {
 			e.onJoin()
 		}
@@ -555,6 +668,17 @@ func (e *Engine) failed(kind string, err error, stalled bool, backoff *time.Dura
 	e.lastFatal = ""
 	e.metrics.Failures.WithLabelValues(e.cfg.Name, kind).Inc()
 	e.logger.Warn("bridge: link failed, retrying", "bridge", e.cfg.Name, "stalled", stalled, "err", err)
+}
+
+// waiting records when the batch on its way was handed over (nil: none).
+func (e *Engine) waiting(since *time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if since != nil {
+		t := *since
+		since = &t
+	}
+	e.status.WaitingSince = since
 }
 
 func (e *Engine) setState(s string, err error) {

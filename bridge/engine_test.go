@@ -855,3 +855,145 @@ func TestLingerSettings(t *testing.T) {
 		closeEngine(t, en)
 	}
 }
+
+// TestStatusShowsASilentLink: while a batch waits for an acknowledgement
+// the status says since when, and after a quarter of the stall timeout it
+// says stalled — an upstream that died is not shown connected for the
+// whole timeout; an acknowledgement that comes late turns it connected
+// again.
+func TestStatusShowsASilentLink(t *testing.T) {
+	lg, st := setup(t, 100, 10)
+	release := make(chan struct{})
+	f := newFake()
+	f.send = func(ctx context.Context, n int, _ *Batch) error {
+		if n == 1 {
+			select { // slow, then acknowledged
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	}
+	en := newEngine(t, Config{StallTimeout: 4 * time.Second, Backoff: time.Millisecond}, lg, st, f)
+	en.Start()
+	var s Status
+	testkit.Eventually(t, 10*time.Second, func() bool { s = en.Status(); return s.State == StateStalled }, "stalled shown while the first batch waits")
+	if s.WaitingSince == nil || !strings.Contains(s.LastError, "no acknowledgement") || s.Reconnects != 0 {
+		t.Fatalf("while waiting: %+v", s)
+	}
+	close(release)
+	testkit.Eventually(t, 10*time.Second, func() bool { s = en.Status(); return s.RecordsSent == 100 }, "delivery")
+	closeEngine(t, en)
+	if s.State != StateConnected || s.WaitingSince != nil || s.LastError != "" || s.Reconnects != 0 {
+		t.Fatalf("after the late acknowledgement: %+v", s)
+	}
+}
+
+// TestUpstreamResetDetected: an upstream that comes back without the
+// checkpoints this bridge wrote (a reinstalled core cluster) is said
+// loudly — status, metric, an error line — and the bridge resumes from
+// its local checkpoint, not from zero; an upstream checkpoint behind the
+// local one is said too, and wins.
+func TestUpstreamResetDetected(t *testing.T) {
+	lg, st := setup(t, 200, 10)
+	f := newFake()
+	f.upstream = map[TP]Progress{}
+	var logs syncBuf
+	en := newEngine(t, Config{Backoff: time.Millisecond, Logger: newTextLogger(&logs)}, lg, st, f)
+	runUntil(t, en, "delivery", 10*time.Second, func() bool { return en.Status().Lag == 0 })
+	if s := en.Status(); s.UpstreamReset != "" {
+		t.Fatalf("reset reported on a first start: %q", s.UpstreamReset)
+	}
+
+	f.mu.Lock()
+	f.upstream = map[TP]Progress{{"t", 1}: {Next: 10}} // reinstalled: t/0 gone, t/1 behind
+	f.mu.Unlock()
+	tp, _ := lg.Topic("t")
+	en2 := newEngine(t, Config{Backoff: time.Millisecond, Logger: newTextLogger(&logs)}, lg, st, f)
+	en2.Start()
+	appendRecs(t, tp, 200, 10, 10)
+	testkit.Eventually(t, 10*time.Second, func() bool { return en2.Status().Lag == 0 }, "delivery after the reset")
+	closeEngine(t, en2)
+	s := en2.Status()
+	if !strings.Contains(s.UpstreamReset, "the upstream has no checkpoint for t/0") && !strings.Contains(s.UpstreamReset, "behind") {
+		t.Fatalf("status upstream_reset %q", s.UpstreamReset)
+	}
+	if n := testutil.ToFloat64(en2.metrics.UpstreamResets.WithLabelValues("x")); n != 2 {
+		t.Fatalf("upstream resets %v, want 2 (t/0 missing, t/1 behind)", n)
+	}
+	l := logs.String()
+	if !strings.Contains(l, "the upstream has no checkpoint for t/0") || !strings.Contains(l, "resend") || !strings.Contains(l, "is behind") {
+		t.Fatalf("log:\n%s", l)
+	}
+	// t/0 resumed from the local checkpoint: only its new records went,
+	// each offset once; t/1 from the upstream's 10: offset 10 went again.
+	f.mu.Lock()
+	got0, got1 := f.got[TP{"t", 0}], f.got[TP{"t", 1}]
+	f.mu.Unlock()
+	p0, _ := tp.Partition(0)
+	if n := len(got0); int64(n) != p0.HighWatermark() {
+		t.Fatalf("t/0: %d offsets delivered for %d stored: it did not resume from the local checkpoint", n, p0.HighWatermark())
+	}
+	if n := countFrom(got1, 10); n != 2 {
+		t.Fatalf("t/1: offset 10 delivered %d times, want twice (sent again from the upstream's checkpoint)", n)
+	}
+	if n := countFrom(got1, 9); n != 1 {
+		t.Fatalf("t/1: offset 9 delivered %d times, want once", n)
+	}
+}
+
+// countFrom counts how often offset off appears in offs.
+func countFrom(offs []int64, off int64) int {
+	n := 0
+	for _, o := range offs {
+		if o == off {
+			n++
+		}
+	}
+	return n
+}
+
+// TestResend: Resend sends a partition again from an offset, over the
+// upstream's checkpoint (an upstream reinstalled empty gets the edge's
+// history back); offsets outside the partition and unknown partitions are
+// refused.
+func TestResend(t *testing.T) {
+	lg, st := setup(t, 100, 10)
+	f := newFake()
+	f.upstream = map[TP]Progress{}
+	en := newEngine(t, Config{Backoff: time.Millisecond}, lg, st, f)
+	en.Start()
+	testkit.Eventually(t, 10*time.Second, func() bool { return en.Status().Lag == 0 }, "delivery")
+	tp, _ := lg.Topic("t")
+	p0, _ := tp.Partition(0)
+	before := len(f.gotOf(TP{"t", 0}))
+	if err := en.Resend("t", 0, 5); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return len(f.gotOf(TP{"t", 0})) == before+int(p0.HighWatermark()-5) && en.Status().Lag == 0
+	}, "t/0 sent again from 5")
+	if got := f.gotOf(TP{"t", 0}); got[before] != 5 {
+		t.Fatalf("the resend began at %d, want 5", got[before])
+	}
+	for _, c := range []struct {
+		topic     string
+		partition int32
+		offset    int64
+		want      error
+	}{{"nope", 0, 0, ErrNoSuchPartition}, {"t", 9, 0, ErrNoSuchPartition}, {"t", 0, p0.HighWatermark() + 1, ErrBadOffset}, {"t", 0, -1, ErrBadOffset}} {
+		if err := en.Resend(c.topic, c.partition, c.offset); !errors.Is(err, c.want) {
+			t.Errorf("Resend(%s, %d, %d) = %v, want %v", c.topic, c.partition, c.offset, err, c.want)
+		}
+	}
+	closeEngine(t, en)
+	if n := en.Status().Reconnects; n != 0 {
+		t.Fatalf("a resend counted as %d failures", n)
+	}
+}
+
+func (f *fakeTarget) gotOf(tp TP) []int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]int64(nil), f.got[tp]...)
+}

@@ -36,7 +36,14 @@ type Status struct {
 	RecordsRejected int64             `json:"records_rejected"`
 	LastRejected    *RejectedStatus   `json:"last_rejected,omitempty"`
 	Lag             int64             `json:"lag"` // records not yet upstream, all partitions
-	Partitions      []PartitionStatus `json:"partitions"`
+	// WaitingSince is when the batch on its way was handed to the
+	// upstream, while no acknowledgement has come back; nil otherwise.
+	WaitingSince *time.Time `json:"waiting_since,omitempty"`
+	// UpstreamReset describes the latest time the upstream held less than
+	// this bridge had sent (its checkpoint missing or behind: a
+	// reinstalled cluster, a deleted checkpoint topic); "" when never.
+	UpstreamReset string            `json:"upstream_reset,omitempty"`
+	Partitions    []PartitionStatus `json:"partitions"`
 }
 
 // RejectedStatus names a record the bridge passed over because the upstream
@@ -155,6 +162,9 @@ type Metrics struct {
 	Rejected    *prometheus.CounterVec
 	Connects    *prometheus.CounterVec
 	Failures    *prometheus.CounterVec // bridge, kind: connect, send, stalled, misconfigured
+	// UpstreamResets counts connects that found the upstream holding
+	// less than the bridge had sent (checkUpstreamReset).
+	UpstreamResets *prometheus.CounterVec
 	SendSeconds *prometheus.HistogramVec
 	State       *prometheus.GaugeVec // bridge, state: 1 for the current one
 }
@@ -180,6 +190,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Records the upstream refused for good (too large, invalid) and passed over; their provenance is in the rejected topic."}, l),
 		Connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_connects_total",
 			Help: "Sessions opened with the upstream."}, l),
+		UpstreamResets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_upstream_resets_total",
+			Help: "Partitions found at connect with the upstream's checkpoint missing or behind what the bridge had sent (a reinstalled cluster)."}, l),
 		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bridge_failures_total",
 			Help: "Link failures by kind: connect, send, stalled (the watchdog saw no acknowledgement), misconfigured (credentials, certificates, missing upstream features)."}, []string{"bridge", "kind"}),
 		SendSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ferry_bridge_send_seconds",
@@ -188,7 +200,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 for the bridge's current link state."}, []string{"bridge", "state"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Records, m.Bytes, m.Wire, m.Batches, m.Resent, m.Dropped, m.Rejected, m.Connects, m.Failures, m.SendSeconds, m.State)
+		reg.MustRegister(m.Records, m.Bytes, m.Wire, m.Batches, m.Resent, m.Dropped, m.Rejected, m.Connects, m.UpstreamResets, m.Failures, m.SendSeconds, m.State)
 	}
 	return m
 }
@@ -197,7 +209,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // see every counter (a rejected-records alert, say) before its first
 // increment.
 func (m *Metrics) touch(name string) {
-	for _, v := range []*prometheus.CounterVec{m.Records, m.Bytes, m.Wire, m.Batches, m.Resent, m.Dropped, m.Rejected, m.Connects} {
+	for _, v := range []*prometheus.CounterVec{m.Records, m.Bytes, m.Wire, m.Batches, m.Resent, m.Dropped, m.Rejected, m.Connects, m.UpstreamResets} {
 		v.WithLabelValues(name)
 	}
 	for _, kind := range []string{"connect", "send", "stalled", "misconfigured"} {

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ferry-iot/ferry/bridge"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestBridgeKafkaE2E: telemetry from an MQTT device reaches the upstream
@@ -89,5 +90,79 @@ bridges:
 	}
 	if v := d.metric(`ferry_bridge_records_rejected_total{bridge="kafka"}`); v != 0 {
 		t.Fatalf("rejected records metric %v", v)
+	}
+}
+
+// TestBridgeUpstreamReinstalled: the core cluster is reinstalled empty
+// while the gateway is down. At restart the bridge says so — status
+// upstream_reset, ferry_bridge_upstream_resets_total, the log — and goes on
+// from its local checkpoint; POST /api/v1/bridges/kafka/resend then sends
+// the edge's history to the new cluster.
+func TestBridgeUpstreamReinstalled(t *testing.T) {
+	bridgeCfg := func(addr string) string {
+		return fmt.Sprintf("\nbridges:\n  kafka:\n    brokers: [%q]\n    topics: {telemetry: site.telemetry}\n    backoff: 100ms\n", addr)
+	}
+	upA, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	d := startDaemon(t, dataDir, bridgeCfg(upA.ListenAddrs()[0]))
+	c := connectDevice(t, d, "TOKEN1")
+	for i := range 30 {
+		publish(t, c, "v1/devices/me/telemetry", fmt.Sprintf(`{"n":%d}`, i))
+	}
+	var st struct {
+		Bridges []bridge.Status `json:"bridges"`
+	}
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		d.api("GET", "/api/v1/bridges", nil, &st)
+		return len(st.Bridges) == 1 && st.Bridges[0].RecordsSent == 30 && st.Bridges[0].Lag == 0
+	}, "30 records upstream")
+	c.Disconnect(100)
+	d.stop()
+	upA.Close()
+
+	upB, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upB.Close()
+	d = startDaemon(t, dataDir, bridgeCfg(upB.ListenAddrs()[0]))
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		d.api("GET", "/api/v1/bridges", nil, &st)
+		return len(st.Bridges) == 1 && st.Bridges[0].UpstreamReset != "" && st.Bridges[0].State == bridge.StateConnected
+	}, "the reset reported")
+	if !strings.Contains(st.Bridges[0].UpstreamReset, "the upstream has no checkpoint") {
+		t.Fatalf("upstream_reset %q", st.Bridges[0].UpstreamReset)
+	}
+	if n := d.metric(`ferry_bridge_upstream_resets_total{bridge="kafka"}`); n < 1 {
+		t.Fatalf("upstream resets %v", n)
+	}
+	if code := d.api("POST", "/api/v1/bridges/kafka/resend", map[string]any{"topic": "telemetry", "partition": 0, "offset": 1 << 40}, nil); code != 400 {
+		t.Fatalf("resend past the end: %d", code)
+	}
+	if code := d.api("POST", "/api/v1/bridges/nope/resend", map[string]any{"topic": "telemetry", "partition": 0, "offset": 0}, nil); code != 404 {
+		t.Fatalf("resend of an unknown bridge: %d", code)
+	}
+	for p := range 3 {
+		if code := d.api("POST", "/api/v1/bridges/kafka/resend", map[string]any{"topic": "telemetry", "partition": p, "offset": 0}, nil); code != 202 {
+			t.Fatalf("resend partition %d: %d", p, code)
+		}
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(upB.ListenAddrs()...), kgo.ConsumeTopics("site.telemetry"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	seen := map[string]bool{}
+	for len(seen) < 30 && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { seen[string(r.Value)] = true })
+	}
+	if len(seen) != 30 {
+		t.Fatalf("the reinstalled upstream has %d of the 30 records after the resend", len(seen))
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -78,6 +79,42 @@ func (d *Daemon) listBridges(w http.ResponseWriter, _ *http.Request) {
 		out = append(out, b.Status())
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"bridges": out})
+}
+
+// resendBridge makes a bridge send a partition again from an offset: for an
+// upstream that was reset (its status says upstream_reset).
+func (d *Daemon) resendBridge(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Topic     string `json:"topic"`
+		Partition *int32 `json:"partition"`
+		Offset    *int64 `json:"offset"`
+	}
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if req.Topic == "" || req.Partition == nil || req.Offset == nil {
+		writeError(w, http.StatusBadRequest, "topic, partition and offset are required")
+		return
+	}
+	for _, b := range d.bridges {
+		if b.Status().Name != r.PathValue("name") {
+			continue
+		}
+		err := b.Resend(req.Topic, *req.Partition, *req.Offset)
+		switch {
+		case errors.Is(err, bridge.ErrNoSuchPartition):
+			writeError(w, http.StatusNotFound, "%v", err)
+		case err != nil:
+			writeError(w, http.StatusBadRequest, "%v", err)
+		default:
+			d.logger.Warn("bridge: sending a partition again, as asked through the API", "bridge", r.PathValue("name"),
+				"topic", req.Topic, "partition", *req.Partition, "from", *req.Offset)
+			writeJSON(w, http.StatusAccepted, map[string]any{"bridge": r.PathValue("name"), "topic": req.Topic,
+				"partition": *req.Partition, "from": *req.Offset})
+		}
+		return
+	}
+	writeError(w, http.StatusNotFound, "no bridge %q", r.PathValue("name"))
 }
 
 // bridgeCollector exports each bridge's lag per partition and its last
