@@ -157,8 +157,9 @@ func storedButLost(c *kfake.Cluster) fault {
 }
 
 // TestLinkStates: against kfake, the state is backing_off while the link
-// is cut, connected once it is back, stalled after the watchdog gave up
-// on a swallowed Produce, and connected again. (A backoff of 1 s keeps
+// is cut, connected once it is back, stalled while a swallowed Produce
+// goes unanswered and after the watchdog gave up on it, and connected
+// again. (A backoff of 1 s keeps
 // each state up long enough to be seen.)
 func TestLinkStates(t *testing.T) {
 	t.Parallel() // mostly waiting out the stall timeout and backoffs
@@ -190,11 +191,19 @@ func TestLinkStates(t *testing.T) {
 	progress()
 	t.Logf("%v: connected", time.Since(start).Round(time.Millisecond))
 	dropNext(c, kmsg.Produce)
-	testkit.Eventually(t, 30*time.Second, state(bridge.StateStalled), "stalled after the watchdog")
-	if st := en.Status(); !strings.Contains(st.LastError, "stalled link") {
+	// Stalled is shown while the Produce goes unanswered (after a quarter
+	// of the stall timeout), and stays through the backoff after the
+	// watchdog gave up.
+	testkit.Eventually(t, 30*time.Second, state(bridge.StateStalled), "stalled while no acknowledgement comes")
+	if st := en.Status(); !strings.Contains(st.LastError, "no acknowledgement") && !strings.Contains(st.LastError, "stalled link") {
 		t.Fatalf("last error when stalled: %s", st.LastError)
 	}
-	t.Logf("%v: stalled", time.Since(start).Round(time.Millisecond))
+	t.Logf("%v: stalled: %s", time.Since(start).Round(time.Millisecond), en.Status().LastError)
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		st := en.Status()
+		return st.State == bridge.StateStalled && strings.Contains(st.LastError, "stalled link")
+	}, "stalled after the watchdog")
+	t.Logf("%v: the watchdog gave up", time.Since(start).Round(time.Millisecond))
 	progress()
 	t.Logf("%v: connected", time.Since(start).Round(time.Millisecond))
 	in.halt(t)
