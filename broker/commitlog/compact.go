@@ -44,6 +44,9 @@ func (l *Log) Compact() int64 {
 			if err != nil {
 				l.opts.logger.Warn("commitlog: compaction failed", "topic", t.name, "partition", p.id, "err", err)
 			}
+			if _, err := p.mergeSmall(cfg); err != nil {
+				l.opts.logger.Warn("commitlog: merging small segments failed", "topic", t.name, "partition", p.id, "err", err)
+			}
 		}
 	}
 	return removed

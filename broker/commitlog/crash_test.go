@@ -67,13 +67,13 @@ func crashWorkload(fs vfs.FS, acked *ackLog) {
 	}
 	if errB == nil {
 		wg.Go(func() {
-			for i := 0; i < 40; i++ {
+			for i := 0; i < 60; i++ {
 				k, v := "k"+strconv.Itoa(i%4), fmt.Sprintf("b%d-%0200d", i, 0)
 				f := b.Append(ctx, []Record{{Key: []byte(k), Value: []byte(v)}})
 				if off, err := f.Wait(ctx); err == nil {
 					acked.add(ackedRecord{topic: "b", offset: off, key: k, value: v})
 				}
-				if i == 20 {
+				if i == 20 || i == 58 { // the second pass merges the cleaned segments
 					l.Compact()
 				}
 			}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -141,7 +142,8 @@ func (l *Log) openPartition(t *Topic, id int32, dir string, st partitionState, s
 		}
 		p.next = base
 	}
-	for i, base := range bases {
+	for i := 0; i < len(bases); i++ {
+		base := bases[i]
 		last := i == len(bases)-1
 		seg := &segment{dir: dir, base: base}
 		seg.refs.Store(1)
@@ -178,6 +180,16 @@ func (l *Log) openPartition(t *Topic, id int32, dir string, st partitionState, s
 		if !last {
 			seg.next.Store(bases[i+1])
 			p.openSealed(seg, size, cfg.IndexIntervalBytes)
+			if cfg.Cleanup.compacts() && seg.readable.Load() == size {
+				// A merge interrupted after its rename leaves the run's
+				// later segments behind, overlapping this one.
+				if end, err := p.segmentEnd(seg, size); err == nil {
+					for i+2 < len(bases) && p.mergeLeftover(bases[i+1], end) {
+						bases = slices.Delete(bases, i+1, i+2)
+					}
+					seg.next.Store(bases[i+1])
+				}
+			}
 			if cfg.Cleanup.compacts() || seg.readable.Load() < size {
 				continue // compaction leaves gaps; damage is reported already
 			}
