@@ -33,25 +33,26 @@ type Daemon struct {
 	logger  *slog.Logger
 	dataDir string
 
-	state    *state.Store
-	stateMsg string // the damaged store's copy, when opening moved one aside
-	reg      *registry.Registry
-	log      *commitlog.Log
-	mqtt     *mqtt.Server
-	commands *commands.Dispatcher
-	bridges  []*bridge.Engine
-	bridgeM  *bridge.Metrics
-	groups   *group.Coordinator
-	kafka    *kafkaserver.Server
-	http     *http.Server
-	httpLn   *netguard.Listener
-	httpDone chan error
-	token    string // the HTTP API's bearer token (http.admin_token or generated)
-	tokenAt  string // the file a token not set in the configuration is kept in
-	newToken bool   // that file was written by this start
-	fileLim  uint64 // RLIMIT_NOFILE in force
-	metrics  *prometheus.Registry
-	api      *apiMetrics
+	state     *state.Store
+	stateMsg  string           // the damaged store's copy, when opening moved one aside
+	wallClock func() time.Time // the groups' wall clock (nil: the system's)
+	reg       *registry.Registry
+	log       *commitlog.Log
+	mqtt      *mqtt.Server
+	commands  *commands.Dispatcher
+	bridges   []*bridge.Engine
+	bridgeM   *bridge.Metrics
+	groups    *group.Coordinator
+	kafka     *kafkaserver.Server
+	http      *http.Server
+	httpLn    *netguard.Listener
+	httpDone  chan error
+	token     string // the HTTP API's bearer token (http.admin_token or generated)
+	tokenAt   string // the file a token not set in the configuration is kept in
+	newToken  bool   // that file was written by this start
+	fileLim   uint64 // RLIMIT_NOFILE in force
+	metrics   *prometheus.Registry
+	api       *apiMetrics
 }
 
 // Start opens everything and begins serving. On error, whatever was opened
@@ -67,6 +68,7 @@ func Start(cfg *Config, logger *slog.Logger) (*Daemon, error) {
 
 // startOptions are the tests' seams into start.
 type startOptions struct {
+	clock     *faultClock          // the wall clock of the log and the groups (faultclock.go); nil: the system's
 	logOpts   []commitlog.Option   // after the daemon's own (a clock)
 	afterOpen func(*commitlog.Log) // called as soon as the log is open, before anything sets a hold
 }
@@ -116,6 +118,10 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 	logOpts := append(cfg.Log.Options(), commitlog.WithLogger(logger),
 		commitlog.WithSyncObserver(func(t time.Duration) { fsync.Observe(t.Seconds()) }),
 		commitlog.WithRetentionPaused()) // until the holds are set, below
+	if so.clock != nil {
+		logOpts = append(logOpts, commitlog.WithClock(so.clock))
+		d.wallClock = so.clock.Now
+	}
 	d.log, err = commitlog.Open(filepath.Join(dataDir, "log"), append(logOpts, so.logOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("open log: %w", err)

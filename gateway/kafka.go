@@ -26,6 +26,7 @@ func (d *Daemon) startKafka(listeners *netguard.Metrics) error {
 	var err error
 	gcfg := kc.Groups
 	gcfg.Logger = d.logger
+	gcfg.Now = d.wallClock
 	gcfg.PartitionExists = func(topic string, partition int32) bool {
 		t, err := d.log.Topic(topic)
 		if err != nil {

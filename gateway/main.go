@@ -81,7 +81,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d, err := Start(cfg, logger)
+	d, err := start(cfg, logger, faultOptions(environ))
 	if err != nil {
 		fmt.Fprintln(stderr, "ferry:", err)
 		return 1
