@@ -84,27 +84,31 @@ func forEachBatch(s *segment, fn func(h BatchHeader, batch []byte, pos int64) er
 	return nil
 }
 
-func (p *Partition) compact(cfg TopicConfig, logNow int64) (int64, error) {
+// sealedBelowHold returns the sealed segments wholly below the retention
+// hold, each acquired (releaseAll them): records a bridge has not
+// replicated yet are neither compacted away nor merged.
+func (p *Partition) sealedBelowHold() []*segment {
 	p.segMu.RLock()
+	defer p.segMu.RUnlock()
 	if len(p.segs) < 2 {
-		p.segMu.RUnlock()
-		return 0, nil
+		return nil
 	}
 	sealed := append([]*segment(nil), p.segs[:len(p.segs)-1]...)
-	// Records a bridge has not replicated yet (a retention hold) are not
-	// compacted away: only segments wholly below the hold are cleaned.
 	hold := p.holdFrom()
 	for len(sealed) > 0 && sealed[len(sealed)-1].next.Load() > hold {
 		sealed = sealed[:len(sealed)-1]
 	}
-	if len(sealed) == 0 {
-		p.segMu.RUnlock()
-		return 0, nil
-	}
 	for _, s := range sealed {
 		s.acquire()
 	}
-	p.segMu.RUnlock()
+	return sealed
+}
+
+func (p *Partition) compact(cfg TopicConfig, logNow int64) (int64, error) {
+	sealed := p.sealedBelowHold()
+	if len(sealed) == 0 {
+		return 0, nil
+	}
 	defer releaseAll(sealed)
 
 	var total, dirty int64

@@ -24,20 +24,7 @@ import (
 // mergeSmall merges runs of small sealed segments of p below the
 // retention hold; it returns how many segments went away.
 func (p *Partition) mergeSmall(cfg TopicConfig) (int, error) {
-	p.segMu.RLock()
-	if len(p.segs) < 3 {
-		p.segMu.RUnlock()
-		return 0, nil
-	}
-	sealed := append([]*segment(nil), p.segs[:len(p.segs)-1]...)
-	hold := p.holdFrom()
-	for len(sealed) > 0 && sealed[len(sealed)-1].next.Load() > hold {
-		sealed = sealed[:len(sealed)-1]
-	}
-	for _, s := range sealed {
-		s.acquire()
-	}
-	p.segMu.RUnlock()
+	sealed := p.sealedBelowHold()
 	defer releaseAll(sealed)
 
 	merged := 0
