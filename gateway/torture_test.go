@@ -6,20 +6,14 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -68,10 +62,6 @@ func TestTorture(t *testing.T) {
 	}
 	const devices = 4
 	mqttAddr, httpAddr := freePort(t), freePort(t)
-	var devs strings.Builder
-	for i := range devices {
-		fmt.Fprintf(&devs, "  - {name: dev-%d, token: T%d}\n", i, i)
-	}
 	cfg := fmt.Sprintf(`data_dir: %s
 mqtt: {listen: %q}
 http: {listen: %q, admin_token: %s}
@@ -89,103 +79,10 @@ bridges:
     stall_timeout: 5s
 logging: {level: warn}
 devices:
-%s`, dataDir, mqttAddr, httpAddr, adminToken, up.ListenAddrs()[0], devs.String())
-	cfgFile := filepath.Join(t.TempDir(), "ferry.yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logFile, err := os.Create(filepath.Join(t.TempDir(), "daemon.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	defer func() {
-		if t.Failed() {
-			out, _ := os.ReadFile(logFile.Name())
-			t.Logf("daemon log:\n%s", tail(string(out), 8000))
-		}
-	}()
-
-	var mu sync.Mutex
-	var cmd *exec.Cmd
-	start := func() {
-		c := exec.Command(os.Args[0], "-test.run=^$")
-		c.Env = append(os.Environ(), "GATEWAY_E2E_DAEMON=1", "GATEWAY_E2E_ARGS=--config "+cfgFile, faultClockEnv+"="+clockFile)
-		c.Stdout, c.Stderr = logFile, logFile
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		for deadline := time.Now().Add(30 * time.Second); ; {
-			if conn, err := net.DialTimeout("tcp", httpAddr, 200*time.Millisecond); err == nil {
-				conn.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the daemon did not come up")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		mu.Lock()
-		cmd = c
-		mu.Unlock()
-	}
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if cmd != nil && cmd.ProcessState == nil {
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				cmd.Process.Kill()
-				<-done
-			}
-		}
-	})
-	start()
+%s`, dataDir, mqttAddr, httpAddr, adminToken, up.ListenAddrs()[0], seqDevices(devices))
+	d := newChildDaemon(t, cfg, httpAddr, faultClockEnv+"="+clockFile)
 	api := apiClient("http://" + httpAddr)
-
-	// Devices publish {"seq":N,"device":D} at QoS 1 and remember what was
-	// acknowledged.
-	stop := make(chan struct{})
-	acked := make([]map[int]bool, devices)
-	var wg sync.WaitGroup
-	for i := range devices {
-		acked[i] = map[int]bool{}
-		wg.Go(func() {
-			var c paho.Client
-			for seq := 0; ; {
-				select {
-				case <-stop:
-					if c != nil {
-						c.Disconnect(0)
-					}
-					return
-				default:
-				}
-				if c == nil || !c.IsConnected() {
-					opts := paho.NewClientOptions().AddBroker("tcp://" + mqttAddr).SetClientID(fmt.Sprintf("dev-%d", i)).
-						SetUsername(fmt.Sprintf("T%d", i)).SetAutoReconnect(false).SetProtocolVersion(4).
-						SetConnectTimeout(2 * time.Second).SetWriteTimeout(2 * time.Second)
-					c = paho.NewClient(opts)
-					if tok := c.Connect(); !tok.WaitTimeout(3*time.Second) || tok.Error() != nil {
-						time.Sleep(100 * time.Millisecond)
-						continue
-					}
-				}
-				tok := c.Publish("v1/devices/me/telemetry", 1, false, fmt.Sprintf(`{"seq":%d,"device":%d}`, seq, i))
-				if tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
-					acked[i][seq] = true
-				} else {
-					c.Disconnect(0)
-				}
-				seq++
-				time.Sleep(2 * time.Millisecond)
-			}
-		})
-	}
+	pubs := startSeqPublishers(mqttAddr, devices, 2*time.Millisecond)
 
 	// flipped records what a bit flip damaged: partition → offsets, and
 	// the device/seq each held.
@@ -196,12 +93,8 @@ devices:
 		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond)
 		switch kind := []string{"sigkill", "disk_full", "bit_flip", "clock_step"}[rng.IntN(4)]; kind {
 		case "sigkill":
-			mu.Lock()
-			c := cmd
-			mu.Unlock()
-			c.Process.Signal(syscall.SIGKILL)
-			c.Wait()
-			start()
+			d.kill()
+			d.start()
 			counts[kind]++
 		case "disk_full":
 			filler := filepath.Join(dataDir, "filler.bin")
@@ -231,8 +124,8 @@ devices:
 		t.Logf("step %d done", step)
 	}
 	time.Sleep(time.Second)
-	close(stop)
-	wg.Wait()
+	pubs.halt()
+	acked := pubs.acked
 	t.Logf("faults injected: %v; acknowledged per device: %d %d %d %d", counts, len(acked[0]), len(acked[1]), len(acked[2]), len(acked[3]))
 
 	// The daemon is up, and healthy once any full-disk spell is over.
