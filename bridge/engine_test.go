@@ -148,6 +148,15 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 
 func setup(t *testing.T, records, size int) (*commitlog.Log, *state.Store) {
 	t.Helper()
+	lg, st, tp := openEdge(t, commitlog.TopicConfig{Partitions: 2})
+	appendRecs(t, tp, 0, records, size)
+	return lg, st
+}
+
+// openEdge opens a log and a state store in a temporary directory, closed
+// when the test ends, with topic "t" of cfg.
+func openEdge(t *testing.T, cfg commitlog.TopicConfig) (*commitlog.Log, *state.Store, *commitlog.Topic) {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := state.Open(filepath.Join(dir, "state"))
 	if err != nil {
@@ -158,12 +167,11 @@ func setup(t *testing.T, records, size int) (*commitlog.Log, *state.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lg.Close(); st.Close() })
-	tp, err := lg.EnsureTopic("t", commitlog.TopicConfig{Partitions: 2})
+	tp, err := lg.EnsureTopic("t", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	appendRecs(t, tp, 0, records, size)
-	return lg, st
+	return lg, st, tp
 }
 
 func appendRecs(t *testing.T, tp *commitlog.Topic, from, n, size int) {

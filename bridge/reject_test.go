@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-iot/ferry/broker/commitlog"
-	"github.com/ferry-iot/ferry/broker/state"
 	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
@@ -305,26 +304,13 @@ func TestRejectedFormats(t *testing.T) {
 // in the rejected topic, with the batch that moves past them — never
 // silently, and everything after it is sent.
 func TestDamagedRecordsRecorded(t *testing.T) {
-	dir := t.TempDir()
-	st, err := state.Open(filepath.Join(dir, "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lg, err := commitlog.Open(filepath.Join(dir, "log"), commitlog.WithLogger(quietLog()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lg.Close(); st.Close() })
-	tp, err := lg.EnsureTopic("t", commitlog.TopicConfig{Partitions: 1, SegmentBytes: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
+	lg, st, tp := openEdge(t, commitlog.TopicConfig{Partitions: 1, SegmentBytes: 4096})
 	for i := range 200 {
 		if _, err := tp.Append(context.Background(), []commitlog.Record{{Key: []byte("k"), Value: []byte(fmt.Sprintf("value-%03d", i))}}).Wait(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	flipBitOf(t, filepath.Join(dir, "log", "t", "0"), 50)
+	flipBitOf(t, filepath.Join(lg.Dir(), "t", "0"), 50)
 
 	f := newFake()
 	en := newEngine(t, Config{}, lg, st, f)

@@ -138,14 +138,8 @@ devices:
 	}
 	readable := map[string]rec{}
 	for _, r := range topicRecords(t, "telemetry", func(path string) (int, []byte) { return api("GET", path) }) {
-		var v struct {
-			Values struct {
-				Seq    *int `json:"seq"`
-				Device *int `json:"device"`
-			} `json:"values"`
-		}
-		if json.Unmarshal(r.Value, &v) == nil && v.Values.Seq != nil && v.Values.Device != nil {
-			readable[fmt.Sprintf("%d/%d", *v.Values.Device, *v.Values.Seq)] = rec{r.Partition, r.Offset}
+		if id := seqID(r.Value); id != "" {
+			readable[id] = rec{r.Partition, r.Offset}
 		}
 	}
 	inFlipped := map[string]bool{}
@@ -204,14 +198,8 @@ devices:
 	defer cancel()
 	for ctx.Err() == nil && len(upstream) < len(readable) {
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			var v struct {
-				Values struct {
-					Seq    *int `json:"seq"`
-					Device *int `json:"device"`
-				} `json:"values"`
-			}
-			if json.Unmarshal(r.Value, &v) == nil && v.Values.Seq != nil && v.Values.Device != nil {
-				upstream[fmt.Sprintf("%d/%d", *v.Values.Device, *v.Values.Seq)] = true
+			if id := seqID(r.Value); id != "" {
+				upstream[id] = true
 			}
 		})
 	}
@@ -300,17 +288,7 @@ func flipSealedBatch(t *testing.T, dir string, rng *rand.Rand) (int32, map[int64
 	}
 	offs := map[int64]string{}
 	for _, r := range recs {
-		var v struct {
-			Values struct {
-				Seq    *int `json:"seq"`
-				Device *int `json:"device"`
-			} `json:"values"`
-		}
-		id := ""
-		if json.Unmarshal(r.Value, &v) == nil && v.Values.Seq != nil && v.Values.Device != nil {
-			id = fmt.Sprintf("%d/%d", *v.Values.Device, *v.Values.Seq)
-		}
-		offs[r.Offset] = id
+		offs[r.Offset] = seqID(r.Value)
 	}
 	at := victim.pos + commitlog.BatchHeaderSize + int64(rng.IntN(len(victim.data)-commitlog.BatchHeaderSize))
 	f, err := os.OpenFile(name, os.O_RDWR, 0)
@@ -322,6 +300,21 @@ func flipSealedBatch(t *testing.T, dir string, rng *rand.Rand) (int32, map[int64
 		t.Fatal(err)
 	}
 	return int32(part), offs, true
+}
+
+// seqID is "device/seq" of a sequence publisher's record value
+// ({"ts":..,"values":{"seq":N,"device":D}}), "" for anything else.
+func seqID(value []byte) string {
+	var v struct {
+		Values struct {
+			Seq    *int `json:"seq"`
+			Device *int `json:"device"`
+		} `json:"values"`
+	}
+	if json.Unmarshal(value, &v) != nil || v.Values.Seq == nil || v.Values.Device == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d", *v.Values.Device, *v.Values.Seq)
 }
 
 func tail(s string, n int) string {
