@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 )
 
 // Damage inside a segment is passed over, not served and not allowed to
@@ -31,12 +32,16 @@ type hole struct {
 
 // holes is a segment's damaged ranges, sorted by position.
 type holes struct {
+	n    atomic.Int32 // len(list): readers of a sound segment take no lock
 	mu   sync.Mutex
 	list []hole
 }
 
 // at returns the hole containing pos.
 func (hs *holes) at(pos int64) (hole, bool) {
+	if hs.n.Load() == 0 {
+		return hole{}, false
+	}
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	i := sort.Search(len(hs.list), func(i int) bool { return hs.list[i].end > pos })
@@ -49,6 +54,9 @@ func (hs *holes) at(pos int64) (hole, bool) {
 // firstFrom returns the position of the first hole that starts at or
 // after pos, or -1.
 func (hs *holes) firstFrom(pos int64) int64 {
+	if hs.n.Load() == 0 {
+		return -1
+	}
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	i := sort.Search(len(hs.list), func(i int) bool { return hs.list[i].pos >= pos })
@@ -70,6 +78,7 @@ func (hs *holes) add(h hole) bool {
 	hs.list = append(hs.list, hole{})
 	copy(hs.list[i+1:], hs.list[i:])
 	hs.list[i] = h
+	hs.n.Store(int32(len(hs.list)))
 	return true
 }
 
