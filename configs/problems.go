@@ -185,8 +185,9 @@ func (s Size) String() string {
 	return strconv.FormatInt(n, 10)
 }
 
-// ParseSize reads a byte count: a plain integer or one with a KiB, MiB or
-// GiB suffix. "0" or "" is zero.
+// ParseSize reads a byte count: a plain integer or one with a KiB, MiB,
+// GiB or TiB suffix, or KB, MB, GB or TB (powers of 1000, as storage
+// makers rate endurance). "0" or "" is zero.
 func ParseSize(s string) (int64, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -196,7 +197,8 @@ func ParseSize(s string) (int64, error) {
 	for _, u := range []struct {
 		suffix string
 		m      int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}} {
 		if strings.HasSuffix(s, u.suffix) {
 			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.m
 			break
@@ -204,7 +206,7 @@ func ParseSize(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is not a size (bytes, or a number with KiB, MiB or GiB)", s)
+		return 0, fmt.Errorf("%q is not a size (bytes, or a number with KiB, MiB, GiB, TiB, KB, MB, GB or TB)", s)
 	}
 	return n * mult, nil
 }

@@ -201,8 +201,14 @@ func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 		"status": "ok", "node_id": d.cfg.NodeID, "devices_connected": d.mqtt.OnlineDevices(),
 		"connections": d.mqtt.Connected(), "disk_low": st.DiskLow, "disk_full": st.DiskFull, "listeners": listeners,
 	}
-	if w := d.logWarnings(); len(w) > 0 {
-		body["warnings"] = w
+	storage, wearWarning := d.wear.status()
+	body["storage"] = storage
+	warnings := d.logWarnings()
+	if wearWarning != "" {
+		warnings = append(warnings, wearWarning)
+	}
+	if len(warnings) > 0 {
+		body["warnings"] = warnings
 	}
 	if st.DiskFull {
 		failed = append(failed, "the disk is full: appends are refused until space returns")

@@ -75,9 +75,19 @@ type child struct {
 // config, this binary as the plain mochi baseline.
 func startChild(tb testing.TB, configFile, addr string) *child {
 	tb.Helper()
+	bin := ""
+	if configFile != "" {
+		bin = daemonBinary(tb)
+	}
+	return startChildBin(tb, bin, configFile, addr)
+}
+
+// startChildBin is startChild with the daemon binary already built.
+func startChildBin(tb testing.TB, bin, configFile, addr string) *child {
+	tb.Helper()
 	c := &child{addr: addr}
 	if configFile != "" {
-		c.cmd = exec.Command(daemonBinary(tb), "--config", configFile)
+		c.cmd = exec.Command(bin, "--config", configFile)
 	} else {
 		c.cmd = exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
 		c.cmd.Env = append(os.Environ(), "GATEWAY_E2E_MOCHI="+addr)

@@ -44,6 +44,7 @@ type Config struct {
 	Commands     commands.Config    `mapstructure:"commands"`
 	Bridges      BridgesConfig      `mapstructure:"bridges"`
 	Log          commitlog.Settings `mapstructure:"log"`
+	Storage      StorageConfig      `mapstructure:"storage"`
 	Logging      LoggingConfig      `mapstructure:"logging"`
 }
 
@@ -378,6 +379,9 @@ func (c *Config) validate() []string {
 	}
 	c.validateKafkaBridge(&p)
 	p.Nest("log", c.Log.Validate())
+	if c.Storage.Endurance < 0 {
+		p.Add("storage.endurance", "%v is negative", c.Storage.Endurance)
+	}
 	for _, name := range []string{"telemetry", "attributes"} {
 		if _, ok := c.Log.Topics[name]; !ok {
 			p.Add("log.topics."+name, "is required")

@@ -53,6 +53,8 @@ type Daemon struct {
 	fileLim   uint64 // RLIMIT_NOFILE in force
 	metrics   *prometheus.Registry
 	api       *apiMetrics
+	wear      *wearMeter    // bytes written to the block device, the medium's projected life
+	wearDone  chan struct{} // stops the wear meter
 }
 
 // Start opens everything and begins serving. On error, whatever was opened
@@ -89,6 +91,9 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 	d.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.api = newAPIMetrics(d.metrics)
 	listeners := netguard.NewMetrics(d.metrics)
+	d.wear, d.wearDone = newWearMeter(int64(cfg.Storage.Endurance), logger), make(chan struct{})
+	d.wear.register(d.metrics)
+	go d.wear.run(d.wearDone)
 
 	if d.fileLim, err = raiseFileLimit(); err != nil {
 		logger.Warn("could not raise the open-file limit", "err", err)
@@ -220,6 +225,10 @@ func (d *Daemon) HTTPAddr() net.Addr { return d.httpLn.Addr() }
 // and its acknowledgement go out, closes the log cleanly and the state store.
 func (d *Daemon) Close() error {
 	var errs []error
+	if d.wearDone != nil {
+		close(d.wearDone)
+		d.wearDone = nil
+	}
 	if d.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := d.http.Shutdown(ctx); err != nil {

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/ferry-iot/ferry/broker/commitlog/vfs"
 )
 
 // Three goroutines carry an append to disk, in a pipeline:
@@ -54,6 +56,9 @@ type committer struct {
 	unsynced  map[*Partition]struct{} // written under flush=interval/never, not yet fsynced
 	cycleEWMA time.Duration           // how long writing a cycle takes
 
+	policy          // when to cut the next cycle (policy.go)
+	noAllocate bool // the file system cannot reserve blocks (preallocate)
+
 	syncStarted atomic.Int64 // syncer: monoNow when the current fsync round began, 0 when idle
 	syncEWMA    atomic.Int64 // syncer: how long an fsync round takes, in ns
 
@@ -64,7 +69,7 @@ type committer struct {
 
 // newCommitter makes l's pipeline; start runs it.
 func newCommitter(l *Log) *committer {
-	return &committer{
+	c := &committer{
 		log:      l,
 		kick:     make(chan struct{}, 1),
 		full:     make(chan struct{}, 1),
@@ -74,6 +79,9 @@ func newCommitter(l *Log) *committer {
 		comp:     newCompressor(),
 		unsynced: map[*Partition]struct{}{},
 	}
+	c.outRatio = 1
+	c.cutRaw.Store(int64(l.opts.syncBytes))
+	return c
 }
 
 // start runs the committer, syncer and publisher goroutines until the
@@ -105,7 +113,6 @@ type segMark struct {
 func (c *committer) commitLoop() {
 	defer c.log.wg.Done()
 	defer close(c.syncCh)
-	opts := &c.log.opts
 	flushTimer := time.NewTimer(time.Hour)
 	flushTimer.Stop()
 	defer flushTimer.Stop()
@@ -122,15 +129,7 @@ func (c *committer) commitLoop() {
 			c.syncUnsynced()
 			return
 		}
-		if wait := max(opts.linger, c.paceWait()); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-c.full:
-			case <-c.log.quit:
-			}
-			t.Stop()
-		}
+		c.gather()
 		start := time.Now()
 		if c.commitCycle() {
 			c.cycleEWMA = ewma(c.cycleEWMA, time.Since(start))
@@ -152,8 +151,8 @@ func (c *committer) markDirty(p *Partition) {
 	}
 }
 
-// wakeFull ends a linger or pacing wait early (any goroutine): a
-// partition holds a full batch.
+// wakeFull ends a gathering wait early (any goroutine): a partition holds
+// a full batch, or the queues hold a cycle worth an fsync.
 func (c *committer) wakeFull() {
 	select {
 	case c.full <- struct{}{}:
@@ -259,9 +258,14 @@ func (c *committer) commitCycle() bool {
 	c.dirtyMu.Unlock()
 	defer func() { clear(parts); c.spareDirty = parts[:0] }()
 	now := c.log.opts.clock.Monotonic()
+	c.startGathering()
+	writtenBefore := c.written.Load()
+	var queued int64
 	var toSync []*partCycle
 	for _, p := range parts {
-		items, waiters := p.takePending()
+		items, waiters, n := p.takePending()
+		c.pendRaw.Add(-int64(n))
+		queued += int64(n)
 		if len(items) == 0 {
 			p.recycle(items, waiters)
 			continue
@@ -297,6 +301,9 @@ func (c *committer) commitCycle() bool {
 		if cfg.Flush == FlushInterval && now-p.unsyncedSince >= cfg.FlushInterval {
 			toSync = append(toSync, c.claimSync(p, &partCycle{p: p}))
 		}
+	}
+	if len(parts) > 0 {
+		c.policyAfterCycle(queued, c.written.Load()-writtenBefore)
 	}
 	if len(toSync) > 0 {
 		c.syncWG.Add(1)
@@ -597,6 +604,7 @@ func (c *committer) undo(p *Partition, pc *partCycle, seg *segment, snap segSnap
 	if terr := seg.file.Truncate(segStart); terr != nil { // a partial write must not stay
 		return -1, fmt.Errorf("%w (truncating the partial write back failed: %w)", err, terr)
 	}
+	seg.allocated = 0 // truncate gave the reservation back
 	p.next, pc.next = snap.next, snap.next
 	seg.idx.Lock()
 	seg.idx.offsets, seg.idx.times = seg.idx.offsets[:snap.offsets], seg.idx.times[:snap.times]
@@ -614,6 +622,9 @@ func isNoSpace(err error) bool {
 }
 
 func (c *committer) writeSegment(p *Partition, seg *segment, data []byte, pos int64) error {
+	if end := pos + int64(len(data)); end > seg.allocated && c.log.opts.preallocate && !c.noAllocate {
+		c.preallocate(p, seg, end)
+	}
 	if _, err := seg.file.WriteAt(data, pos); err != nil {
 		return &StorageError{Topic: p.topic.name, Partition: p.id, Op: "write", Err: err}
 	}
@@ -625,6 +636,46 @@ func (c *committer) writeSegment(p *Partition, seg *segment, data []byte, pos in
 		c.log.kickRetention()
 	}
 	return nil
+}
+
+// preallocate reserves the active segment's blocks from end on, before a
+// write up to end (vfs.Allocator: the file's size does not change). Without
+// it every commit cycle that crosses into a new block makes ext4 allocate
+// it (block bitmap, group descriptor, extent tree), and the fdatasync must
+// commit that to the journal: measured here, 12.3 KiB instead of 16 KiB
+// written per fsync of 4.4 KiB. PostgreSQL pre-fills its WAL files and etcd
+// preallocates its WAL segments for the same reason; a reservation that
+// keeps the size has no stale bytes to mistake for records, so recovery
+// needs nothing new. The chunk grows with the segment (an eighth of its
+// size, 64 KiB to 4 MiB), so idle partitions reserve little, and never
+// passes the roll size; a refusal (a full disk) only skips the chunk, and a
+// file system without fallocate turns preallocation off. Roll gives the
+// unused tail back (truncate to size).
+func (c *committer) preallocate(p *Partition, seg *segment, end int64) {
+	limit := max(p.topic.Config().rollBytes(), end)
+	chunk := min(max(end/8, 64<<10), 4<<20)
+	to := min(end+chunk, limit)
+	from := max(seg.allocated, seg.size.Load())
+	if to <= from {
+		seg.allocated = to
+		return
+	}
+	err := vfs.Allocate(seg.file, from, to-from)
+	seg.allocated = to // refused or not: try again at the next chunk
+	if errors.Is(err, errors.ErrUnsupported) {
+		c.noAllocate = true
+		c.log.opts.logger.Info("commitlog: the file system cannot reserve blocks ahead of writes; each commit may also write allocation metadata",
+			"topic", p.topic.name, "partition", p.id, "err", err)
+	}
+}
+
+// releaseAllocated gives back the blocks reserved beyond a segment's size
+// (it is being sealed: no more writes).
+func (c *committer) releaseAllocated(seg *segment) {
+	if size := seg.size.Load(); seg.allocated > size {
+		_ = seg.file.Truncate(size) // best effort: the reservation is invisible, only space
+		seg.allocated = 0
+	}
 }
 
 // shouldRoll decides whether a batch that would start at pos goes into a
@@ -654,6 +705,7 @@ func (c *committer) roll(p *Partition, old *segment) (*segment, error) {
 	if err := old.file.Sync(); err != nil {
 		return fail(err)
 	}
+	c.releaseAllocated(old)
 	if old.indexBad.Load() { // a read found the in-memory index wrong: fix it before it goes to disk
 		p.repairIndex(old, errors.New("sealing a segment whose index a read found wrong"))
 	}

@@ -199,6 +199,15 @@ func (lf *lazyFile) Sync() error {
 	return f.Sync()
 }
 
+// Allocate forwards to the open file (vfs.Allocator).
+func (lf *lazyFile) Allocate(off, n int64) error {
+	f, err := lf.handle()
+	if err != nil {
+		return err
+	}
+	return vfs.Allocate(f, off, n)
+}
+
 func (lf *lazyFile) Truncate(size int64) error {
 	f, err := lf.handle()
 	if err != nil {

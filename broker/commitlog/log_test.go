@@ -493,41 +493,6 @@ func TestAppendBatchRefusesOffsetGaps(t *testing.T) {
 	}
 }
 
-// TestLingerAndSizeTrigger: with a long linger a small append waits for
-// more company, a full batch's worth is committed at once, and Close
-// commits whatever is still lingering.
-func TestLingerAndSizeTrigger(t *testing.T) {
-	l := openTestLog(t, vfs.NewMem(), WithLinger(time.Hour))
-	p, _ := mustTopic(t, l, "t", TopicConfig{MaxBatchBytes: 4096}).Partition(0)
-	ctx := context.Background()
-	small := p.Append(ctx, []Record{rec("k", "small", 0)})
-	select {
-	case <-small.Done():
-		t.Fatal("a lone small append was committed before the linger ended")
-	case <-time.After(100 * time.Millisecond):
-	}
-	var big []*Future
-	for i := 0; i < 40; i++ {
-		big = append(big, p.Append(ctx, []Record{{Key: []byte("k"), Value: make([]byte, 200)}}))
-	}
-	waitCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	for _, f := range big {
-		if _, err := f.Wait(waitCtx); err != nil {
-			t.Fatalf("a full batch did not cut the linger short: %v", err)
-		}
-	}
-	if err := small.Err(); err != nil {
-		t.Fatal(err)
-	}
-	last := p.Append(ctx, []Record{rec("k", "last", 0)})
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if off, err := last.Wait(ctx); err != nil || off != 41 {
-		t.Fatalf("close did not commit the lingering append: %d %v", off, err)
-	}
-}
 
 // TestCompressionReadableByFranzGo: franz-go (what Kafka clients use)
 // decompresses every codec the log writes.

@@ -178,6 +178,7 @@ func (p *Partition) append(ctx context.Context, recs []Record, f *Future) {
 		f.complete(p.id, -1, err)
 		return
 	}
+	queuedBefore := p.mu.bytes
 	var it *pendingItem
 	if n := len(p.mu.items); n > 0 && p.mu.items[n-1].b != nil {
 		it = p.mu.items[n-1]
@@ -202,7 +203,7 @@ func (p *Partition) append(ctx context.Context, recs []Record, f *Future) {
 		p.mu.bytes += len(it.b.records) - before
 	}
 	p.mu.waiters[len(p.mu.waiters)-1].last = len(p.mu.items) - 1
-	p.queueLocked(cfg.MaxBatchBytes)
+	p.queueLocked(cfg.MaxBatchBytes, p.mu.bytes-queuedBefore, sourceOf(ctx))
 }
 
 // AppendBatch queues a complete RecordBatch v2 (as a Kafka producer sends
@@ -251,7 +252,7 @@ func (p *Partition) AppendValidatedBatch(ctx context.Context, vb ValidBatch) *Fu
 	p.mu.items = append(p.mu.items, &pendingItem{raw: append([]byte(nil), batch...)})
 	p.mu.waiters = append(p.mu.waiters, waiter{f: f, item: len(p.mu.items) - 1, last: len(p.mu.items) - 1})
 	p.mu.bytes += len(batch)
-	p.queueLocked(cfg.MaxBatchBytes)
+	p.queueLocked(cfg.MaxBatchBytes, len(batch), sourceOf(ctx))
 	return f
 }
 
@@ -325,26 +326,30 @@ func (p *Partition) waitSpaceLocked(ctx context.Context, need int, cfg TopicConf
 	}
 }
 
-// queueLocked puts the partition on the committer's dirty list (once) and
-// unlocks. A partition holding a full batch's worth ends the committer's
-// linger or pacing wait early: the size trigger.
-func (p *Partition) queueLocked(batchBytes int) {
+// queueLocked puts the partition on the committer's dirty list (once),
+// unlocks, and tells the commit policy that src queued added bytes. A
+// partition holding a full batch's worth ends the committer's gathering
+// wait early: the size trigger.
+func (p *Partition) queueLocked(batchBytes, added int, src *Source) {
 	full := p.mu.bytes >= batchBytes
 	wasDirty := p.mu.dirty
 	p.mu.dirty = true
 	p.mu.Unlock()
+	c := p.log.commit
+	c.noteAppend(added, src)
 	if !wasDirty {
-		p.log.commit.markDirty(p)
+		c.markDirty(p)
 	}
 	if full {
-		p.log.commit.wakeFull()
+		c.fullNow.Store(true)
+		c.wakeFull()
 	}
 }
 
 // takePending hands the queued items and waiters to the committer.
-func (p *Partition) takePending() ([]*pendingItem, []waiter) {
+func (p *Partition) takePending() ([]*pendingItem, []waiter, int) {
 	p.mu.Lock()
-	items, waiters := p.mu.items, p.mu.waiters
+	items, waiters, n := p.mu.items, p.mu.waiters, p.mu.bytes
 	p.mu.items, p.mu.waiters = p.mu.spareItems, p.mu.spareWaiters
 	p.mu.spareItems, p.mu.spareWaiters = nil, nil
 	p.mu.bytes = 0
@@ -354,7 +359,7 @@ func (p *Partition) takePending() ([]*pendingItem, []waiter) {
 		p.mu.spaceCh = nil
 	}
 	p.mu.Unlock()
-	return items, waiters
+	return items, waiters, n
 }
 
 // setErr makes err the partition's sticky error (the first one wins).

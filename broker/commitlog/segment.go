@@ -73,6 +73,9 @@ type segment struct {
 	// writes a batch, readMaxTs when the publisher makes it readable.
 	readMaxTs atomic.Int64
 	logTime   atomic.Int64 // log-clock ms of the last append
+	// allocated is how far the committer has reserved the active file's
+	// blocks ahead of its writes (preallocate); owned by the committer.
+	allocated int64
 	sealed    atomic.Bool
 	// indexGone is set when compaction replaces the segment: its index
 	// files may then describe the new file, so lookups scan instead.

@@ -70,7 +70,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		authed: len(s.sasl) == 0, authBy: time.Now().Add(s.cfg.AuthTimeout),
 		decomp: commitlog.NewDecompressor(s.cfg.MaxRequestBytes * 4),
 	}
-	c.ctx, c.cancel = context.WithCancel(s.ctx)
+	c.ctx, c.cancel = context.WithCancel(commitlog.WithSource(s.ctx, new(commitlog.Source))) // one producer to the commit policy
 	if s.cfg.TLS != nil {
 		c.nc = tls.Server(nc, s.cfg.TLS)
 	} else {

@@ -123,7 +123,7 @@ func (c *clientRPC) forward(s *session, pk *pub, t tb.Topic, req tb.RPCRequest, 
 	c.pending[k] = call
 	c.mu.Unlock()
 	c.srv.metrics.ClientRPC.WithLabelValues("forwarded").Inc()
-	fut := c.cfg.Requests.Append(c.srv.ctx, []commitlog.Record{rec})
+	fut := c.cfg.Requests.Append(s.appendCtx, []commitlog.Record{rec})
 	s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, fut: fut, start: start})
 }
 

@@ -295,7 +295,7 @@ func (srv *Server) ackForeign(s *session, pk *pub) {
 func (srv *Server) storeGateway(s *session, pk *pub, topic *commitlog.Topic, recs []commitlog.Record, reg *registry.Write, start time.Time) {
 	it := ackItem{packetID: pk.id, qos: pk.qos, reg: reg, start: start}
 	if len(recs) > 0 {
-		it.fut = topic.Append(srv.ctx, recs)
+		it.fut = topic.Append(s.appendCtx, recs)
 		srv.metrics.Records.WithLabelValues(topic.Name()).Add(float64(len(recs)))
 	}
 	s.enqueue(it)

@@ -8,6 +8,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	"github.com/ferry-iot/ferry/broker/netguard"
 	"github.com/ferry-iot/ferry/broker/registry"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
@@ -76,6 +77,7 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		pc.cl.Store(cl)
 	}
 	s := &session{srv: srv, cl: cl, v5: v5, clientID: clientID}
+	s.appendCtx = commitlog.WithSource(srv.ctx, &s.source)
 	switch dev, res := srv.reg.Authenticate(clientID, user, pass); {
 	case user == "provision" || clientID == "provision":
 		if !srv.provisioningEnabled() {

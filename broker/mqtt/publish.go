@@ -147,7 +147,7 @@ func (srv *Server) store(s *session, pk *pub, topic *commitlog.Topic, recs []com
 		s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, start: start})
 		return
 	}
-	fut := topic.Append(srv.ctx, recs)
+	fut := topic.Append(s.appendCtx, recs)
 	srv.metrics.Records.WithLabelValues(topic.Name()).Add(float64(len(recs)))
 	s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, fut: fut, start: start})
 }
@@ -207,7 +207,7 @@ func (srv *Server) storeAttributes(s *session, pk *pub, kvs []tb.KV, start time.
 		return
 	}
 	recs := srv.entryRecords(nil, s.device, "", []tb.Entry{{Ts: now, Values: kvs}}, now)
-	fut := srv.attributes.Append(srv.ctx, recs)
+	fut := srv.attributes.Append(s.appendCtx, recs)
 	srv.metrics.Records.WithLabelValues(srv.attributes.Name()).Add(float64(len(recs)))
 	s.enqueue(ackItem{packetID: pk.id, qos: pk.qos, fut: fut, reg: w, start: start})
 }

@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -23,6 +24,11 @@ type session struct {
 	clientID  string // as the client presented it (cl.ID is mochi's key, sessionKey)
 	provision bool   // a provisioning-only session
 	v5        bool
+
+	// appendCtx is the server's context naming this connection as one
+	// producer to the log's commit policy (source).
+	appendCtx context.Context
+	source    commitlog.Source
 
 	// Subscriptions that enable downlinks (set by OnSubscribe).
 	// Subscriptions that enable downlinks (set by OnSubscribe): the filter

@@ -26,10 +26,11 @@ const (
 	OpTruncate
 	OpSize
 	OpClose
+	OpAllocate
 )
 
 var opNames = [...]string{"open", "remove", "removeall", "rename", "mkdirall", "readdir", "stat",
-	"syncdir", "diskusage", "read", "write", "sync", "truncate", "size", "close"}
+	"syncdir", "diskusage", "read", "write", "sync", "truncate", "size", "close", "allocate"}
 
 func (o Op) String() string {
 	if int(o) < len(opNames) {
@@ -203,6 +204,14 @@ func (f *errorFile) WriteAt(p []byte, off int64) (int, error) {
 		return n, err
 	}
 	return f.File.WriteAt(p, off)
+}
+
+// Allocate implements Allocator when the wrapped file does.
+func (f *errorFile) Allocate(off, n int64) error {
+	if err := f.e.check(OpAllocate, f.Name()); err != nil {
+		return err
+	}
+	return Allocate(f.File, off, n)
 }
 
 func (f *errorFile) Sync() error {

@@ -401,6 +401,22 @@ func (f *memFile) Sync() error {
 	return nil
 }
 
+// Allocate implements Allocator: the reservation changes nothing visible.
+func (f *memFile) Allocate(off, n int64) error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if f.closed {
+		return pathErr("allocate", f.name, os.ErrClosed)
+	}
+	if !f.writable {
+		return pathErr("allocate", f.name, os.ErrPermission)
+	}
+	if off < 0 || n <= 0 {
+		return pathErr("allocate", f.name, os.ErrInvalid)
+	}
+	return nil
+}
+
 func (f *memFile) Truncate(size int64) error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()

@@ -1,6 +1,8 @@
 package vfs
 
 import (
+	"errors"
+	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -58,6 +60,23 @@ func (osFS) DiskUsage(dir string) (DiskUsage, error) {
 	}
 	bs := uint64(st.Bsize)
 	return DiskUsage{Total: uint64(st.Blocks) * bs, Free: uint64(st.Bavail) * bs}, nil
+}
+
+// Allocate reserves blocks with fallocate(FALLOC_FL_KEEP_SIZE); a file
+// system without fallocate answers errors.ErrUnsupported.
+func (f osFile) Allocate(off, n int64) error {
+	for {
+		err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, n)
+		switch err {
+		case nil:
+			return nil
+		case unix.EINTR:
+			continue
+		case unix.EOPNOTSUPP, unix.ENOSYS:
+			return pathErr("fallocate", f.Name(), fmt.Errorf("%w: %w", errors.ErrUnsupported, err))
+		}
+		return pathErr("fallocate", f.Name(), err)
+	}
 }
 
 // Sync uses fdatasync: the log only appends, so the file's data and size

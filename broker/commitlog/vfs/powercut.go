@@ -140,6 +140,12 @@ func (f *powerCutFile) Sync() error {
 	return f.p.run(OpSync, f.Name(), f.File.Sync)
 }
 
+// Allocate implements Allocator: a reservation beyond the file's size
+// changes no bytes a crash could keep or lose.
+func (f *powerCutFile) Allocate(off, n int64) error {
+	return f.p.run(OpAllocate, f.Name(), func() error { return Allocate(f.File, off, n) })
+}
+
 func (f *powerCutFile) Truncate(size int64) error {
 	return f.p.run(OpTruncate, f.Name(), func() error { return f.File.Truncate(size) })
 }

@@ -61,6 +61,26 @@ type File interface {
 	Name() string
 }
 
+// Allocator is implemented by files that can reserve disk blocks for
+// bytes not yet written without changing the file's size (fallocate with
+// FALLOC_FL_KEEP_SIZE on Linux). Writes into reserved blocks change no
+// block allocation, so the fdatasync after them writes the data and not
+// the file system's allocation metadata; and since the size is unchanged
+// the reservation is never readable: a crash cannot leave bytes there
+// that recovery might take for records.
+type Allocator interface {
+	Allocate(off, n int64) error
+}
+
+// Allocate reserves n bytes at off of f when f is an Allocator, else it
+// returns an error wrapping errors.ErrUnsupported.
+func Allocate(f File, off, n int64) error {
+	if a, ok := f.(Allocator); ok {
+		return a.Allocate(off, n)
+	}
+	return fmt.Errorf("allocate %s: %w", f.Name(), errors.ErrUnsupported)
+}
+
 // Fder is implemented by files backed by a real descriptor (the OS
 // filesystem), so that the Kafka listener can sendfile from them.
 type Fder interface {
