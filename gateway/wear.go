@@ -24,7 +24,6 @@ type StorageConfig struct {
 	Endurance configs.Size `mapstructure:"endurance"`
 }
 
-
 // wearMeter measures the bytes the daemon makes the block device write —
 // write_bytes of /proc/self/io: pages it wrote back or had written for
 // it, its fsyncs included, the file system journal's commits not — and

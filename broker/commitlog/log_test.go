@@ -493,7 +493,6 @@ func TestAppendBatchRefusesOffsetGaps(t *testing.T) {
 	}
 }
 
-
 // TestCompressionReadableByFranzGo: franz-go (what Kafka clients use)
 // decompresses every codec the log writes.
 func TestCompressionReadableByFranzGo(t *testing.T) {
