@@ -334,7 +334,7 @@ const (
 	// (many devices, each once a second) it sets the fsync rate, so the
 	// bytes written per acknowledged record; see BENCHMARKS.md for the
 	// curve it was chosen from.
-	DefaultAckDelay = 100 * time.Millisecond
+	DefaultAckDelay = 140 * time.Millisecond
 	// DefaultSyncBytes is the cycle size worth an fsync at once: an fsync
 	// on ext4 writes about two 4 KiB blocks besides the new data (the
 	// partly filled page again, and the inode's block), so 32 KiB of new
@@ -439,6 +439,9 @@ type Settings struct {
 	RetentionInterval time.Duration `mapstructure:"retention_interval"`
 	// AckDelay is the acknowledgement delay budget (WithAckDelay).
 	AckDelay time.Duration `mapstructure:"ack_delay"`
+	// Preallocate reserves the active segment's blocks ahead of its writes
+	// (WithPreallocate).
+	Preallocate bool `mapstructure:"preallocate"`
 	// Linger was a fixed wait before every commit cycle; AckDelay replaced
 	// it. Only its zero value (the old default) is accepted.
 	Linger time.Duration `mapstructure:"linger"`
@@ -510,7 +513,7 @@ func (s *Settings) Partitions() int {
 // Options are the log options the settings stand for.
 func (s *Settings) Options() []Option {
 	return []Option{
-		WithMinFreeRatio(s.MinFreeRatio), WithRetentionInterval(s.RetentionInterval), WithAckDelay(s.AckDelay),
+		WithMinFreeRatio(s.MinFreeRatio), WithRetentionInterval(s.RetentionInterval), WithAckDelay(s.AckDelay), WithPreallocate(s.Preallocate),
 		WithMaxTopics(s.MaxTopics), WithMaxPartitions(s.MaxPartitions), WithMaxOpenSegments(s.MaxOpenSegments),
 	}
 }
