@@ -49,13 +49,14 @@ func TestSize(t *testing.T) {
 		in   string
 		want int64
 		out  string
-	}{{"0", 0, "0"}, {"", 0, "0"}, {"1000", 1000, "1000"}, {"64KiB", 64 << 10, "64KiB"}, {" 48 MiB", 48 << 20, "48MiB"}, {"2GiB", 2 << 30, "2GiB"}, {"1536KiB", 1536 << 10, "1536KiB"}} {
+	}{{"0", 0, "0"}, {"", 0, "0"}, {"1000", 1000, "1000"}, {"64KiB", 64 << 10, "64KiB"}, {" 48 MiB", 48 << 20, "48MiB"}, {"2GiB", 2 << 30, "2GiB"}, {"1536KiB", 1536 << 10, "1536KiB"},
+		{"1TiB", 1 << 40, "1024GiB"}, {"20TB", 20e12, "19531250000KiB"}, {"512GB", 512e9, "500000000KiB"}} {
 		var s Size
 		if err := s.UnmarshalText([]byte(c.in)); err != nil || int64(s) != c.want || s.String() != c.out {
 			t.Errorf("%q: %d %q %v, want %d %q", c.in, s, s.String(), err, c.want, c.out)
 		}
 	}
-	for _, bad := range []string{"fast", "-1", "1.5MiB", "1TiB", "9999999999GiB"} {
+	for _, bad := range []string{"fast", "-1", "1.5MiB", "1PiB", "9999999999GiB", "9999999TB"} {
 		if _, err := ParseSize(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}

@@ -5,7 +5,9 @@
 #                               (vs plain mochi), 1,000-device memory and latency, Kafka consume and
 #                               produce (vs in-process), bridge drain of 1 GiB (vs plain franz-go)
 #   COUNT=10 scripts/bench.sh   more repetitions (default 6)
-#   ONLY=kafka scripts/bench.sh one part: log, recovery, broker, kafka or bridge
+#   ONLY=kafka scripts/bench.sh one part: log, recovery, broker, kafka, bridge or wear
+#   (wear: the daemon with 1,000 devices at 1 Hz and 100 at 10 Hz, log.ack_delay from 0 to 250 ms;
+#   TMPDIR must be on the disk to measure, not a tmpfs)
 #
 # Raw outputs go to bench-out/; benchstat (golang.org/x/perf/cmd/benchstat)
 # summarizes them when it is installed. Recovery with cache=cold needs root
@@ -42,6 +44,12 @@ fi
 # (FERRY_BENCH_DRAIN_MB sets the backlog size).
 if part bridge; then
   go test -run '^$' -bench 'BenchmarkDrain' -benchtime=1x -count=3 -timeout 60m ./bridge/kafka/ | tee "$out/drain.txt"
+fi
+
+# SD-card wear at fleet rates: fsyncs, segment and block-device bytes, GiB a day, PUBACK p50/p99.
+if part wear; then
+  go test -run '^$' -bench 'BenchmarkFleetWear' -benchtime=1x -count=1 -timeout 60m ./gateway/ | tee "$out/wear.txt"
+  go test -run '^$' -bench 'BenchmarkFleetRecordBytes' -benchtime=3x -count=1 -timeout 60m ./broker/commitlog/ | tee "$out/recordbytes.txt"
 fi
 
 if command -v benchstat >/dev/null 2>&1; then

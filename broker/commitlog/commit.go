@@ -319,6 +319,7 @@ func (pc *partCycle) fail(from int, err error) {
 	for _, w := range pc.waiters {
 		if w.last >= from {
 			w.f.complete(pc.p.id, -1, err)
+			pc.p.log.commit.noteDone(w.src)
 			continue
 		}
 		kept = append(kept, w)
@@ -482,6 +483,7 @@ func (p *Partition) finishCycle(pc *partCycle, err error) {
 		} else {
 			w.f.complete(p.id, pc.items[w.item].base+int64(w.idx), nil)
 		}
+		p.log.commit.noteDone(w.src)
 	}
 	if pc.items != nil {
 		p.recycle(pc.items, pc.waiters)

@@ -332,8 +332,9 @@ func WithSyncBytes(n int) Option { return func(o *options) { o.syncBytes = n } }
 const (
 	// DefaultAckDelay is the acknowledgement delay budget: at fleet rates
 	// (many devices, each once a second) it sets the fsync rate, so the
-	// bytes written per acknowledged record; see BENCHMARKS.md for the
-	// curve it was chosen from.
+	// bytes written per acknowledged record. Chosen from the curve in
+	// BENCHMARKS.md: the shortest budget that keeps 1,000 devices at 1 Hz
+	// under 6 GiB a day with PUBACK p99 under 150 ms.
 	DefaultAckDelay = 140 * time.Millisecond
 	// DefaultSyncBytes is the cycle size worth an fsync at once: an fsync
 	// on ext4 writes about two 4 KiB blocks besides the new data (the

@@ -23,6 +23,7 @@ type waiter struct {
 	item int   // index of the item holding the append's first record
 	last int   // index of the item holding its last record
 	idx  int32 // that record's index within the item
+	src  *Source
 }
 
 var builderPool = sync.Pool{New: func() any { return new(batchBuilder) }}
@@ -179,6 +180,7 @@ func (p *Partition) append(ctx context.Context, recs []Record, f *Future) {
 		return
 	}
 	queuedBefore := p.mu.bytes
+	src := sourceOf(ctx)
 	var it *pendingItem
 	if n := len(p.mu.items); n > 0 && p.mu.items[n-1].b != nil {
 		it = p.mu.items[n-1]
@@ -192,7 +194,7 @@ func (p *Partition) append(ctx context.Context, recs []Record, f *Future) {
 			p.mu.items = append(p.mu.items, it)
 		}
 		if i == 0 {
-			p.mu.waiters = append(p.mu.waiters, waiter{f: f, item: len(p.mu.items) - 1, idx: it.b.count})
+			p.mu.waiters = append(p.mu.waiters, waiter{f: f, item: len(p.mu.items) - 1, idx: it.b.count, src: src})
 		}
 		ts := r.Timestamp
 		if ts == 0 {
@@ -203,7 +205,7 @@ func (p *Partition) append(ctx context.Context, recs []Record, f *Future) {
 		p.mu.bytes += len(it.b.records) - before
 	}
 	p.mu.waiters[len(p.mu.waiters)-1].last = len(p.mu.items) - 1
-	p.queueLocked(cfg.MaxBatchBytes, p.mu.bytes-queuedBefore, sourceOf(ctx))
+	p.queueLocked(cfg.MaxBatchBytes, p.mu.bytes-queuedBefore, src)
 }
 
 // AppendBatch queues a complete RecordBatch v2 (as a Kafka producer sends
@@ -250,7 +252,7 @@ func (p *Partition) AppendValidatedBatch(ctx context.Context, vb ValidBatch) *Fu
 		return f
 	}
 	p.mu.items = append(p.mu.items, &pendingItem{raw: append([]byte(nil), batch...)})
-	p.mu.waiters = append(p.mu.waiters, waiter{f: f, item: len(p.mu.items) - 1, last: len(p.mu.items) - 1})
+	p.mu.waiters = append(p.mu.waiters, waiter{f: f, item: len(p.mu.items) - 1, last: len(p.mu.items) - 1, src: sourceOf(ctx)})
 	p.mu.bytes += len(batch)
 	p.queueLocked(cfg.MaxBatchBytes, len(batch), sourceOf(ctx))
 	return f

@@ -22,10 +22,11 @@ import (
 //     bytes queued: compression): cut now, it is worth an fsync;
 //   - the syncer is in an fsync: gather until just before it ends
 //     (paceWait), since a cycle cut now would wait for it anyway;
-//   - every producer seen in the last second or so already has an append
-//     in the queues: cut now, nobody else is coming (they all wait for
-//     these acknowledgements — a closed loop, such as a benchmark, a
-//     device draining its backlog, a synchronous Kafka producer);
+//   - (nearly) every producer seen in the last second or so has an append
+//     not yet acknowledged: cut now, nobody else is coming (they all wait
+//     for acknowledgements — a closed loop, such as a device draining its
+//     backlog or a synchronous Kafka producer). A producer whose
+//     connection closed is retired at once (Source.Close);
 //   - otherwise gather until the oldest queued append has waited the
 //     acknowledgement delay budget (WithAckDelay).
 //
@@ -37,8 +38,22 @@ import (
 // connection) to the commit policy. Its zero value is ready; it must not
 // be copied after first use. One Source serves any number of goroutines.
 type Source struct {
-	gen   atomic.Int64 // the gathering generation it last queued an append in, +1
-	epoch atomic.Int64 // the activity epoch it was last counted in, +1
+	epoch       atomic.Int64 // the activity epoch it was last counted in, +1
+	outstanding atomic.Int64 // appends not yet completed
+	before      atomic.Int64 // the epoch it was counted in before that, +1
+	committer   atomic.Pointer[committer]
+}
+
+// Close retires src: the commit policy stops counting it among the active
+// producers (a device that disconnected will not publish again on this
+// connection, and waiting for it would cost every other producer the
+// whole budget until it aged out). Appends already made complete as
+// usual. Close may be called more than once.
+func (src *Source) Close() {
+	if c := src.committer.Swap(nil); c != nil {
+		c.sources.forget(src)
+		c.wakeFull() // the others may all be waiting now
+	}
 }
 
 type sourceKey struct{}
@@ -70,9 +85,16 @@ type sourceCounts struct {
 	active    atomic.Int64
 }
 
-// seen counts a source's first append in epoch e.
-func (sc *sourceCounts) seen(e int64) {
+// seen counts src's first append in epoch e.
+func (sc *sourceCounts) seen(src *Source, e int64) {
 	sc.mu.Lock()
+	old := src.epoch.Load()
+	if old == e+1 { // another goroutine of src counted it
+		sc.mu.Unlock()
+		return
+	}
+	src.before.Store(old)
+	src.epoch.Store(e + 1)
 	switch {
 	case e == sc.epoch:
 		sc.cur++
@@ -85,6 +107,22 @@ func (sc *sourceCounts) seen(e int64) {
 	}
 	sc.active.Store(int64(max(sc.cur, sc.prev)))
 	sc.mu.Unlock()
+}
+
+// forget uncounts a retired source from the epochs it was counted in.
+func (sc *sourceCounts) forget(src *Source) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for _, e := range []int64{src.epoch.Load() - 1, src.before.Load() - 1} {
+		switch {
+		case e < 0:
+		case e == sc.epoch && sc.cur > 0:
+			sc.cur--
+		case e == sc.epoch-1 && sc.prev > 0:
+			sc.prev--
+		}
+	}
+	sc.active.Store(int64(max(sc.cur, sc.prev)))
 }
 
 // activeAt is the number of sources active around epoch e: those counted
@@ -110,8 +148,7 @@ type policy struct {
 	firstPending  atomic.Int64 // monoNow of the oldest append not yet taken, 0 when none
 	fullNow       atomic.Bool  // a partition holds a full batch
 	cutRaw        atomic.Int64 // queued bytes expected to make syncBytes of output
-	gen           atomic.Int64 // the gathering generation, one per cycle
-	queuedSources atomic.Int64 // distinct sources with an append queued in this generation
+	waiting       atomic.Int64 // sources with an append not yet completed
 	sources       sourceCounts
 
 	outRatio    float64 // EWMA of bytes written per byte queued (committer)
@@ -128,11 +165,14 @@ func (c *committer) noteAppend(n int, src *Source) {
 	}
 	wake := false
 	if src != nil {
-		if e := now >> activityEpochShift; src.epoch.Swap(e+1) != e+1 {
-			c.sources.seen(e)
+		if src.committer.Load() == nil {
+			src.committer.Store(c)
 		}
-		if g := c.gen.Load(); src.gen.Swap(g+1) != g+1 {
-			wake = c.queuedSources.Add(1) >= c.sources.active.Load()
+		if e := now >> activityEpochShift; src.epoch.Load() != e+1 {
+			c.sources.seen(src, e)
+		}
+		if src.outstanding.Add(1) == 1 {
+			wake = allWaiting(c.waiting.Add(1), c.sources.active.Load())
 		}
 	}
 	cut := c.cutRaw.Load()
@@ -144,12 +184,17 @@ func (c *committer) noteAppend(n int, src *Source) {
 	}
 }
 
-// startGathering begins a new gathering generation as a cycle is cut.
+// noteDone records that an append of src completed (any goroutine).
+func (c *committer) noteDone(src *Source) {
+	if src != nil && src.outstanding.Add(-1) == 0 {
+		c.waiting.Add(-1)
+	}
+}
+
+// startGathering begins the gathering of a new cycle as one is cut.
 func (c *committer) startGathering() {
 	c.firstPending.Store(0)
 	c.fullNow.Store(false)
-	c.gen.Add(1)
-	c.queuedSources.Store(0)
 }
 
 // gather waits until the next cycle should be cut (cutWait) or the log
@@ -189,13 +234,23 @@ func (c *committer) cutWait(now int64) time.Duration {
 	if budget <= 0 || first == 0 {
 		return wait
 	}
-	if active := c.sources.activeAt(now >> activityEpochShift); c.queuedSources.Load() >= active {
+	if allWaiting(c.waiting.Load(), c.sources.activeAt(now>>activityEpochShift)) {
 		return wait // every producer is waiting (or none is known)
 	}
 	if due := time.Duration(first-now) + budget; due >= minGatherWait {
 		wait = max(wait, due)
 	}
 	return wait
+}
+
+// allWaiting reports whether waiting producers are (nearly) all of the
+// active ones: seven in eight. Exactly all would let one producer that is
+// active but not sending — between reconnects, or just slow to answer its
+// acknowledgements — cost every cycle of a closed loop the whole budget;
+// at fleet rates only the producers of the last budget's span wait (a
+// seventh of them at 140 ms for devices publishing once a second).
+func allWaiting(waiting, active int64) bool {
+	return waiting*8 >= active*7
 }
 
 // minGatherWait: a wait shorter than this is not worth a timer.

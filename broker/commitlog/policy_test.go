@@ -132,3 +132,19 @@ func TestAckDelayClosedLoop(t *testing.T) {
 		}
 	}
 }
+
+// TestAckDelayRetiredSourceIsNotWaitedFor: a producer whose connection
+// closed (Source.Close) no longer counts among the active ones, so the
+// remaining producer's appends are not held for it.
+func TestAckDelayRetiredSourceIsNotWaitedFor(t *testing.T) {
+	l := openTestLog(t, vfs.NewMem(), WithAckDelay(time.Hour))
+	defer l.Close()
+	p, _ := mustTopic(t, l, "t", TopicConfig{}).Partition(0)
+	var a, b Source
+	ctxA, ctxB := WithSource(context.Background(), &a), WithSource(context.Background(), &b)
+	waitAll(t, "first appends", p.Append(ctxA, []Record{rec("a", "1", 0)}), p.Append(ctxB, []Record{rec("b", "1", 0)}))
+	notDone(t, "a lone append while the other producer is connected", p.Append(ctxA, []Record{rec("a", "2", 0)}), 100*time.Millisecond)
+	b.Close()
+	b.Close() // twice is harmless
+	waitAll(t, "an append once the other producer was retired", p.Append(ctxA, []Record{rec("a", "3", 0)}))
+}

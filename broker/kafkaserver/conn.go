@@ -30,7 +30,8 @@ type conn struct {
 	nc     net.Conn
 	tcp    *net.TCPConn // nil under TLS: no sendfile
 	remote string
-	ctx    context.Context // ends when the connection or the server closes
+	ctx    context.Context   // ends when the connection or the server closes
+	src    *commitlog.Source // the connection as a producer to the log's commit policy
 	cancel context.CancelFunc
 	br     *bufio.Reader
 	out    chan *outbound // reader → writer, in request order
@@ -70,7 +71,8 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		authed: len(s.sasl) == 0, authBy: time.Now().Add(s.cfg.AuthTimeout),
 		decomp: commitlog.NewDecompressor(s.cfg.MaxRequestBytes * 4),
 	}
-	c.ctx, c.cancel = context.WithCancel(commitlog.WithSource(s.ctx, new(commitlog.Source))) // one producer to the commit policy
+	c.src = new(commitlog.Source)
+	c.ctx, c.cancel = context.WithCancel(commitlog.WithSource(s.ctx, c.src)) // one producer to the commit policy
 	if s.cfg.TLS != nil {
 		c.nc = tls.Server(nc, s.cfg.TLS)
 	} else {
@@ -100,6 +102,7 @@ func (c *conn) serve() {
 		<-c.wdone
 		c.cancel()
 		c.nc.Close()
+		c.src.Close()
 	}()
 	for {
 		deadline := time.Now().Add(c.s.cfg.IdleTimeout)

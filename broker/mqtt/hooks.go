@@ -213,6 +213,7 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
+	s.source.Close() // no longer a producer the log's commit policy waits for
 	if s.provision {
 		return
 	}
