@@ -672,10 +672,12 @@ func (c *committer) preallocate(p *Partition, seg *segment, end int64) {
 }
 
 // releaseAllocated gives back the blocks reserved beyond a segment's size
-// (it is being sealed: no more writes).
+// (it is being sealed: no more writes). It truncates whenever the log
+// preallocates, not only when this process reserved: a reservation made
+// before a crash is not known after it.
 func (c *committer) releaseAllocated(seg *segment) {
-	if size := seg.size.Load(); seg.allocated > size {
-		_ = seg.file.Truncate(size) // best effort: the reservation is invisible, only space
+	if c.log.opts.preallocate && !c.noAllocate {
+		_ = seg.file.Truncate(seg.size.Load()) // best effort: the reservation is invisible, only space
 		seg.allocated = 0
 	}
 }
