@@ -57,7 +57,12 @@
 // fsync for flush=always, after the write for interval and never. The
 // high watermark readers see moves only when a record is acknowledged.
 // The first failed write or fsync is sticky for the partition and never
-// retried.
+// retried. When a cycle is cut is the commit policy's choice (policy.go):
+// at once when it is worth an fsync or every known producer (Source) is
+// waiting, otherwise within the acknowledgement delay budget
+// (WithAckDelay), so that fleets of slow publishers share their fsyncs.
+// The active segment's blocks are reserved ahead of its writes without
+// changing its size (WithPreallocate).
 //
 // A segment rolls with its data and indexes fsynced and the new file's
 // directory entry fsynced, so after a crash only the last (active)

@@ -144,12 +144,12 @@ func (sc *sourceCounts) activeAt(e int64) int64 {
 // policy is the committer's commit policy state. Appenders write the
 // atomics (noteAppend); the committer owns the rest.
 type policy struct {
-	pendRaw       atomic.Int64 // bytes queued in all partitions, not yet taken by a cycle
-	firstPending  atomic.Int64 // monoNow of the oldest append not yet taken, 0 when none
-	fullNow       atomic.Bool  // a partition holds a full batch
-	cutRaw        atomic.Int64 // queued bytes expected to make syncBytes of output
-	waiting       atomic.Int64 // sources with an append not yet completed
-	sources       sourceCounts
+	pendRaw      atomic.Int64 // bytes queued in all partitions, not yet taken by a cycle
+	firstPending atomic.Int64 // monoNow of the oldest append not yet taken, 0 when none
+	fullNow      atomic.Bool  // a partition holds a full batch
+	cutRaw       atomic.Int64 // queued bytes expected to make syncBytes of output
+	waiting      atomic.Int64 // sources with an append not yet completed
+	sources      sourceCounts
 
 	outRatio    float64 // EWMA of bytes written per byte queued (committer)
 	gatherTimer *time.Timer
