@@ -33,9 +33,9 @@ type Status struct {
 	// RecordsRejected counts records the bridge passed over for good —
 	// refused by the upstream, or damaged on the edge's disk — with their
 	// provenance in the rejected topic; LastRejected is the latest.
-	RecordsRejected int64             `json:"records_rejected"`
-	LastRejected    *RejectedStatus   `json:"last_rejected,omitempty"`
-	Lag             int64             `json:"lag"` // records not yet upstream, all partitions
+	RecordsRejected int64           `json:"records_rejected"`
+	LastRejected    *RejectedStatus `json:"last_rejected,omitempty"`
+	Lag             int64           `json:"lag"` // records not yet upstream, all partitions
 	// WaitingSince is when the batch on its way was handed to the
 	// upstream, while no acknowledgement has come back; nil otherwise.
 	WaitingSince *time.Time `json:"waiting_since,omitempty"`
@@ -153,20 +153,20 @@ func (e *Engine) saveCheckpoints(force bool) error {
 
 // Metrics are the bridges' Prometheus collectors, labelled by bridge.
 type Metrics struct {
-	Records     *prometheus.CounterVec
-	Bytes       *prometheus.CounterVec
-	Batches     *prometheus.CounterVec
-	Wire        *prometheus.CounterVec
-	Resent      *prometheus.CounterVec
-	Dropped     *prometheus.CounterVec
-	Rejected    *prometheus.CounterVec
-	Connects    *prometheus.CounterVec
-	Failures    *prometheus.CounterVec // bridge, kind: connect, send, stalled, misconfigured
+	Records  *prometheus.CounterVec
+	Bytes    *prometheus.CounterVec
+	Batches  *prometheus.CounterVec
+	Wire     *prometheus.CounterVec
+	Resent   *prometheus.CounterVec
+	Dropped  *prometheus.CounterVec
+	Rejected *prometheus.CounterVec
+	Connects *prometheus.CounterVec
+	Failures *prometheus.CounterVec // bridge, kind: connect, send, stalled, misconfigured
 	// UpstreamResets counts connects that found the upstream holding
 	// less than the bridge had sent (checkUpstreamReset).
 	UpstreamResets *prometheus.CounterVec
-	SendSeconds *prometheus.HistogramVec
-	State       *prometheus.GaugeVec // bridge, state: 1 for the current one
+	SendSeconds    *prometheus.HistogramVec
+	State          *prometheus.GaugeVec // bridge, state: 1 for the current one
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not

@@ -174,11 +174,11 @@ type group struct {
 
 func newGroup(c *Coordinator, name string, now time.Time) *group {
 	return &group{
-		name:       name,
-		c:          c,
-		members:    make(map[string]*member),
-		pending:    make(map[string]time.Time),
-		static:     make(map[string]string),
+		name:           name,
+		c:              c,
+		members:        make(map[string]*member),
+		pending:        make(map[string]time.Time),
+		static:         make(map[string]string),
 		emptySince:     now,
 		emptySinceMono: c.mono(),
 		offsets:        make(map[TopicPartition]Committed),
