@@ -245,22 +245,36 @@ func (d *daemon) metric(line string) float64 {
 // missing.
 func (d *daemon) metricValue(line string) (float64, bool) {
 	d.t.Helper()
-	resp, err := http.Get("http://" + d.HTTPAddr().String() + "/metrics")
+	v, ok := scrapeMetrics(d.t, d.HTTPAddr().String())[line]
+	return v, ok
+}
+
+// scrapeMetrics reads the /metrics of the daemon at httpAddr into sample
+// line (name{labels}) → value; a line whose value does not parse fails.
+func scrapeMetrics(tb testing.TB, httpAddr string) map[string]float64 {
+	tb.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
 	if err != nil {
-		d.t.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(l, line+" "); ok {
-			v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
-			if err != nil {
-				d.t.Fatalf("metric %s: %q: %v", line, l, err)
-			}
-			return v, true
-		}
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return 0, false
+	m := map[string]float64{}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if i < 0 || err != nil {
+			tb.Fatalf("metrics: %q: %v", l, err)
+		}
+		m[l[:i]] = v
+	}
+	return m
 }
 
 // mqttClient connects a paho (MQTT 3.1.1) client as a device.

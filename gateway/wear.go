@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -58,12 +57,14 @@ const (
 )
 
 func newWearMeter(endurance int64, logger *slog.Logger) *wearMeter {
-	return &wearMeter{endurance: endurance, logger: logger, readIO: procSelfWriteBytes, now: time.Now}
+	readIO := func() (int64, error) { return procWriteBytes("/proc/self/io") }
+	return &wearMeter{endurance: endurance, logger: logger, readIO: readIO, now: time.Now}
 }
 
-// procSelfWriteBytes reads write_bytes from /proc/self/io.
-func procSelfWriteBytes() (int64, error) {
-	b, err := os.ReadFile("/proc/self/io")
+// procWriteBytes reads write_bytes from a task I/O file (/proc/self/io,
+// /proc/PID/io): bytes the process caused to be sent to the block device.
+func procWriteBytes(path string) (int64, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, fmt.Errorf("wear: %w", err)
 	}
@@ -71,12 +72,12 @@ func procSelfWriteBytes() (int64, error) {
 		if v, ok := bytes.CutPrefix(line, []byte("write_bytes: ")); ok {
 			n, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("wear: /proc/self/io write_bytes: %w", err)
+				return 0, fmt.Errorf("wear: %s write_bytes: %w", path, err)
 			}
 			return n, nil
 		}
 	}
-	return 0, errors.New("wear: no write_bytes in /proc/self/io (kernel without task I/O accounting)")
+	return 0, fmt.Errorf("wear: no write_bytes in %s (kernel without task I/O accounting)", path)
 }
 
 // run samples until done closes.
@@ -162,8 +163,8 @@ func (m *wearMeter) status() (wearStatus, string) {
 	if days, ok := m.lifeDaysLocked(); ok {
 		st.ProjectedLifeDays = &days
 		if days < wearWarnDays {
-			warning = fmt.Sprintf("storage: at %s a day the rated endurance (%s, storage.endurance) lasts %.0f days",
-				configs.Size(int64(m.perDay)), configs.Size(m.endurance), days)
+			warning = fmt.Sprintf("storage: at %.1f GB a day the rated endurance (%.0f GB, storage.endurance) lasts %.0f days",
+				m.perDay/1e9, float64(m.endurance)/1e9, days)
 		}
 	}
 	return st, warning

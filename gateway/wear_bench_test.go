@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ferry-iot/ferry/firmware-sim/sim"
 )
@@ -140,9 +140,18 @@ func measureWear(b *testing.B, bin string, devices int, rate float64, logYAML st
 		// window counts the daemon's writes, not their timing.
 		syscall.Sync()
 		m := scrapeMetrics(b, httpAddr)
-		return sample{at: time.Now(), proc: procWriteBytes(b, pid), dev: deviceWrittenBytes(b, dev),
-			seg: m["ferry_log_written_bytes_total"], syncs: m["ferry_log_fsync_rounds_total"],
-			msg: m["ferry_mqtt_messages_total"]}
+		proc, err := procWriteBytes(fmt.Sprintf("/proc/%d/io", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs := 0.0 // over its labels (topic kinds)
+		for k, v := range m {
+			if strings.HasPrefix(k, "ferry_mqtt_messages_total{") {
+				msgs += v
+			}
+		}
+		return sample{at: time.Now(), proc: proc, dev: deviceWrittenBytes(b, dev),
+			seg: m["ferry_log_written_bytes_total"], syncs: m["ferry_log_fsync_rounds_total"], msg: msgs}
 	}
 	s0 := take()
 	time.Sleep(window)
@@ -155,66 +164,14 @@ func measureWear(b *testing.B, bin string, devices int, rate float64, logYAML st
 		b.Fatalf("%d publishes failed: %+v", sum.Failed, sum)
 	}
 	secs := s1.at.Sub(s0.at).Seconds()
-	msgs := float64(sum.Acked) / (warm + window - spread/2).Seconds()
-	if d := s1.msg - s0.msg; d > 0 {
-		msgs = d / secs
-	}
 	return wear{
 		fsyncsPerSec: (s1.syncs - s0.syncs) / secs,
 		segKiBs:      (s1.seg - s0.seg) / 1024 / secs,
 		procKiBs:     float64(s1.proc-s0.proc) / 1024 / secs,
 		devKiBs:      float64(s1.dev-s0.dev) / 1024 / secs,
-		msgsPerSec:   msgs,
+		msgsPerSec:   (s1.msg - s0.msg) / secs,
 		sum:          sum,
 	}
-}
-
-// scrapeMetrics reads /metrics into name{labels} → value.
-func scrapeMetrics(tb testing.TB, httpAddr string) map[string]float64 {
-	tb.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		m[line[:i]] += v
-		if j := strings.IndexByte(line[:i], '{'); j > 0 { // also the sum over labels
-			m[line[:j]] += v
-		}
-	}
-	return m
-}
-
-// procWriteBytes is write_bytes of /proc/PID/io: bytes the process caused
-// to be sent to the block device (page writeback it dirtied included, the
-// file system journal's commits not).
-func procWriteBytes(tb testing.TB, pid int) int64 {
-	tb.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
-		}
-	}
-	tb.Fatalf("no write_bytes in /proc/%d/io", pid)
-	return 0
 }
 
 // blockDevice finds the /sys/dev/block entry of the device holding dir.
@@ -224,8 +181,7 @@ func blockDevice(tb testing.TB, dir string) string {
 	if err := syscall.Stat(dir, &st); err != nil {
 		tb.Fatal(err)
 	}
-	major, minor := (st.Dev>>8)&0xfff|(st.Dev>>32)&^0xfff, st.Dev&0xff|(st.Dev>>12)&^0xff
-	p := fmt.Sprintf("/sys/dev/block/%d:%d/stat", major, minor)
+	p := fmt.Sprintf("/sys/dev/block/%d:%d/stat", unix.Major(st.Dev), unix.Minor(st.Dev))
 	if _, err := os.Stat(p); err != nil {
 		tb.Skipf("%s is not on a block device (%v): nothing to measure", dir, err)
 	}

@@ -1,37 +1,19 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// recordingHandler keeps the messages logged at WARN and above.
-type recordingHandler struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *recordingHandler) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.msgs = append(h.msgs, r.Level.String()+" "+r.Message)
-	return nil
-}
-func (h *recordingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *recordingHandler) WithGroup(string) slog.Handler      { return h }
 
 // TestWearMeterProjectsLife: the rate comes from the samples of the last
 // hour, the projection from storage.endurance; a projection under a year
 // is logged once (not at every sample) and listed, and a rate that falls
 // again clears it.
 func TestWearMeterProjectsLife(t *testing.T) {
-	h := &recordingHandler{}
-	m := newWearMeter(100e9, slog.New(h)) // a 100 GB card
+	var logged strings.Builder
+	m := newWearMeter(100e9, slog.New(slog.NewTextHandler(&logged, nil))) // a 100 GB card
 	now := time.Unix(1_800_000_000, 0)
 	written := int64(0)
 	m.now = func() time.Time { return now }
@@ -59,14 +41,8 @@ func TestWearMeterProjectsLife(t *testing.T) {
 	if !strings.Contains(warning, "lasts 0 days") {
 		t.Fatalf("warning line: %q", warning)
 	}
-	warns := 0
-	for _, msg := range h.msgs {
-		if strings.HasPrefix(msg, "WARN ") && strings.Contains(msg, "under a year") {
-			warns++
-		}
-	}
-	if warns != 1 {
-		t.Fatalf("%d warnings for one spell, want 1: %q", warns, h.msgs)
+	if warns := strings.Count(logged.String(), "level=WARN msg=\"at the current write rate"); warns != 1 {
+		t.Fatalf("%d warnings for one spell, want 1:\n%s", warns, logged.String())
 	}
 	for range 2 * int(wearWindow/wearSample) { // two quiet hours: the old samples leave the window
 		now = now.Add(wearSample)
@@ -75,8 +51,8 @@ func TestWearMeterProjectsLife(t *testing.T) {
 	if st, w := m.status(); w != "" || st.ProjectedLifeDays != nil {
 		t.Fatalf("after the writes stopped: %+v %q", st, w)
 	}
-	if last := h.msgs[len(h.msgs)-1]; !strings.Contains(last, "a year or more again") {
-		t.Fatalf("no all-clear: %q", h.msgs)
+	if !strings.Contains(logged.String(), "level=INFO msg=\"the storage's projected life is a year or more again") {
+		t.Fatalf("no all-clear:\n%s", logged.String())
 	}
 }
 
