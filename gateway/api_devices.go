@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ferry-iot/ferry/broker/mqtt"
 	"github.com/ferry-iot/ferry/broker/registry"
+	"github.com/ferry-iot/ferry/devices/adapter"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
 )
 
@@ -28,14 +30,21 @@ type deviceJSON struct {
 	Parent     string    `json:"gateway_device,omitempty"`
 	Source     string    `json:"source,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
-	Connected  bool      `json:"connected"`       // any MQTT connection of its own, or through its gateway
-	Token      string    `json:"token,omitempty"` // a generated access token, in the answer that created it only
+	Connected  bool      `json:"connected"` // any MQTT connection of its own, or through its gateway; an adapter device: its last poll succeeded
+	// Adapter is an adapter device's bus, last poll outcome and counters.
+	Adapter *adapter.DeviceStatus `json:"adapter,omitempty"`
+	Token   string                `json:"token,omitempty"` // a generated access token, in the answer that created it only
 }
 
 func (d *Daemon) toDeviceJSON(dev registry.Device) deviceJSON {
-	return deviceJSON{Name: dev.Name, Type: dev.Type, Gateway: dev.Gateway, Credential: string(dev.Credential),
+	out := deviceJSON{Name: dev.Name, Type: dev.Type, Gateway: dev.Gateway, Credential: string(dev.Credential),
 		ClientID: dev.ClientID, Username: dev.Username, Parent: dev.Parent, Source: dev.Source, CreatedAt: dev.CreatedAt,
 		Connected: d.mqtt.Online(dev.Name)}
+	if st, ok := d.adapters.Status(dev.Name); ok {
+		out.Adapter = &st
+		out.Connected = out.Connected || d.adapters.Online(dev.Name)
+	}
+	return out
 }
 
 // deviceRequest is the body of POST /api/v1/devices and PUT /api/v1/devices/{name}.
@@ -236,6 +245,16 @@ func (d *Daemon) setShared(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
+	if d.adapters.Has(dev.Name) {
+		// An adapter device: the attribute_updates entries write them.
+		written, err := d.adapters.SharedAttributes(r.Context(), dev.Name, kvs)
+		if err != nil {
+			writeError(w, adapterHTTPStatus(err), "stored, but not written to the device: %v", err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"updated": len(kvs), "pushed": len(written) > 0, "written": written})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"updated": len(kvs), "pushed": delivered})
 }
 
@@ -336,6 +355,17 @@ func (d *Daemon) rpc(w http.ResponseWriter, r *http.Request) {
 		}
 		timeout = t
 	}
+	if d.adapters.Has(dev.Name) {
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		resp, err := d.adapters.RPC(ctx, dev.Name, req.Method, req.Params)
+		if err != nil {
+			writeError(w, adapterHTTPStatus(err), "%v", err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"response": json.RawMessage(resp)})
+		return
+	}
 	resp, err := d.mqtt.RPC(r.Context(), mqtt.RPCRequest{Device: dev.Name, Method: req.Method, Params: req.Params,
 		Timeout: timeout, OneWay: req.OneWay})
 	switch {
@@ -356,4 +386,26 @@ func (d *Daemon) rpc(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"response": body})
 	}
+}
+
+// adapterHTTPStatus is the HTTP status of an adapter device's RPC or
+// write error: 400 for a bad request (unknown method, params that do not
+// fit), 502 when the device answered with an error (a Modbus exception),
+// 504 when it did not answer, 503 when its line is down.
+func adapterHTTPStatus(err error) int {
+	switch {
+	case errors.Is(err, adapter.ErrNotSupported):
+		return http.StatusBadRequest
+	case errors.Is(err, adapter.ErrClosed):
+		return http.StatusServiceUnavailable
+	}
+	switch adapter.KindOf(err) {
+	case adapter.KindRequest:
+		return http.StatusBadRequest
+	case adapter.KindTimeout:
+		return http.StatusGatewayTimeout
+	case adapter.KindConnection:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadGateway
 }

@@ -22,7 +22,7 @@ func (d *Daemon) startCommands() error {
 	d.commands, err = commands.New(commands.Config{
 		Topic: cc.Topic, Responses: cc.Responses, Timeout: d.cfg.RPC.Timeout, Expiry: cc.Expiry,
 		Logger: d.logger, Metrics: commands.NewMetrics(d.metrics),
-	}, d.log, d.state, mqttSender{d.mqtt})
+	}, d.log, d.state, deviceSender{mqtt: mqttSender{d.mqtt}, adapters: d.adapters})
 	if err != nil {
 		return fmt.Errorf("commands: %w", err)
 	}

@@ -38,6 +38,7 @@ type Config struct {
 	MQTT         mqtt.Config        `mapstructure:"mqtt"`
 	HTTP         HTTPConfig         `mapstructure:"http"`
 	Devices      []DeviceConfig     `mapstructure:"devices"`
+	Buses        []BusConfig        `mapstructure:"buses"`
 	Provisioning mqtt.Provisioning  `mapstructure:"provisioning"`
 	RPC          RPCConfig          `mapstructure:"rpc"`
 	Kafka        KafkaConfig        `mapstructure:"kafka"`
@@ -65,6 +66,9 @@ type DeviceConfig struct {
 	ClientID string `mapstructure:"client_id"`
 	Username string `mapstructure:"username"`
 	Password string `mapstructure:"password"`
+	// Source makes the device one an adapter reads (adapters.go); it
+	// then needs no credentials.
+	Source *SourceConfig `mapstructure:"source"`
 }
 
 // RPCConfig bounds server-side RPC and routes client-side RPC to a backend.
@@ -401,12 +405,13 @@ func (c *Config) validate() []string {
 		switch {
 		case d.Token != "" && basic:
 			p.Add(key, "set either token or client_id/username/password, not both")
-		case d.Token == "" && !basic:
-			p.Add(key, "needs a token or client_id/username/password")
+		case d.Token == "" && !basic && d.Source == nil:
+			p.Add(key, "needs a token or client_id/username/password (or a source: an adapter reads it)")
 		case d.Password != "" && d.Username == "":
 			p.Add(key+".password", "needs username (ThingsBoard does not allow a password with only a client id)")
 		}
 	}
+	c.validateAdapters(&p)
 	switch strings.ToLower(c.Logging.Level) {
 	case "debug", "info", "warn", "error":
 	default:

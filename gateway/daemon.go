@@ -24,6 +24,7 @@ import (
 	"github.com/ferry-iot/ferry/broker/netguard"
 	"github.com/ferry-iot/ferry/broker/registry"
 	"github.com/ferry-iot/ferry/broker/state"
+	"github.com/ferry-iot/ferry/devices/adapter"
 )
 
 // Daemon is a running gateway: state store, registry, log, MQTT broker,
@@ -33,28 +34,31 @@ type Daemon struct {
 	logger  *slog.Logger
 	dataDir string
 
-	state     *state.Store
-	stateMsg  string           // the damaged store's copy, when opening moved one aside
-	wallClock func() time.Time // the groups' wall clock (nil: the system's)
-	reg       *registry.Registry
-	log       *commitlog.Log
-	mqtt      *mqtt.Server
-	commands  *commands.Dispatcher
-	bridges   []*bridge.Engine
-	bridgeM   *bridge.Metrics
-	groups    *group.Coordinator
-	kafka     *kafkaserver.Server
-	http      *http.Server
-	httpLn    *netguard.Listener
-	httpDone  chan error
-	token     string // the HTTP API's bearer token (http.admin_token or generated)
-	tokenAt   string // the file a token not set in the configuration is kept in
-	newToken  bool   // that file was written by this start
-	fileLim   uint64 // RLIMIT_NOFILE in force
-	metrics   *prometheus.Registry
-	api       *apiMetrics
-	wear      *wearMeter    // bytes written to the block device, the medium's projected life
-	wearDone  chan struct{} // stops the wear meter
+	state       *state.Store
+	stateMsg    string           // the damaged store's copy, when opening moved one aside
+	wallClock   func() time.Time // the groups' wall clock (nil: the system's)
+	reg         *registry.Registry
+	log         *commitlog.Log
+	mqtt        *mqtt.Server
+	commands    *commands.Dispatcher
+	adapters    *adapter.Manager // nil: no buses configured
+	adapterSink *adapterSink
+	adapterM    *adapter.Metrics
+	bridges     []*bridge.Engine
+	bridgeM     *bridge.Metrics
+	groups      *group.Coordinator
+	kafka       *kafkaserver.Server
+	http        *http.Server
+	httpLn      *netguard.Listener
+	httpDone    chan error
+	token       string // the HTTP API's bearer token (http.admin_token or generated)
+	tokenAt     string // the file a token not set in the configuration is kept in
+	newToken    bool   // that file was written by this start
+	fileLim     uint64 // RLIMIT_NOFILE in force
+	metrics     *prometheus.Registry
+	api         *apiMetrics
+	wear        *wearMeter    // bytes written to the block device, the medium's projected life
+	wearDone    chan struct{} // stops the wear meter
 }
 
 // Start opens everything and begins serving. On error, whatever was opened
@@ -152,6 +156,10 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 		return nil, err
 	}
 	if err = d.mqtt.Start(); err != nil {
+		return nil, err
+	}
+	d.adapterM = adapter.NewMetrics(d.metrics)
+	if err = d.startAdapters(); err != nil {
 		return nil, err
 	}
 	if err = d.startCommands(); err != nil {
@@ -260,6 +268,9 @@ func (d *Daemon) Close() error {
 		if err := d.commands.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("commands: %w", err))
 		}
+	}
+	if err := d.closeAdapters(); err != nil {
+		errs = append(errs, fmt.Errorf("adapters: %w", err))
 	}
 	if d.mqtt != nil {
 		if err := d.mqtt.Close(); err != nil {

@@ -38,6 +38,14 @@ import (
 // connection) to the commit policy. Its zero value is ready; it must not
 // be copied after first use. One Source serves any number of goroutines.
 type Source struct {
+	// Detached marks a producer that does not wait for its appends to be
+	// acknowledged before it produces again (a device adapter polling on
+	// its own schedule): it counts among the active producers, so waiting
+	// ones are not cut for at once, but never as a waiting one, so its
+	// appends are gathered within the budget like a fleet's. Set it
+	// before the first append.
+	Detached bool
+
 	epoch       atomic.Int64 // the activity epoch it was last counted in, +1
 	outstanding atomic.Int64 // appends not yet completed
 	before      atomic.Int64 // the epoch it was counted in before that, +1
@@ -171,7 +179,7 @@ func (c *committer) noteAppend(n int, src *Source) {
 		if e := now >> activityEpochShift; src.epoch.Load() != e+1 {
 			c.sources.seen(src, e)
 		}
-		if src.outstanding.Add(1) == 1 {
+		if !src.Detached && src.outstanding.Add(1) == 1 {
 			wake = allWaiting(c.waiting.Add(1), c.sources.active.Load())
 		}
 	}
@@ -186,7 +194,7 @@ func (c *committer) noteAppend(n int, src *Source) {
 
 // noteDone records that an append of src completed (any goroutine).
 func (c *committer) noteDone(src *Source) {
-	if src != nil && src.outstanding.Add(-1) == 0 {
+	if src != nil && !src.Detached && src.outstanding.Add(-1) == 0 {
 		c.waiting.Add(-1)
 	}
 }

@@ -148,3 +148,30 @@ func TestAckDelayRetiredSourceIsNotWaitedFor(t *testing.T) {
 	b.Close() // twice is harmless
 	waitAll(t, "an append once the other producer was retired", p.Append(ctxA, []Record{rec("a", "3", 0)}))
 }
+
+// TestAckDelayDetachedSourceIsGathered: a detached producer (an adapter
+// polling on its own schedule) is never taken to be waiting: its lone
+// append waits for the budget, and it does not make a waiting producer's
+// append wait once the others are all waiting.
+func TestAckDelayDetachedSourceIsGathered(t *testing.T) {
+	l := openTestLog(t, vfs.NewMem(), WithAckDelay(50*time.Millisecond))
+	defer l.Close()
+	p, _ := mustTopic(t, l, "t", TopicConfig{}).Partition(0)
+	bus := Source{Detached: true}
+	ctx := WithSource(context.Background(), &bus)
+	waitAll(t, "first append", p.Append(ctx, []Record{rec("a", "1", 0)}))
+	start := time.Now()
+	waitAll(t, "the detached append", p.Append(ctx, []Record{rec("a", "2", 0)}))
+	if d := time.Since(start); d < 40*time.Millisecond {
+		t.Fatalf("a detached producer's append was committed after %v, before its budget", d)
+	}
+	l2 := openTestLog(t, vfs.NewMem(), WithAckDelay(time.Hour))
+	defer l2.Close()
+	p2, _ := mustTopic(t, l2, "t", TopicConfig{}).Partition(0)
+	bus2 := Source{Detached: true} // a Source belongs to one log
+	var dev Source
+	ctx, ctxDev := WithSource(context.Background(), &bus2), WithSource(context.Background(), &dev)
+	waitAll(t, "a lone waiting producer's append", p2.Append(ctxDev, []Record{rec("b", "1", 0)}))
+	p2.Append(ctx, []Record{rec("a", "1", 0)}) // gathered: committed by Close
+	notDone(t, "a waiting producer's append beside an idle detached one", p2.Append(ctxDev, []Record{rec("b", "2", 0)}), 100*time.Millisecond)
+}

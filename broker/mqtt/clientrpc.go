@@ -112,7 +112,7 @@ func (c *clientRPC) forward(s *session, pk *pub, t tb.Topic, req tb.RPCRequest, 
 		Method string          `json:"method"`
 		Params json.RawMessage `json:"params"`
 	}{s.device.Name, t.RequestID, req.Method, req.Params})
-	rec := commitlog.Record{Key: []byte(s.device.Name), Value: value, Timestamp: start.UnixMilli(), Headers: recordHeaders(s.device, "")}
+	rec := commitlog.Record{Key: []byte(s.device.Name), Value: value, Timestamp: start.UnixMilli(), Headers: RecordHeaders(s.device, "")}
 	k := clientKey{s.device.Name, t.RequestID}
 	call := &clientCall{s: s, topic: tb.ResponseTopic(t)}
 	call.timer = time.AfterFunc(c.cfg.Timeout, func() { c.expire(k, call) })

@@ -156,7 +156,7 @@ func (srv *Server) store(s *session, pk *pub, topic *commitlog.Topic, recs []com
 // value = {"ts":..,"values":{..}}, timestamp = ts (arrival time when the
 // device gave none), headers naming the device, its type and the gateway.
 func (srv *Server) entryRecords(recs []commitlog.Record, dev registry.Device, gateway string, entries []tb.Entry, arrival int64) []commitlog.Record {
-	headers := recordHeaders(dev, gateway)
+	headers := RecordHeaders(dev, gateway)
 	key := []byte(dev.Name)
 	for _, e := range entries {
 		if len(e.Values) == 0 {
@@ -171,7 +171,11 @@ func (srv *Server) entryRecords(recs []commitlog.Record, dev registry.Device, ga
 	return recs
 }
 
-func recordHeaders(dev registry.Device, gateway string) []commitlog.Header {
+// RecordHeaders are the headers of a device's records: its name, its
+// type ("default" when it has none) and the gateway it came through, if
+// any. Device adapters use them too, so a record does not tell how its
+// device was connected.
+func RecordHeaders(dev registry.Device, gateway string) []commitlog.Header {
 	typ := dev.Type
 	if typ == "" {
 		typ = "default"

@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ferry-iot/ferry/broker/commands"
+	"github.com/ferry-iot/ferry/broker/commitlog"
+	"github.com/ferry-iot/ferry/broker/mqtt"
+	"github.com/ferry-iot/ferry/broker/ratelog"
+	"github.com/ferry-iot/ferry/broker/registry"
+	"github.com/ferry-iot/ferry/configs"
+	"github.com/ferry-iot/ferry/devices/adapter"
+	"github.com/ferry-iot/ferry/devices/modbus"
+	tb "github.com/ferry-iot/ferry/devices/thingsboard"
+)
+
+// BusConfig is one entry of buses: a line the adapters serialize their
+// requests on. Exactly one kind is set.
+type BusConfig struct {
+	Name   string            `mapstructure:"name"`
+	Modbus *modbus.BusConfig `mapstructure:"modbus"`
+}
+
+// SourceConfig is a device's source section: the device is read by an
+// adapter on a bus instead of connecting over MQTT.
+type SourceConfig struct {
+	Bus    string         `mapstructure:"bus"`
+	Poll   time.Duration  `mapstructure:"poll"`
+	Report adapter.Report `mapstructure:"report"`
+
+	modbus.DeviceConfig `mapstructure:",squash"`
+}
+
+// kind is the bus's kind ("" when none or several are set).
+func (b BusConfig) kinds() []string {
+	var out []string
+	if b.Modbus != nil {
+		out = append(out, "modbus")
+	}
+	return out
+}
+
+// validateAdapters checks buses and the devices' source sections.
+func (c *Config) validateAdapters(p *configs.Problems) {
+	buses := map[string]int{}
+	for i, b := range c.Buses {
+		key := fmt.Sprintf("buses[%d]", i)
+		if err := checkDeviceName(b.Name); err != nil {
+			p.Add(key+".name", "%v", err)
+		} else if j, dup := buses[b.Name]; dup {
+			p.Add(key+".name", "%q repeats buses[%d]", b.Name, j)
+		} else {
+			buses[b.Name] = i
+		}
+		switch kinds := b.kinds(); len(kinds) {
+		case 0:
+			p.Add(key, "names no bus kind (modbus)")
+		case 1:
+		default:
+			p.Add(key, "sets %v: one bus kind per entry", kinds)
+		}
+		if b.Modbus != nil {
+			p.Nest(key+".modbus", b.Modbus.Validate())
+		}
+	}
+	for i, d := range c.Devices {
+		if d.Source == nil {
+			continue
+		}
+		key := fmt.Sprintf("devices[%d].source", i)
+		s := d.Source
+		j, ok := buses[s.Bus]
+		switch {
+		case s.Bus == "":
+			p.Add(key+".bus", "is required")
+			continue
+		case !ok:
+			p.Add(key+".bus", "%q is not in buses", s.Bus)
+			continue
+		}
+		if s.Poll <= 0 {
+			p.Add(key+".poll", "is required: how often the device is read (poll: 5s)")
+		}
+		p.Nest(key+".report", s.Report.Validate())
+		b := c.Buses[j]
+		switch {
+		case b.Modbus != nil:
+			p.Nest(key, s.DeviceConfig.Validate(*b.Modbus))
+		}
+	}
+}
+
+// startAdapters builds the buses and devices of the configuration and
+// starts polling (nothing configured: nothing runs).
+func (d *Daemon) startAdapters() error {
+	if len(d.cfg.Buses) == 0 {
+		return nil
+	}
+	sink, err := newAdapterSink(d)
+	if err != nil {
+		return err
+	}
+	var buses []adapter.BusSettings
+	lines := map[string]*modbus.Line{}
+	for i, b := range d.cfg.Buses {
+		bs := adapter.BusSettings{Name: b.Name}
+		switch {
+		case b.Modbus != nil:
+			line, err := modbus.NewLine(*b.Modbus)
+			if err != nil {
+				return fmt.Errorf("buses[%d] (%s): %w", i, b.Name, err)
+			}
+			lines[b.Name] = line
+			bs.Kind, bs.Line = "modbus", line
+			bs.DegradeAfter, bs.DegradeFor = b.Modbus.DegradeAfter, b.Modbus.DegradeFor
+		}
+		buses = append(buses, bs)
+	}
+	var devs []adapter.DeviceSettings
+	for i, dc := range d.cfg.Devices {
+		if dc.Source == nil {
+			continue
+		}
+		s := dc.Source
+		ds := adapter.DeviceSettings{Info: adapter.Info{Name: dc.Name, Type: dc.Type, Bus: s.Bus},
+			Poll: s.Poll, Report: s.Report}
+		if line := lines[s.Bus]; line != nil {
+			dev, err := modbus.NewDevice(line, s.DeviceConfig)
+			if err != nil {
+				return fmt.Errorf("devices[%d].source (%s): %w", i, dc.Name, err)
+			}
+			ds.Source, ds.Driver = dev, "modbus"
+		}
+		sink.addDevice(dc)
+		devs = append(devs, ds)
+	}
+	d.adapters, err = adapter.New(adapter.Config{Sink: sink, Logger: d.logger, Metrics: d.adapterM}, buses, devs)
+	if err != nil {
+		return err
+	}
+	sink.start()
+	d.adapterSink = sink
+	return d.adapters.Start()
+}
+
+// closeAdapters stops polling, then waits for the records already queued.
+func (d *Daemon) closeAdapters() error {
+	if d.adapters == nil {
+		return nil
+	}
+	err := d.adapters.Close()
+	d.adapterSink.close()
+	return err
+}
+
+// adapterSink stores what the adapters read: telemetry and client
+// attributes in the same topics, with the same keys and headers, as an
+// MQTT device's, attributes in the registry too. It never waits for the
+// disk on a bus goroutine: appends are queued and one goroutine waits for
+// their futures, counting and logging what the log refused.
+type adapterSink struct {
+	d          *Daemon
+	telemetry  *commitlog.Topic
+	attributes *commitlog.Topic
+	headers    map[string][]commitlog.Header
+	sources    map[string]*commitlog.Source // one producer per bus, detached
+	pending    chan pendingAppend
+	done       chan struct{}
+	warn       *ratelog.Limiter
+}
+
+type pendingAppend struct {
+	bus, device string
+	fut         *commitlog.Future
+	reg         *registry.Write
+}
+
+func newAdapterSink(d *Daemon) (*adapterSink, error) {
+	s := &adapterSink{d: d, headers: map[string][]commitlog.Header{}, sources: map[string]*commitlog.Source{},
+		pending: make(chan pendingAppend, 1024), done: make(chan struct{}), warn: ratelog.New()}
+	var err error
+	if s.telemetry, err = d.log.Topic("telemetry"); err != nil {
+		return nil, fmt.Errorf("adapters: %w", err)
+	}
+	if s.attributes, err = d.log.Topic("attributes"); err != nil {
+		return nil, fmt.Errorf("adapters: %w", err)
+	}
+	for _, b := range d.cfg.Buses {
+		s.sources[b.Name] = &commitlog.Source{Detached: true}
+	}
+	return s, nil
+}
+
+func (s *adapterSink) addDevice(dc DeviceConfig) {
+	s.headers[dc.Name] = mqtt.RecordHeaders(registry.Device{Name: dc.Name, Type: dc.Type}, "")
+}
+
+func (s *adapterSink) start() { go s.wait() }
+
+// close waits until every queued append is decided.
+func (s *adapterSink) close() {
+	close(s.pending)
+	<-s.done
+	for _, src := range s.sources {
+		src.Close()
+	}
+}
+
+func (s *adapterSink) ctx(bus string) context.Context {
+	return commitlog.WithSource(context.Background(), s.sources[bus])
+}
+
+func (s *adapterSink) Telemetry(bus string, dev adapter.Info, ts int64, values []tb.KV) error {
+	rec := commitlog.Record{Key: []byte(dev.Name), Value: tb.AppendRecordValue(nil, ts, values), Timestamp: ts,
+		Headers: s.headers[dev.Name]}
+	s.pending <- pendingAppend{bus: bus, device: dev.Name, fut: s.telemetry.Append(s.ctx(bus), []commitlog.Record{rec})}
+	return nil
+}
+
+func (s *adapterSink) Attributes(bus string, dev adapter.Info, ts int64, attrs []tb.KV) error {
+	ra := make([]registry.Attribute, len(attrs))
+	for i, kv := range attrs {
+		ra[i] = registry.Attribute{Key: kv.Key, Value: kv.Value.AppendJSON(nil), UpdatedMs: ts}
+	}
+	w, err := s.d.reg.SetAttributesAsync(dev.Name, registry.ScopeClient, ra)
+	if err != nil {
+		return fmt.Errorf("adapters: attributes of %s: %w", dev.Name, err)
+	}
+	rec := commitlog.Record{Key: []byte(dev.Name), Value: tb.AppendRecordValue(nil, ts, attrs), Timestamp: ts,
+		Headers: s.headers[dev.Name]}
+	s.pending <- pendingAppend{bus: bus, device: dev.Name, fut: s.attributes.Append(s.ctx(bus), []commitlog.Record{rec}), reg: w}
+	return nil
+}
+
+// wait decides the queued appends in order.
+func (s *adapterSink) wait() {
+	defer close(s.done)
+	for p := range s.pending {
+		_, err := p.fut.Wait(context.Background())
+		if err == nil && p.reg != nil {
+			err = p.reg.Wait()
+		}
+		if err != nil {
+			s.d.adapterM.SinkFailed.WithLabelValues(p.bus, p.device).Inc()
+			s.warn.Warn(s.d.logger, p.device, "adapter record not stored", "device", p.device, "bus", p.bus, "err", err)
+		}
+	}
+}
+
+// deviceSender delivers commands to adapter devices through their bus and
+// to every other device over MQTT.
+type deviceSender struct {
+	mqtt     mqttSender
+	adapters *adapter.Manager
+}
+
+func (s deviceSender) RPC(ctx context.Context, r commands.Request) (json.RawMessage, error) {
+	if !s.adapters.Has(r.Device) {
+		return s.mqtt.RPC(ctx, r)
+	}
+	if r.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
+		defer cancel()
+	}
+	resp, err := s.adapters.RPC(ctx, r.Device, r.Method, r.Params)
+	return resp, adapterCommandError(err)
+}
+
+// adapterCommandError maps an adapter RPC's error onto the ones the
+// dispatcher acts on.
+func adapterCommandError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, adapter.ErrClosed):
+		return fmt.Errorf("%w: %w", commands.ErrOffline, err)
+	case errors.Is(err, adapter.ErrUnknownDevice):
+		return fmt.Errorf("%w: %w", commands.ErrUnknownDevice, err)
+	}
+	switch adapter.KindOf(err) {
+	case adapter.KindConnection:
+		// Not sent: the line is down. Retried until the command expires.
+		return fmt.Errorf("%w: %w", commands.ErrOffline, err)
+	case adapter.KindTimeout:
+		// Sent, no answer: the device may have acted on it.
+		return fmt.Errorf("%w: %w", commands.ErrTimeout, err)
+	}
+	return err // an exception, an unknown method, bad params: answered "error"
+}
