@@ -353,22 +353,46 @@ func (c *point) encode(v tb.Value) ([]uint16, bool, error) {
 		binary.BigEndian.PutUint64(b, math.Float64bits(f))
 		return c.order.words(b), false, nil
 	}
+	if v.Kind == tb.KindLong && c.scale == 0 {
+		// Exact: a 64-bit integer does not survive a float64.
+		if !c.typ.holds(v.Long) {
+			return nil, false, fmt.Errorf("%w: %d is outside %s's range", errValue, v.Long, c.typ)
+		}
+		putInt(b, c.typ, uint64(v.Long))
+		return c.order.words(b), false, nil
+	}
 	r := math.Round(f)
 	lo, hi := c.typ.intRange()
-	if math.IsNaN(r) || r < lo || r > hi {
+	if math.IsNaN(r) || r < lo || r >= hi+1 {
 		return nil, false, fmt.Errorf("%w: %v is outside %s's range", errValue, f, c.typ)
 	}
-	switch c.typ {
-	case Int16, Uint16:
-		binary.BigEndian.PutUint16(b, uint16(int64(r)))
-	case Int32, Uint32:
-		binary.BigEndian.PutUint32(b, uint32(int64(r)))
-	case Int64:
-		binary.BigEndian.PutUint64(b, uint64(int64(r)))
-	case Uint64:
-		binary.BigEndian.PutUint64(b, uint64(r))
+	if c.typ == Uint64 {
+		putInt(b, c.typ, uint64(r))
+	} else {
+		putInt(b, c.typ, uint64(int64(r)))
 	}
 	return c.order.words(b), false, nil
+}
+
+// putInt writes the low bytes of u that t holds, big-endian.
+func putInt(b []byte, t Type, u uint64) {
+	switch t.words() {
+	case 1:
+		binary.BigEndian.PutUint16(b, uint16(u))
+	case 2:
+		binary.BigEndian.PutUint32(b, uint32(u))
+	default:
+		binary.BigEndian.PutUint64(b, u)
+	}
+}
+
+// holds reports whether integer type t holds i.
+func (t Type) holds(i int64) bool {
+	lo, hi := t.intRange()
+	if t == Int64 || t == Uint64 {
+		return t == Int64 || i >= 0
+	}
+	return float64(i) >= lo && float64(i) <= hi
 }
 
 func (t Type) intRange() (lo, hi float64) {
