@@ -578,3 +578,56 @@ func FuzzLoadConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestConfigAdapterErrorsNameKeys: problems of buses and device sources
+// are reported together, each with its full key.
+func TestConfigAdapterErrorsNameKeys(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "ferry.yaml")
+	yaml := `
+buses:
+  - {name: plc, modbus: {url: "tcp://127.0.0.1", timeout: -1s}}
+  - {name: plc, modbus: {url: "serial:///dev/ttyS0", parity: X}}
+  - {name: empty}
+devices:
+  - name: m1
+    source:
+      bus: plc
+      unit: 0
+      report: {strategy: period}
+      timeseries:
+        - {key: t, register: holding, address: 0, type: int17}
+        - {key: t, register: coil, address: 1, type: int16}
+      rpc:
+        - {register: holding, address: 3, type: uint16}
+  - {name: m2, source: {bus: nowhere, poll: 1s}}
+`
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(file, nil)
+	if err == nil {
+		t.Fatal("config accepted")
+	}
+	for _, want := range []string{
+		"buses[0].modbus.url: \"tcp://127.0.0.1\": needs host:port",
+		"buses[0].modbus.timeout: -1s is negative",
+		"buses[1].name: \"plc\" repeats buses[0]",
+		"buses[1].modbus.url:",
+		"buses[1].modbus.parity: \"X\"",
+		"buses[2]: names no bus kind",
+		"devices[0].source.poll: is required",
+		"devices[0].source.report.period: is required",
+		"devices[0].source.timeseries[0].type: \"int17\"",
+		"devices[0].source.timeseries[1].key: \"t\" repeats",
+		"devices[0].source.timeseries[1].type: coil registers hold bits",
+		"devices[0].source.rpc[0].method: is required",
+		"devices[1].source.bus: \"nowhere\" is not in buses",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "devices[0]: needs a token") {
+		t.Errorf("a device with a source was asked for credentials: %v", err)
+	}
+}
