@@ -39,6 +39,9 @@ type DeviceStatus struct {
 	DegradedUntil *time.Time        `json:"degraded_until,omitempty"`
 	LastPoll      *PollOutcome      `json:"last_poll,omitempty"`
 	LastSuccess   *time.Time        `json:"last_success,omitempty"`
+
+	last        PollOutcome // LastPoll and LastSuccess are set from these in Status
+	lastSuccess time.Time
 	LatencyMs     float64           `json:"latency_ms"` // mean of the successful polls
 	BusBusy       float64           `json:"bus_busy"`   // the bus's line busy share since start
 
@@ -81,6 +84,12 @@ func (m *Manager) Status(device string) (DeviceStatus, bool) {
 		st.Errors[k] = v
 	}
 	d.unlock()
+	if !st.last.At.IsZero() {
+		st.LastPoll = &st.last
+	}
+	if !st.lastSuccess.IsZero() {
+		st.LastSuccess = &st.lastSuccess
+	}
 	st.BusBusy = d.bus.busyShare()
 	return st, true
 }
@@ -133,7 +142,7 @@ func (d *device) fail(start, end time.Time, err error) int {
 	if d.st.State != "degraded" {
 		d.st.State = "failing"
 	}
-	d.st.LastPoll = &PollOutcome{At: start, Error: err.Error(), Kind: kind, LatencyMs: ms(end.Sub(start))}
+	d.st.last = PollOutcome{At: start, Error: err.Error(), Kind: kind, LatencyMs: ms(end.Sub(start))}
 	d.unlock()
 	mt := d.bus.m.cfg.Metrics
 	mt.polled(d, end.Sub(start), kind)
@@ -158,9 +167,8 @@ func (d *device) succeed(start, end time.Time, r Reading) {
 	d.st.latencySum += lat
 	okPolls := d.st.Polls - sum(d.st.Errors)
 	d.st.LatencyMs = ms(d.st.latencySum) / float64(okPolls)
-	d.st.LastPoll = &PollOutcome{At: start, OK: true, LatencyMs: ms(lat)}
-	at := end
-	d.st.LastSuccess = &at
+	d.st.last = PollOutcome{At: start, OK: true, LatencyMs: ms(lat)}
+	d.st.lastSuccess = end
 	records := d.emitLocked(r)
 	d.unlock()
 	mt := d.bus.m.cfg.Metrics

@@ -107,6 +107,12 @@ func newReporter(r Report, poll time.Duration) *reporter {
 // pick returns the values of a reading sampled at `at` to send, and
 // remembers them as sent.
 func (r *reporter) pick(at time.Time, kvs []tb.KV) []tb.KV {
+	if r.strategy == OnReceived {
+		for _, kv := range kvs {
+			r.sent[kv.Key] = sentValue{v: kv.Value, at: at}
+		}
+		return kvs
+	}
 	out := kvs[:0:0]
 	for _, kv := range kvs {
 		last, seen := r.sent[kv.Key]

@@ -114,6 +114,7 @@ type point struct {
 	scale  float64 // 0: none
 	bit    int     // -1: whole value
 	order  Order
+	index  int // in its device's values
 	source Point
 }
 

@@ -21,6 +21,7 @@ type Device struct {
 	reads  []read   // timeseries and attributes, merged
 	series []*point // in configuration order
 	attrs  []*point
+	vals   []tb.Value // decoded values by point index (series, then attributes), reused
 	rpc    map[string]*point
 	writes map[string]*point // attribute_updates by key
 }
@@ -40,6 +41,10 @@ func NewDevice(line *Line, cfg DeviceConfig) (*Device, error) {
 		return out
 	}
 	d.series, d.attrs = compile(cfg.Timeseries), compile(cfg.Attributes)
+	for i, p := range append(append([]*point(nil), d.series...), d.attrs...) {
+		p.index = i
+	}
+	d.vals = make([]tb.Value, len(d.series)+len(d.attrs))
 	for _, p := range compile(cfg.RPC) {
 		d.rpc[p.name] = p
 	}
@@ -58,25 +63,28 @@ func (d *Device) Requests() int { return len(d.reads) }
 // Any failed request fails the poll (values of one sample time or none).
 func (d *Device) Read(ctx context.Context) (adapter.Reading, error) {
 	at := time.Now()
-	vals := make(map[*point]tb.Value, len(d.series)+len(d.attrs))
 	for i := range d.reads {
 		r := &d.reads[i]
-		if err := d.readOne(ctx, r, vals); err != nil {
+		if err := d.readOne(ctx, r, d.vals); err != nil {
 			return adapter.Reading{}, err
 		}
 	}
-	out := adapter.Reading{Time: at, Telemetry: make([]tb.KV, 0, len(d.series))}
-	for _, p := range d.series {
-		out.Telemetry = append(out.Telemetry, tb.KV{Key: p.name, Value: vals[p]})
+	out := adapter.Reading{Time: at, Telemetry: make([]tb.KV, len(d.series))}
+	for i, p := range d.series {
+		out.Telemetry[i] = tb.KV{Key: p.name, Value: d.vals[p.index]}
 	}
-	for _, p := range d.attrs {
-		out.Attributes = append(out.Attributes, tb.KV{Key: p.name, Value: vals[p]})
+	if len(d.attrs) > 0 {
+		out.Attributes = make([]tb.KV, len(d.attrs))
+		for i, p := range d.attrs {
+			out.Attributes[i] = tb.KV{Key: p.name, Value: d.vals[p.index]}
+		}
 	}
 	return out, nil
 }
 
-// readOne runs one merged request and decodes its points into vals.
-func (d *Device) readOne(ctx context.Context, r *read, vals map[*point]tb.Value) error {
+// readOne runs one merged request and decodes its points into vals (by
+// point index).
+func (d *Device) readOne(ctx context.Context, r *read, vals []tb.Value) error {
 	var words []uint16
 	var bits []bool
 	err := d.line.do(ctx, d.unit, func(c *mb.ModbusClient) error {
@@ -111,7 +119,7 @@ func (d *Device) readOne(ctx context.Context, r *read, vals map[*point]tb.Value)
 		if err != nil {
 			return adapter.Errorf(adapter.KindDevice, err)
 		}
-		vals[p] = v
+		vals[p.index] = v
 	}
 	return nil
 }
@@ -135,12 +143,14 @@ func (d *Device) Call(ctx context.Context, method string, params json.RawMessage
 		}
 		return json.Marshal(map[string]any{"ok": true, "value": json.RawMessage(v.AppendJSON(nil))})
 	}
-	vals := map[*point]tb.Value{}
-	r := read{reg: p.reg, addr: p.addr, count: uint16(p.n), points: []*point{p}}
+	one := *p
+	one.index = 0
+	vals := make([]tb.Value, 1)
+	r := read{reg: p.reg, addr: p.addr, count: uint16(p.n), points: []*point{&one}}
 	if err := d.readOne(ctx, &r, vals); err != nil {
 		return nil, err
 	}
-	return json.Marshal(map[string]any{"value": json.RawMessage(vals[p].AppendJSON(nil))})
+	return json.Marshal(map[string]any{"value": json.RawMessage(vals[0].AppendJSON(nil))})
 }
 
 // WriteAttribute writes a shared attribute through its attribute_updates

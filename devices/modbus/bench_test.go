@@ -1,0 +1,253 @@
+package modbus
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mb "github.com/simonvetter/modbus"
+
+	"github.com/ferry-iot/ferry/devices/adapter"
+	tb "github.com/ferry-iot/ferry/devices/thingsboard"
+)
+
+// counterSlave answers every read with a register counting its reads: a
+// slave as fast as the library's own server gets, so the benchmarks
+// measure the master side.
+type counterSlave struct{ n atomic.Uint32 }
+
+func (s *counterSlave) HandleCoils(req *mb.CoilsRequest) ([]bool, error) {
+	return make([]bool, req.Quantity), nil
+}
+
+func (s *counterSlave) HandleDiscreteInputs(req *mb.DiscreteInputsRequest) ([]bool, error) {
+	return make([]bool, req.Quantity), nil
+}
+
+func (s *counterSlave) HandleHoldingRegisters(req *mb.HoldingRegistersRequest) ([]uint16, error) {
+	out := make([]uint16, req.Quantity)
+	v := uint16(s.n.Add(1))
+	for i := range out {
+		out[i] = v + uint16(i)
+	}
+	return out, nil
+}
+
+func (s *counterSlave) HandleInputRegisters(req *mb.InputRegistersRequest) ([]uint16, error) {
+	return make([]uint16, req.Quantity), nil
+}
+
+func startBenchSlave(b *testing.B) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	url := "tcp://" + ln.Addr().String()
+	ln.Close()
+	srv, err := mb.NewServer(&mb.ServerConfiguration{URL: url, MaxClients: 4, Timeout: time.Minute,
+		Logger: log.New(io.Discard, "", 0)}, &counterSlave{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Stop() })
+	return url
+}
+
+// tenPoints: ten int16 values with a scale, one merged request.
+func tenPoints() []Point {
+	var pts []Point
+	for i := range 10 {
+		pts = append(pts, Point{Key: fmt.Sprint("v", i), Register: "holding", Address: i, Type: "int16", Scale: 0.1})
+	}
+	return pts
+}
+
+// encodingSink counts polls and encodes each record's value as the log's
+// sink does (the append itself is the log's benchmark).
+type encodingSink struct {
+	n   atomic.Int64
+	buf []byte
+}
+
+func (s *encodingSink) Telemetry(_ string, _ adapter.Info, ts int64, v []tb.KV) error {
+	s.buf = tb.AppendRecordValue(s.buf[:0], ts, v)
+	s.n.Add(1)
+	return nil
+}
+
+func (s *encodingSink) Attributes(string, adapter.Info, int64, []tb.KV) error { return nil }
+
+// BenchmarkModbusTCPPolls: polls a second through the adapter (scheduler,
+// merged read, decode, report strategy, record encoding) against a bare
+// loop of the same library's ReadRegisters on the same slave, alternated
+// in rounds. Goal: ≥ 0.9×.
+func BenchmarkModbusTCPPolls(b *testing.B) {
+	url := startBenchSlave(b)
+	const polls = 20000
+	var bare, adapt []float64
+	for range 5 {
+		// Bare: the library's client alone.
+		c, err := mb.NewClient(&mb.ClientConfiguration{URL: url, Timeout: time.Second, Logger: log.New(io.Discard, "", 0)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Open(); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		for range polls {
+			if _, err := c.ReadRegisters(0, 10, mb.HOLDING_REGISTER); err != nil {
+				b.Fatal(err)
+			}
+		}
+		bare = append(bare, polls/time.Since(start).Seconds())
+		c.Close()
+
+		// Through the adapter: a device due continuously (a 1 µs period).
+		line, err := NewLine(BusConfig{URL: url, Timeout: time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		dev, err := NewDevice(line, DeviceConfig{Unit: 1, Timeseries: tenPoints()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sink := &encodingSink{}
+		m, err := adapter.New(adapter.Config{Sink: sink}, []adapter.BusSettings{{Name: "plc", Kind: "modbus", Line: line}},
+			[]adapter.DeviceSettings{{Info: adapter.Info{Name: "meter", Bus: "plc"}, Poll: time.Microsecond, Source: dev}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start = time.Now()
+		m.Start()
+		for sink.n.Load() < polls {
+			time.Sleep(time.Millisecond)
+		}
+		el := time.Since(start)
+		m.Close()
+		adapt = append(adapt, float64(sink.n.Load())/el.Seconds())
+	}
+	mb, ma := median(bare), median(adapt)
+	b.ReportMetric(mb, "bare_polls/s")
+	b.ReportMetric(ma, "adapter_polls/s")
+	b.ReportMetric(ma/mb, "ratio")
+	b.Logf("bare %v adapter %v", bare, adapt)
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// timedSource records when each Read starts.
+type timedSource struct {
+	adapter.Source
+	mu     sync.Mutex
+	starts []time.Time
+}
+
+func (s *timedSource) Read(ctx context.Context) (adapter.Reading, error) {
+	s.mu.Lock()
+	s.starts = append(s.starts, time.Now())
+	s.mu.Unlock()
+	return s.Source.Read(ctx)
+}
+
+// lateness is how late each start was against the schedule the first
+// start set (start₀ + k·period), in milliseconds.
+func lateness(starts []time.Time, period time.Duration) []float64 {
+	var out []float64
+	for k := 1; k < len(starts); k++ {
+		want := starts[0].Add(time.Duration(k) * period)
+		out = append(out, float64(starts[k].Sub(want))/float64(time.Millisecond))
+	}
+	return out
+}
+
+func pct(v []float64, p float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// BenchmarkModbusJitter200: 200 Modbus units at 1 s on one TCP line; how
+// late each poll starts against its schedule (p50, p99, max), next to a
+// baseline measured in the same run: 200 goroutines on time.Ticker at
+// 1 s, the runtime's own timer lateness on this machine. Goal: p99 ≤ 5 ms.
+// MODBUS_JITTER_WINDOW sets the run (default 20s).
+func BenchmarkModbusJitter200(b *testing.B) {
+	window := 20 * time.Second
+	if w, err := time.ParseDuration(os.Getenv("MODBUS_JITTER_WINDOW")); err == nil {
+		window = w
+	}
+	const n, period = 200, time.Second
+	url := startBenchSlave(b)
+
+	// Baseline: bare tickers.
+	var base []float64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(period * time.Duration(i) / n)
+			t := time.NewTicker(period)
+			defer t.Stop()
+			starts := []time.Time{time.Now()}
+			for range int(window / period) {
+				<-t.C
+				starts = append(starts, time.Now())
+			}
+			mu.Lock()
+			base = append(base, lateness(starts, period)...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+
+	line, err := NewLine(BusConfig{URL: url, Timeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var devs []adapter.DeviceSettings
+	var srcs []*timedSource
+	for i := range n {
+		dev, err := NewDevice(line, DeviceConfig{Unit: i%247 + 1, Timeseries: tenPoints()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ts := &timedSource{Source: dev}
+		srcs = append(srcs, ts)
+		devs = append(devs, adapter.DeviceSettings{Info: adapter.Info{Name: fmt.Sprint("m", i), Bus: "plc"}, Poll: period, Source: ts})
+	}
+	m, err := adapter.New(adapter.Config{Sink: &encodingSink{}}, []adapter.BusSettings{{Name: "plc", Kind: "modbus", Line: line}}, devs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Start()
+	time.Sleep(window + period/2)
+	m.Close()
+	var late []float64
+	for _, s := range srcs {
+		late = append(late, lateness(s.starts, period)...)
+	}
+	b.ReportMetric(pct(late, 0.5), "p50_ms")
+	b.ReportMetric(pct(late, 0.99), "p99_ms")
+	b.ReportMetric(pct(late, 1), "max_ms")
+	b.ReportMetric(pct(base, 0.99), "ticker_p99_ms")
+	b.ReportMetric(float64(len(late)), "polls")
+}
