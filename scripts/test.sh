@@ -22,6 +22,7 @@ peers=(
   git:git
   node:nodejs
   npm:npm
+  socat:socat
 )
 
 missing=()
@@ -29,6 +30,9 @@ for entry in "${peers[@]}"; do
   cmd=${entry%%:*} pkg=${entry#*:}
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# pymodbus, the Modbus slave the adapter tests read (devices/modbus/modbustest),
+# loads with Debian's own interpreter.
+/usr/bin/python3 -c 'import pymodbus' >/dev/null 2>&1 || missing+=(python3-pymodbus)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${missing[*]}"
