@@ -216,8 +216,10 @@ func (c DeviceConfig) Validate(bus BusConfig) error {
 			if named == "key" && pt.Method != "" {
 				p.Add(key+".method", "belongs in rpc entries")
 			}
-			if _, err := compilePoint(pt, c.ByteOrder); err != nil {
+			if cp, err := compilePoint(pt, c.ByteOrder); err != nil {
 				p.Nest(key, err)
+			} else if !cp.reg.bits() && c.MaxRegistersPerRequest > 0 && cp.n > c.MaxRegistersPerRequest {
+				p.Add(key, "spans %d registers, more than max_registers_per_request %d", cp.n, c.MaxRegistersPerRequest)
 			}
 			if section == "attribute_updates" {
 				if r, _ := parseRegister(pt.Register); r == Discrete || r == Input {

@@ -156,17 +156,32 @@ func checkReading(t *testing.T, r adapter.Reading, want map[string]string) {
 	}
 }
 
-// TestPymodbusTCPEveryTypeAndOrder reads every type in every byte order,
+// TestPymodbusEveryTypeAndOrder reads every type in every byte order,
 // bits of a register, scaled values, coils, discrete inputs and a string
-// from pymodbus over TCP, in merged requests.
-func TestPymodbusTCPEveryTypeAndOrder(t *testing.T) {
-	slave := modbustest.StartTCP(t, map[int]modbustest.Tables{1: slaveTables()})
-	line, err := NewLine(BusConfig{URL: "tcp://" + slave.Addr, Timeout: 2 * time.Second})
+// from pymodbus over TCP and as an RTU slave on a pty pair, in merged
+// requests.
+func TestPymodbusEveryTypeAndOrder(t *testing.T) {
+	t.Run("tcp", func(t *testing.T) {
+		slave := modbustest.StartTCP(t, map[int]modbustest.Tables{1: slaveTables()})
+		readEveryType(t, BusConfig{URL: "tcp://" + slave.Addr, Timeout: 2 * time.Second})
+	})
+	t.Run("rtu", func(t *testing.T) {
+		slave := modbustest.StartRTU(t, map[int]modbustest.Tables{7: slaveTables()}, 19200)
+		readEveryType(t, BusConfig{URL: "rtu://" + slave.Port, Baud: 19200, Timeout: 2 * time.Second})
+	})
+}
+
+func readEveryType(t *testing.T, bus BusConfig) {
+	line, err := NewLine(bus)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer line.Close()
-	cfg, want := allTypesConfig(1)
+	unit := 1
+	if bus.Serial() {
+		unit = 7
+	}
+	cfg, want := allTypesConfig(unit)
 	dev, err := NewDevice(line, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -65,7 +65,6 @@ type Slave struct {
 	args  []string
 	dir   string
 	done  chan struct{}
-	socat *exec.Cmd
 }
 
 // StartTCP serves units over Modbus TCP on a free loopback port.
@@ -105,26 +104,8 @@ func StartTCPAt(tb testing.TB, addr string, units map[int]Tables) *Slave {
 func StartRTU(tb testing.TB, units map[int]Tables, baud int) *Slave {
 	tb.Helper()
 	Need(tb, true)
-	dir := tb.TempDir()
-	a, b := filepath.Join(dir, "master"), filepath.Join(dir, "slave")
-	socat := exec.Command("socat", "pty,raw,echo=0,link="+a, "pty,raw,echo=0,link="+b)
-	if err := socat.Start(); err != nil {
-		tb.Fatalf("socat: %v", err)
-	}
-	tb.Cleanup(func() { _ = socat.Process.Kill(); _ = socat.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, errA := os.Stat(a)
-		_, errB := os.Stat(b)
-		if errA == nil && errB == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			tb.Fatal("socat made no pty pair")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	s := &Slave{tb: tb, Addr: b, Port: a, dir: dir, socat: socat}
+	a, b := PtyPair(tb)
+	s := &Slave{tb: tb, Addr: b, Port: a, dir: tb.TempDir()}
 	s.start("rtu", b, units, fmt.Sprint(baud))
 	return s
 }
@@ -214,4 +195,28 @@ func (s *Slave) Cmd(line string) string {
 		s.tb.Fatalf("pymodbus slave: %q: %s", line, ans)
 	}
 	return ans
+}
+
+// PtyPair makes a socat pty pair and returns its two ends.
+func PtyPair(tb testing.TB) (a, b string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	a, b = filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	socat := exec.Command("socat", "pty,raw,echo=0,link="+a, "pty,raw,echo=0,link="+b)
+	if err := socat.Start(); err != nil {
+		tb.Fatalf("socat: %v", err)
+	}
+	tb.Cleanup(func() { _ = socat.Process.Kill(); _ = socat.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, errA := os.Stat(a)
+		_, errB := os.Stat(b)
+		if errA == nil && errB == nil {
+			return a, b
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("socat made no pty pair")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
