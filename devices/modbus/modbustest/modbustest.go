@@ -61,10 +61,10 @@ type Slave struct {
 	// Addr is host:port (tcp) or the pty the slave serves (rtu).
 	Addr string
 	// Port is the pty end a master opens (rtu only).
-	Port  string
-	args  []string
-	dir   string
-	done  chan struct{}
+	Port string
+	args []string
+	dir  string
+	done chan struct{}
 }
 
 // StartTCP serves units over Modbus TCP on a free loopback port.
