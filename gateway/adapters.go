@@ -14,35 +14,89 @@ import (
 	"github.com/ferry-iot/ferry/broker/registry"
 	"github.com/ferry-iot/ferry/configs"
 	"github.com/ferry-iot/ferry/devices/adapter"
+	"github.com/ferry-iot/ferry/devices/gpio"
+	"github.com/ferry-iot/ferry/devices/i2c"
+	"github.com/ferry-iot/ferry/devices/iio"
 	"github.com/ferry-iot/ferry/devices/modbus"
+	"github.com/ferry-iot/ferry/devices/onewire"
+	"github.com/ferry-iot/ferry/devices/spi"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
 )
 
 // BusConfig is one entry of buses: a line the adapters serialize their
 // requests on. Exactly one kind is set.
 type BusConfig struct {
-	Name   string            `mapstructure:"name"`
-	Modbus *modbus.BusConfig `mapstructure:"modbus"`
+	Name    string             `mapstructure:"name"`
+	Modbus  *modbus.BusConfig  `mapstructure:"modbus"`
+	I2C     *i2c.BusConfig     `mapstructure:"i2c"`
+	SPI     *spi.BusConfig     `mapstructure:"spi"`
+	OneWire *onewire.BusConfig `mapstructure:"onewire"`
+	GPIO    *gpio.BusConfig    `mapstructure:"gpio"`
+	IIO     *iio.BusConfig     `mapstructure:"iio"`
 }
 
 // SourceConfig is a device's source section: the device is read by an
-// adapter on a bus instead of connecting over MQTT.
+// adapter on a bus instead of connecting over MQTT. A Modbus unit's
+// settings and a sensor's sit side by side; the bus's kind says which
+// apply.
 type SourceConfig struct {
 	Bus    string         `mapstructure:"bus"`
 	Poll   time.Duration  `mapstructure:"poll"`
 	Report adapter.Report `mapstructure:"report"`
 
-	modbus.DeviceConfig `mapstructure:",squash"`
+	modbus.DeviceConfig  `mapstructure:",squash"`
+	adapter.SensorConfig `mapstructure:",squash"`
 }
 
-// kind is the bus's kind ("" when none or several are set).
-func (b BusConfig) kinds() []string {
-	var out []string
-	if b.Modbus != nil {
-		out = append(out, "modbus")
+// busKind is one kind of bus: its key, whether a BusConfig sets it, its
+// validation, and how its devices are checked and opened.
+type busKind struct {
+	name     string
+	set      func(b BusConfig) bool
+	validate func(b BusConfig) error
+	device   func(s adapter.SensorConfig) error // sensor kinds: ValidateDevice
+	open     func(b BusConfig) (sensorBus, error)
+}
+
+// sensorBus is an open sensor bus (every kind but Modbus).
+type sensorBus interface {
+	Source(cfg adapter.SensorConfig) (adapter.Source, error)
+	Close() error
+}
+
+var busKinds = []busKind{
+	{name: "modbus", set: func(b BusConfig) bool { return b.Modbus != nil },
+		validate: func(b BusConfig) error { return b.Modbus.Validate() }},
+	{name: "i2c", set: func(b BusConfig) bool { return b.I2C != nil },
+		validate: func(b BusConfig) error { return b.I2C.Validate() }, device: i2c.ValidateDevice,
+		open: func(b BusConfig) (sensorBus, error) { return i2c.Open(*b.I2C) }},
+	{name: "spi", set: func(b BusConfig) bool { return b.SPI != nil },
+		validate: func(b BusConfig) error { return b.SPI.Validate() }, device: spi.ValidateDevice,
+		open: func(b BusConfig) (sensorBus, error) { return spi.Open(*b.SPI) }},
+	{name: "onewire", set: func(b BusConfig) bool { return b.OneWire != nil },
+		validate: func(b BusConfig) error { return b.OneWire.Validate() }, device: onewire.ValidateDevice,
+		open: func(b BusConfig) (sensorBus, error) { return onewire.Open(*b.OneWire) }},
+	{name: "gpio", set: func(b BusConfig) bool { return b.GPIO != nil },
+		validate: func(b BusConfig) error { return b.GPIO.Validate() }, device: gpio.ValidateDevice,
+		open: func(b BusConfig) (sensorBus, error) { return gpio.Open(*b.GPIO) }},
+	{name: "iio", set: func(b BusConfig) bool { return b.IIO != nil },
+		validate: func(b BusConfig) error { return b.IIO.Validate() }, device: iio.ValidateDevice,
+		open: func(b BusConfig) (sensorBus, error) { return iio.Open(*b.IIO) }},
+}
+
+// kinds are the bus kinds b sets.
+func (b BusConfig) kinds() []*busKind {
+	var out []*busKind
+	for i := range busKinds {
+		if busKinds[i].set(b) {
+			out = append(out, &busKinds[i])
+		}
 	}
 	return out
 }
+
+// kind is b's kind (validated: exactly one).
+func (b BusConfig) kind() *busKind { return b.kinds()[0] }
 
 // validateAdapters checks buses and the devices' source sections.
 func (c *Config) validateAdapters(p *configs.Problems) {
@@ -56,15 +110,16 @@ func (c *Config) validateAdapters(p *configs.Problems) {
 		} else {
 			buses[b.Name] = i
 		}
-		switch kinds := b.kinds(); len(kinds) {
+		kinds := b.kinds()
+		switch len(kinds) {
 		case 0:
-			p.Add(key, "names no bus kind (modbus)")
+			p.Add(key, "names no bus kind (modbus, i2c, spi, onewire, gpio or iio)")
 		case 1:
 		default:
-			p.Add(key, "sets %v: one bus kind per entry", kinds)
+			p.Add(key, "sets %s and %s: one bus kind per entry", kinds[0].name, kinds[1].name)
 		}
-		if b.Modbus != nil {
-			p.Nest(key+".modbus", b.Modbus.Validate())
+		for _, k := range kinds {
+			p.Nest(key+"."+k.name, k.validate(b))
 		}
 	}
 	for i, d := range c.Devices {
@@ -87,9 +142,20 @@ func (c *Config) validateAdapters(p *configs.Problems) {
 		}
 		p.Nest(key+".report", s.Report.Validate())
 		b := c.Buses[j]
-		switch {
+		if len(b.kinds()) != 1 {
+			continue // reported with the bus
+		}
+		switch k := b.kind(); {
 		case b.Modbus != nil:
 			p.Nest(key, s.DeviceConfig.Validate(*b.Modbus))
+			if s.Driver != "" {
+				p.Add(key+".driver", "applies to sensor buses; %q is a Modbus bus (name registers in timeseries)", s.Bus)
+			}
+		default:
+			p.Nest(key, k.device(s.SensorConfig))
+			if s.DeviceConfig.IsModbus() || s.ByteOrder != "" || s.MaxRegistersPerRequest != 0 || s.MaxReadGap != 0 {
+				p.Add(key, "unit, timeseries, attributes, rpc, attribute_updates and the other register settings apply to Modbus buses; %q is an %s bus", s.Bus, k.name)
+			}
 		}
 	}
 }
@@ -106,20 +172,37 @@ func (d *Daemon) startAdapters() error {
 	}
 	var buses []adapter.BusSettings
 	lines := map[string]*modbus.Line{}
+	sensors := map[string]sensorBus{}
+	openErr := map[string]error{}
 	for i, b := range d.cfg.Buses {
-		bs := adapter.BusSettings{Name: b.Name}
-		switch {
-		case b.Modbus != nil:
+		k := b.kind()
+		bs := adapter.BusSettings{Name: b.Name, Kind: k.name}
+		if b.Modbus != nil {
 			line, err := modbus.NewLine(*b.Modbus)
 			if err != nil {
 				return fmt.Errorf("buses[%d] (%s): %w", i, b.Name, err)
 			}
 			lines[b.Name] = line
-			bs.Kind, bs.Line = "modbus", line
+			bs.Line = line
 			bs.DegradeAfter, bs.DegradeFor = b.Modbus.DegradeAfter, b.Modbus.DegradeFor
+		} else {
+			// A missing bus (I²C not enabled, no such chip) must not stop
+			// the daemon: its devices fail every poll with the reason, in
+			// the API, the metrics and /healthz, until it is fixed and
+			// Ferry restarted.
+			sb, err := k.open(b)
+			if err != nil {
+				openErr[b.Name] = err
+				d.logger.Error("adapter bus not opened: its devices will report this at every poll", "bus", b.Name,
+					"key", fmt.Sprintf("buses[%d].%s", i, k.name), "err", err)
+			} else {
+				sensors[b.Name] = sb
+				bs.Line = sb
+			}
 		}
 		buses = append(buses, bs)
 	}
+	d.adapterBusErrs = openErr
 	var devs []adapter.DeviceSettings
 	for i, dc := range d.cfg.Devices {
 		if dc.Source == nil {
@@ -128,12 +211,21 @@ func (d *Daemon) startAdapters() error {
 		s := dc.Source
 		ds := adapter.DeviceSettings{Info: adapter.Info{Name: dc.Name, Type: dc.Type, Bus: s.Bus},
 			Poll: s.Poll, Report: s.Report}
-		if line := lines[s.Bus]; line != nil {
-			dev, err := modbus.NewDevice(line, s.DeviceConfig)
+		switch {
+		case lines[s.Bus] != nil:
+			dev, err := modbus.NewDevice(lines[s.Bus], s.DeviceConfig)
 			if err != nil {
 				return fmt.Errorf("devices[%d].source (%s): %w", i, dc.Name, err)
 			}
 			ds.Source, ds.Driver = dev, "modbus"
+		case sensors[s.Bus] != nil:
+			src, err := sensors[s.Bus].Source(s.SensorConfig)
+			if err != nil {
+				return fmt.Errorf("devices[%d].source (%s): %w", i, dc.Name, err)
+			}
+			ds.Source, ds.Driver = src, s.Driver
+		default:
+			ds.Source, ds.Driver = failedSource{openErr[s.Bus]}, s.Driver
 		}
 		sink.addDevice(dc)
 		devs = append(devs, ds)
@@ -145,6 +237,23 @@ func (d *Daemon) startAdapters() error {
 	sink.start()
 	d.adapterSink = sink
 	return d.adapters.Start()
+}
+
+// failedSource stands for a device whose bus could not be opened: every
+// poll fails with the reason.
+type failedSource struct{ err error }
+
+func (f failedSource) Read(context.Context) (adapter.Reading, error) { return adapter.Reading{}, f.err }
+
+// adapterWarnings are the buses that could not be opened, for /healthz.
+func (d *Daemon) adapterWarnings() []string {
+	var out []string
+	for i, b := range d.cfg.Buses {
+		if err := d.adapterBusErrs[b.Name]; err != nil {
+			out = append(out, fmt.Sprintf("buses[%d] (%s) not opened: %v", i, b.Name, err))
+		}
+	}
+	return out
 }
 
 // closeAdapters stops polling, then waits for the records already queued.

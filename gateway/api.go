@@ -203,7 +203,7 @@ func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 	}
 	storage, wearWarning := d.wear.status()
 	body["storage"] = storage
-	warnings := d.logWarnings()
+	warnings := append(d.logWarnings(), d.adapterWarnings()...)
 	if wearWarning != "" {
 		warnings = append(warnings, wearWarning)
 	}

@@ -34,31 +34,32 @@ type Daemon struct {
 	logger  *slog.Logger
 	dataDir string
 
-	state       *state.Store
-	stateMsg    string           // the damaged store's copy, when opening moved one aside
-	wallClock   func() time.Time // the groups' wall clock (nil: the system's)
-	reg         *registry.Registry
-	log         *commitlog.Log
-	mqtt        *mqtt.Server
-	commands    *commands.Dispatcher
-	adapters    *adapter.Manager // nil: no buses configured
-	adapterSink *adapterSink
-	adapterM    *adapter.Metrics
-	bridges     []*bridge.Engine
-	bridgeM     *bridge.Metrics
-	groups      *group.Coordinator
-	kafka       *kafkaserver.Server
-	http        *http.Server
-	httpLn      *netguard.Listener
-	httpDone    chan error
-	token       string // the HTTP API's bearer token (http.admin_token or generated)
-	tokenAt     string // the file a token not set in the configuration is kept in
-	newToken    bool   // that file was written by this start
-	fileLim     uint64 // RLIMIT_NOFILE in force
-	metrics     *prometheus.Registry
-	api         *apiMetrics
-	wear        *wearMeter    // bytes written to the block device, the medium's projected life
-	wearDone    chan struct{} // stops the wear meter
+	state          *state.Store
+	stateMsg       string           // the damaged store's copy, when opening moved one aside
+	wallClock      func() time.Time // the groups' wall clock (nil: the system's)
+	reg            *registry.Registry
+	log            *commitlog.Log
+	mqtt           *mqtt.Server
+	commands       *commands.Dispatcher
+	adapters       *adapter.Manager // nil: no buses configured
+	adapterSink    *adapterSink
+	adapterBusErrs map[string]error // buses that could not be opened
+	adapterM       *adapter.Metrics
+	bridges        []*bridge.Engine
+	bridgeM        *bridge.Metrics
+	groups         *group.Coordinator
+	kafka          *kafkaserver.Server
+	http           *http.Server
+	httpLn         *netguard.Listener
+	httpDone       chan error
+	token          string // the HTTP API's bearer token (http.admin_token or generated)
+	tokenAt        string // the file a token not set in the configuration is kept in
+	newToken       bool   // that file was written by this start
+	fileLim        uint64 // RLIMIT_NOFILE in force
+	metrics        *prometheus.Registry
+	api            *apiMetrics
+	wear           *wearMeter    // bytes written to the block device, the medium's projected life
+	wearDone       chan struct{} // stops the wear meter
 }
 
 // Start opens everything and begins serving. On error, whatever was opened

@@ -42,8 +42,8 @@ type DeviceStatus struct {
 
 	last        PollOutcome // LastPoll and LastSuccess are set from these in Status
 	lastSuccess time.Time
-	LatencyMs     float64           `json:"latency_ms"` // mean of the successful polls
-	BusBusy       float64           `json:"bus_busy"`   // the bus's line busy share since start
+	LatencyMs   float64 `json:"latency_ms"` // mean of the successful polls
+	BusBusy     float64 `json:"bus_busy"`   // the bus's line busy share since start
 
 	latencySum time.Duration
 }
