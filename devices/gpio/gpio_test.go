@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"go.uber.org/goleak"
+	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	periphgpio "periph.io/x/conn/v3/gpio"
 
@@ -22,35 +24,99 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// testBus is a bus on fake pins GPIO17 and GPIO27 whose debounce waits
-// return at once, after the bounce of an edge sent with one.
+// testPin is periph's test double with a record of how the driver set the
+// line up and drove it: gpiotest.Pin keeps only the last pull and level,
+// not the edge In was given, nor how often In and Out were called.
+type testPin struct {
+	*gpiotest.Pin
+	// Guarded by the Pin's mutex, as its L and P are.
+	setups []setup
+	outs   []periphgpio.Level
+}
+
+type setup struct {
+	pull periphgpio.Pull
+	edge periphgpio.Edge
+}
+
+func (p *testPin) In(pull periphgpio.Pull, edge periphgpio.Edge) error {
+	p.Lock()
+	p.setups = append(p.setups, setup{pull, edge})
+	p.Unlock()
+	return p.Pin.In(pull, edge)
+}
+
+func (p *testPin) Out(l periphgpio.Level) error {
+	p.Lock()
+	p.outs = append(p.outs, l)
+	p.Unlock()
+	return p.Pin.Out(l)
+}
+
+// checkSetups checks the line was set up as an input once, with pull and
+// edge.
+func (p *testPin) checkSetups(t *testing.T, pull periphgpio.Pull, edge periphgpio.Edge) {
+	t.Helper()
+	p.Lock()
+	defer p.Unlock()
+	if want := []setup{{pull, edge}}; !slices.Equal(p.setups, want) {
+		t.Errorf("set up as %v, want %v", p.setups, want)
+	}
+}
+
+func (p *testPin) driven() []periphgpio.Level {
+	p.Lock()
+	defer p.Unlock()
+	return slices.Clone(p.outs)
+}
+
+// set puts the line at l, as the world outside does to an input.
+func (p *testPin) set(l periphgpio.Level) {
+	p.Lock()
+	p.L = l
+	p.Unlock()
+}
+
+// testBus is a bus on pins GPIO17 and GPIO27 that reads the time, waits
+// for edges and waits out debounce on one fake clock, which only the test
+// moves.
+//
+// Its slice is an hour, longer than any test moves the clock, so a wait
+// for an edge never times out, and gpiotest's WaitForEdge leaves its
+// timer on the clock when an edge comes: each edge the watch takes adds
+// one waiter for good. That makes the count of waiters a barrier: once
+// the watch has taken its n-th edge there are n+1 waiters, while it waits
+// out debounce and when it waits for the next edge.
 type testBus struct {
 	*Bus
-	clock *fakeClock
-	pins  map[string]*fakePin
+	clock *clockwork.FakeClock
+	pins  map[string]*testPin
+	idle  int // waiters on the clock while the watch waits for an edge
 }
 
 func newTestBus() *testBus {
-	clock := &fakeClock{t: t0}
-	tb := &testBus{clock: clock, pins: map[string]*fakePin{}}
-	for _, n := range []string{"GPIO17", "GPIO27"} {
-		tb.pins[n] = newFakePin(n, clock)
+	clock := clockwork.NewFakeClockAt(t0)
+	b := &testBus{clock: clock, pins: map[string]*testPin{}}
+	for n, name := range map[int]string{17: "GPIO17", 27: "GPIO27"} {
+		b.pins[name] = &testPin{Pin: &gpiotest.Pin{N: name, Num: n, Clock: clock, EdgesChan: make(chan periphgpio.Level)}}
 	}
-	tb.Bus = OpenWith(func(name string) (periphgpio.PinIO, error) {
-		if p := tb.pins[name]; p != nil {
+	b.Bus = OpenWith(func(name string) (periphgpio.PinIO, error) {
+		if p := b.pins[name]; p != nil {
 			return p, nil
 		}
 		return nil, fmt.Errorf("no line %q", name)
 	})
-	tb.now = clock.now
-	tb.slice = 10 * time.Millisecond
-	tb.sleep = func(ctx context.Context, _ time.Duration) error {
-		for _, p := range tb.pins {
-			p.bounceBack()
+	b.now = clock.Now
+	b.slice = time.Hour
+	b.sleep = func(ctx context.Context, d time.Duration) error {
+		select {
+		case <-clock.After(d):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		return ctx.Err()
 	}
-	return tb
+	return b
 }
 
 func (b *testBus) source(t *testing.T, cfg adapter.SensorConfig) adapter.Source {
@@ -66,8 +132,9 @@ func (b *testBus) source(t *testing.T, cfg adapter.SensorConfig) adapter.Source 
 }
 
 // watch runs src's Watch until the returned stop is called; readings
-// arrive on the channel.
-func watch(t *testing.T, src adapter.Source) (<-chan adapter.Reading, func()) {
+// arrive on the channel. It returns once the watch waits for its first
+// edge.
+func (b *testBus) watch(t *testing.T, src adapter.Source) (<-chan adapter.Reading, func()) {
 	t.Helper()
 	w, ok := src.(adapter.Watcher)
 	if !ok {
@@ -75,54 +142,89 @@ func watch(t *testing.T, src adapter.Source) (<-chan adapter.Reading, func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan adapter.Reading, 16)
-	var wg sync.WaitGroup
-	wg.Add(1)
+	done := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(done)
 		if err := w.Watch(ctx, func(r adapter.Reading) { out <- r }); err != nil {
 			t.Error(err)
 		}
 	}()
-	return out, func() { cancel(); wg.Wait() }
-}
-
-// send plays an edge to level at t0+ms; it returns once the watch has
-// taken it.
-func (p *fakePin) send(level periphgpio.Level, ms int) {
-	p.edges <- edge{level: level, at: t0.Add(time.Duration(ms) * time.Millisecond)}
-}
-
-// sendBounce plays an edge whose level is back where it was by the end
-// of the debounce wait.
-func (p *fakePin) sendBounce(level periphgpio.Level, ms int) {
-	p.edges <- edge{level: level, at: t0.Add(time.Duration(ms) * time.Millisecond), bounce: true}
-}
-
-// expect takes the readings the watch emits, failing on a missing one.
-func expect(t *testing.T, ch <-chan adapter.Reading, key string, levels []bool, ms []int) {
-	t.Helper()
-	for i, want := range levels {
-		select {
-		case r := <-ch:
-			kv := r.Telemetry[0]
-			at := t0.Add(time.Duration(ms[i]) * time.Millisecond)
-			if len(r.Telemetry) != 1 || kv.Key != key || kv.Value.Kind != tb.KindBool || kv.Value.Bool != want || !r.Time.Equal(at) {
-				t.Errorf("reading %d: %v at %v, want %s=%v at %v", i, r.Telemetry, r.Time, key, want, at)
+	b.idle = 1
+	b.waitIdle(t)
+	return out, func() {
+		cancel()
+		// gpiotest's Halt does not end a WaitForEdge: the slice does.
+		deadline := time.After(2 * time.Second)
+		for {
+			b.clock.Advance(b.slice)
+			select {
+			case <-done:
+				return
+			case <-deadline:
+				t.Fatal("the watch did not end with its context")
+			case <-time.After(time.Millisecond):
 			}
-		case <-time.After(2 * time.Second):
-			t.Fatalf("reading %d (%v) never came", i, want)
 		}
 	}
 }
 
-// nothing checks no reading is pending once the watch has taken one more
-// edge (the unbuffered edge channel makes that a barrier).
-func nothing(t *testing.T, ch <-chan adapter.Reading) {
+// waitIdle waits until the clock has as many waiters as when the watch
+// waits for an edge.
+func (b *testBus) waitIdle(t *testing.T) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := b.clock.BlockUntilContext(ctx, b.idle); err != nil {
+		t.Fatalf("the watch is not waiting for edge %d", b.idle)
+	}
+}
+
+// at moves the clock to t0+ms and returns once the watch waits for an
+// edge (after its debounce wait, if the move ended one).
+func (b *testBus) at(t *testing.T, ms int) {
+	t.Helper()
+	d := t0.Add(time.Duration(ms) * time.Millisecond).Sub(b.clock.Now())
+	if d < 0 {
+		t.Fatalf("the clock is past %d ms", ms)
+	}
+	b.clock.Advance(d)
+	b.waitIdle(t)
+}
+
+// edge plays an edge of p to level at t0+ms; it returns once the watch
+// has taken it and waits out its debounce or for the next edge.
+func (b *testBus) edge(t *testing.T, p *testPin, level periphgpio.Level, ms int) {
+	t.Helper()
+	b.at(t, ms)
 	select {
-	case r := <-ch:
-		t.Fatalf("unexpected reading %v", r)
-	default:
+	case p.EdgesChan <- level:
+	case <-time.After(2 * time.Second):
+		t.Fatalf("the watch never took the edge at %d ms", ms)
+	}
+	b.idle++
+	b.waitIdle(t)
+}
+
+// emitted checks the readings the watch has emitted since the last check:
+// key=levels[i] stamped t0+ms[i], and no more.
+func emitted(t *testing.T, ch <-chan adapter.Reading, key string, levels []bool, ms []int) {
+	t.Helper()
+	var got []adapter.Reading
+	for len(ch) > 0 {
+		got = append(got, <-ch)
+	}
+	if len(got) != len(levels) {
+		t.Fatalf("readings %v, want %s=%v at %v ms", got, key, levels, ms)
+	}
+	for i, r := range got {
+		at := t0.Add(time.Duration(ms[i]) * time.Millisecond)
+		if len(r.Telemetry) != 1 {
+			t.Errorf("reading %d: %v, want %s=%v at %v", i, r.Telemetry, key, levels[i], at)
+			continue
+		}
+		if kv := r.Telemetry[0]; kv.Key != key || kv.Value.Kind != tb.KindBool || kv.Value.Bool != levels[i] || !r.Time.Equal(at) {
+			t.Errorf("reading %d: %v at %v, want %s=%v at %v", i, r.Telemetry, r.Time, key, levels[i], at)
+		}
 	}
 }
 
@@ -132,27 +234,33 @@ func TestInputBothDebounced(t *testing.T) {
 	b := newTestBus()
 	pin := b.pins["GPIO17"]
 	src := b.source(t, adapter.SensorConfig{Driver: DriverInput, Pull: "up", Debounce: 20 * time.Millisecond, Key: "door"})
+	// gpiotest pulls an open line up: the poll reads high.
 	r, err := src.Read(context.Background())
-	if err != nil || r.Telemetry[0].Key != "door" || r.Telemetry[0].Value.Bool {
+	if err != nil || r.Telemetry[0].Key != "door" || !r.Telemetry[0].Value.Bool {
 		t.Fatalf("poll: %v %v", r, err)
 	}
-	if pin.ins != 1 || pin.pull != periphgpio.PullUp || pin.edge != periphgpio.BothEdges {
-		t.Fatalf("configured %d times, %v %v", pin.ins, pin.pull, pin.edge)
-	}
-	ch, stop := watch(t, src)
+	pin.checkSetups(t, periphgpio.PullUp, periphgpio.BothEdges)
+	ch, stop := b.watch(t, src)
 	defer stop()
-	pin.send(periphgpio.High, 100)
-	expect(t, ch, "door", []bool{true}, []int{100})
-	pin.sendBounce(periphgpio.Low, 200) // falls, and is back high after 20 ms
-	pin.send(periphgpio.Low, 300)
-	expect(t, ch, "door", []bool{false}, []int{300})
-	pin.send(periphgpio.Low, 400) // same level again: nothing
-	pin.send(periphgpio.High, 500)
-	expect(t, ch, "door", []bool{true}, []int{500})
-	nothing(t, ch)
-	if pin.ins != 1 {
-		t.Errorf("configured %d times", pin.ins)
+	b.edge(t, pin, periphgpio.Low, 100)
+	b.at(t, 120)
+	emitted(t, ch, "door", []bool{false}, []int{100})
+	b.edge(t, pin, periphgpio.High, 200) // rises,
+	pin.set(periphgpio.Low)              // and is back low within 20 ms
+	b.at(t, 220)
+	b.edge(t, pin, periphgpio.High, 300)
+	b.at(t, 320)
+	emitted(t, ch, "door", []bool{true}, []int{300})
+	b.edge(t, pin, periphgpio.High, 400) // same level again: nothing
+	b.at(t, 420)
+	b.edge(t, pin, periphgpio.Low, 500)
+	b.at(t, 520)
+	emitted(t, ch, "door", []bool{false}, []int{500})
+	// Polls do not set the line up again (that would pull it back high).
+	if r, err := src.Read(context.Background()); err != nil || r.Telemetry[0].Value.Bool {
+		t.Errorf("poll after the edges: %v %v", r, err)
 	}
+	pin.checkSetups(t, periphgpio.PullUp, periphgpio.BothEdges)
 }
 
 // Active low, falling edges: a contact closing to ground reads true;
@@ -160,24 +268,30 @@ func TestInputBothDebounced(t *testing.T) {
 func TestInputFalling(t *testing.T) {
 	b := newTestBus()
 	pin := b.pins["GPIO17"]
-	pin.setLevel(periphgpio.High)
+	pin.set(periphgpio.High)
 	src := b.source(t, adapter.SensorConfig{Driver: DriverInput, Edge: "falling", ActiveLow: true})
-	ch, stop := watch(t, src)
-	pin.send(periphgpio.Low, 10)
-	pin.send(periphgpio.Low, 20)
-	expect(t, ch, "level", []bool{true, true}, []int{10, 20})
+	ch, stop := b.watch(t, src)
+	b.edge(t, pin, periphgpio.Low, 10)
+	b.edge(t, pin, periphgpio.Low, 20)
+	emitted(t, ch, "level", []bool{true, true}, []int{10, 20})
 	stop()
+	pin.checkSetups(t, periphgpio.PullNoChange, periphgpio.FallingEdge)
 
 	b = newTestBus()
 	pin = b.pins["GPIO27"]
+	pin.set(periphgpio.High)
 	src = b.source(t, adapter.SensorConfig{Driver: DriverInput, Pin: "GPIO27", Edge: "falling", ActiveLow: true, Debounce: time.Millisecond})
-	ch, stop = watch(t, src)
+	ch, stop = b.watch(t, src)
 	defer stop()
-	pin.sendBounce(periphgpio.Low, 10)
-	pin.send(periphgpio.Low, 20)
-	expect(t, ch, "level", []bool{true}, []int{20})
-	pin.send(periphgpio.High, 30)
-	nothing(t, ch)
+	b.edge(t, pin, periphgpio.Low, 10) // falls,
+	pin.set(periphgpio.High)           // and is back high within 1 ms
+	b.at(t, 11)
+	b.edge(t, pin, periphgpio.Low, 20)
+	b.at(t, 21)
+	emitted(t, ch, "level", []bool{true}, []int{20})
+	b.edge(t, pin, periphgpio.High, 30)
+	b.at(t, 31)
+	emitted(t, ch, "level", nil, nil)
 }
 
 // 10 pulses 100 ms apart, each followed by a bounce 2 ms later, with a
@@ -187,36 +301,20 @@ func TestCounter(t *testing.T) {
 	b := newTestBus()
 	pin := b.pins["GPIO17"]
 	src := b.source(t, adapter.SensorConfig{Driver: DriverCounter, Pull: "down", Debounce: 20 * time.Millisecond, Scale: 0.5, Key: "water"})
-	c := src.(*counter)
-	_, stop := watch(t, src)
+	_, stop := b.watch(t, src)
 	defer stop()
 	for i := 1; i <= 10; i++ {
-		pin.send(periphgpio.High, 100*i)
-		pin.send(periphgpio.High, 100*i+2)
+		b.edge(t, pin, periphgpio.High, 100*i)
+		b.edge(t, pin, periphgpio.High, 100*i+2)
 	}
-	waitCount(t, c, 10)
-	b.clock.set(t0.Add(10 * time.Second))
+	b.at(t, 10000)
 	checkCounter(t, src, 10, 1, 5, 0.5)
 	for i := 1; i <= 5; i++ {
-		pin.send(periphgpio.High, 10000+1000*i)
+		b.edge(t, pin, periphgpio.High, 10000+1000*i)
 	}
-	waitCount(t, c, 15)
-	b.clock.set(t0.Add(20 * time.Second))
+	b.at(t, 20000)
 	checkCounter(t, src, 15, 0.5, 7.5, 0.25)
-	if pin.edge != periphgpio.RisingEdge || pin.pull != periphgpio.PullDown {
-		t.Errorf("configured %v %v", pin.edge, pin.pull)
-	}
-}
-
-func waitCount(t *testing.T, c *counter, n int64) {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for c.count.Load() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("count %d, want %d", c.count.Load(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	pin.checkSetups(t, periphgpio.PullDown, periphgpio.RisingEdge)
 }
 
 func checkCounter(t *testing.T, src adapter.Source, count int64, rate, value, valueRate float64) {
@@ -236,14 +334,12 @@ func checkCounter(t *testing.T, src adapter.Source, count int64, rate, value, va
 func TestCounterUnscaled(t *testing.T) {
 	b := newTestBus()
 	src := b.source(t, adapter.SensorConfig{Driver: DriverCounter, Edge: "both"})
-	b.clock.set(t0.Add(time.Second))
+	b.clock.Advance(time.Second)
 	r, err := src.Read(context.Background())
 	if err != nil || len(r.Telemetry) != 2 || r.Telemetry[0].Value.Long != 0 || r.Telemetry[1].Value.Double != 0 {
 		t.Fatalf("got %v %v", r.Telemetry, err)
 	}
-	if b.pins["GPIO17"].edge != periphgpio.BothEdges {
-		t.Fatal("edge")
-	}
+	b.pins["GPIO17"].checkSetups(t, periphgpio.PullNoChange, periphgpio.BothEdges)
 }
 
 func call(t *testing.T, c adapter.Caller, method, params string) string {
@@ -258,6 +354,7 @@ func call(t *testing.T, c adapter.Caller, method, params string) string {
 func TestOutput(t *testing.T) {
 	b := newTestBus()
 	pin := b.pins["GPIO17"]
+	pin.set(periphgpio.High) // so that only driving initial reads false
 	src := b.source(t, adapter.SensorConfig{Driver: DriverOutput, Initial: "false", Key: "relay"})
 	c := src.(adapter.Caller)
 	r, err := src.Read(context.Background())
@@ -304,6 +401,7 @@ func TestOutput(t *testing.T) {
 func TestOutputActiveLow(t *testing.T) {
 	b := newTestBus()
 	pin := b.pins["GPIO27"]
+	pin.set(periphgpio.High) // so that only driving initial reads true
 	src := b.source(t, adapter.SensorConfig{Driver: DriverOutput, Pin: "GPIO27", ActiveLow: true, Initial: "true"})
 	if got := call(t, src.(adapter.Caller), "get", ""); got != `{"value":true}` {
 		t.Fatal(got)
