@@ -17,6 +17,7 @@ import (
 
 	"github.com/ferry-iot/ferry/devices/adapter"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
+	"github.com/ferry-iot/ferry/firmware-sim/modbussim"
 )
 
 // counterSlave answers every read with a register counting its reads: a
@@ -250,4 +251,104 @@ func BenchmarkModbusJitter200(b *testing.B) {
 	b.ReportMetric(pct(late, 1), "max_ms")
 	b.ReportMetric(pct(base, 0.99), "ticker_p99_ms")
 	b.ReportMetric(float64(len(late)), "polls")
+}
+
+// BenchmarkModbusRTULine: polls a second one unit gets through the
+// adapter on an RTU line (ten registers: an 8-byte request, a 25-byte
+// answer) against the line's theoretical limit at its baud — the 33
+// characters at 11 bits (8E1) plus the t3.5 silence that ends each of the
+// two frames. The line is a pty whose far end, firmware-sim's RTU slave,
+// holds each answer for the time the exchange takes on a real line
+// (modbussim.Line.Emulate): a pty itself transfers at once. Baseline in
+// the same run: the library's client in a bare loop on the same line.
+// Goal: ≥ 0.8×.
+// MODBUS_RTU_WINDOW sets each round's run (default 3s).
+func BenchmarkModbusRTULine(b *testing.B) {
+	window := 3 * time.Second
+	if w, err := time.ParseDuration(os.Getenv("MODBUS_RTU_WINDOW")); err == nil {
+		window = w
+	}
+	for _, baud := range []int{9600, 19200, 38400, 115200} {
+		b.Run(fmt.Sprint(baud), func(b *testing.B) {
+			pty, err := modbussim.OpenPTY()
+			if err != nil {
+				b.Skipf("no pty: %v", err)
+			}
+			defer pty.Close()
+			lineCfg := modbussim.Line{Baud: baud, Parity: "E", StopBits: 1, Emulate: true}
+			slave, err := modbussim.New(modbussim.Config{Units: []modbussim.UnitConfig{{ID: 1}}, Line: lineCfg})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer slave.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go slave.ServeRTU(ctx, pty)
+			var bare, adapt []float64
+			var errs map[string]uint64
+			for range 3 { // alternated rounds; medians
+				bare = append(bare, bareRTU(b, pty.Path, baud, window))
+				got, st := adapterRTU(b, pty.Path, baud, window)
+				adapt = append(adapt, got)
+				errs = st.Errors
+			}
+			got := median(adapt)
+			bits := lineCfg.BitsPerChar()
+			limit := 1 / (33*modbussim.CharTime(baud, bits) + 2*modbussim.T35(baud, bits)).Seconds()
+			b.ReportMetric(got, "polls/s")
+			b.ReportMetric(limit, "limit_polls/s")
+			b.ReportMetric(got/limit, "ratio")
+			b.ReportMetric(median(bare)/limit, "bare_ratio")
+			b.Logf("baud %d: adapter %.1f polls/s, bare client %.1f (rounds %v, %v), limit %.1f; errors %v", baud, got, median(bare), adapt, bare, limit, errs)
+		})
+	}
+}
+
+// bareRTU is polls/s of the library's client alone on an RTU line.
+func bareRTU(b *testing.B, path string, baud int, window time.Duration) float64 {
+	c, err := mb.NewClient(&mb.ClientConfiguration{URL: "rtu://" + path, Speed: uint(baud), Parity: mb.PARITY_EVEN,
+		StopBits: 1, Timeout: time.Second, Logger: log.New(io.Discard, "", 0)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Open(); err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	n, start := 0, time.Now()
+	for time.Since(start) < window {
+		if _, err := c.ReadRegisters(0, 10, mb.HOLDING_REGISTER); err == nil {
+			n++
+		}
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// adapterRTU is polls/s of one unit polled continuously through the
+// adapter on an RTU line.
+func adapterRTU(b *testing.B, path string, baud int, window time.Duration) (float64, adapter.DeviceStatus) {
+	line, err := NewLine(BusConfig{URL: "rtu://" + path, Baud: baud, Parity: "E", StopBits: 1, Timeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dev, err := NewDevice(line, DeviceConfig{Unit: 1, Timeseries: tenPoints()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sink := &encodingSink{}
+	m, err := adapter.New(adapter.Config{Sink: sink}, []adapter.BusSettings{{Name: "line", Kind: "modbus", Line: line}},
+		[]adapter.DeviceSettings{{Info: adapter.Info{Name: "meter", Bus: "line"}, Poll: time.Microsecond, Source: dev}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Start()
+	for sink.n.Load() == 0 { // the first poll opens the port
+		time.Sleep(time.Millisecond)
+	}
+	n0, t0 := sink.n.Load(), time.Now()
+	time.Sleep(window)
+	got := float64(sink.n.Load()-n0) / time.Since(t0).Seconds()
+	m.Close()
+	st, _ := m.Status("meter")
+	return got, st
 }
