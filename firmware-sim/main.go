@@ -12,6 +12,20 @@
 // --duration, --messages per device or Ctrl-C a summary goes to stdout.
 // The exit status is 1 if any message failed, nothing was acknowledged or
 // a device gave up, 2 for bad flags. The simulation is package sim.
+//
+// # Modbus
+//
+// The modbus subcommand simulates a Modbus energy meter instead (package
+// modbussim, which documents the register map): one or more unit ids
+// behind Modbus TCP and/or Modbus RTU on a serial port or a pty it opens,
+// with dead units, exception ranges and delays to inject:
+//
+//	go run ./firmware-sim modbus --listen tcp://127.0.0.1:5020 --rtu pty --units 1,2,3 --dead-units 3
+//
+// It prints "tcp URL" and "rtu PATH" lines to stdout once serving, and
+// its counters when interrupted or after --duration. The exit status is 1
+// if serving failed, 2 for bad flags; `firmware-sim modbus -h` lists the
+// flags.
 package main
 
 import (
@@ -51,7 +65,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("firmware-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: firmware-sim [flags]\n\nSimulates ThingsBoard device firmware over MQTT 3.1.1.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: firmware-sim [flags]\n       firmware-sim modbus [flags]\n\n"+
+			"Simulates ThingsBoard device firmware over MQTT 3.1.1, or with modbus a Modbus\n"+
+			"meter over TCP and RTU (see firmware-sim modbus -h).\n\nflags:")
 		fs.PrintDefaults()
 	}
 	var qos uint
@@ -96,6 +112,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 
 // run is main without the process: it returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "modbus" {
+		return runModbus(ctx, args[1:], stdout, stderr)
+	}
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

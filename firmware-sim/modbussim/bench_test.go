@@ -23,8 +23,8 @@ func BenchmarkRead(b *testing.B) {
 		b.Run(fmt.Sprintf("rtu-emulated-%d", baud), func(b *testing.B) {
 			s := newSlave(b, Config{ManualClock: true, Line: Line{Baud: baud, Emulate: true}})
 			benchRead(b, newClient(b, "rtu://"+startPTY(b, s), 1, time.Second))
-			limit := LineTime(baud, s.cfg.Line.BitsPerChar(), 8, 9)
-			b.ReportMetric(1/limit.Seconds(), "limit-txn/s")
+			period := LineTime(baud, s.cfg.Line.BitsPerChar(), 8, 9)
+			b.ReportMetric(1/period.Seconds(), "limit-txn/s")
 		})
 	}
 }

@@ -1,9 +1,12 @@
 package modbussim
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -251,16 +254,47 @@ func TestConcurrentClients(t *testing.T) {
 	wg.Wait()
 }
 
-// TestEmulateLine checks that an emulated 9600-baud line takes at least
-// LineTime per transaction over a pty that transfers at once.
+// TestEmulateLine checks that an emulated 9600-baud line, over a pty
+// that transfers at once, answers no sooner than the answer would be
+// complete on a real line, and carries at most one transaction per
+// LineTime even when the master sends back to back.
 func TestEmulateLine(t *testing.T) {
 	s := newSlave(t, Config{ManualClock: true, Line: Line{Baud: 9600, Emulate: true}})
-	c := newClient(t, "rtu://"+startPTY(t, s), 1, time.Second)
-	min := LineTime(9600, 11, 8, 5+2*2)
-	for range 3 {
-		start := time.Now()
-		_, err := c.ReadRegisters(0, 2, modbus.HOLDING_REGISTER)
-		took := time.Since(start)
-		check(t, err, took >= min, "took %v, line time %v", took, min)
+	path := startPTY(t, s)
+	period := LineTime(9600, 11, 8, 5+2*2)
+	answered := period - T35(9600, 11)
+
+	c := newClient(t, "rtu://"+path, 1, time.Second)
+	start := time.Now()
+	_, err := c.ReadRegisters(0, 2, modbus.HOLDING_REGISTER)
+	took := time.Since(start)
+	check(t, err, took >= answered, "simonvetter client: took %v, answer complete on the line after %v", took, answered)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A master that does not wait t3.5 after an answer.
+	pts, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	req, want := frame(t, "01 03 0000 0002"), frame(t, "01 03 04 00D7 0000")
+	const n = 5
+	start = time.Now()
+	for range n {
+		if _, err := pts.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		if err := pts.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(pts, got); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("answer %x, %v; want %x", got, err, want)
+		}
+	}
+	if took, min := time.Since(start), (n-1)*period+answered; took < min {
+		t.Errorf("%d back-to-back transactions took %v, the line needs %v", n, took, min)
 	}
 }

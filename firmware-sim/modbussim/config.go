@@ -70,9 +70,9 @@ type Line struct {
 	// StopBits is 1 or 2 (default 1 with parity, 2 without, so that a
 	// character is 11 bits as the Modbus serial line spec asks).
 	StopBits int
-	// Emulate makes the slave wait, before each answer, for the time the
-	// request and the answer would take on a real line (see LineTime): a
-	// pty transfers instantly.
+	// Emulate makes the slave answer when the answer would be complete on
+	// a real line, and carry at most one transaction per LineTime (see
+	// LineTime): a pty transfers instantly.
 	Emulate bool
 }
 

@@ -84,13 +84,19 @@
 // # Line emulation
 //
 // A pty transfers a frame at once, whatever the baud rate. With
-// Line.Emulate the slave emulates a real line's timing: it waits, from
-// the arrival of a request, for LineTime(baud, bits per character,
-// request bytes, response bytes) — the characters of both frames at
-// Line.BitsPerChar bits each, plus the t3.5 silence that ends the
-// request — before it writes the answer. This is emulation only: the
-// bytes still arrive in bursts, and nothing paces the master's request.
-// A benchmark computes its theoretical limit from the same LineTime.
+// Line.Emulate the slave emulates a real line's timing. LineTime(baud,
+// bits per character, request bytes, response bytes) is the time one
+// transaction occupies the line: the characters of both frames at
+// Line.BitsPerChar bits each, and the t3.5 silence that ends each frame.
+// The slave writes its answer LineTime - t3.5 after the request started
+// (when the answer would be complete on the line), and starts the
+// emulated clock of a request no earlier than the previous transaction's
+// LineTime ended, so the line never carries more than 1/LineTime
+// transactions a second — the limit a benchmark computes from the same
+// LineTime. A delay fault adds to it, as the slave's processing time
+// between the frames. This is emulation only: the bytes still arrive in bursts, a
+// request sent too early is not lost but delayed, and requests that get
+// no answer take no line time.
 //
 // # Goroutines and locks
 //

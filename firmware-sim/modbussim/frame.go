@@ -242,21 +242,22 @@ func T35(baud, bitsPerChar int) time.Duration {
 	return time.Duration(35 * int64(bitsPerChar) * int64(time.Second) / (10 * int64(baud)))
 }
 
-// LineTime is how long one RTU transaction takes on a real half-duplex
-// line at baud: the request's and the response's characters, plus the
-// t3.5 silence after which the slave knows the request ended. It ignores
-// the slave's processing time and the master's turnaround delay, so it
-// is the lower bound of a transaction: a benchmark's theoretical limit is
-// 1/LineTime transactions a second. The slave waits this long before
-// answering under Line.Emulate. Rounded down to the nanosecond.
+// LineTime is how long one RTU transaction occupies a real half-duplex
+// line at baud: the request's characters, the t3.5 silence that ends the
+// request, the response's characters and the t3.5 silence that ends the
+// response, before which the next request may not start. It ignores the
+// slave's processing time and the master's turnaround delay, so 1/LineTime
+// is the most transactions a second the line carries: a benchmark's
+// theoretical limit. Under Line.Emulate the slave answers LineTime - T35
+// after a request starts. Rounded down to the nanosecond.
 func LineTime(baud, bitsPerChar, requestBytes, responseBytes int) time.Duration {
 	if baud <= 0 {
 		return 0
 	}
 	chars := int64(requestBytes + responseBytes)
 	if baud > 19200 {
-		return time.Duration(chars*int64(bitsPerChar)*int64(time.Second)/int64(baud)) + T35(baud, bitsPerChar)
+		return time.Duration(chars*int64(bitsPerChar)*int64(time.Second)/int64(baud)) + 2*T35(baud, bitsPerChar)
 	}
-	// One division for the characters and the 3.5-character silence.
-	return time.Duration((10*chars + 35) * int64(bitsPerChar) * int64(time.Second) / (10 * int64(baud)))
+	// One division for the characters and the two 3.5-character silences.
+	return time.Duration((10*chars + 2*35) * int64(bitsPerChar) * int64(time.Second) / (10 * int64(baud)))
 }

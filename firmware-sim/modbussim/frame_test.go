@@ -241,7 +241,7 @@ func FuzzRTU(f *testing.F) {
 			if !crcOK(fr) || len(fr) > maxFrame {
 				t.Fatalf("frame %x", fr)
 			}
-			a := s.answerRTU(context.Background(), fr)
+			a, _ := s.answerRTU(context.Background(), fr)
 			if a == nil {
 				continue
 			}

@@ -11,18 +11,18 @@ func TestLineTime(t *testing.T) {
 		baud, bits, req, resp   int
 		want, wantChar, wantT35 time.Duration
 	}{
-		// Read 2 holding registers: 8-byte request, 9-byte response.
-		// 17 characters + 3.5 = 20.5 × 11 bits / 9600 bit/s = 23.4895833 ms.
-		{"9600 8E1", 9600, 11, 8, 9, 23489583 * time.Nanosecond, 1145833 * time.Nanosecond, 4010416 * time.Nanosecond},
-		// 20.5 × 10 bits / 9600 = 21.3541666 ms.
-		{"9600 8N1", 9600, 10, 8, 9, 21354166 * time.Nanosecond, 1041666 * time.Nanosecond, 3645833 * time.Nanosecond},
-		// At 19200 t3.5 is still 3.5 characters: 20.5 × 11 / 19200 = 11.7447916 ms.
-		{"19200 8E1", 19200, 11, 8, 9, 11744791 * time.Nanosecond, 572916 * time.Nanosecond, 2005208 * time.Nanosecond},
-		// Above 19200 it is 1750 µs: 17 × 11 / 115200 = 1.6232638 ms, + 1.75 ms.
-		{"115200 8E1", 115200, 11, 8, 9, 3373263 * time.Nanosecond, 95486 * time.Nanosecond, 1750 * time.Microsecond},
+		// Read 2 holding registers: 8-byte request, 9-byte response, and
+		// two t3.5: 17 + 7 = 24 characters × 11 bits / 9600 bit/s = 27.5 ms.
+		{"9600 8E1", 9600, 11, 8, 9, 27500 * time.Microsecond, 1145833 * time.Nanosecond, 4010416 * time.Nanosecond},
+		// 24 × 10 bits / 9600 = 25 ms.
+		{"9600 8N1", 9600, 10, 8, 9, 25 * time.Millisecond, 1041666 * time.Nanosecond, 3645833 * time.Nanosecond},
+		// At 19200 t3.5 is still 3.5 characters: 24 × 11 / 19200 = 13.75 ms.
+		{"19200 8E1", 19200, 11, 8, 9, 13750 * time.Microsecond, 572916 * time.Nanosecond, 2005208 * time.Nanosecond},
+		// Above 19200 it is 1750 µs: 17 × 11 / 115200 = 1.6232638 ms, + 3.5 ms.
+		{"115200 8E1", 115200, 11, 8, 9, 5123263 * time.Nanosecond, 95486 * time.Nanosecond, 1750 * time.Microsecond},
 		// Write 123 registers: 255-byte request, 8-byte response at 38400 8N2:
-		// 263 × 11 / 38400 = 75.3385416 ms, + 1.75 ms.
-		{"38400 FC16 max", 38400, 11, 255, 8, 77088541 * time.Nanosecond, 286458 * time.Nanosecond, 1750 * time.Microsecond},
+		// 263 × 11 / 38400 = 75.3385416 ms, + 3.5 ms.
+		{"38400 FC16 max", 38400, 11, 255, 8, 78838541 * time.Nanosecond, 286458 * time.Nanosecond, 1750 * time.Microsecond},
 		{"no baud", 0, 11, 8, 9, 0, 0, 0},
 	}
 	for _, tc := range tests {

@@ -60,6 +60,7 @@ func (s *Slave) ServeRTU(ctx context.Context, port io.ReadWriter) error {
 		defer context.AfterFunc(ctx, func() { _ = wd.SetWriteDeadline(time.Unix(1, 0)) })()
 		defer func() { _ = wd.SetWriteDeadline(time.Time{}) }()
 	}
+	var lineFree time.Time // under Line.Emulate: when the last answer and its t3.5 end
 	s.cfg.Logger.Info("modbussim: serving Modbus RTU", "units", s.unitList(), "line", s.cfg.Line)
 	for {
 		frame, start, err := r.next(ctx)
@@ -69,13 +70,19 @@ func (s *Slave) ServeRTU(ctx context.Context, port io.ReadWriter) error {
 		if err != nil {
 			return fmt.Errorf("modbussim: rtu read: %w", err)
 		}
-		answer := s.answerRTU(ctx, frame)
+		answer, delay := s.answerRTU(ctx, frame)
 		if answer == nil || ctx.Err() != nil {
 			continue
 		}
 		if l := s.cfg.Line; l.Emulate {
-			wait := time.Until(start.Add(LineTime(l.Baud, l.BitsPerChar(), len(frame), len(answer))))
-			if !s.sleep(ctx, wait) {
+			// The emulated line carries the request from when it arrived,
+			// or from when the last transaction left the line quiet; a
+			// delay fault is the slave's processing time between the
+			// frames.
+			start = later(start, lineFree)
+			period := LineTime(l.Baud, l.BitsPerChar(), len(frame), len(answer))
+			lineFree = start.Add(period + delay)
+			if !s.sleep(ctx, time.Until(lineFree.Add(-T35(l.Baud, l.BitsPerChar())))) {
 				return nil
 			}
 		}
@@ -89,14 +96,15 @@ func (s *Slave) ServeRTU(ctx context.Context, port io.ReadWriter) error {
 }
 
 // answerRTU executes a request frame whose CRC is valid and returns the
-// answer frame, or nil when nothing answers.
-func (s *Slave) answerRTU(ctx context.Context, frame []byte) []byte {
+// answer frame, or nil when nothing answers, and the delay fault it
+// waited.
+func (s *Slave) answerRTU(ctx context.Context, frame []byte) ([]byte, time.Duration) {
 	unit := frame[0]
 	if frame[1]&exceptionFlag != 0 {
 		// Not a request: function codes from 0x80 are exception answers
 		// (another slave's, on a shared bus).
 		s.stats.ignored.Add(1)
-		return nil
+		return nil, 0
 	}
 	req, exc := decodeRequest(unit, frame[1:len(frame)-2])
 	if unit == 0 {
@@ -104,26 +112,26 @@ func (s *Slave) answerRTU(ctx context.Context, frame []byte) []byte {
 			s.stats.requests.Add(1)
 			s.broadcast(&req)
 		}
-		return nil
+		return nil, 0
 	}
 	st := s.state(unit)
 	if !st.served {
 		s.stats.ignored.Add(1)
-		return nil
+		return nil, 0
 	}
 	s.stats.requests.Add(1)
 	if st.dead {
 		s.stats.silent.Add(1)
-		return nil
+		return nil, 0
 	}
 	if !s.sleep(ctx, st.delay) {
-		return nil
+		return nil, 0
 	}
 	if exc != 0 {
 		s.stats.exceptions.Add(1)
-		return encodeResponse(&req, result{exc: exc})
+		return encodeResponse(&req, result{exc: exc}), st.delay
 	}
-	return encodeResponse(&req, s.apply(&req))
+	return encodeResponse(&req, s.apply(&req)), st.delay
 }
 
 // frameReader splits the bytes of a serial line into request frames.
@@ -230,4 +238,11 @@ func (r *frameReader) fill(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
