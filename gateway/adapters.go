@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ferry-iot/ferry/broker/commands"
@@ -276,10 +277,21 @@ type adapterSink struct {
 	telemetry  *commitlog.Topic
 	attributes *commitlog.Topic
 	headers    map[string][]commitlog.Header
-	sources    map[string]*commitlog.Source // one producer per bus, detached
+	buses      map[string]*sinkBus
 	pending    chan pendingAppend
 	done       chan struct{}
 	warn       *ratelog.Limiter
+}
+
+// sinkBus is one bus's producer and scratch space: appends copy their
+// records, so one buffer serves every record of the bus (a bus goroutine
+// and its devices' watches append, hence the lock).
+type sinkBus struct {
+	src  commitlog.Source // detached
+	ctx  context.Context  // carries src
+	mu   sync.Mutex
+	buf  []byte
+	recs [1]commitlog.Record
 }
 
 type pendingAppend struct {
@@ -289,7 +301,7 @@ type pendingAppend struct {
 }
 
 func newAdapterSink(d *Daemon) (*adapterSink, error) {
-	s := &adapterSink{d: d, headers: map[string][]commitlog.Header{}, sources: map[string]*commitlog.Source{},
+	s := &adapterSink{d: d, headers: map[string][]commitlog.Header{}, buses: map[string]*sinkBus{},
 		pending: make(chan pendingAppend, 1024), done: make(chan struct{}), warn: ratelog.New()}
 	var err error
 	if s.telemetry, err = d.log.Topic("telemetry"); err != nil {
@@ -299,7 +311,9 @@ func newAdapterSink(d *Daemon) (*adapterSink, error) {
 		return nil, fmt.Errorf("adapters: %w", err)
 	}
 	for _, b := range d.cfg.Buses {
-		s.sources[b.Name] = &commitlog.Source{Detached: true}
+		sb := &sinkBus{src: commitlog.Source{Detached: true}}
+		sb.ctx = commitlog.WithSource(context.Background(), &sb.src)
+		s.buses[b.Name] = sb
 	}
 	return s, nil
 }
@@ -314,19 +328,23 @@ func (s *adapterSink) start() { go s.wait() }
 func (s *adapterSink) close() {
 	close(s.pending)
 	<-s.done
-	for _, src := range s.sources {
-		src.Close()
+	for _, sb := range s.buses {
+		sb.src.Close()
 	}
 }
 
-func (s *adapterSink) ctx(bus string) context.Context {
-	return commitlog.WithSource(context.Background(), s.sources[bus])
+// appendOne appends one record of dev's with the bus's producer.
+func (s *adapterSink) appendOne(topic *commitlog.Topic, bus string, dev adapter.Info, ts int64, kvs []tb.KV) *commitlog.Future {
+	sb := s.buses[bus]
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	sb.buf = tb.AppendRecordValue(sb.buf[:0], ts, kvs)
+	sb.recs[0] = commitlog.Record{Key: []byte(dev.Name), Value: sb.buf, Timestamp: ts, Headers: s.headers[dev.Name]}
+	return topic.Append(sb.ctx, sb.recs[:])
 }
 
 func (s *adapterSink) Telemetry(bus string, dev adapter.Info, ts int64, values []tb.KV) error {
-	rec := commitlog.Record{Key: []byte(dev.Name), Value: tb.AppendRecordValue(nil, ts, values), Timestamp: ts,
-		Headers: s.headers[dev.Name]}
-	s.pending <- pendingAppend{bus: bus, device: dev.Name, fut: s.telemetry.Append(s.ctx(bus), []commitlog.Record{rec})}
+	s.pending <- pendingAppend{bus: bus, device: dev.Name, fut: s.appendOne(s.telemetry, bus, dev, ts, values)}
 	return nil
 }
 
@@ -339,9 +357,7 @@ func (s *adapterSink) Attributes(bus string, dev adapter.Info, ts int64, attrs [
 	if err != nil {
 		return fmt.Errorf("adapters: attributes of %s: %w", dev.Name, err)
 	}
-	rec := commitlog.Record{Key: []byte(dev.Name), Value: tb.AppendRecordValue(nil, ts, attrs), Timestamp: ts,
-		Headers: s.headers[dev.Name]}
-	s.pending <- pendingAppend{bus: bus, device: dev.Name, fut: s.attributes.Append(s.ctx(bus), []commitlog.Record{rec}), reg: w}
+	s.pending <- pendingAppend{bus: bus, device: dev.Name, fut: s.appendOne(s.attributes, bus, dev, ts, attrs), reg: w}
 	return nil
 }
 

@@ -198,7 +198,7 @@ func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 	}
 	st := d.log.Stats()
 	body := map[string]any{
-		"status": "ok", "node_id": d.cfg.NodeID, "devices_connected": d.mqtt.OnlineDevices(),
+		"status": "ok", "node_id": d.cfg.NodeID, "devices_connected": d.mqtt.OnlineDevices() + d.adapters.OnlineCount(),
 		"connections": d.mqtt.Connected(), "disk_low": st.DiskLow, "disk_full": st.DiskFull, "listeners": listeners,
 	}
 	storage, wearWarning := d.wear.status()

@@ -27,6 +27,9 @@ func (d *Daemon) startCommands() error {
 		return fmt.Errorf("commands: %w", err)
 	}
 	d.mqtt.OnRPCReady(d.commands.DeviceOnline)
+	if d.adapters != nil {
+		d.adapters.OnOnline(d.commands.DeviceOnline)
+	}
 	if err := d.commands.Start(); err != nil {
 		return fmt.Errorf("commands: %w", err)
 	}

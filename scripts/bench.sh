@@ -5,7 +5,7 @@
 #                               (vs plain mochi), 1,000-device memory and latency, Kafka consume and
 #                               produce (vs in-process), bridge drain of 1 GiB (vs plain franz-go)
 #   COUNT=10 scripts/bench.sh   more repetitions (default 6)
-#   ONLY=kafka scripts/bench.sh one part: log, recovery, broker, kafka, bridge or wear
+#   ONLY=kafka scripts/bench.sh one part: log, recovery, broker, kafka, bridge, wear or adapters
 #   (wear: the daemon with 1,000 devices at 1 Hz and 100 at 10 Hz, log.ack_delay from 0 to 250 ms;
 #   TMPDIR must be on the disk to measure, not a tmpfs)
 #
@@ -50,6 +50,13 @@ fi
 if part wear; then
   go test -run '^$' -bench 'BenchmarkFleetWear' -benchtime=1x -count=1 -timeout 60m ./gateway/ | tee "$out/wear.txt"
   go test -run '^$' -bench 'BenchmarkFleetRecordBytes' -benchtime=3x -count=1 -timeout 60m ./broker/commitlog/ | tee "$out/recordbytes.txt"
+fi
+
+# Device adapters: Modbus TCP polls/s vs the library's bare client, an RTU line vs its limit at
+# 9600-115200 baud, poll jitter of 200 devices at 1 s vs bare tickers, RSS added by 200 devices.
+if part adapters; then
+  go test -run '^$' -bench 'BenchmarkModbus' -benchtime=1x -count=1 -timeout 60m ./devices/modbus/ | tee "$out/modbus.txt"
+  go test -run '^$' -bench 'BenchmarkAdapterRSS' -benchtime=1x -count=1 -timeout 60m ./gateway/ | tee "$out/adapter-rss.txt"
 fi
 
 if command -v benchstat >/dev/null 2>&1; then

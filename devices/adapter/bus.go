@@ -5,6 +5,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // bus is one serialized line and the goroutine that polls its devices.
@@ -17,6 +19,7 @@ type bus struct {
 	devs         []*device
 	calls        chan *call
 	now          func() time.Time
+	busySeries   prometheus.Counter // nil without metrics
 
 	mu       sync.Mutex
 	busy     time.Duration // time spent in Read or a call since start
@@ -32,8 +35,12 @@ type call struct {
 }
 
 func newBus(m *Manager, s BusSettings) *bus {
-	return &bus{m: m, name: s.Name, kind: s.Kind, line: s.Line, degradeAfter: s.DegradeAfter,
+	b := &bus{m: m, name: s.Name, kind: s.Kind, line: s.Line, degradeAfter: s.DegradeAfter,
 		degradeFor: s.DegradeFor, calls: make(chan *call), now: time.Now}
+	if m.cfg.Metrics != nil {
+		b.busySeries = m.cfg.Metrics.Busy.WithLabelValues(s.Name)
+	}
+	return b
 }
 
 // do runs fn on the bus goroutine, between polls.
@@ -162,7 +169,7 @@ func (b *bus) poll(ctx context.Context, d *device) {
 		d.due = until
 		return
 	}
-	b.m.cfg.Metrics.lag(b, start.Sub(due))
+	b.m.cfg.Metrics.lag(d, start.Sub(due))
 	r, err := d.src.Read(ctx)
 	end := b.now()
 	b.account(start, end)

@@ -17,6 +17,7 @@ type device struct {
 
 	mu       chan struct{} // a one-slot lock that a watch can wait on with a context
 	rep      *reporter
+	series   *deviceSeries // nil without metrics
 	st       DeviceStatus
 	degraded time.Time
 	watching bool
@@ -59,7 +60,7 @@ type PollOutcome struct {
 
 func newDevice(b *bus, s DeviceSettings) *device {
 	d := &device{bus: b, info: s.Info, poll: s.Poll, src: s.Source, mu: make(chan struct{}, 1),
-		rep: newReporter(s.Report, s.Poll)}
+		rep: newReporter(s.Report, s.Poll), series: b.m.cfg.Metrics.series(b.name, s.Name)}
 	d.st = DeviceStatus{Bus: b.name, Kind: b.kind, Driver: s.Driver, State: "starting", Poll: s.Poll.String(),
 		Errors: map[string]uint64{}}
 	return d
@@ -177,6 +178,9 @@ func (d *device) succeed(start, end time.Time, r Reading) {
 	mt.records(d, records)
 	if recovered {
 		d.bus.m.cfg.Logger.Info("adapter device answers again", "device", d.info.Name, "bus", d.bus.name)
+		if fn := d.bus.m.onOnline.Load(); fn != nil {
+			(*fn)(d.info.Name)
+		}
 	}
 }
 

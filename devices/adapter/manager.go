@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-iot/ferry/broker/ratelog"
@@ -69,6 +70,27 @@ type Manager struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
+
+	onOnline atomic.Pointer[func(device string)]
+}
+
+// OnOnline sets fn to be called (on the bus goroutine; it must not block)
+// when a device answers again after failing: the commands dispatcher
+// retries what waited for it.
+func (m *Manager) OnOnline(fn func(device string)) { m.onOnline.Store(&fn) }
+
+// OnlineCount is the number of devices whose polls succeed.
+func (m *Manager) OnlineCount() int {
+	if m == nil {
+		return 0
+	}
+	n := 0
+	for _, d := range m.devices {
+		if d.online() {
+			n++
+		}
+	}
+	return n
 }
 
 // Defaults for BusSettings.

@@ -52,26 +52,44 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// deviceSeries are a device's and its bus's series, resolved once: a
+// label lookup per poll costs more than the poll's own bookkeeping.
+type deviceSeries struct {
+	polls, records prometheus.Counter
+	up             prometheus.Gauge
+	latency, lag   prometheus.Observer
+	busy           prometheus.Counter
+}
+
+func (m *Metrics) series(bus, device string) *deviceSeries {
+	if m == nil {
+		return nil
+	}
+	return &deviceSeries{polls: m.Polls.WithLabelValues(bus, device), records: m.Records.WithLabelValues(bus, device),
+		up: m.Up.WithLabelValues(bus, device), latency: m.Latency.WithLabelValues(bus), lag: m.Lag.WithLabelValues(bus),
+		busy: m.Busy.WithLabelValues(bus)}
+}
+
 func (m *Metrics) polled(d *device, lat time.Duration, kind string) {
 	if m == nil {
 		return
 	}
-	m.Polls.WithLabelValues(d.bus.name, d.info.Name).Inc()
-	m.Latency.WithLabelValues(d.bus.name).Observe(lat.Seconds())
+	d.series.polls.Inc()
+	d.series.latency.Observe(lat.Seconds())
 	if kind != "" {
 		m.Errors.WithLabelValues(d.bus.name, d.info.Name, kind).Inc()
 	}
 }
 
-func (m *Metrics) lag(b *bus, lag time.Duration) {
+func (m *Metrics) lag(d *device, lag time.Duration) {
 	if m != nil {
-		m.Lag.WithLabelValues(b.name).Observe(max(lag, 0).Seconds())
+		d.series.lag.Observe(max(lag, 0).Seconds())
 	}
 }
 
 func (m *Metrics) busy(b *bus, d time.Duration) {
 	if m != nil {
-		m.Busy.WithLabelValues(b.name).Add(d.Seconds())
+		b.busySeries.Add(d.Seconds())
 	}
 }
 
@@ -89,12 +107,12 @@ func (m *Metrics) up(d *device, up bool) {
 	if up {
 		v = 1
 	}
-	m.Up.WithLabelValues(d.bus.name, d.info.Name).Set(v)
+	d.series.up.Set(v)
 }
 
 func (m *Metrics) records(d *device, n int) {
 	if m != nil && n > 0 {
-		m.Records.WithLabelValues(d.bus.name, d.info.Name).Add(float64(n))
+		d.series.records.Add(float64(n))
 	}
 }
 

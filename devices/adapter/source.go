@@ -21,7 +21,9 @@ type Reading struct {
 
 // Source is a device an adapter polls. Read is called from the device's
 // bus goroutine only, never concurrently with the bus's other calls; it
-// must return by the source's own timeout (or when ctx ends).
+// must return by the source's own timeout (or when ctx ends). The adapter
+// keeps nothing of a Reading's slices once it has handled it, so a
+// source may reuse them at its next Read.
 type Source interface {
 	Read(ctx context.Context) (Reading, error)
 }

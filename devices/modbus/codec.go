@@ -115,14 +115,13 @@ type point struct {
 	bit    int     // -1: whole value
 	order  Order
 	index  int // in its device's values
-	source Point
 }
 
 // compilePoint checks pt and compiles it with the device's default
 // order; errors name keys relative to the point.
 func compilePoint(pt Point, deviceOrder string) (point, error) {
 	var p configs.Problems
-	c := point{name: pt.Key, addr: uint16(pt.Address), scale: pt.Scale, bit: -1, source: pt}
+	c := point{name: pt.Key, addr: uint16(pt.Address), scale: pt.Scale, bit: -1}
 	if pt.Method != "" {
 		c.name = pt.Method
 	}

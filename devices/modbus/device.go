@@ -22,6 +22,7 @@ type Device struct {
 	series []*point // in configuration order
 	attrs  []*point
 	vals   []tb.Value // decoded values by point index (series, then attributes), reused
+	out    []tb.KV    // the telemetry of the last Read, reused
 	rpc    map[string]*point
 	writes map[string]*point // attribute_updates by key
 }
@@ -61,6 +62,8 @@ func (d *Device) Requests() int { return len(d.reads) }
 
 // Read polls the unit: every merged request, then the values decoded.
 // Any failed request fails the poll (values of one sample time or none).
+// The telemetry slice is reused by the next Read (adapter.Source allows
+// it).
 func (d *Device) Read(ctx context.Context) (adapter.Reading, error) {
 	at := time.Now()
 	for i := range d.reads {
@@ -69,7 +72,10 @@ func (d *Device) Read(ctx context.Context) (adapter.Reading, error) {
 			return adapter.Reading{}, err
 		}
 	}
-	out := adapter.Reading{Time: at, Telemetry: make([]tb.KV, len(d.series))}
+	if d.out == nil {
+		d.out = make([]tb.KV, len(d.series))
+	}
+	out := adapter.Reading{Time: at, Telemetry: d.out}
 	for i, p := range d.series {
 		out.Telemetry[i] = tb.KV{Key: p.name, Value: d.vals[p.index]}
 	}
