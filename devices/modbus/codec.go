@@ -106,15 +106,15 @@ func parseOrder(s string) (Order, error) {
 
 // point is a compiled Point.
 type point struct {
-	name   string // key or method
-	reg    Register
-	addr   uint16
-	typ    Type
-	n      int     // registers or bits read
-	scale  float64 // 0: none
-	bit    int     // -1: whole value
-	order  Order
-	index  int // in its device's values
+	name  string // key or method
+	reg   Register
+	addr  uint16
+	typ   Type
+	n     int     // registers or bits read
+	scale float64 // 0: none
+	bit   int     // -1: whole value
+	order Order
+	index int // in its device's values
 }
 
 // compilePoint checks pt and compiles it with the device's default
