@@ -85,7 +85,7 @@ func (b *bus) run(ctx context.Context) {
 		var wake <-chan time.Time
 		if next != nil {
 			wait := next.due.Sub(b.now())
-			if wait <= 0 {
+			if wait < minTimerWait {
 				select {
 				case c := <-b.calls: // writes go first
 					b.runCall(c)
@@ -114,6 +114,10 @@ func (b *bus) run(ctx context.Context) {
 		}
 	}
 }
+
+// minTimerWait: a device due sooner than this is polled now; arming a
+// timer for less costs more than the poll is early.
+const minTimerWait = 50 * time.Microsecond
 
 // nextDue is the device due first (nil: the bus has none).
 func (b *bus) nextDue() *device {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 
 	"github.com/ferry-iot/ferry/configs"
@@ -112,6 +113,7 @@ type point struct {
 	typ   Type
 	n     int     // registers or bits read
 	scale float64 // 0: none
+	pow10 float64 // 10^(the scale's decimals): scaled integers round to them; 0: round with roundScaled
 	bit   int     // -1: whole value
 	order Order
 	index int // in its device's values
@@ -145,6 +147,15 @@ func compilePoint(pt Point, deviceOrder string) (point, error) {
 	}
 	if pt.Scale < 0 || math.IsNaN(pt.Scale) || math.IsInf(pt.Scale, 0) {
 		p.Add("scale", "%v is not a positive number", pt.Scale)
+	} else if pt.Scale != 0 {
+		// An integer times a scale of d decimals has at most d decimals:
+		// rounding to them removes the binary noise exactly.
+		txt := strconv.FormatFloat(pt.Scale, 'f', -1, 64)
+		if _, frac, ok := strings.Cut(txt, "."); !ok {
+			c.pow10 = 1
+		} else if len(frac) <= 9 {
+			c.pow10 = math.Pow(10, float64(len(frac)))
+		}
 	}
 	switch {
 	case c.reg.bits():
@@ -247,7 +258,10 @@ func (c *point) decode(words []uint16, bits []bool) (tb.Value, error) {
 			f = float64(i)
 		}
 	}
-	if c.scale != 0 {
+	switch {
+	case c.scale != 0 && isInt && c.pow10 != 0:
+		f = math.Round(f*c.scale*c.pow10) / c.pow10
+	case c.scale != 0:
 		f = roundScaled(f * c.scale)
 	}
 	if math.IsNaN(f) || math.IsInf(f, 0) {
