@@ -126,7 +126,7 @@ func TestManagerBackoffThenDegrade(t *testing.T) {
 	sink := newMemSink()
 	src := &fakeSource{}
 	src.fail.Store(true)
-	m, err := New(Config{Sink: sink}, []BusSettings{{Name: "bus", Kind: "test", DegradeAfter: 3, DegradeFor: 400 * time.Millisecond}},
+	m, err := New(Config{Sink: sink}, []BusSettings{{Name: "bus", Kind: "test", DegradeAfter: 3, DegradeFor: time.Second}},
 		[]DeviceSettings{{Info: Info{Name: "d", Bus: "bus"}, Poll: 20 * time.Millisecond, Source: src}})
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func TestManagerBackoffThenDegrade(t *testing.T) {
 	defer m.Close()
 	waitUntil(t, "degraded", func() bool { st, _ := m.Status("d"); return st.State == "degraded" })
 	start := time.Now()
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
 	if n := src.reads.Load(); n != 3 {
 		t.Errorf("%d reads %v after the device degraded (at 0, +20 ms, +60 ms), want 3: degraded devices are not polled", n, time.Since(start))
 	}
