@@ -155,15 +155,16 @@ func (c *Config) validateAdapters(p *configs.Problems) {
 		default:
 			p.Nest(key, k.device(s.SensorConfig))
 			if s.DeviceConfig.IsModbus() || s.ByteOrder != "" || s.MaxRegistersPerRequest != 0 || s.MaxReadGap != 0 {
-				p.Add(key, "unit, timeseries, attributes, rpc, attribute_updates and the other register settings apply to Modbus buses; %q is an %s bus", s.Bus, k.name)
+				p.Add(key, "unit, timeseries, attributes, rpc, attribute_updates and the other register settings apply to Modbus buses; %q is a bus of kind %s", s.Bus, k.name)
 			}
 		}
 	}
 }
 
 // startAdapters builds the buses and devices of the configuration and
-// starts polling (nothing configured: nothing runs).
-func (d *Daemon) startAdapters() error {
+// starts polling (nothing configured: nothing runs). On an error the
+// buses it opened are closed again.
+func (d *Daemon) startAdapters() (err error) {
 	if len(d.cfg.Buses) == 0 {
 		return nil
 	}
@@ -172,6 +173,15 @@ func (d *Daemon) startAdapters() error {
 		return err
 	}
 	var buses []adapter.BusSettings
+	defer func() {
+		if err != nil && d.adapters == nil {
+			for _, bs := range buses {
+				if bs.Line != nil {
+					_ = bs.Line.Close()
+				}
+			}
+		}
+	}()
 	lines := map[string]*modbus.Line{}
 	sensors := map[string]sensorBus{}
 	openErr := map[string]error{}
