@@ -17,10 +17,11 @@ import (
 // daemon — each polled once a second, ten registers, on one TCP line to
 // the simulated meter — against the same daemon with no devices, started
 // alternately (the daemon binary; VmRSS averaged over ten seconds after
-// ADAPTER_RSS_WARMUP, default 20 s; and the live heap after a forced
+// ADAPTER_RSS_WARMUP, default 60 s, so that both have run the collector
+// and its scavenger a while; and the live heap after a forced
 // collection). Goal: ≤ 8 MiB.
 func BenchmarkAdapterRSS(b *testing.B) {
-	warm := 20 * time.Second
+	warm := 60 * time.Second
 	if w, err := time.ParseDuration(os.Getenv("ADAPTER_RSS_WARMUP")); err == nil {
 		warm = w
 	}
