@@ -21,8 +21,9 @@ type Device struct {
 	reads  []read   // timeseries and attributes, merged
 	series []*point // in configuration order
 	attrs  []*point
-	vals   []tb.Value // decoded values by point index (series, then attributes), reused
-	out    []tb.KV    // the telemetry of the last Read, reused
+	// kvs are the last Read's values by point index — the series, then
+	// the attributes — keys set once, values decoded in place.
+	kvs []tb.KV
 	rpc    map[string]*point
 	writes map[string]*point // attribute_updates by key
 }
@@ -42,10 +43,12 @@ func NewDevice(line *Line, cfg DeviceConfig) (*Device, error) {
 		return out
 	}
 	d.series, d.attrs = compile(cfg.Timeseries), compile(cfg.Attributes)
-	for i, p := range append(append([]*point(nil), d.series...), d.attrs...) {
+	all := append(append([]*point(nil), d.series...), d.attrs...)
+	d.kvs = make([]tb.KV, len(all))
+	for i, p := range all {
 		p.index = i
+		d.kvs[i].Key = p.name
 	}
-	d.vals = make([]tb.Value, len(d.series)+len(d.attrs))
 	for _, p := range compile(cfg.RPC) {
 		d.rpc[p.name] = p
 	}
@@ -67,30 +70,20 @@ func (d *Device) Requests() int { return len(d.reads) }
 func (d *Device) Read(ctx context.Context) (adapter.Reading, error) {
 	at := time.Now()
 	for i := range d.reads {
-		r := &d.reads[i]
-		if err := d.readOne(ctx, r, d.vals); err != nil {
+		if err := d.readOne(ctx, &d.reads[i], d.kvs); err != nil {
 			return adapter.Reading{}, err
 		}
 	}
-	if d.out == nil {
-		d.out = make([]tb.KV, len(d.series))
-	}
-	out := adapter.Reading{Time: at, Telemetry: d.out}
-	for i, p := range d.series {
-		out.Telemetry[i] = tb.KV{Key: p.name, Value: d.vals[p.index]}
-	}
+	out := adapter.Reading{Time: at, Telemetry: d.kvs[:len(d.series)]}
 	if len(d.attrs) > 0 {
-		out.Attributes = make([]tb.KV, len(d.attrs))
-		for i, p := range d.attrs {
-			out.Attributes[i] = tb.KV{Key: p.name, Value: d.vals[p.index]}
-		}
+		out.Attributes = d.kvs[len(d.series):]
 	}
 	return out, nil
 }
 
-// readOne runs one merged request and decodes its points into vals (by
+// readOne runs one merged request and decodes its points into kvs (by
 // point index).
-func (d *Device) readOne(ctx context.Context, r *read, vals []tb.Value) error {
+func (d *Device) readOne(ctx context.Context, r *read, kvs []tb.KV) error {
 	var words []uint16
 	var bits []bool
 	err := d.line.do(ctx, d.unit, func(c *mb.ModbusClient) error {
@@ -125,7 +118,7 @@ func (d *Device) readOne(ctx context.Context, r *read, vals []tb.Value) error {
 		if err != nil {
 			return adapter.Errorf(adapter.KindDevice, err)
 		}
-		vals[p.index] = v
+		kvs[p.index].Value = v
 	}
 	return nil
 }
@@ -151,12 +144,12 @@ func (d *Device) Call(ctx context.Context, method string, params json.RawMessage
 	}
 	one := *p
 	one.index = 0
-	vals := make([]tb.Value, 1)
+	kv := make([]tb.KV, 1)
 	r := read{reg: p.reg, addr: p.addr, count: uint16(p.n), points: []*point{&one}}
-	if err := d.readOne(ctx, &r, vals); err != nil {
+	if err := d.readOne(ctx, &r, kv); err != nil {
 		return nil, err
 	}
-	return json.Marshal(map[string]any{"value": json.RawMessage(vals[0].AppendJSON(nil))})
+	return json.Marshal(map[string]any{"value": json.RawMessage(kv[0].Value.AppendJSON(nil))})
 }
 
 // WriteAttribute writes a shared attribute through its attribute_updates
