@@ -23,7 +23,7 @@ type Device struct {
 	attrs  []*point
 	// kvs are the last Read's values by point index — the series, then
 	// the attributes — keys set once, values decoded in place.
-	kvs []tb.KV
+	kvs    []tb.KV
 	rpc    map[string]*point
 	writes map[string]*point // attribute_updates by key
 }
