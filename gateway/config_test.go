@@ -631,3 +631,15 @@ devices:
 		t.Errorf("a device with a source was asked for credentials: %v", err)
 	}
 }
+
+// TestConfigGCPercent: gc_percent defaults to Go's own 100 and is held to
+// a sane range, naming its key.
+func TestConfigGCPercent(t *testing.T) {
+	cfg, err := LoadConfig("", nil)
+	if err != nil || cfg.GCPercent != 100 {
+		t.Fatalf("default gc_percent %d, %v", cfg.GCPercent, err)
+	}
+	if _, err := LoadConfig("", []string{"FERRY_GC_PERCENT=5"}); err == nil || !strings.Contains(err.Error(), "gc_percent: 5 is not within 10-1000") {
+		t.Fatalf("gc_percent 5: %v", err)
+	}
+}

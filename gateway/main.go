@@ -79,6 +79,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if limit := int64(cfg.MemoryLimit); limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(limit)
 	}
+	if cfg.GCPercent != 0 && os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d, err := start(cfg, logger, faultOptions(environ))
