@@ -167,6 +167,12 @@ func TestAdapterModbusEndToEnd(t *testing.T) {
 		string(out["response"]) != `{"value":23.5}` {
 		t.Fatalf("rpc over HTTP: %d %s", code, out["response"])
 	}
+	if code := d.api("POST", "/api/v1/devices/meter-1/rpc", map[string]any{"method": "setSetpoint", "params": 24, "oneway": true}, nil); code != 202 {
+		t.Fatalf("one-way rpc over HTTP: %d, want 202", code)
+	}
+	if got := slave.Cmd("get hr 1 10 1"); got != "240" {
+		t.Fatalf("setpoint register %s after the one-way call, want 240", got)
+	}
 	if code := d.api("POST", "/api/v1/devices/meter-1/rpc", map[string]any{"method": "beyond"}, &out); code != 502 {
 		t.Fatalf("exception over HTTP: %d, want 502", code)
 	}

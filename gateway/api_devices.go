@@ -358,12 +358,16 @@ func (d *Daemon) rpc(w http.ResponseWriter, r *http.Request) {
 	if d.adapters.Has(dev.Name) {
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
+		// The bus runs the call either way; one-way only leaves the answer out.
 		resp, err := d.adapters.RPC(ctx, dev.Name, req.Method, req.Params)
-		if err != nil {
+		switch {
+		case err != nil:
 			writeError(w, adapterHTTPStatus(err), "%v", err)
-			return
+		case req.OneWay:
+			writeJSON(w, http.StatusAccepted, map[string]any{"delivered": true})
+		default:
+			writeJSON(w, http.StatusOK, map[string]any{"response": json.RawMessage(resp)})
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"response": json.RawMessage(resp)})
 		return
 	}
 	resp, err := d.mqtt.RPC(r.Context(), mqtt.RPCRequest{Device: dev.Name, Method: req.Method, Params: req.Params,

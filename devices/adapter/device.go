@@ -47,6 +47,7 @@ type DeviceStatus struct {
 	BusBusy     float64 `json:"bus_busy"`   // the bus's line busy share since start
 
 	latencySum time.Duration
+	okPolls    uint64
 }
 
 // PollOutcome is how a poll ended.
@@ -166,8 +167,8 @@ func (d *device) succeed(start, end time.Time, r Reading) {
 	d.st.State = "ok"
 	lat := end.Sub(start)
 	d.st.latencySum += lat
-	okPolls := d.st.Polls - sum(d.st.Errors)
-	d.st.LatencyMs = ms(d.st.latencySum) / float64(okPolls)
+	d.st.okPolls++
+	d.st.LatencyMs = ms(d.st.latencySum) / float64(d.st.okPolls)
 	d.st.last = PollOutcome{At: start, OK: true, LatencyMs: ms(lat)}
 	d.st.lastSuccess = end
 	records := d.emitLocked(r)
@@ -240,21 +241,11 @@ func (d *device) watch(ctx context.Context, w Watcher) {
 		if err != nil {
 			d.bus.m.warn.Warn(d.bus.m.cfg.Logger, d.info.Name+"/watch", "adapter watch failed; restarting", "device", d.info.Name, "err", err)
 		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+		if Sleep(ctx, backoff) != nil {
 			return
 		}
 		backoff = min(2*backoff, time.Minute)
 	}
-}
-
-func sum(m map[string]uint64) uint64 {
-	var n uint64
-	for _, v := range m {
-		n += v
-	}
-	return n
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -209,28 +208,6 @@ func (m *Manager) Close() error {
 // Has reports whether device is an adapter device.
 func (m *Manager) Has(device string) bool { return m != nil && m.devices[device] != nil }
 
-// Names lists the adapter devices.
-func (m *Manager) Names() []string {
-	var out []string
-	for name := range m.devices {
-		out = append(out, name)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// Info returns a device's names.
-func (m *Manager) Info(device string) (Info, bool) {
-	if m == nil {
-		return Info{}, false
-	}
-	d := m.devices[device]
-	if d == nil {
-		return Info{}, false
-	}
-	return d.info, true
-}
-
 // Online reports whether device's last poll succeeded (or, for a device
 // only watched, its watch runs).
 func (m *Manager) Online(device string) bool {
@@ -253,9 +230,6 @@ func (m *Manager) RPC(ctx context.Context, device, method string, params json.Ra
 		return nil, fmt.Errorf("%w: %q", ErrUnknownDevice, device)
 	}
 	d := m.devices[device]
-	if d == nil {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownDevice, device)
-	}
 	c, ok := d.src.(Caller)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s (%s)", ErrNotSupported, device, d.info.Kind)
@@ -278,9 +252,6 @@ func (m *Manager) SharedAttributes(ctx context.Context, device string, kvs []tb.
 		return nil, fmt.Errorf("%w: %q", ErrUnknownDevice, device)
 	}
 	d := m.devices[device]
-	if d == nil {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownDevice, device)
-	}
 	w, ok := d.src.(AttributeWriter)
 	if !ok {
 		return nil, nil

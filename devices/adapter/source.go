@@ -96,3 +96,19 @@ var (
 	// ErrInvalidConfig wraps every configuration problem New reports.
 	ErrInvalidConfig = errors.New("adapter: invalid config")
 )
+
+// Sleep waits d, or until ctx ends (then it returns ctx's error): the one
+// wait every source and line uses between the steps of a read.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

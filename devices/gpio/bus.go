@@ -95,7 +95,7 @@ func chipLookup(c *gpioioctl.GPIOChip) func(string) (periphgpio.PinIO, error) {
 // OpenWith makes a bus whose pins lookup finds (tests hand in fakes;
 // gpioreg.ByName fits once wrapped).
 func OpenWith(lookup func(pin string) (periphgpio.PinIO, error)) *Bus {
-	return &Bus{lookup: lookup, now: time.Now, sleep: sleepCtx, slice: time.Second, used: map[string]string{}}
+	return &Bus{lookup: lookup, now: time.Now, sleep: adapter.Sleep, slice: time.Second, used: map[string]string{}}
 }
 
 // Close releases nothing: periph keeps the chip's lines; the outputs
@@ -221,16 +221,4 @@ func (l *line) waitEdge(slice time.Duration) bool { return l.pin.WaitForEdge(sli
 // stop when the watch returns.
 func (l *line) watchHalt(ctx context.Context) (stop func() bool) {
 	return context.AfterFunc(ctx, func() { _ = l.pin.Halt() })
-}
-
-// sleepCtx waits d, or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -97,7 +97,7 @@ func Open(cfg BusConfig) (*Bus, error) {
 // i2ctest.Playback, or a bus another package opened). Close leaves it
 // open.
 func OpenWith(bus periphi2c.Bus) *Bus {
-	return &Bus{bus: bus, sleep: sleepCtx, now: time.Now, used: map[uint16]string{}}
+	return &Bus{bus: bus, sleep: adapter.Sleep, now: time.Now, used: map[uint16]string{}}
 }
 
 // Periph is the periph bus, for drivers of other packages that sit on
@@ -201,17 +201,5 @@ func classify(err error) error {
 		return adapter.Errorf(adapter.KindTimeout, err)
 	default:
 		return adapter.Errorf(adapter.KindDevice, err)
-	}
-}
-
-// sleepCtx waits d, or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }

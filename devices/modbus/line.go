@@ -69,9 +69,6 @@ func NewLine(cfg BusConfig) (*Line, error) {
 	return &Line{cfg: cfg, client: client}, nil
 }
 
-// Config is the line's configuration with defaults filled in.
-func (l *Line) Config() BusConfig { return l.cfg }
-
 // Stats returns the line's connection counters.
 func (l *Line) Stats() LineStats {
 	l.mu.Lock()
@@ -98,12 +95,8 @@ func (l *Line) do(ctx context.Context, unit uint8, req func(c *mb.ModbusClient) 
 		return err
 	}
 	if wait := time.Until(l.lastEnd.Add(l.cfg.DelayBetweenRequests)); wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
+		if err := adapter.Sleep(ctx, wait); err != nil {
+			return err
 		}
 	}
 	if err := l.client.SetUnitId(unit); err != nil {

@@ -88,7 +88,7 @@ func Open(cfg BusConfig) (*Bus, error) {
 				"dtoverlay=w1-gpio in config.txt, data on GPIO4 with a 4.7 kΩ pull-up, then reboot): %w",
 				root, adapter.Errorf(adapter.KindConnection, err))
 		}
-		return &Bus{sysfs: root, sleep: sleepCtx, used: map[periphonewire.Address]struct{}{}}, nil
+		return &Bus{sysfs: root, sleep: adapter.Sleep, used: map[periphonewire.Address]struct{}{}}, nil
 	}
 	ib, err := i2c.Open(i2c.BusConfig{Bus: cfg.I2CBus})
 	if err != nil {
@@ -98,7 +98,7 @@ func Open(cfg BusConfig) (*Bus, error) {
 	if addr == 0 {
 		addr = ds248xAddrs[0]
 	}
-	b := &Bus{sleep: sleepCtx, i2c: ib, used: map[periphonewire.Address]struct{}{}}
+	b := &Bus{sleep: adapter.Sleep, i2c: ib, used: map[periphonewire.Address]struct{}{}}
 	b.open = func() (periphonewire.Bus, error) {
 		m, err := ds248x.New(ib.Periph(), addr, &ds248x.DefaultOpts)
 		if err != nil {
@@ -112,7 +112,7 @@ func Open(cfg BusConfig) (*Bus, error) {
 // OpenWith makes a bus on a 1-Wire master set up elsewhere (a test
 // double such as onewiretest.Playback, or a DS248x).
 func OpenWith(master periphonewire.Bus) *Bus {
-	return &Bus{master: master, sleep: sleepCtx, used: map[periphonewire.Address]struct{}{}}
+	return &Bus{master: master, sleep: adapter.Sleep, used: map[periphonewire.Address]struct{}{}}
 }
 
 // Close closes the DS248x's I²C bus if Open opened one.

@@ -80,18 +80,6 @@ func (p *masterProbe) read(ctx context.Context) ([]tb.KV, error) {
 	return []tb.KV{adapter.Double(KeyTemperature, float64(t-physic.ZeroCelsius)/float64(physic.Celsius))}, nil
 }
 
-// sleepCtx waits d, or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // classify gives a master's or probe's error its kind: periph's 1-Wire
 // errors that say no device answered (no presence pulse, a scratchpad of
 // all ones) are adapter.KindTimeout, a bad CRC adapter.KindProtocol, the
