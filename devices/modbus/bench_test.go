@@ -113,13 +113,7 @@ func BenchmarkModbusTCPPolls(b *testing.B) {
 	var bare, adapt, ratios []float64
 	for range 11 { // short alternated rounds: each ratio from two runs close in time
 		// Bare: the library's client alone.
-		c, err := mb.NewClient(&mb.ClientConfiguration{URL: url, Timeout: time.Second, Logger: log.New(io.Discard, "", 0)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := c.Open(); err != nil {
-			b.Fatal(err)
-		}
+		c := bareClient(b, mb.ClientConfiguration{URL: url, Timeout: time.Second})
 		start := time.Now()
 		for range polls {
 			if _, err := c.ReadRegisters(0, 10, mb.HOLDING_REGISTER); err != nil {
@@ -129,24 +123,8 @@ func BenchmarkModbusTCPPolls(b *testing.B) {
 		bare = append(bare, polls/time.Since(start).Seconds())
 		c.Close()
 
-		// Through the adapter: a device due continuously (a 1 µs period).
-		line, err := NewLine(BusConfig{URL: url, Timeout: time.Second})
-		if err != nil {
-			b.Fatal(err)
-		}
-		dev, err := NewDevice(line, DeviceConfig{Unit: 1, Timeseries: tenPoints()})
-		if err != nil {
-			b.Fatal(err)
-		}
-		sink := &encodingSink{}
-		first := sink.reach(1) // the first poll connects: not timed
-		m, err := adapter.New(adapter.Config{Sink: sink}, []adapter.BusSettings{{Name: "plc", Kind: "modbus", Line: line}},
-			[]adapter.DeviceSettings{{Info: adapter.Info{Name: "meter", Bus: "plc"}, Poll: time.Microsecond, Source: dev}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		m.Start()
-		<-first
+		// Through the adapter: a device due continuously.
+		m, sink := pollContinuously(b, BusConfig{URL: url, Timeout: time.Second})
 		start = time.Now()
 		<-sink.reach(sink.n.Load() + polls)
 		el := time.Since(start)
@@ -317,16 +295,49 @@ func BenchmarkModbusRTULine(b *testing.B) {
 	}
 }
 
-// bareRTU is polls/s of the library's client alone on an RTU line.
-func bareRTU(b *testing.B, path string, baud int, window time.Duration) float64 {
-	c, err := mb.NewClient(&mb.ClientConfiguration{URL: "rtu://" + path, Speed: uint(baud), Parity: mb.PARITY_EVEN,
-		StopBits: 1, Timeout: time.Second, Logger: log.New(io.Discard, "", 0)})
+// bareClient is the library's client on its own, connected.
+func bareClient(b *testing.B, cfg mb.ClientConfiguration) *mb.ModbusClient {
+	cfg.Logger = log.New(io.Discard, "", 0)
+	c, err := mb.NewClient(&cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	if err := c.Open(); err != nil {
 		b.Fatal(err)
 	}
+	return c
+}
+
+// pollContinuously starts a manager polling one unit (ten registers) on
+// bus with a 1 µs period — continuously — and returns once the first
+// poll, which connects, is done.
+func pollContinuously(b *testing.B, bus BusConfig) (*adapter.Manager, *encodingSink) {
+	line, err := NewLine(bus)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dev, err := NewDevice(line, DeviceConfig{Unit: 1, Timeseries: tenPoints()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sink := &encodingSink{}
+	first := sink.reach(1)
+	m, err := adapter.New(adapter.Config{Sink: sink}, []adapter.BusSettings{{Name: "line", Kind: "modbus", Line: line}},
+		[]adapter.DeviceSettings{{Info: adapter.Info{Name: "meter", Bus: "line"}, Poll: time.Microsecond, Source: dev}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := m.Start(); err != nil {
+		b.Fatal(err)
+	}
+	<-first
+	return m, sink
+}
+
+// bareRTU is polls/s of the library's client alone on an RTU line.
+func bareRTU(b *testing.B, path string, baud int, window time.Duration) float64 {
+	c := bareClient(b, mb.ClientConfiguration{URL: "rtu://" + path, Speed: uint(baud), Parity: mb.PARITY_EVEN,
+		StopBits: 1, Timeout: time.Second})
 	defer c.Close()
 	n, start := 0, time.Now()
 	for time.Since(start) < window {
@@ -340,24 +351,7 @@ func bareRTU(b *testing.B, path string, baud int, window time.Duration) float64 
 // adapterRTU is polls/s of one unit polled continuously through the
 // adapter on an RTU line.
 func adapterRTU(b *testing.B, path string, baud int, window time.Duration) (float64, adapter.DeviceStatus) {
-	line, err := NewLine(BusConfig{URL: "rtu://" + path, Baud: baud, Parity: "E", StopBits: 1, Timeout: time.Second})
-	if err != nil {
-		b.Fatal(err)
-	}
-	dev, err := NewDevice(line, DeviceConfig{Unit: 1, Timeseries: tenPoints()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	sink := &encodingSink{}
-	m, err := adapter.New(adapter.Config{Sink: sink}, []adapter.BusSettings{{Name: "line", Kind: "modbus", Line: line}},
-		[]adapter.DeviceSettings{{Info: adapter.Info{Name: "meter", Bus: "line"}, Poll: time.Microsecond, Source: dev}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	m.Start()
-	for sink.n.Load() == 0 { // the first poll opens the port
-		time.Sleep(time.Millisecond)
-	}
+	m, sink := pollContinuously(b, BusConfig{URL: "rtu://" + path, Baud: baud, Parity: "E", StopBits: 1, Timeout: time.Second})
 	n0, t0 := sink.n.Load(), time.Now()
 	time.Sleep(window)
 	got := float64(sink.n.Load()-n0) / time.Since(t0).Seconds()
