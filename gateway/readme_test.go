@@ -76,18 +76,16 @@ func freshCheckout(t *testing.T, root string) string {
 	return dir
 }
 
-// TestReadmeFirstDevice runs the README's "First device in one minute"
-// exactly as written, on a fresh copy of the repository, in a network
-// namespace of its own (so the default ports are free and nothing leaves
-// loopback): `go run ./gateway` in the background, then the second
-// block's commands, whose output must show the device's token, its
-// reading read back with kcat and over HTTP.
-func TestReadmeFirstDevice(t *testing.T) {
+// readmeWalkthrough prepares a test that runs a README section as
+// written: it skips in -short mode and without root (a network namespace
+// of its own), needs the section's tools, and returns the section's code
+// blocks and a fresh checkout to run them in.
+func readmeWalkthrough(t *testing.T, section string, tools ...[2]string) (blocks []string, dir string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("README walk-through: skipped in -short mode")
 	}
-	for _, tool := range [][2]string{{"unshare", "util-linux"}, {"ip", "iproute2"}, {"curl", "curl"},
-		{"mosquitto_pub", "mosquitto-clients"}, {"kcat", "kcat"}, {"git", "git"}} {
+	for _, tool := range append([][2]string{{"unshare", "util-linux"}, {"ip", "iproute2"}, {"curl", "curl"}, {"git", "git"}}, tools...) {
 		needTool(t, tool[0], tool[1])
 	}
 	if os.Geteuid() != 0 {
@@ -97,11 +95,39 @@ func TestReadmeFirstDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks := readmeBlocks(t, root, "First device in one minute")
+	return readmeBlocks(t, root, section), freshCheckout(t, root)
+}
+
+// runWalkthrough runs script in a network namespace of its own and
+// returns what it printed between "=== README commands" and "=== done",
+// and after that.
+func runWalkthrough(t *testing.T, script string) (cmds, after, all string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", "--net", "--fork", "bash", "-c", script)
+	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+	out, err := cmd.CombinedOutput()
+	all = string(out)
+	if err != nil {
+		t.Fatalf("the README's commands failed: %v\n%s", err, all)
+	}
+	_, cmds, _ = strings.Cut(all, "=== README commands\n")
+	cmds, after, _ = strings.Cut(cmds, "=== done\n")
+	return cmds, after, all
+}
+
+// TestReadmeFirstDevice runs the README's "First device in one minute"
+// exactly as written, on a fresh copy of the repository, in a network
+// namespace of its own (so the default ports are free and nothing leaves
+// loopback): `go run ./gateway` in the background, then the second
+// block's commands, whose output must show the device's token, its
+// reading read back with kcat and over HTTP.
+func TestReadmeFirstDevice(t *testing.T) {
+	blocks, dir := readmeWalkthrough(t, "First device in one minute", [2]string{"mosquitto_pub", "mosquitto-clients"}, [2]string{"kcat", "kcat"})
 	if len(blocks) != 2 || strings.TrimSpace(blocks[0]) != "go run ./gateway" {
 		t.Fatalf("the section's code blocks changed (this test runs the first in the background and the second after it): %q", blocks)
 	}
-	dir := freshCheckout(t, root)
 	script := fmt.Sprintf(`set -euo pipefail
 set -m
 ip link set lo up
@@ -116,17 +142,7 @@ kill -INT -- -$daemon
 wait $daemon || true
 cat daemon.log
 `, dir, strings.TrimSpace(blocks[0]), blocks[1])
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "unshare", "--net", "--fork", "bash", "-c", script)
-	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
-	out, err := cmd.CombinedOutput()
-	text := string(out)
-	if err != nil {
-		t.Fatalf("the README's commands failed: %v\n%s", err, text)
-	}
-	_, cmds, _ := strings.Cut(text, "=== README commands\n")
-	cmds, daemonLog, _ := strings.Cut(cmds, "=== done\n")
+	cmds, daemonLog, text := runWalkthrough(t, script)
 	for _, want := range []string{
 		`"name":"my-sensor"`, `"token":"`, // the device, with its generated token
 		`key=my-sensor value={"ts":`, `"values":{"temperature":21.5}}`, // kcat
@@ -148,26 +164,11 @@ cat daemon.log
 // must show the device's poll record, its readings read with kcat, and
 // the setpoint written and read back through RPC.
 func TestReadmeModbusMeter(t *testing.T) {
-	if testing.Short() {
-		t.Skip("README walk-through: skipped in -short mode")
-	}
-	for _, tool := range [][2]string{{"unshare", "util-linux"}, {"ip", "iproute2"}, {"curl", "curl"},
-		{"kcat", "kcat"}, {"git", "git"}} {
-		needTool(t, tool[0], tool[1])
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("a network namespace of its own needs root")
-	}
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := readmeBlocks(t, root, "Read a Modbus meter")
+	blocks, dir := readmeWalkthrough(t, "Read a Modbus meter", [2]string{"kcat", "kcat"})
 	if len(blocks) != 3 || !strings.HasPrefix(strings.TrimSpace(blocks[0]), "go run ./firmware-sim modbus") ||
 		!strings.HasPrefix(strings.TrimSpace(blocks[1]), "go run ./gateway") {
 		t.Fatalf("the section's code blocks changed (this test runs the first two in the background and the third after them): %q", blocks)
 	}
-	dir := freshCheckout(t, root)
 	script := fmt.Sprintf(`set -euo pipefail
 set -m
 ip link set lo up
@@ -190,17 +191,7 @@ wait $daemon || true
 wait $meter || true
 cat daemon.log
 `, dir, strings.TrimSpace(blocks[0]), strings.TrimSpace(blocks[1]), blocks[2])
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "unshare", "--net", "--fork", "bash", "-c", script)
-	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
-	out, err := cmd.CombinedOutput()
-	text := string(out)
-	if err != nil {
-		t.Fatalf("the README's commands failed: %v\n%s", err, text)
-	}
-	_, cmds, _ := strings.Cut(text, "=== README commands\n")
-	cmds, _, _ = strings.Cut(cmds, "=== done\n")
+	cmds, _, text := runWalkthrough(t, script)
 	for _, want := range []string{
 		`"bus":"meter-line"`, `"state":"ok"`, `"last_poll":{`, // the device's poll record
 		`key=meter-1 value={"ts":`, `"voltage":`, `"energy":`, // kcat
