@@ -35,7 +35,7 @@ type Config struct {
 	NodeID       string             `mapstructure:"node_id"`
 	DataDir      string             `mapstructure:"data_dir"`
 	MemoryLimit  configs.Size       `mapstructure:"memory_limit"`
-	GCPercent    int                `mapstructure:"gc_percent"`
+	GCPercent    GCPercent          `mapstructure:"gc_percent"`
 	MQTT         mqtt.Config        `mapstructure:"mqtt"`
 	HTTP         HTTPConfig         `mapstructure:"http"`
 	Devices      []DeviceConfig     `mapstructure:"devices"`
@@ -413,8 +413,8 @@ func (c *Config) validate() []string {
 		}
 	}
 	c.validateAdapters(&p)
-	if c.GCPercent != 0 && (c.GCPercent < 10 || c.GCPercent > 1000) {
-		p.Add("gc_percent", "%d is not within 10-1000", c.GCPercent)
+	if c.GCPercent != GCAuto && (c.GCPercent < 10 || c.GCPercent > 1000) {
+		p.Add("gc_percent", "%d is not auto or within 10-1000", c.GCPercent)
 	}
 	switch strings.ToLower(c.Logging.Level) {
 	case "debug", "info", "warn", "error":

@@ -632,14 +632,29 @@ devices:
 	}
 }
 
-// TestConfigGCPercent: gc_percent defaults to Go's own 100 and is held to
-// a sane range, naming its key.
+// TestConfigGCPercent: gc_percent defaults to auto, takes a percentage
+// from the file or the environment, and is held to a sane range, naming
+// its key.
 func TestConfigGCPercent(t *testing.T) {
 	cfg, err := LoadConfig("", nil)
-	if err != nil || cfg.GCPercent != 100 {
+	if err != nil || cfg.GCPercent != GCAuto {
 		t.Fatalf("default gc_percent %d, %v", cfg.GCPercent, err)
 	}
-	if _, err := LoadConfig("", []string{"FERRY_GC_PERCENT=5"}); err == nil || !strings.Contains(err.Error(), "gc_percent: 5 is not within 10-1000") {
-		t.Fatalf("gc_percent 5: %v", err)
+	if cfg, err := LoadConfig(writeConfig(t, "gc_percent: 75\n"), nil); err != nil || cfg.GCPercent != 75 {
+		t.Fatalf("gc_percent 75 in the file: %d, %v", cfg.GCPercent, err)
+	}
+	if cfg, err := LoadConfig("", []string{"FERRY_GC_PERCENT=50"}); err != nil || cfg.GCPercent != 50 {
+		t.Fatalf("FERRY_GC_PERCENT=50: %d, %v", cfg.GCPercent, err)
+	}
+	if cfg, err := LoadConfig(writeConfig(t, "gc_percent: 75\n"), []string{"FERRY_GC_PERCENT=AUTO"}); err != nil || cfg.GCPercent != GCAuto {
+		t.Fatalf("FERRY_GC_PERCENT=AUTO over a file: %d, %v", cfg.GCPercent, err)
+	}
+	for env, want := range map[string]string{
+		"FERRY_GC_PERCENT=5":     "gc_percent: 5 is not auto or within 10-1000",
+		"FERRY_GC_PERCENT=often": "gc_percent",
+	} {
+		if _, err := LoadConfig("", []string{env}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", env, err, want)
+		}
 	}
 }

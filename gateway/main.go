@@ -79,8 +79,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if limit := int64(cfg.MemoryLimit); limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(limit)
 	}
-	if cfg.GCPercent != 0 && os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(cfg.GCPercent)
+	autoGC := cfg.GCPercent == GCAuto && os.Getenv("GOGC") == ""
+	if cfg.GCPercent != GCAuto && os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(int(cfg.GCPercent))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -88,6 +89,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "ferry:", err)
 		return 1
+	}
+	if autoGC {
+		go newGCTuner(d.metrics, debug.SetGCPercent, logger).run(ctx)
 	}
 	d.banner(stdout)
 	<-ctx.Done()
