@@ -48,9 +48,14 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "YAML config file (defaults: configs/ferry.yaml, embedded)")
 	printConfig := fs.Bool("print-default-config", false, "print the default configuration and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	probe := fs.String("probe-state", "", "check that the state store in `dir` opens (used by the daemon itself at start) and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "ferry", Version())
+		return 0
 	}
 	if *probe != "" {
 		if err := state.Probe(*probe); err != nil {
@@ -94,8 +99,10 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		go newGCTuner(d.metrics, debug.SetGCPercent, logger).run(ctx)
 	}
 	d.banner(stdout)
+	d.startSystemd(ctx, logger)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "ferry: shutting down")
+	sdNotify(logger, "STOPPING=1")
 	if err := d.Close(); err != nil {
 		fmt.Fprintln(stderr, "ferry: shutdown:", err)
 		return 1

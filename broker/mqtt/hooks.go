@@ -53,6 +53,12 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	pass := pk.Connect.Password
 	clientID := string(pk.Connect.ClientIdentifier)
 	v5 := cl.Properties.ProtocolVersion == 5
+	if srv.isProbe(user, pass) && !v5 {
+		cl.ID = probeUser + "/" + randomHex(8)
+		netguard.Authenticated(cl.Net.Conn)
+		srv.probes.Store(cl, struct{}{})
+		return nil
+	}
 	if srv.closing.Load() {
 		return h.refuse(cl, v5, "shutting_down", "shutting_down", "the broker is shutting down", user, clientID)
 	}
@@ -183,7 +189,7 @@ func authWhy(res registry.AuthResult, user string, pass []byte, clientID string)
 
 // OnConnectAuthenticate admits what OnConnect accepted.
 func (h *hook) OnConnectAuthenticate(cl *mochi.Client, _ packets.Packet) bool {
-	return h.srv.session(cl) != nil
+	return h.srv.session(cl) != nil || h.srv.isProbeClient(cl)
 }
 
 // OnACLCheck allows everything that reached it: publishes are judged in
@@ -202,6 +208,7 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 
 // OnDisconnect forgets the session; queued acknowledgements still drain.
 func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
+	h.srv.probes.Delete(cl)
 	s := h.srv.session(cl)
 	if s == nil {
 		return

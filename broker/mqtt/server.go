@@ -140,8 +140,11 @@ type Server struct {
 	ctx    context.Context // cancelled by Close: unblocks appends waiting for space
 	cancel context.CancelFunc
 
-	sessions  sync.Map     // *mochi.Client → *session
-	nsessions atomic.Int64 // entries in sessions (and clients being admitted): MaxConnections
+	sessions sync.Map // *mochi.Client → *session
+	probes   sync.Map // *mochi.Client → struct{}: Probe's connections
+	// probeSecret is Probe's password: 24 random bytes in hex.
+	probeSecret []byte
+	nsessions   atomic.Int64 // entries in sessions (and clients being admitted): MaxConnections
 
 	mu      sync.Mutex
 	devices map[string][]*session // device name → its connections (routes.go)
@@ -193,6 +196,7 @@ func New(cfg Config, reg *registry.Registry, l *commitlog.Log) (*Server, error) 
 		devices: map[string][]*session{}, gwChild: map[string]string{},
 	}
 	s.limiter = ratelog.New()
+	s.probeSecret = []byte(randomHex(24))
 	s.rpc.init()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
