@@ -23,6 +23,8 @@ peers=(
   node:nodejs
   npm:npm
   socat:socat
+  mmdebstrap:mmdebstrap
+  dpkg-deb:dpkg
 )
 
 missing=()
