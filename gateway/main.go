@@ -49,6 +49,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	configFile := fs.String("config", "", "YAML config file (defaults: configs/ferry.yaml, embedded)")
 	printConfig := fs.Bool("print-default-config", false, "print the default configuration and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	check := fs.Bool("check", false, "validate the configuration (--config and FERRY_* variables), print its problems and exit: 0 valid, 2 not")
 	probe := fs.String("probe-state", "", "check that the state store in `dir` opens (used by the daemon itself at start) and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -79,6 +80,10 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "ferry:", err)
 		}
 		return 2
+	}
+	if *check {
+		fmt.Fprintln(stdout, "ferry: configuration valid")
+		return 0
 	}
 	logger := newLogger(cfg.Logging, stderr)
 	if limit := int64(cfg.MemoryLimit); limit > 0 && os.Getenv("GOMEMLIMIT") == "" {

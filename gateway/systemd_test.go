@@ -190,3 +190,38 @@ func TestSystemdNotify(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCommandLineCheckAndVersion: --check validates a configuration
+// without starting anything (the image's boot-partition import relies on
+// it), and --version prints the linked-in version.
+func TestCommandLineCheckAndVersion(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("mqtt: {listen: 5}\nbogus_key: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--config", bad, "--check"}, nil, &out, &errOut); code != 2 ||
+		!strings.Contains(errOut.String(), "bogus_key: unknown key") || !strings.Contains(errOut.String(), "mqtt.listen") {
+		t.Fatalf("--check of a bad file: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("node_id: site-1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"FERRY_DATA_DIR=" + filepath.Join(dir, "data")}
+	if code := run([]string{"--config", good, "--check"}, env, &out, &errOut); code != 0 || out.String() != "ferry: configuration valid\n" {
+		t.Fatalf("--check of a good file: exit %d %q", code, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
+		t.Fatal("--check created a data directory")
+	}
+	out.Reset()
+	old := version
+	version = "9.8.7"
+	defer func() { version = old }()
+	if code := run([]string{"--version"}, nil, &out, &errOut); code != 0 || out.String() != "ferry 9.8.7\n" {
+		t.Fatalf("--version: exit %d %q", code, out.String())
+	}
+}
