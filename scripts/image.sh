@@ -41,7 +41,12 @@ deb=$(ARCHES=arm64 scripts/package.sh "$work/deb")
 version=$(dpkg-deb -f "$deb" Version)
 root=$work/root
 
-# The root file system. raspi-firmware's kernel hook copies the kernel,
+# The root file system. Our files are in place before the packages that
+# own them are configured, and kept (force-confold): the raspi-firmware
+# root, the initramfs modules, and update_initramfs=no so the initramfs is
+# made once, by the kernel's own hook, not again by every trigger (each
+# run takes minutes under qemu-user; set back to yes for the board's own
+# kernel updates). raspi-firmware's kernel hook copies the kernel,
 # initrd and device trees to /boot/firmware and writes cmdline.txt with
 # ROOTPART; the initramfs also carries the virtio drivers, so the same
 # root file system boots under QEMU's virt machine (scripts/image-test.sh).
@@ -50,9 +55,12 @@ packages=(systemd systemd-sysv systemd-timesyncd udev dbus linux-image-arm64 ras
   iproute2 cloud-guest-utils e2fsprogs dosfstools util-linux kmod less nano)
 mmdebstrap --arch=arm64 --variant=minbase --components="main non-free-firmware" \
   --include="$(IFS=,; echo "${packages[*]}")" \
+  --dpkgopt=force-confold --dpkgopt=force-confdef \
   --setup-hook='mkdir -p "$1/etc/default" "$1/etc/initramfs-tools" "$1/boot/firmware"' \
   --setup-hook='echo "ROOTPART=LABEL=RASPIROOT" > "$1/etc/default/raspi-firmware"' \
   --setup-hook='printf "virtio_pci\nvirtio_blk\nvirtio_net\nvirtio_mmio\n" >> "$1/etc/initramfs-tools/modules"' \
+  --setup-hook='echo "update_initramfs=no" > "$1/etc/initramfs-tools/update-initramfs.conf"' \
+  --customize-hook='echo "update_initramfs=yes" > "$1/etc/initramfs-tools/update-initramfs.conf"' \
   --customize-hook="copy-in $deb /tmp" \
   --customize-hook='chroot "$1" dpkg -i /tmp/'"$(basename "$deb")" \
   --customize-hook='rm "$1"/tmp/*.deb' \
