@@ -32,9 +32,9 @@ base=${img%.xz}; base=${base%.img}
 kernel=$base.vmlinuz initrd=$base.initrd
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/ferry-image-test.XXXXXX")
 qemu_pid=""
-cleanup() { [ -z "$qemu_pid" ] || kill -9 "$qemu_pid" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { [ -z "$qemu_pid" ] || kill -9 "$qemu_pid" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
-fail() { echo "image-test: FAIL: $*" >&2; for f in "$work"/serial-*.log; do [ -f "$f" ] && { echo "--- $f (last 60 lines)"; tail -n 60 "$f"; }; done >&2; exit 1; }
+fail() { echo "image-test: FAIL: $*" >&2; grep -h "ferry-boot-config\|grow-data\|ferry.service" "$work"/serial-*.log >&2 || true; for f in "$work"/serial-*.log; do [ -f "$f" ] && { echo "--- $f (last 60 lines)"; tail -n 60 "$f"; }; done >&2; exit 1; }
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mport=$(port) kport=$(port) hport=$(port)
 token=IMAGE-TEST-TOKEN admin=image-test-admin
@@ -73,7 +73,8 @@ boot() { # boot N [extra qemu args...]
   echo "image-test: boot $n: ferry ready ${ready} s after power-on"
 }
 pub() { mosquitto_pub -h 127.0.0.1 -p "$mport" -u "$token" -q 1 -t v1/devices/me/telemetry -m "{\"seq\":$1}"; }
-seqs() { kcat -C -b "127.0.0.1:$kport" -t telemetry -o beginning -e -q -f '%s\n' 2>/dev/null | sed -n 's/.*"seq":\([0-9]*\).*/\1/p' | sort -n; }
+records() { kcat -C -b "127.0.0.1:$kport" -t telemetry -o beginning -e -q -f '%T %s\n' 2>/dev/null | sed -n 's/^\([0-9]*\) .*"seq":\([0-9]*\).*/\1 \2/p'; }
+seqs() { records | awk '{print $2}' | sort -n; }
 
 boot 1
 boot1_ready=$ready
@@ -86,9 +87,7 @@ echo "image-test: 20 messages published with mosquitto_pub, read back with kcat"
 : > "$work/acked"
 ( i=1000; while pub "$i" 2>/dev/null; do echo "$i" >> "$work/acked"; i=$((i + 1)); done ) &
 ingest=$!
-sleep 20
-last_ts=$(kcat -C -b "127.0.0.1:$kport" -t telemetry -o -1 -e -q -f '%T\n' 2>/dev/null | sort -n | tail -n1)
-sleep 5
+sleep 25
 kill -9 "$qemu_pid"; wait "$qemu_pid" 2>/dev/null || true; qemu_pid=""
 wait "$ingest" 2>/dev/null || true
 acked=$(wc -l < "$work/acked")
@@ -98,13 +97,16 @@ echo "image-test: power cut after $acked acknowledged messages"
 printf 'mqtt: {listen: 5}\n' > "$work/broken.yaml"
 put_boot "$work/broken.yaml" ferry.yaml
 boot 2 -rtc base=2000-01-01T00:00:00
-have=$(seqs)
+records > "$work/records"
+have=$(awk '{print $2}' "$work/records" | sort -n)
+last_ts=$(awk -v s="$(tail -n1 "$work/acked")" '$2 == s {print $1}' "$work/records")
 missing=$(comm -23 <(sort "$work/acked") <(echo "$have" | sort))
 [ -z "$missing" ] || fail "acknowledged but lost after the power cut: $(echo $missing | head -c 300)"
 echo "image-test: all $acked acknowledged messages there after the power cut ($(echo "$have" | grep -c '^1[0-9][0-9][0-9]') stored)"
 grep -q "ferry.yaml on the boot partition NOT used" "$work/serial-2.log" || fail "the broken ferry.yaml was not reported on the console"
 pub 99999 || fail "publish after boot 2 (the last good ferry.yaml should be in force)"
-new_ts=$(kcat -C -b "127.0.0.1:$kport" -t telemetry -o -1 -e -q -f '%T\n' 2>/dev/null | sort -n | tail -n1)
+new_ts=$(records | awk '$2 == 99999 {print $1}')
+[ -n "$new_ts" ] || fail "the message published after boot 2 is not in the log"
 [ "$new_ts" -ge $((last_ts - 600000)) ] || fail "records after the power cut are stamped $new_ts, before the cut ($last_ts): the clock was not restored"
 echo "image-test: the clock was restored (RTC at 2000; new record at $new_ts ms, last before the cut $last_ts ms)"
 kill -9 "$qemu_pid"; wait "$qemu_pid" 2>/dev/null || true; qemu_pid=""
