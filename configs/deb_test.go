@@ -7,26 +7,19 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
-// requireTool returns the path of a command the packaging tests run: in
-// CI a missing one fails (scripts/test.sh installs its Debian package),
-// elsewhere the test skips. Installing into a chroot also needs root.
+// requireTool is testkit.NeedTool for the packaging tests, which also need
+// root (chroot, file ownership).
 func requireTool(t *testing.T, name, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil && os.Geteuid() == 0 {
-		return p
+	p := testkit.NeedTool(t, name, pkg)
+	if os.Geteuid() != 0 {
+		testkit.Missing(t, "not root: installing into a chroot needs it")
 	}
-	why := name + " not found (Debian package " + pkg + ")"
-	if err == nil {
-		why = "not root: a chroot install needs it"
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
-	return ""
+	return p
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -83,9 +76,19 @@ func TestDebContents(t *testing.T) {
 			t.Errorf("%s: conffiles %q", name, conf)
 		}
 		list := run(t, dpkgDeb, "-c", deb)
-		for _, want := range []string{"-rwxr-xr-x root/root", "./usr/bin/ferry\n", "./etc/ferry/ferry.yaml\n", "./usr/lib/systemd/system/ferry.service\n"} {
-			if !strings.Contains(list, want) {
-				t.Errorf("%s: dpkg-deb -c lacks %q:\n%s", name, want, list)
+		modes := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+			if f := strings.Fields(line); len(f) >= 6 {
+				modes[f[len(f)-1]] = f[0] + " " + f[1]
+			}
+		}
+		for path, want := range map[string]string{
+			"./usr/bin/ferry":                        "-rwxr-xr-x root/root",
+			"./etc/ferry/ferry.yaml":                 "-rw-r--r-- root/root",
+			"./usr/lib/systemd/system/ferry.service": "-rw-r--r-- root/root",
+		} {
+			if modes[path] != want {
+				t.Errorf("%s: %s is %q, want %q; dpkg-deb -c:\n%s", name, path, modes[path], want, list)
 			}
 		}
 		x := t.TempDir()

@@ -23,6 +23,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // The adversarial tests attack the daemon binary (the process users run,
@@ -447,7 +449,7 @@ func TestAdversarialDescriptors(t *testing.T) {
 	if testing.Short() {
 		t.Skip("adversarial: skipped in -short mode")
 	}
-	prlimit := needTool(t, "prlimit", "util-linux")
+	prlimit := testkit.NeedTool(t, "prlimit", "util-linux")
 	h := startHostileEnv(t, "", nil, prlimit, "--nofile=1024:1024")
 	if !strings.Contains(h.log.String(), "open-file limit is below") {
 		t.Errorf("no warning that the caps allow more descriptors than the limit:\n%s", h.log.String())
@@ -502,7 +504,7 @@ func TestAdversarialAcceptExhausted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("adversarial: skipped in -short mode")
 	}
-	prlimit := needTool(t, "prlimit", "util-linux")
+	prlimit := testkit.NeedTool(t, "prlimit", "util-linux")
 	h := startHostileEnv(t, "", []string{"FERRY_MQTT_MAX_PENDING=1000", "FERRY_MQTT_CONNECT_TIMEOUT=120s"},
 		prlimit, "--nofile=256:256")
 	// One keep-alive connection to the HTTP API, opened while descriptors

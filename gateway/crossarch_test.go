@@ -19,6 +19,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestCrossArchitectures builds the daemon for the boards Ferry ships to —
@@ -45,7 +47,7 @@ func TestCrossArchitectures(t *testing.T) {
 		{"armv7", "arm", "7", "qemu-arm-static"},
 	} {
 		t.Run(arch.name, func(t *testing.T) {
-			qemu := needTool(t, arch.qemu, "qemu-user-static")
+			qemu := testkit.NeedTool(t, arch.qemu, "qemu-user-static")
 			bin := filepath.Join(t.TempDir(), "ferry-"+arch.name)
 			build := exec.Command(goTool(t), "build", "-o", bin, ".")
 			build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch.goarch, "GOARM="+arch.goarm,

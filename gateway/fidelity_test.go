@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestFidelityMosquittoMQTT311: with mosquitto's own clients on MQTT
@@ -14,7 +16,7 @@ import (
 // none for servers), counted; refused logins get ThingsBoard's return
 // codes, and the log says why in words without the token.
 func TestFidelityMosquittoMQTT311(t *testing.T) {
-	pub := needTool(t, "mosquitto_pub", "mosquitto-clients")
+	pub := testkit.NeedTool(t, "mosquitto_pub", "mosquitto-clients")
 	var logs syncBuffer
 	d := startDaemonLogged(t, "", "", nil, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 

@@ -5,32 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
-)
 
-// needTool returns the path of a peer the test drives. In CI a missing
-// tool fails the test (scripts/test.sh installs it); elsewhere it skips.
-func needTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found: scripts/test.sh installs Debian package %s", name, pkg)
-		}
-		t.Skipf("%s not installed (Debian package %s; scripts/test.sh installs it)", name, pkg)
-	}
-	return p
-}
+	"github.com/ferry-iot/ferry/broker/testkit"
+)
 
 // TestInteropMosquittoClients drives the gateway with Debian's
 // mosquitto_pub and mosquitto_sub, as a device firmware script would.
 func TestInteropMosquittoClients(t *testing.T) {
-	pub := needTool(t, "mosquitto_pub", "mosquitto-clients")
-	sub := needTool(t, "mosquitto_sub", "mosquitto-clients")
+	pub := testkit.NeedTool(t, "mosquitto_pub", "mosquitto-clients")
+	sub := testkit.NeedTool(t, "mosquitto_sub", "mosquitto-clients")
 	d := startDaemon(t, "", "")
 	host, port, _ := net.SplitHostPort(d.MQTTAddr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -18,6 +18,8 @@ import (
 	"github.com/rcrowley/go-metrics"
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // nilSaramaMetrics turns off Sarama's meters (go-metrics' default meters
@@ -334,7 +336,7 @@ func startKafkaGoMember(ctx context.Context, t *testing.T, d *daemon, group, top
 }
 
 func startKcatMember(ctx context.Context, t *testing.T, d *daemon, group, topic, name string, got *deliveries) stopper {
-	kcat := needTool(t, "kcat", "kcat")
+	kcat := testkit.NeedTool(t, "kcat", "kcat")
 	cmd := exec.CommandContext(ctx, kcat, "-b", d.kafkaAddr(), "-G", group, "-u", "-q", "-f", "%p %o %s\n",
 		"-X", "partition.assignment.strategy=range", "-X", "auto.offset.reset=earliest", "-X", "client.id="+name,
 		"-X", "auto.commit.interval.ms=100", "-X", "heartbeat.interval.ms=300", "-X", "session.timeout.ms=6000", topic)

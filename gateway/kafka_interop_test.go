@@ -19,6 +19,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // Interop tests of the Kafka listener against real clients: kcat
@@ -50,7 +52,7 @@ func (d *daemon) createTopic(t *testing.T, name string, partitions int32) {
 
 func kcatRun(t *testing.T, ctx context.Context, stdin string, args ...string) string {
 	t.Helper()
-	kcat := needTool(t, "kcat", "kcat")
+	kcat := testkit.NeedTool(t, "kcat", "kcat")
 	cmd := exec.CommandContext(ctx, kcat, args...)
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)

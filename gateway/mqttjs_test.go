@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestMQTTJSReasonCodes drives Ferry with mqtt.js, the client that found
@@ -17,16 +19,13 @@ import (
 // reports as the publish's error, not "Invalid puback reason code", and
 // the CONNACK must tell the client the broker's limits.
 func TestMQTTJSReasonCodes(t *testing.T) {
-	node := needTool(t, "node", "nodejs")
+	node := testkit.NeedTool(t, "node", "nodejs")
 	dir, err := filepath.Abs("testdata/mqttjs")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "mqtt")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("mqtt.js is not installed in %s: scripts/test.sh runs npm ci there", dir)
-		}
-		t.Skipf("mqtt.js not installed (npm ci --prefix %s)", dir)
+		testkit.Missing(t, "mqtt.js not installed in %s: scripts/test.sh runs npm ci there", dir)
 	}
 	d := startDaemon(t, "", "")
 	run := func(size int) map[string]any {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // readmeBlocks returns the ```sh blocks of one section of README.md.
@@ -86,7 +88,7 @@ func readmeWalkthrough(t *testing.T, section string, tools ...[2]string) (blocks
 		t.Skip("README walk-through: skipped in -short mode")
 	}
 	for _, tool := range append([][2]string{{"unshare", "util-linux"}, {"ip", "iproute2"}, {"curl", "curl"}, {"git", "git"}}, tools...) {
-		needTool(t, tool[0], tool[1])
+		testkit.NeedTool(t, tool[0], tool[1])
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("a network namespace of its own needs root")

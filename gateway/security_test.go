@@ -18,6 +18,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ferry-iot/ferry/broker/kafkaserver"
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // mosquittoRun runs a mosquitto client against the daemon's MQTT listener
@@ -79,7 +80,7 @@ func rpcPong(t *testing.T, d *daemon, device string) (int, string) {
 // device's place — the attack was mosquitto_sub -u provision -i boiler-1,
 // which used to get CONNACK 0 and disconnect the real boiler-1.
 func TestSecurityProvisioningBypass(t *testing.T) {
-	sub := needTool(t, "mosquitto_sub", "mosquitto-clients")
+	sub := testkit.NeedTool(t, "mosquitto_sub", "mosquitto-clients")
 
 	t.Run("off", func(t *testing.T) {
 		d := startDaemonEnv(t, "", "", []string{"FERRY_PROVISIONING_KEY=", "FERRY_PROVISIONING_SECRET="})
@@ -137,7 +138,7 @@ func TestSecurityProvisioningBypass(t *testing.T) {
 // boiler-1's client id leave boiler-1 alone; boiler-1's own credentials
 // take its session over — logged and counted.
 func TestSecurityTakeoverByClientID(t *testing.T) {
-	sub := needTool(t, "mosquitto_sub", "mosquitto-clients")
+	sub := testkit.NeedTool(t, "mosquitto_sub", "mosquitto-clients")
 	var logs syncBuffer
 	d := startDaemonLogged(t, "", "", nil, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	var lost atomic.Bool
@@ -186,8 +187,8 @@ func TestSecurityTakeoverByClientID(t *testing.T) {
 // goes still gets its RPCs and shared-attribute pushes, and counts as
 // online the whole time.
 func TestSecurityDownlinksTwoSessions(t *testing.T) {
-	subTool := needTool(t, "mosquitto_sub", "mosquitto-clients")
-	pubTool := needTool(t, "mosquitto_pub", "mosquitto-clients")
+	subTool := testkit.NeedTool(t, "mosquitto_sub", "mosquitto-clients")
+	pubTool := testkit.NeedTool(t, "mosquitto_pub", "mosquitto-clients")
 	d := startDaemon(t, "", "")
 	host, port, _ := net.SplitHostPort(d.MQTTAddr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestRunWatchdog: the watchdog pings while the check passes, stops while
@@ -33,9 +35,8 @@ func TestRunWatchdog(t *testing.T) {
 		mu.Unlock()
 	}
 	count := func() int { mu.Lock(); defer mu.Unlock(); return pings }
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	check := func(ctx context.Context) error {
 		if healthy.Load() {
 			return nil
@@ -46,7 +47,7 @@ func TestRunWatchdog(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { runWatchdog(ctx, 30*time.Millisecond, check, notify, logger); close(done) }()
-	waitFor(t, "pings while healthy", func() bool { return count() >= 5 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return count() >= 5 }, "pings while healthy")
 	healthy.Store(false)
 	time.Sleep(30 * time.Millisecond) // let a tick that was already running finish
 	before := count()
@@ -55,37 +56,15 @@ func TestRunWatchdog(t *testing.T) {
 		t.Fatalf("%d pings while the check failed", n)
 	}
 	healthy.Store(true)
-	waitFor(t, "pings again", func() bool { return count() >= before+3 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return count() >= before+3 }, "pings again")
 	cancel()
 	<-done
-	logMu.Lock()
 	out := logs.String()
-	logMu.Unlock()
 	if n := strings.Count(out, "does not answer"); n != 1 {
 		t.Fatalf("the failing spell was logged %d times:\n%s", n, out)
 	}
 	if !strings.Contains(out, "answers again") {
 		t.Fatalf("the recovery was not logged:\n%s", out)
-	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
 	}
 }
 

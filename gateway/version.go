@@ -2,7 +2,6 @@ package main
 
 import (
 	"runtime/debug"
-	"strings"
 )
 
 // version is set at link time by scripts/package.sh
@@ -32,5 +31,5 @@ func Version() string {
 			v += " (" + rev[:min(12, len(rev))] + dirty + ")"
 		}
 	}
-	return strings.TrimSpace(v)
+	return v
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestProbe: the liveness probe completes its round trip on a live broker
@@ -29,18 +31,11 @@ func TestProbe(t *testing.T) {
 	if n := e.srv.Connected(); n != 1 {
 		t.Fatalf("%d connected, want the one device", n)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	testkit.Eventually(t, 2*time.Second, func() bool {
 		n := 0
 		e.srv.probes.Range(func(any, any) bool { n++; return true })
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d probe connections still held after their DISCONNECT", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return n == 0
+	}, "the probe connections to go after their DISCONNECT")
 	for _, r := range []string{"connect_auth", "connect_max_connections"} {
 		if v := e.rejected(r); v != 0 {
 			t.Fatalf("the probe counted as %s: %v", r, v)

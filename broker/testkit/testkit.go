@@ -1,11 +1,14 @@
 // Package testkit holds the helpers that tests across Ferry share: waiting
-// for a condition the system reaches by itself (Eventually) and a clock
-// moved by hand (Clock). It is for tests only; production code must not
+// for a condition the system reaches by itself (Eventually), a clock
+// moved by hand (Clock), and stopping a test whose real peer is not
+// installed (NeedTool, Missing). It is for tests only; production code must not
 // import it.
 package testkit
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -77,4 +80,28 @@ func (c *Clock) JumpWall(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.mu.wall = c.mu.wall.Add(d)
+}
+
+// Missing stops a test that needs something scripts/test.sh installs (a
+// Debian package, npm modules) but this machine lacks: in CI (CI set) the
+// test fails, elsewhere it is skipped. The message says what is missing
+// and how to get it.
+func Missing(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("CI") != "" {
+		tb.Fatal(msg)
+	}
+	tb.Skip(msg)
+}
+
+// NeedTool returns the path of the command name, from Debian package pkg,
+// or stops the test as Missing does.
+func NeedTool(tb testing.TB, name, pkg string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Missing(tb, "%s not found: Debian package %s, which scripts/test.sh installs", name, pkg)
+	}
+	return p
 }

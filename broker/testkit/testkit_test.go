@@ -71,3 +71,38 @@ func TestClockMovesByHand(t *testing.T) {
 		t.Fatalf("after JumpWall: %v, %v", c.Now(), c.Monotonic())
 	}
 }
+
+// stopRecorder records how Missing stopped a test: Fatal or Skip.
+type stopRecorder struct {
+	testing.TB
+	how, msg string
+}
+
+func (r *stopRecorder) Helper() {}
+func (r *stopRecorder) Fatal(args ...any) {
+	r.how, r.msg = "fatal", fmt.Sprint(args...)
+	runtime.Goexit()
+}
+func (r *stopRecorder) Skip(args ...any) {
+	r.how, r.msg = "skip", fmt.Sprint(args...)
+	runtime.Goexit()
+}
+
+// TestNeedToolFailsInCIAndSkipsElsewhere: a command that exists is
+// returned; a missing one fails the test under CI and skips it otherwise,
+// naming the package.
+func TestNeedToolFailsInCIAndSkipsElsewhere(t *testing.T) {
+	if p := NeedTool(t, "sh", "dash"); !strings.HasSuffix(p, "/sh") {
+		t.Fatalf("NeedTool(sh) = %q", p)
+	}
+	for ci, want := range map[string]string{"true": "fatal", "": "skip"} {
+		t.Setenv("CI", ci)
+		r := &stopRecorder{TB: t}
+		done := make(chan struct{})
+		go func() { defer close(done); NeedTool(r, "no-such-command-ferry", "ferry-pkg") }()
+		<-done
+		if r.how != want || !strings.Contains(r.msg, "Debian package ferry-pkg") {
+			t.Errorf("CI=%q: %s %q, want %s naming the package", ci, r.how, r.msg, want)
+		}
+	}
+}
