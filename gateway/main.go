@@ -35,6 +35,8 @@ import (
 	"strings"
 	"syscall"
 
+	sd "github.com/coreos/go-systemd/v22/daemon"
+
 	"github.com/ferry-iot/ferry/broker/state"
 	"github.com/ferry-iot/ferry/configs"
 )
@@ -107,7 +109,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	d.startSystemd(ctx, logger)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "ferry: shutting down")
-	sdNotify(logger, "STOPPING=1")
+	sdNotify(logger, sd.SdNotifyStopping)
 	if err := d.Close(); err != nil {
 		fmt.Fprintln(stderr, "ferry: shutdown:", err)
 		return 1

@@ -15,7 +15,7 @@ import (
 // WatchdogSec set, a goroutine pings the watchdog only after proving the
 // daemon works: the log's commit goroutine ran a no-op (Log.Ping; stuck
 // fsyncs block it) and the MQTT server completed a CONNECT/PINGREQ round
-// trip on loopback (mqtt.Server.Probe). A daemon that is wedged stops
+// trip on its own listener (mqtt.Server.Probe). A daemon that is wedged stops
 // pinging and systemd restarts it; a bare timer would keep a dead daemon
 // "alive". Outside systemd (no NOTIFY_SOCKET) all of this does nothing.
 
@@ -84,5 +84,13 @@ func (d *Daemon) startSystemd(ctx context.Context, logger *slog.Logger) {
 	if interval <= 0 {
 		return
 	}
-	go runWatchdog(ctx, interval, d.alive, func(s string) { sdNotify(logger, s) }, logger)
+	// A socket that refuses the pings is said once, not every ping.
+	warned := false
+	ping := func(state string) {
+		if _, err := sd.SdNotify(false, state); err != nil && !warned {
+			warned = true
+			logger.Warn("systemd watchdog ping failed; systemd will restart the daemon", "err", err)
+		}
+	}
+	go runWatchdog(ctx, interval, d.alive, ping, logger)
 }

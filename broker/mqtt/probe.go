@@ -29,9 +29,9 @@ func (s *Server) isProbeClient(cl *mochi.Client) bool {
 	return ok
 }
 
-// Probe proves the MQTT server serves connections: it dials the TCP
-// listener on loopback and does CONNECT → CONNACK, PINGREQ → PINGRESP and
-// DISCONNECT as an MQTT 3.1.1 client, so the accept loop, mochi's client
+// Probe proves the MQTT server serves connections: it does CONNECT → CONNACK, PINGREQ → PINGRESP and
+// DISCONNECT as an MQTT 3.1.1 client on the listener's address (loopback
+// for a wildcard one), so the accept loop, mochi's client
 // goroutines, the connect hook and the packet writer all had to run. The
 // probe's identity is a secret of this process; it is admitted outside
 // mqtt.max_connections and the disk-full refusal (a full broker is alive),
@@ -39,16 +39,21 @@ func (s *Server) isProbeClient(cl *mochi.Client) bool {
 // plain TCP listener (mqtt.listen off) there is nothing to dial and Probe
 // returns nil. The systemd watchdog (gateway) calls it.
 func (s *Server) Probe(ctx context.Context) error {
-	addr := s.Addr()
-	if addr == nil {
+	ta, ok := s.Addr().(*net.TCPAddr)
+	if !ok {
 		return nil
 	}
-	host := "127.0.0.1"
-	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.To4() == nil && !ta.IP.IsUnspecified() {
-		host = "::1"
+	// The listener's own address; a wildcard one is reached on loopback.
+	target := *ta
+	switch {
+	case !ta.IP.IsUnspecified():
+	case ta.IP.To4() != nil:
+		target.IP = net.IPv4(127, 0, 0, 1)
+	default:
+		target.IP = net.IPv6loopback
 	}
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, fmt.Sprint(addr.(*net.TCPAddr).Port)))
+	conn, err := d.DialContext(ctx, "tcp", target.String())
 	if err != nil {
 		return fmt.Errorf("mqtt probe: %w", err)
 	}

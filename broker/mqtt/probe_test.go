@@ -54,3 +54,17 @@ func TestProbe(t *testing.T) {
 		t.Fatal("probe of a closed broker succeeded")
 	}
 }
+
+// TestProbeDialsTheListenersAddress: a listener bound to one address is
+// probed there (127.0.0.2 here, as a board bound to its LAN address), a
+// wildcard one on loopback.
+func TestProbeDialsTheListenersAddress(t *testing.T) {
+	for _, listen := range []string{"127.0.0.2:0", "0.0.0.0:0"} {
+		e := newEnv(t, withConfig(func(c *Config) { c.Listen = listen }))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := e.srv.Probe(ctx); err != nil {
+			t.Errorf("listen %s: %v", listen, err)
+		}
+		cancel()
+	}
+}
