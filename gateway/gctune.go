@@ -115,12 +115,11 @@ func (t *gcTuner) run(ctx context.Context) {
 	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
 	tick := time.NewTicker(gcTuneInterval)
 	defer tick.Stop()
-	applied := t.current
 	for {
 		metrics.Read(sample)
 		if sample[0].Value.Kind() == metrics.KindUint64 {
-			if next := t.observe(time.Now(), sample[0].Value.Uint64()); next != applied {
-				applied = next
+			prev := t.current // read before observe changes it
+			if next := t.observe(time.Now(), sample[0].Value.Uint64()); next != prev {
 				t.set(next)
 				t.gauge.Set(float64(next))
 				t.logger.Debug("gc_percent auto", "gogc", next)

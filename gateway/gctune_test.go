@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // TestGCTunerFollowsAllocationRate: fleet rates keep GOGC at 50, a rate
@@ -66,5 +70,31 @@ func TestGCTunerFollowsAllocationRate(t *testing.T) {
 	}
 	if n, err := testutil.GatherAndCount(reg, "ferry_gc_percent"); err != nil || n != 1 {
 		t.Fatalf("ferry_gc_percent registered %d, %v", n, err)
+	}
+}
+
+// TestGCTunerRunReadsTheRuntime: run samples the runtime's own allocation
+// counter: allocating fast moves GOGC to 100 (through set and the gauge).
+func TestGCTunerRunReadsTheRuntime(t *testing.T) {
+	var mu sync.Mutex
+	var set []int
+	tu := newGCTuner(nil, func(p int) int { mu.Lock(); set = append(set, p); mu.Unlock(); return 100 }, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tu.run(ctx); close(done) }()
+	var sink []byte
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		for range 64 { // ~64 MiB per poll, far above gcUpRate
+			sink = make([]byte, 1<<20)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return len(set) > 1 && set[len(set)-1] == gcHigh
+	}, "GOGC %d while allocating fast", gcHigh)
+	_ = sink
+	cancel()
+	<-done
+	if v := testutil.ToFloat64(tu.gauge); v != gcHigh {
+		t.Fatalf("gauge %v", v)
 	}
 }
