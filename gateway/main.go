@@ -6,6 +6,7 @@
 //	go run ./gateway                     embedded defaults (configs/ferry.yaml), data in ./data
 //	go run ./gateway --config my.yaml    plus a file; FERRY_<KEY> variables override both
 //	go run ./gateway --print-default-config
+//	ferry --check | --version | --device-allow
 //
 // No config file is needed: the defaults are configs/ferry.yaml, embedded.
 // A file holds only the keys it changes. Every key can be set with
@@ -52,6 +53,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	printConfig := fs.Bool("print-default-config", false, "print the default configuration and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	check := fs.Bool("check", false, "validate the configuration (--config and FERRY_* variables), print its problems and exit: 0 valid, 2 not")
+	printDevices := fs.Bool("device-allow", false, "print the device nodes the configured buses open, as systemd DeviceAllow= entries, and exit")
+	applyDevices := fs.String("apply-device-allow", "", "set the systemd `unit`'s DeviceAllow= to the configured buses' devices for this boot (its ExecStartPre) and exit")
 	probe := fs.String("probe-state", "", "check that the state store in `dir` opens (used by the daemon itself at start) and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -85,6 +88,19 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	if *check {
 		fmt.Fprintln(stdout, "ferry: configuration valid")
+		return 0
+	}
+	if *printDevices {
+		for _, e := range deviceAllow(cfg, os.Stat) {
+			fmt.Fprintln(stdout, e)
+		}
+		return 0
+	}
+	if *applyDevices != "" {
+		if err := applyDeviceAllow(*applyDevices, deviceAllow(cfg, os.Stat), stdout); err != nil {
+			fmt.Fprintln(stderr, "ferry:", err)
+			return 1
+		}
 		return 0
 	}
 	logger := newLogger(cfg.Logging, stderr)

@@ -25,6 +25,8 @@ peers=(
   socat:socat
   mmdebstrap:mmdebstrap
   dpkg-deb:dpkg
+  qemu-system-x86_64:qemu-system-x86
+  mke2fs:e2fsprogs
 )
 
 missing=() image_missing=()

@@ -222,3 +222,19 @@ func (l *line) waitEdge(slice time.Duration) bool { return l.pin.WaitForEdge(sli
 func (l *line) watchHalt(ctx context.Context) (stop func() bool) {
 	return context.AfterFunc(ctx, func() { _ = l.pin.Halt() })
 }
+
+// DeviceNode is the chip's device node ("/dev/gpiochip0"); ok is false
+// when the chip is named by its label, found only by looking.
+func (c BusConfig) DeviceNode() (path string, ok bool) {
+	name := c.Chip
+	if name == "" {
+		name = DefaultChip
+	}
+	switch {
+	case strings.HasPrefix(name, "/dev/"):
+		return name, true
+	case strings.HasPrefix(name, "gpiochip"):
+		return "/dev/" + name, true
+	}
+	return "", false
+}

@@ -203,3 +203,7 @@ func classify(err error) error {
 		return adapter.Errorf(adapter.KindDevice, err)
 	}
 }
+
+// DeviceNode is the kernel device node the bus opens ("/dev/i2c-1"); ok
+// is false for a bus periph registers under another name.
+func (c BusConfig) DeviceNode() (path string, ok bool) { return devicePath(c.Bus) }

@@ -55,6 +55,15 @@ func (c BusConfig) Scheme() string {
 // port or behind a converter): one request on it at a time, at its baud.
 func (c BusConfig) Serial() bool { return c.Scheme() != SchemeTCP }
 
+// Port is the serial port of an rtu:// line ("/dev/ttyUSB0"), "" for
+// a line over TCP.
+func (c BusConfig) Port() string {
+	if c.Scheme() != SchemeRTU {
+		return ""
+	}
+	return strings.TrimPrefix(c.URL, SchemeRTU+"://")
+}
+
 // WithDefaults fills unset settings.
 func (c BusConfig) WithDefaults() BusConfig {
 	if c.Baud == 0 {

@@ -242,3 +242,13 @@ func (b *Bus) presentIDs() string {
 
 // isNotExist reports a file that is not there.
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// I2CNode is the device node of a DS248x master's I²C bus
+// ("/dev/i2c-1"); ok is false for the kernel's bus (read through /sys)
+// and for an I²C bus periph registers under another name.
+func (c BusConfig) I2CNode() (path string, ok bool) {
+	if c.I2CBus == "" {
+		return "", false
+	}
+	return i2c.BusConfig{Bus: c.I2CBus}.DeviceNode()
+}

@@ -214,3 +214,8 @@ func (p *oncePort) Connect(f physic.Frequency, mode periphspi.Mode, bits int) (p
 	p.conn = c
 	return c, nil
 }
+
+// DeviceNode is the kernel device node the port opens
+// ("/dev/spidev0.0"); ok is false for a port periph registers under
+// another name.
+func (c BusConfig) DeviceNode() (path string, ok bool) { return devicePath(c.Port) }
