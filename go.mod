@@ -23,7 +23,10 @@ require (
 	golang.org/x/time v0.16.0
 )
 
-require github.com/coreos/go-systemd/v22 v22.7.0
+require (
+	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/expr-lang/expr v1.17.8
+)
 
 require (
 	dario.cat/mergo v1.0.2 // indirect

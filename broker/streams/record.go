@@ -1,6 +1,7 @@
 package streams
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 
@@ -21,6 +22,9 @@ type Record struct {
 	Partition int32
 	Offset    int64
 	raw       []byte // the input record's value, for the late and dead-letter topics
+
+	joined []tb.KV // the row a join found, for expressions
+	expr   *env    // what expressions see, built at first use
 }
 
 // Header returns the value of header key, "" when absent.
@@ -67,16 +71,19 @@ func (r *Record) SetValue(key string, v tb.Value) {
 	for i := range r.Values {
 		if r.Values[i].Key == key {
 			r.Values[i].Value = v
+			r.expr = nil
 			return
 		}
 	}
 	r.Values = append(r.Values, tb.KV{Key: key, Value: v})
+	r.expr = nil
 }
 
 // clone copies r deeply enough for a step to change its values and
 // headers without touching the original.
 func (r *Record) clone() *Record {
 	c := *r
+	c.expr = nil
 	c.Values = append([]tb.KV(nil), r.Values...)
 	c.Headers = append([]commitlog.Header(nil), r.Headers...)
 	return &c
@@ -131,3 +138,8 @@ func Long(n int64) tb.Value { return tb.Value{Kind: tb.KindLong, Long: n} }
 
 // String is a tb.Value holding s.
 func String(s string) tb.Value { return tb.Value{Kind: tb.KindString, Str: s} }
+
+var (
+	jsonUnmarshal = json.Unmarshal
+	jsonMarshal   = json.Marshal
+)

@@ -271,7 +271,7 @@ func (p *selectKeyProc) process(c *pctx, n *node, r *Record) error {
 		return err
 	}
 	out := *r
-	out.Key = key
+	out.Key, out.expr = key, nil
 	n.forward(c, &out)
 	return nil
 }
