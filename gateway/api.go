@@ -62,6 +62,7 @@ func (d *Daemon) apiRoutes() []route {
 		{"GET", "/api/v1/topics/{topic}", "topic", read, h(d.getTopic)},
 		{"GET", "/api/v1/topics/{topic}/records", "records", read, h(d.getRecords)},
 		{"GET", "/api/v1/bridges", "bridges", read, h(d.listBridges)},
+		{"GET", "/api/v1/streams", "streams", read, h(d.listStreams)},
 		{"POST", "/api/v1/bridges/{name}/resend", "bridge_resend", admin, h(d.resendBridge)},
 		{"GET", "/api/v1/groups", "groups", read, h(d.listGroups)},
 		{"GET", "/api/v1/groups/{group}", "group", read, h(d.getGroup)},

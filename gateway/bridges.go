@@ -20,7 +20,8 @@ const bridgeMemoryShare = 4
 
 // validateKafkaBridge checks bridges.kafka (only when brokers are set):
 // the section by its owner (kafka.Settings), and what involves other
-// sections here: the edge topics must be log topics, and the bridge's two
+// sections here: the edge topics must be log topics or a stream
+// pipeline's output or late topic, and the bridge's two
 // batches must fit its share of memory_limit.
 func (c *Config) validateKafkaBridge(p *configs.Problems) {
 	kb := &c.Bridges.Kafka
@@ -29,8 +30,8 @@ func (c *Config) validateKafkaBridge(p *configs.Problems) {
 	}
 	p.Nest("bridges.kafka", kb.Validate())
 	for edge := range kb.Topics {
-		if _, ok := c.Log.Topics[edge]; !ok && edge != c.Commands.Responses {
-			p.Add("bridges.kafka.topics."+edge, "is not a log topic (log.topics.%s)", edge)
+		if _, ok := c.Log.Topics[edge]; !ok && edge != c.Commands.Responses && !c.streamTopic(edge) {
+			p.Add("bridges.kafka.topics."+edge, "is not a log topic (log.topics.%s) nor a stream pipeline's output (streams[].to)", edge)
 		}
 	}
 	if limit := c.MemoryLimit; limit > 0 && 2*kb.MaxBatchBytes > limit/bridgeMemoryShare {

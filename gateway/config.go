@@ -20,6 +20,7 @@ import (
 	"github.com/ferry-iot/ferry/broker/kafkaserver"
 	"github.com/ferry-iot/ferry/broker/kafkaserver/group"
 	"github.com/ferry-iot/ferry/broker/mqtt"
+	"github.com/ferry-iot/ferry/broker/streams"
 	"github.com/ferry-iot/ferry/configs"
 )
 
@@ -40,6 +41,7 @@ type Config struct {
 	HTTP         HTTPConfig         `mapstructure:"http"`
 	Devices      []DeviceConfig     `mapstructure:"devices"`
 	Buses        []BusConfig        `mapstructure:"buses"`
+	Streams      []streams.Config   `mapstructure:"streams"`
 	Provisioning mqtt.Provisioning  `mapstructure:"provisioning"`
 	RPC          RPCConfig          `mapstructure:"rpc"`
 	Kafka        KafkaConfig        `mapstructure:"kafka"`
@@ -413,6 +415,7 @@ func (c *Config) validate() []string {
 		}
 	}
 	c.validateAdapters(&p)
+	c.validateStreams(&p)
 	if c.GCPercent != GCAuto && (c.GCPercent < 10 || c.GCPercent > 1000) {
 		p.Add("gc_percent", "%d is not auto or within 10-1000", c.GCPercent)
 	}

@@ -58,6 +58,7 @@ type Daemon struct {
 	fileLim        uint64 // RLIMIT_NOFILE in force
 	metrics        *prometheus.Registry
 	api            *apiMetrics
+	streams        *streamSet    // the stream pipelines; nil without any
 	wear           *wearMeter    // bytes written to the block device, the medium's projected life
 	wearDone       chan struct{} // stops the wear meter
 }
@@ -172,10 +173,13 @@ func start(cfg *Config, logger *slog.Logger, so startOptions) (d *Daemon, err er
 	if err = d.startKafka(listeners); err != nil {
 		return nil, err
 	}
+	if err = d.startStreams(); err != nil {
+		return nil, err
+	}
 	if err = d.startBridges(); err != nil {
 		return nil, err
 	}
-	// Every hold is set (commands.Start, bridge.New): retention may run.
+	// Every hold is set (commands.Start, streams, bridge.New): retention may run.
 	d.log.ResumeRetention()
 
 	hl, err := net.Listen("tcp", cfg.HTTP.Listen)
@@ -270,6 +274,7 @@ func (d *Daemon) Close() error {
 			errs = append(errs, fmt.Errorf("commands: %w", err))
 		}
 	}
+	d.stopStreams()
 	if err := d.closeAdapters(); err != nil {
 		errs = append(errs, fmt.Errorf("adapters: %w", err))
 	}

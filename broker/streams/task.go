@@ -104,12 +104,16 @@ type Task struct {
 
 	changelog *commitlog.Partition
 	inputs    []*input
-	windows   []*node // the window steps, for stream time
+	committed map[*commitlog.Partition]int64 // input positions as of the last commit
+	windows   []*node                        // the window steps, for stream time
 
 	seq        int64
 	streamTime int64
 	repair     map[string][]byte // changelog keys to write again at the next commit
 	hasRepair  map[string]bool
+
+	restored bool          // Start restored: the first runOnce need not
+	done     chan struct{} // closed when a started task stops
 
 	counters  counters
 	mu        sync.Mutex
@@ -146,6 +150,28 @@ func NewTask(log *commitlog.Log, top *Topology, opts Options) *Task {
 	return t
 }
 
+// Start restores the pipeline from its changelog at once, so the
+// retention holds on its inputs are set when Start returns (the daemon
+// resumes retention only then), and runs it in a goroutine until ctx
+// ends; Done is closed when it has stopped. A restore that fails is
+// retried by the goroutine.
+func (t *Task) Start(ctx context.Context) {
+	if err := t.restore(ctx); err != nil {
+		t.setError(err)
+		t.opts.Logger.Warn("stream pipeline could not restore its state; retrying", "pipeline", t.top.name, "err", err)
+	} else {
+		t.restored = true
+	}
+	t.done = make(chan struct{})
+	go func() {
+		defer close(t.done)
+		t.Run(ctx)
+	}()
+}
+
+// Done is closed when a started task has stopped.
+func (t *Task) Done() <-chan struct{} { return t.done }
+
 // Run processes until ctx ends. A failure (a write that fails, the
 // changelog unreadable) is recorded in the status and the task starts
 // over from its changelog after Options.Retry.
@@ -167,9 +193,13 @@ func (t *Task) Run(ctx context.Context) {
 }
 
 func (t *Task) runOnce(ctx context.Context) error {
-	t.setState("restoring")
-	if err := t.restore(ctx); err != nil {
-		return err
+	if t.restored {
+		t.restored = false
+	} else {
+		t.setState("restoring")
+		if err := t.restore(ctx); err != nil {
+			return err
+		}
 	}
 	t.publish(t.streamTime)
 	t.setState("running")
@@ -418,6 +448,7 @@ func (t *Task) restore(ctx context.Context) error {
 	}
 
 	t.inputs = t.inputs[:0]
+	t.committed = map[*commitlog.Partition]int64{}
 	add := func(topic string, src *source, tbl *Table) error {
 		top, err := topicOrCreate(t.log, topic, commitlog.TopicConfig{})
 		if err != nil {
@@ -433,6 +464,7 @@ func (t *Task) restore(ctx context.Context) error {
 				in.next = p.StartOffset()
 			}
 			t.inputs = append(t.inputs, in)
+			t.committed[p] = in.next
 		}
 		return nil
 	}
@@ -448,7 +480,15 @@ func (t *Task) restore(ctx context.Context) error {
 			return err
 		}
 	}
+	t.hold()
 	return nil
+}
+
+// hold asks retention to keep what the pipeline has not committed yet.
+func (t *Task) hold() {
+	for _, in := range t.inputs {
+		in.p.SetHold("stream:"+t.top.name, t.committed[in.p])
+	}
 }
 
 // topicOrCreate is the topic name, created with cfg when it does not
@@ -543,6 +583,10 @@ func (t *Task) commit(ctx context.Context, c *pctx) error {
 	}
 	t.seq = m.Seq
 	t.streamTime = c.streamTime
+	for _, in := range t.inputs {
+		t.committed[in.p] = m.Inputs[tp(in.topic, in.p.ID())]
+	}
+	t.hold()
 	clear(t.repair)
 	clear(t.hasRepair)
 	c.outputs, c.outBytes = nil, 0
