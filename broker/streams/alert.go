@@ -106,7 +106,16 @@ type Table struct {
 }
 
 type row struct {
-	Values []tb.KV `json:"v"`
+	Values []tb.KV
+}
+
+// The row as a JSON object of its values.
+func (rw *row) MarshalJSON() ([]byte, error) { return tb.AppendObject(nil, rw.Values), nil }
+
+func (rw *row) UnmarshalJSON(b []byte) error {
+	kvs, err := tb.ParseAttributes(b)
+	rw.Values = kvs
+	return err
 }
 
 func (t *Table) update(r *Record) {

@@ -154,16 +154,16 @@ func (s *Stream) Aggregate(w Windows, aggs FieldAggs, emit Emit) *Stream {
 
 // fieldState accumulates one field in one window.
 type fieldState struct {
-	N       int64    `json:"n"`           // numeric values
-	C       int64    `json:"c"`           // values of any type
-	Sum     float64  `json:"s"`           //
-	Min     float64  `json:"mi"`          //
-	Max     float64  `json:"ma"`          //
-	First   tb.Value `json:"f"`           //
-	FirstTs int64    `json:"ft"`          //
-	Last    tb.Value `json:"l"`           //
-	LastTs  int64    `json:"lt"`          //
-	HasVal  bool     `json:"h,omitempty"` // First and Last are set
+	N       int64     `json:"n"`            // numeric values
+	C       int64     `json:"c"`            // values of any type
+	Sum     float64   `json:"s,omitempty"`  //
+	Min     float64   `json:"mi,omitempty"` //
+	Max     float64   `json:"ma,omitempty"` //
+	First   jsonValue `json:"f"`            //
+	FirstTs int64     `json:"ft"`           //
+	Last    jsonValue `json:"l"`            //
+	LastTs  int64     `json:"lt"`           //
+	HasVal  bool      `json:"h,omitempty"`  // First and Last are set
 }
 
 func (f *fieldState) add(v tb.Value, ts int64) {
@@ -179,10 +179,10 @@ func (f *fieldState) add(v tb.Value, ts int64) {
 		f.Sum += x
 	}
 	if !f.HasVal || ts < f.FirstTs {
-		f.First, f.FirstTs = v, ts
+		f.First, f.FirstTs = jsonValue{v}, ts
 	}
 	if !f.HasVal || ts >= f.LastTs {
-		f.Last, f.LastTs = v, ts
+		f.Last, f.LastTs = jsonValue{v}, ts
 	}
 	f.HasVal = true
 }
@@ -212,11 +212,11 @@ func (f *fieldState) merge(o *fieldState) {
 
 // window is one window's state for one key.
 type window struct {
-	Start   int64                  `json:"start"`
-	End     int64                  `json:"end"` // exclusive; a session's last record
-	Fields  map[string]*fieldState `json:"fields"`
-	Headers []commitlog.Header     `json:"headers,omitempty"` // of the latest record
-	HdrTs   int64                  `json:"hts"`
+	Start   int64                  `json:"s"`
+	End     int64                  `json:"e"` // exclusive; a session's last record
+	Fields  map[string]*fieldState `json:"f"`
+	Headers headerPairs            `json:"h,omitempty"` // of the latest record
+	HdrTs   int64                  `json:"ht"`
 }
 
 // keyWindows are a key's open windows, by start.
@@ -426,9 +426,9 @@ func (p *windowProc) result(key []byte, win *window) *Record {
 					r.Values = append(r.Values, tb.KV{Key: name, Value: Double(fs.Max)})
 				}
 			case First:
-				r.Values = append(r.Values, tb.KV{Key: name, Value: fs.First})
+				r.Values = append(r.Values, tb.KV{Key: name, Value: fs.First.Value})
 			case Last:
-				r.Values = append(r.Values, tb.KV{Key: name, Value: fs.Last})
+				r.Values = append(r.Values, tb.KV{Key: name, Value: fs.Last.Value})
 			}
 		}
 	}

@@ -29,6 +29,9 @@ type memNode struct {
 	// For files.
 	data   []byte
 	synced []byte
+	// clean is how long a prefix of data is known to equal synced, so a
+	// sync copies only what changed after it (segments only grow).
+	clean int
 	// For directories: the current and the durable entries.
 	entries       map[string]*memNode
 	syncedEntries map[string]*memNode
@@ -126,6 +129,7 @@ func (m *Mem) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
 	if flag&os.O_TRUNC != 0 && !n.dir {
 		m.used -= int64(len(n.data))
 		n.data = nil
+		n.clean = 0
 	}
 	return &memFile{fs: m, node: n, name: name, writable: flag&(os.O_WRONLY|os.O_RDWR) != 0}, nil
 }
@@ -333,7 +337,7 @@ func (c *Mem) cloneDurableLocked(n *memNode, opts CrashOptions, seen map[*memNod
 			data = append(data, extra[:keep]...)
 		}
 	}
-	f := &memNode{data: data, synced: append([]byte(nil), data...), modTime: n.modTime}
+	f := &memNode{data: data, synced: append([]byte(nil), data...), clean: len(data), modTime: n.modTime}
 	c.used += int64(len(data))
 	seen[n] = f
 	return f
@@ -387,6 +391,7 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 		f.fs.used += grow
 	}
 	copy(f.node.data[off:], p)
+	f.node.clean = min(f.node.clean, int(off))
 	f.node.modTime = time.Now()
 	return len(p), nil
 }
@@ -397,7 +402,8 @@ func (f *memFile) Sync() error {
 	if f.closed {
 		return pathErr("sync", f.name, os.ErrClosed)
 	}
-	f.node.synced = append(f.node.synced[:0:0], f.node.data...)
+	f.node.synced = append(f.node.synced[:f.node.clean], f.node.data[f.node.clean:]...)
+	f.node.clean = len(f.node.data)
 	return nil
 }
 
@@ -427,6 +433,7 @@ func (f *memFile) Truncate(size int64) error {
 	switch {
 	case size < cur:
 		f.node.data = f.node.data[:size:size]
+		f.node.clean = min(f.node.clean, int(size))
 	case size > cur:
 		f.node.data = append(f.node.data, make([]byte, size-cur)...)
 	}
