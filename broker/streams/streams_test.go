@@ -56,9 +56,14 @@ func put(t *testing.T, l *commitlog.Log, topic, key string, ts int64, values str
 
 // drain runs a task until it has read everything there is and committed,
 // then stops it cleanly.
-func drain(t *testing.T, l *commitlog.Log, top *Topology) Status {
+func drain(t *testing.T, l *commitlog.Log, top *Topology, opts ...Options) Status {
 	t.Helper()
-	task := NewTask(l, top, Options{CommitInterval: 10 * time.Millisecond, Logger: testLogger(t)})
+	o := Options{CommitInterval: 10 * time.Millisecond, Logger: testLogger(t)}
+	if len(opts) > 0 {
+		o = opts[0]
+		o.Logger = testLogger(t)
+	}
+	task := NewTask(l, top, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})

@@ -350,7 +350,7 @@ func (t *Task) processRecord(c *pctx, in *input, lr *commitlog.Record) {
 func (t *Task) restore(ctx context.Context) error {
 	name := t.top.name
 	cl, err := topicOrCreate(t.log, name+".changelog", commitlog.TopicConfig{Partitions: 1, Cleanup: commitlog.CleanupCompact,
-		MaxBatchBytes: 8 << 20})
+		MaxBatchBytes: 8 << 20, SegmentBytes: 16 << 20})
 	if err != nil {
 		return fmt.Errorf("changelog: %w", err)
 	}
