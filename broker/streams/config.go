@@ -131,7 +131,7 @@ func Compile(c Config) (*Topology, error) {
 	}
 	if c.Where != "" {
 		if e := bexpr("where", c.Where); e != nil {
-			s = s.Filter(e.Bool)
+			s = s.add("filter", &filterProc{pred: e.Bool, lazy: !e.readsValues()})
 		}
 	}
 	if len(c.Set) > 0 {

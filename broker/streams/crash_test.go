@@ -278,9 +278,9 @@ func TestExactlyOnceAcrossPowerCuts(t *testing.T) {
 	if os.Getenv(childEnv) != "" {
 		t.Skip("in the child")
 	}
-	// A quarter of the kill test's input: the in-memory filesystem is
-	// slower than a disk under the race detector.
-	const records = killRecords / 4 / raceScale
+	// Half the kill test's input: the in-memory filesystem is slower than
+	// a disk under the race detector.
+	const records = killRecords / 2 / raceScale
 	ref := openLog(t, t.TempDir())
 	writeKillN(t, ref, records)
 	drain(t, ref, killTopology(t))
@@ -311,7 +311,7 @@ func TestExactlyOnceAcrossPowerCuts(t *testing.T) {
 		done := make(chan struct{})
 		go func() { task.Run(ctx); close(done) }()
 		testkit.Eventually(t, 30*time.Second, func() bool { return task.Status().RecordsIn > 0 || caughtUp(task) }, "the pipeline reads")
-		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+		time.Sleep(time.Duration(rng.IntN(25)) * time.Millisecond)
 		cut := mem.CrashClone(vfs.CrashOptions{Rand: rng}) // the power goes here
 		st := task.Status()
 		if st.RecordsIn > 0 && !caughtUp(task) {

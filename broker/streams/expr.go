@@ -7,12 +7,15 @@ package streams
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"unsafe"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 
+	"github.com/ferry-iot/ferry/broker/commitlog"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
 )
 
@@ -27,10 +30,13 @@ type env struct {
 
 // Expr is a compiled expression.
 type Expr struct {
-	src     string
-	prog    *vm.Program
-	needs   []string // values.<name> the expression reads
-	machine vm.VM
+	src      string
+	prog     *vm.Program
+	refs     *refs
+	env      env // reused: filled per record with what the expression reads
+	vm       vm.VM
+	hdrNames []string // the headers it reads by name, once each
+	borrow   bool     // a boolean expression: its environment may borrow the record's bytes (str)
 }
 
 // ExprError is a compile error with its position in the expression.
@@ -46,15 +52,20 @@ func (e *ExprError) Error() string {
 
 // CompileBool compiles an expression that must yield a boolean (where,
 // alert when/clear).
-func CompileBool(src string) (*Expr, error) { return compile(src, expr.AsBool()) }
+func CompileBool(src string) (*Expr, error) {
+	e, err := compile(src, expr.AsBool())
+	if e != nil {
+		e.borrow = true
+	}
+	return e, err
+}
 
 // CompileAny compiles an expression of any type (set, key).
 func CompileAny(src string) (*Expr, error) { return compile(src) }
 
 func compile(src string, opts ...expr.Option) (*Expr, error) {
-	e := &Expr{src: src}
-	needs := &valueRefs{}
-	opts = append(opts, expr.Env(env{}), expr.Patch(needs))
+	e := &Expr{src: src, refs: &refs{names: map[string][]string{}, uses: map[string]int{}, members: map[string]int{}}}
+	opts = append(opts, expr.Env(env{}), expr.Patch(e.refs))
 	prog, err := expr.Compile(src, opts...)
 	if err != nil {
 		var fe *file.Error
@@ -63,41 +74,142 @@ func compile(src string, opts ...expr.Option) (*Expr, error) {
 		}
 		return nil, err
 	}
-	e.prog, e.needs = prog, needs.names
+	e.prog = prog
+	e.hdrNames = slices.Compact(slices.Sorted(slices.Values(e.refs.names["headers"])))
+	e.env = env{Values: map[string]any{}, Headers: map[string]string{}, Attributes: map[string]any{}}
 	return e, nil
 }
 
-// valueRefs collects the names read as values.<name> or values["name"].
-type valueRefs struct{ names []string }
+// refs records what an expression reads of values, headers and
+// attributes: the names it reads as x.name or x["name"], and whether it
+// uses one whole (len(values), values[k]): then all of it is filled in.
+type refs struct {
+	names   map[string][]string
+	uses    map[string]int // identifier occurrences
+	members map[string]int // of which as the base of x.name
+}
 
-func (v *valueRefs) Visit(node *ast.Node) {
-	m, ok := (*node).(*ast.MemberNode)
-	if !ok {
-		return
-	}
-	id, ok := m.Node.(*ast.IdentifierNode)
-	if !ok || id.Value != "values" {
-		return
-	}
-	if s, ok := m.Property.(*ast.StringNode); ok {
-		v.names = append(v.names, s.Value)
+func (v *refs) Visit(node *ast.Node) {
+	switch n := (*node).(type) {
+	case *ast.IdentifierNode:
+		v.uses[n.Value]++
+	case *ast.MemberNode:
+		id, ok := n.Node.(*ast.IdentifierNode)
+		if !ok {
+			return
+		}
+		if s, ok := n.Property.(*ast.StringNode); ok {
+			v.names[id.Value] = append(v.names[id.Value], s.Value)
+			v.members[id.Value]++
+		}
 	}
 }
+
+func (v *refs) whole(id string) bool { return v.uses[id] > v.members[id] }
+
+// readsValues reports whether the expression reads the record's values
+// (which must then be parsed).
+func (e *Expr) readsValues() bool { return e.refs.uses["values"] > 0 }
 
 // run evaluates e on r. ok is false when r lacks a value e reads: such a
 // record does not match a condition and gets no computed value, rather
 // than being an error.
 func (e *Expr) run(r *Record) (out any, ok bool, err error) {
-	for _, n := range e.needs {
+	for _, n := range e.refs.names["values"] {
 		if _, has := r.Value(n); !has {
 			return nil, false, nil
 		}
 	}
-	out, err = e.machine.Run(e.prog, r.env())
+	e.fill(r)
+	out, err = e.vm.Run(e.prog, &e.env)
+	if e.borrow {
+		e.release()
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("%s: %w", e.src, err)
 	}
 	return out, true, nil
+}
+
+// fill sets e's environment to what it reads of r.
+func (e *Expr) fill(r *Record) {
+	en := &e.env
+	en.Ts = r.Timestamp
+	if e.refs.uses["key"] > 0 {
+		en.Key = e.str(r.Key)
+	}
+	fillKVs(en.Values, r.Values, e.refs.names["values"], e.refs.whole("values"), e.refs.uses["values"] > 0)
+	fillKVs(en.Attributes, r.joined, e.refs.names["attributes"], e.refs.whole("attributes"), e.refs.uses["attributes"] > 0)
+	if e.refs.uses["headers"] > 0 {
+		if e.refs.whole("headers") {
+			clear(en.Headers)
+			for _, h := range r.Headers {
+				en.Headers[h.Key] = e.str(h.Value)
+			}
+		} else {
+			for _, name := range e.hdrNames {
+				if v, ok := header2(r.Headers, name); ok {
+					en.Headers[name] = e.str(v)
+				} else {
+					delete(en.Headers, name)
+				}
+			}
+		}
+	}
+}
+
+func fillKVs(m map[string]any, kvs []tb.KV, names []string, whole, used bool) {
+	if !used {
+		return
+	}
+	clear(m)
+	if whole {
+		for _, kv := range kvs {
+			m[kv.Key] = anyValue(kv.Value)
+		}
+		return
+	}
+	for _, name := range names {
+		for i := range kvs {
+			if kvs[i].Key == name {
+				m[name] = anyValue(kvs[i].Value)
+			}
+		}
+	}
+}
+
+func header2(hs []commitlog.Header, key string) ([]byte, bool) {
+	for i := range hs {
+		if hs[i].Key == key {
+			return hs[i].Value, true
+		}
+	}
+	return nil, false
+}
+
+// str is b as a string for the environment. A boolean expression's
+// result cannot hold on to it, so it borrows b's bytes (no copy per
+// record) and release drops every borrowed string after the run; other
+// expressions may return it, and get a copy.
+func (e *Expr) str(b []byte) string {
+	if e.borrow {
+		return unsafe.String(unsafe.SliceData(b), len(b))
+	}
+	return string(b)
+}
+
+// release empties the environment of strings borrowed from a record.
+func (e *Expr) release() {
+	e.env.Key = ""
+	if e.refs.whole("headers") {
+		clear(e.env.Headers)
+		return
+	}
+	for _, name := range e.hdrNames {
+		if _, ok := e.env.Headers[name]; ok {
+			e.env.Headers[name] = ""
+		}
+	}
 }
 
 // Bool evaluates a CompileBool expression; a record lacking a value it
@@ -112,28 +224,6 @@ func (e *Expr) Bool(r *Record) (bool, error) {
 		return false, fmt.Errorf("%s: yields %T, not a boolean", e.src, out)
 	}
 	return b, nil
-}
-
-// env builds (once per record) what expressions see.
-func (r *Record) env() *env {
-	if r.expr != nil {
-		return r.expr
-	}
-	e := &env{Key: string(r.Key), Ts: r.Timestamp, Values: kvMap(r.Values),
-		Headers: make(map[string]string, len(r.Headers)), Attributes: kvMap(r.joined)}
-	for _, h := range r.Headers {
-		e.Headers[h.Key] = string(h.Value)
-	}
-	r.expr = e
-	return e
-}
-
-func kvMap(kvs []tb.KV) map[string]any {
-	m := make(map[string]any, len(kvs))
-	for _, kv := range kvs {
-		m[kv.Key] = anyValue(kv.Value)
-	}
-	return m
 }
 
 func anyValue(v tb.Value) any {

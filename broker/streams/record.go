@@ -23,8 +23,8 @@ type Record struct {
 	Offset    int64
 	raw       []byte // the input record's value, for the late and dead-letter topics
 
-	joined []tb.KV // the row a join found, for expressions
-	expr   *env    // what expressions see, built at first use
+	joined  []tb.KV // the row a join found, for expressions
+	pending []byte  // the value, not parsed yet (parse)
 }
 
 // Header returns the value of header key, "" when absent.
@@ -71,36 +71,39 @@ func (r *Record) SetValue(key string, v tb.Value) {
 	for i := range r.Values {
 		if r.Values[i].Key == key {
 			r.Values[i].Value = v
-			r.expr = nil
 			return
 		}
 	}
 	r.Values = append(r.Values, tb.KV{Key: key, Value: v})
-	r.expr = nil
 }
 
 // clone copies r deeply enough for a step to change its values and
 // headers without touching the original.
 func (r *Record) clone() *Record {
 	c := *r
-	c.expr = nil
 	c.Values = append([]tb.KV(nil), r.Values...)
 	c.Headers = append([]commitlog.Header(nil), r.Headers...)
 	return &c
 }
 
-// decode parses a log record: the value {"ts":..,"values":{..}} (or any
-// shape ThingsBoard telemetry takes; the entries' values are merged and
-// the last entry's ts wins over the record timestamp when set).
-func decode(topic string, partition int32, lr *commitlog.Record) (*Record, error) {
-	r := &Record{Key: lr.Key, Timestamp: lr.Timestamp, Headers: lr.Headers,
-		Topic: topic, Partition: partition, Offset: lr.Offset, raw: lr.Value}
-	if lr.Value == nil {
-		return r, nil
+// decode makes a Record of a log record; its value is parsed by parse,
+// when a step needs it.
+func decode(topic string, partition int32, lr *commitlog.Record) *Record {
+	return &Record{Key: lr.Key, Timestamp: lr.Timestamp, Headers: lr.Headers,
+		Topic: topic, Partition: partition, Offset: lr.Offset, raw: lr.Value, pending: lr.Value}
+}
+
+// parse parses the value {"ts":..,"values":{..}} (or any shape ThingsBoard
+// telemetry takes; the entries' values are merged), once.
+func (r *Record) parse() error {
+	if r.pending == nil {
+		return nil
 	}
-	entries, err := tb.ParseTelemetry(lr.Value)
+	v := r.pending
+	r.pending = nil
+	entries, err := tb.ParseTelemetry(v)
 	if err != nil {
-		return r, fmt.Errorf("value: %w", err)
+		return fmt.Errorf("value: %w", err)
 	}
 	if len(entries) == 1 {
 		r.Values = entries[0].Values
@@ -111,7 +114,7 @@ func decode(topic string, partition int32, lr *commitlog.Record) (*Record, error
 			}
 		}
 	}
-	return r, nil
+	return nil
 }
 
 // encode is r as a log record in ThingsBoard's shape.

@@ -223,7 +223,7 @@ func (t *Task) runOnce(ctx context.Context) error {
 			uncommitted = true
 		}
 		due := time.Since(lastCommit) >= t.opts.CommitInterval
-		if len(c.outputs) > 0 || (uncommitted && (due || n >= t.opts.MaxBatchRecords)) {
+		if len(c.outputs) > 0 || (uncommitted && due) {
 			if err := t.commit(ctx, c); err != nil {
 				return err
 			}
@@ -265,6 +265,9 @@ func (t *Task) processBatch(c *pctx) (int, error) {
 		}
 		lr := &in.buf[0]
 		in.buf = in.buf[1:]
+		if len(in.buf) == 0 {
+			in.buf = nil // do not keep the batch read alive while idle
+		}
 		in.next = lr.Offset + 1
 		t.counters.in.Add(1)
 		n++
@@ -305,7 +308,7 @@ func (t *Task) fill(in *input) error {
 			"topic", in.topic, "partition", in.p.ID(), "from", in.next, "to", start)
 		in.next = start
 	}
-	recs, next, _, err := in.p.ReadRecords(in.next, 256<<10)
+	recs, next, _, err := in.p.ReadRecords(in.next, 128<<10)
 	if err != nil {
 		if errors.Is(err, commitlog.ErrOffsetOutOfRange) {
 			in.next = in.p.StartOffset()
@@ -325,12 +328,12 @@ func (t *Task) fill(in *input) error {
 }
 
 func (t *Task) processRecord(c *pctx, in *input, lr *commitlog.Record) {
-	r, err := decode(in.topic, in.p.ID(), lr)
-	if err != nil {
-		c.deadLetter("decode", r, err)
-		return
-	}
+	r := decode(in.topic, in.p.ID(), lr)
 	if in.table != nil {
+		if err := r.parse(); err != nil {
+			c.deadLetter("decode", r, err)
+			return
+		}
 		in.table.update(r)
 	} else {
 		for _, n := range in.src.children {
@@ -730,7 +733,16 @@ type pctx struct {
 }
 
 // run processes r at n; a step's error sends r to the dead-letter topic.
+// The value is parsed first unless the step does not read it.
 func (c *pctx) run(n *node, r *Record) {
+	if r.pending != nil {
+		if f, ok := n.proc.(*filterProc); !ok || !f.lazy {
+			if err := r.parse(); err != nil {
+				c.deadLetter("decode", r, err)
+				return
+			}
+		}
+	}
 	if err := n.proc.process(c, n, r); err != nil {
 		c.deadLetter(n.id, r, err)
 	}

@@ -214,6 +214,7 @@ type source struct {
 
 type filterProc struct {
 	pred func(*Record) (bool, error)
+	lazy bool // pred reads no values: they need not be parsed for it
 }
 
 func (p *filterProc) describe() string { return "filter" }
@@ -271,7 +272,7 @@ func (p *selectKeyProc) process(c *pctx, n *node, r *Record) error {
 		return err
 	}
 	out := *r
-	out.Key, out.expr = key, nil
+	out.Key = key
 	n.forward(c, &out)
 	return nil
 }

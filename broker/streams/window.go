@@ -1,6 +1,7 @@
 package streams
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -222,6 +223,7 @@ type window struct {
 // keyWindows are a key's open windows, by start.
 type keyWindows struct {
 	key  []byte
+	skey string // key, as the maps' key
 	wins []*window
 }
 
@@ -258,7 +260,9 @@ func (p *windowProc) closeAt(win *window) int64 {
 func (p *windowProc) process(c *pctx, n *node, r *Record) error {
 	kw := p.wins[string(r.Key)]
 	if kw == nil {
-		kw = &keyWindows{key: r.Key}
+		// Copied: r's key and headers point into the batch it was read
+		// from, which state must not keep alive.
+		kw = &keyWindows{key: bytes.Clone(r.Key), skey: string(r.Key)}
 	}
 	var touched []*window
 	late := false
@@ -301,14 +305,17 @@ func (p *windowProc) process(c *pctx, n *node, r *Record) error {
 			}
 		}
 		if win.Headers == nil || r.Timestamp >= win.HdrTs {
-			win.Headers, win.HdrTs = r.Headers, r.Timestamp
+			if !sameHeaders(win.Headers, r.Headers) {
+				win.Headers = cloneHeaders(r.Headers)
+			}
+			win.HdrTs = r.Timestamp
 		}
 		if at := p.closeAt(win); p.nextClose == 0 || at < p.nextClose {
 			p.nextClose = at
 		}
 	}
-	p.wins[string(r.Key)] = kw
-	p.dirty[string(r.Key)] = true
+	p.wins[kw.skey] = kw
+	p.dirty[kw.skey] = true
 	if p.emit == OnUpdate {
 		for _, win := range touched {
 			n.forward(c, p.result(kw.key, win))
@@ -455,11 +462,31 @@ func (p *windowProc) restore(key string, val []byte) error {
 	if err := json.Unmarshal(val, &wins); err != nil {
 		return fmt.Errorf("window state of %q: %w", key, err)
 	}
-	p.wins[key] = &keyWindows{key: []byte(key), wins: wins}
+	p.wins[key] = &keyWindows{key: []byte(key), skey: key, wins: wins}
 	for _, win := range wins {
 		if at := p.closeAt(win); p.nextClose == 0 || at < p.nextClose {
 			p.nextClose = at
 		}
 	}
 	return nil
+}
+
+func sameHeaders(a, b []commitlog.Header) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Key != b[i].Key || !bytes.Equal(a[i].Value, b[i].Value) {
+			return false
+		}
+	}
+	return true
+}
+
+func cloneHeaders(hs []commitlog.Header) []commitlog.Header {
+	out := make([]commitlog.Header, len(hs))
+	for i, h := range hs {
+		out[i] = commitlog.Header{Key: h.Key, Value: bytes.Clone(h.Value)}
+	}
+	return out
 }
