@@ -5,7 +5,7 @@
 #                               (vs plain mochi), 1,000-device memory and latency, Kafka consume and
 #                               produce (vs in-process), bridge drain of 1 GiB (vs plain franz-go)
 #   COUNT=10 scripts/bench.sh   more repetitions (default 6)
-#   ONLY=kafka scripts/bench.sh one part: log, recovery, broker, kafka, bridge, wear or adapters
+#   ONLY=kafka scripts/bench.sh one part: log, recovery, broker, kafka, bridge, wear, adapters or streams
 #   (wear: the daemon with 1,000 devices at 1 Hz and 100 at 10 Hz, log.ack_delay from 0 to 250 ms;
 #   TMPDIR must be on the disk to measure, not a tmpfs)
 #
@@ -58,9 +58,15 @@ if part adapters; then
   go test -run '^$' -bench 'BenchmarkModbus' -benchtime=1x -count=1 -timeout 60m ./devices/modbus/ | tee "$out/modbus.txt"
   go test -run '^$' -bench 'BenchmarkAdapterRSS' -benchtime=1x -count=1 -timeout 60m ./gateway/ | tee "$out/adapter-rss.txt"
 fi
+# Stream pipelines: filter + tumbling average vs the log's own ReadRecords on the same records,
+# heap per pipeline, upstream bytes with and without one-minute downsampling (1,000 devices, 1 Hz).
+if part streams; then
+  go test -run '^$' -bench 'BenchmarkPipeline' -benchtime=3x -count="$count" -timeout 60m ./broker/streams/ | tee "$out/streams.txt"
+  go test -run '^$' -bench 'BenchmarkUpstreamDownsampling' -benchtime=1x -count=3 -timeout 60m ./gateway/ | tee "$out/downsampling.txt"
+fi
 
 if command -v benchstat >/dev/null 2>&1; then
-  for f in append slowfsync ingest consume produce; do
+  for f in append slowfsync ingest consume produce streams; do
     if [ -s "$out/$f.txt" ]; then
       benchstat "$out/$f.txt" > "$out/$f.stat"
       cat "$out/$f.stat"
