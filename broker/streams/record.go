@@ -86,11 +86,14 @@ func (r *Record) clone() *Record {
 	return &c
 }
 
-// decode makes a Record of a log record; its value is parsed by parse,
-// when a step needs it.
-func decode(topic string, partition int32, lr *commitlog.Record) *Record {
-	return &Record{Key: lr.Key, Timestamp: lr.Timestamp, Headers: lr.Headers,
+// decode fills r from a log record; its value is parsed by parse, when a
+// step needs it. The task decodes every record into the same Record:
+// steps that keep anything of one copy it (windows, tables), and the
+// functions a Go pipeline passes to Filter and SelectKey must not keep r.
+func decode(r *Record, topic string, partition int32, lr *commitlog.Record) *Record {
+	*r = Record{Key: lr.Key, Timestamp: lr.Timestamp, Headers: lr.Headers,
 		Topic: topic, Partition: partition, Offset: lr.Offset, raw: lr.Value, pending: lr.Value}
+	return r
 }
 
 // parse parses the value {"ts":..,"values":{..}} (or any shape ThingsBoard

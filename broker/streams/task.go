@@ -86,12 +86,14 @@ func tp(topic string, partition int32) string {
 
 // input is one partition a task reads.
 type input struct {
-	p     *commitlog.Partition
-	topic string
-	src   *source // a stream's source, or nil
-	table *Table  // a table's source, or nil
-	next  int64
-	buf   []commitlog.Record
+	p      *commitlog.Partition
+	topic  string
+	src    *source // a stream's source, or nil
+	table  *Table  // a table's source, or nil
+	next   int64   // the next offset to process
+	buf    []commitlog.Record
+	readTo int64           // where the reader's last result ended
+	ahead  chan readResult // the reader's results (startReaders)
 }
 
 // A Task runs one topology on the log.
@@ -112,8 +114,10 @@ type Task struct {
 	repair     map[string][]byte // changelog keys to write again at the next commit
 	hasRepair  map[string]bool
 
-	restored bool          // Start restored: the first runOnce need not
-	done     chan struct{} // closed when a started task stops
+	stop     context.Context // runOnce's: ends a wait for the readers
+	scratch  Record          // every input record is decoded into it (decode)
+	restored bool            // Start restored: the first runOnce need not
+	done     chan struct{}   // closed when a started task stops
 
 	counters  counters
 	mu        sync.Mutex
@@ -203,6 +207,9 @@ func (t *Task) runOnce(ctx context.Context) error {
 	}
 	t.publish(t.streamTime)
 	t.setState("running")
+	t.stop = ctx
+	stopReaders := t.startReaders(ctx)
+	defer stopReaders()
 	w := commitlog.NewWatcher()
 	defer w.Stop()
 	for _, in := range t.inputs {
@@ -214,10 +221,14 @@ func (t *Task) runOnce(ctx context.Context) error {
 	for {
 		n, err := t.processBatch(c)
 		if err != nil {
+			if ctx.Err() != nil && (uncommitted || n > 0) {
+				return t.commit(ctx, c) // a clean stop mid-batch keeps what it processed
+			}
 			return err
 		}
 		if n > 0 {
 			t.publish(c.streamTime)
+			t.scratch = Record{} // it points into the last batch read
 		}
 		if n > 0 {
 			uncommitted = true
@@ -300,35 +311,94 @@ func (t *Task) nextInput() (*input, error) {
 }
 
 func (t *Task) fill(in *input) error {
+	if in.next < in.readTo {
+		in.next = in.readTo // the rest of the last read was compacted away or damaged
+	}
 	if in.next >= in.p.HighWatermark() {
 		return nil
 	}
-	if start := in.p.StartOffset(); in.next < start {
+	var res readResult
+	select {
+	case res = <-in.ahead: // the reader has it, or is reading it
+	case <-t.stop.Done():
+		return t.stop.Err()
+	}
+	if res.err != nil {
+		return fmt.Errorf("read %s/%d at %d: %w", in.topic, in.p.ID(), res.from, res.err)
+	}
+	if res.from > in.next {
 		t.opts.Logger.Warn("stream pipeline input lost to retention before it was read", "pipeline", t.top.name,
-			"topic", in.topic, "partition", in.p.ID(), "from", in.next, "to", start)
-		in.next = start
+			"topic", in.topic, "partition", in.p.ID(), "from", in.next, "to", res.from)
+		in.next = res.from
 	}
-	recs, next, _, err := in.p.ReadRecords(in.next, 128<<10)
-	if err != nil {
-		if errors.Is(err, commitlog.ErrOffsetOutOfRange) {
-			in.next = in.p.StartOffset()
-			return nil
-		}
-		return fmt.Errorf("read %s/%d at %d: %w", in.topic, in.p.ID(), in.next, err)
-	}
-	i := 0
-	for i < len(recs) && recs[i].Offset < in.next {
-		i++
-	}
-	in.buf = recs[i:]
-	if len(in.buf) == 0 && next > in.next {
-		in.next = next // compacted away or damaged: nothing to process there
+	in.buf, in.readTo = res.recs, res.next
+	if len(in.buf) == 0 {
+		in.buf = nil
+		in.next = max(in.next, res.next)
 	}
 	return nil
 }
 
+// readResult is one read of an input partition by its reader.
+type readResult struct {
+	recs       []commitlog.Record // from offset from on
+	from, next int64
+	err        error
+}
+
+// startReaders starts one goroutine per input that reads its partition
+// ahead of processing (a read of 128 KiB, decoded, waiting in a channel),
+// so reading and processing use two cores. They stop with ctx; stop
+// waits for them.
+func (t *Task) startReaders(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, in := range t.inputs {
+		in.ahead = make(chan readResult, 1)
+		in.readTo = in.next
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			readAhead(ctx, in.p, in.next, in.ahead)
+		}()
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+func readAhead(ctx context.Context, p *commitlog.Partition, pos int64, out chan<- readResult) {
+	for {
+		changed := p.Changed()
+		if pos >= p.HighWatermark() {
+			select {
+			case <-changed:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		pos = max(pos, p.StartOffset())
+		recs, next, _, err := p.ReadRecords(pos, 128<<10)
+		if errors.Is(err, commitlog.ErrOffsetOutOfRange) {
+			continue // retention moved the start: read from there
+		}
+		i := 0
+		for i < len(recs) && recs[i].Offset < pos {
+			i++
+		}
+		select {
+		case out <- readResult{recs: recs[i:], from: pos, next: next, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+		pos = max(pos, next)
+	}
+}
+
 func (t *Task) processRecord(c *pctx, in *input, lr *commitlog.Record) {
-	r := decode(in.topic, in.p.ID(), lr)
+	r := decode(&t.scratch, in.topic, in.p.ID(), lr)
 	if in.table != nil {
 		if err := r.parse(); err != nil {
 			c.deadLetter("decode", r, err)

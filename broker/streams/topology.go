@@ -174,7 +174,8 @@ func (s *Stream) add(kind string, p processor) *Stream {
 	return &Stream{b: s.b, attach: func(c *node) { n.children = append(n.children, c) }}
 }
 
-// Filter keeps the records pred accepts.
+// Filter keeps the records pred accepts. pred must not keep r: it is
+// valid only during the call.
 func (s *Stream) Filter(pred func(*Record) (bool, error)) *Stream {
 	return s.add("filter", &filterProc{pred: pred})
 }
@@ -190,7 +191,7 @@ func (s *Stream) FlatMap(fn func(*Record) ([]*Record, error)) *Stream {
 	return s.add("flatmap", &flatMapProc{fn: fn})
 }
 
-// SelectKey re-keys each record. Sinks partition by key, so the output is
+// SelectKey re-keys each record (fn must not keep r). Sinks partition by key, so the output is
 // repartitioned by the new key, and keyed steps after it (windows,
 // alerts, joins) group by it.
 func (s *Stream) SelectKey(fn func(*Record) ([]byte, error)) *Stream {
