@@ -26,6 +26,8 @@ type Config struct {
 	Set map[string]string `mapstructure:"set"`
 	// Key re-keys each record (the output is partitioned by the new key).
 	Key       string              `mapstructure:"key"`
+	// Window groups the aggregate in time; without one, the aggregate
+	// runs per key over everything read (emitted on every update).
 	Window    *WindowConfig       `mapstructure:"window"`
 	Aggregate map[string][]string `mapstructure:"aggregate"`
 	Emit      string              `mapstructure:"emit"` // on_window_close (default) or on_update
@@ -199,7 +201,10 @@ func Compile(c Config) (*Topology, error) {
 			s = s.Alert(name, raise.Bool, clear)
 		}
 	case c.Window != nil || len(c.Aggregate) > 0:
-		w, ok := windowOf(c.Window, &p)
+		w, ok := Running(), true
+		if c.Window != nil {
+			w, ok = windowOf(c.Window, &p)
+		}
 		if len(c.Aggregate) == 0 {
 			p.Add("aggregate", "is required with window: field → functions ({temperature: [avg, max]})")
 		}
@@ -216,11 +221,15 @@ func Compile(c Config) (*Topology, error) {
 			}
 		}
 		emit := Emit(c.Emit)
-		if emit == "" {
+		switch {
+		case emit == "" && c.Window == nil:
+			emit = OnUpdate
+		case emit == "":
 			emit = OnWindowClose
-		}
-		if emit != OnWindowClose && emit != OnUpdate {
+		case emit != OnWindowClose && emit != OnUpdate:
 			p.Add("emit", "%q is not on_window_close or on_update", c.Emit)
+		case emit == OnWindowClose && c.Window == nil:
+			p.Add("emit", "on_window_close needs a window; an aggregate without one is emitted on_update")
 		}
 		if ok {
 			s = s.Aggregate(w, aggs, emit)
@@ -240,10 +249,6 @@ func Compile(c Config) (*Topology, error) {
 }
 
 func windowOf(c *WindowConfig, p *configs.Problems) (Windows, bool) {
-	if c == nil {
-		p.Add("window", "is required with aggregate: {tumbling: 1m, grace: 10s}")
-		return Windows{}, false
-	}
 	set := 0
 	for _, d := range []time.Duration{c.Tumbling, c.Hopping, c.Session} {
 		if d != 0 {

@@ -434,3 +434,37 @@ func TestDeadLetter(t *testing.T) {
 		t.Fatalf("dead letters %+v, status %+v", dlq, st)
 	}
 }
+
+// TestRunningAggregate: an aggregate without a window, per key over
+// everything read, emitted on every update with the latest record's ts
+// (configured: aggregate without window).
+func TestRunningAggregate(t *testing.T) {
+	l := openLog(t, t.TempDir())
+	defer l.Close()
+	for i, v := range []float64{5, 1, 9} {
+		put(t, l, "telemetry", "k", sec(float64(i*100)), fmt.Sprintf(`"v":%v`, v))
+	}
+	put(t, l, "telemetry", "j", sec(1), `"v":7`)
+	top, err := Compile(Config{Name: "totals", From: []string{"telemetry"}, Aggregate: map[string][]string{"v": {"sum", "max", "count"}}, To: "totals"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain(t, l, top)
+	last := map[string]out{}
+	n := 0
+	for _, o := range readTopic(t, l, "totals") {
+		if prev, ok := last[o.key]; !ok || o.ts >= prev.ts {
+			last[o.key] = o
+		}
+		n++
+	}
+	k, j := last["k"], last["j"]
+	if n != 4 || num(t, k, "v_sum") != 15 || num(t, k, "v_max") != 9 || num(t, k, "v_count") != 3 || k.ts != sec(200) ||
+		num(t, j, "v_sum") != 7 || k.headers["ferry.window.start"] != "" {
+		t.Fatalf("running aggregates: %d outputs, last %+v %+v", n, k, j)
+	}
+	if _, err := Compile(Config{Name: "x", From: []string{"t"}, Aggregate: map[string][]string{"v": {"sum"}}, Emit: "on_window_close", To: "o"}); err == nil ||
+		!strings.Contains(err.Error(), "on_window_close needs a window") {
+		t.Fatalf("on_window_close without a window: %v", err)
+	}
+}

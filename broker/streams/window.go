@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +37,11 @@ func Hopping(size, advance, grace time.Duration) Windows {
 	return Windows{kind: "hopping", size: size.Milliseconds(), advance: advance.Milliseconds(), grace: grace.Milliseconds()}
 }
 
+// Running is no window: one aggregate per key over every record since the
+// pipeline started (Kafka Streams' groupByKey().aggregate()), emitted on
+// every update with ts = the latest record's.
+func Running() Windows { return Windows{kind: "running"} }
+
 // Session windows: a key's records less than gap apart; a record that
 // bridges two sessions merges them.
 func Session(gap, grace time.Duration) Windows {
@@ -52,6 +58,7 @@ func (w Windows) validate() error {
 		if w.gap <= 0 {
 			return errors.New("session window: the gap must be positive")
 		}
+	case "running":
 	default:
 		return errors.New("windows: tumbling, hopping or session")
 	}
@@ -142,6 +149,9 @@ func (s *Stream) Aggregate(w Windows, aggs FieldAggs, emit Emit) *Stream {
 	}
 	if emit != OnWindowClose && emit != OnUpdate {
 		s.b.fail(fmt.Errorf("emit %q: on_window_close or on_update", emit))
+	}
+	if w.kind == "running" && emit != OnUpdate {
+		s.b.fail(errors.New("a running aggregate has no window to close: emit on_update"))
 	}
 	s.b.t.late = true
 	p := &windowProc{w: w, aggs: aggs, emit: emit, wins: map[string]*keyWindows{}, dirty: map[string]bool{}}
@@ -251,6 +261,9 @@ func (p *windowProc) describe() string {
 // closeAt is when window win closes: its end + grace for time windows,
 // past its last record + gap + grace for sessions.
 func (p *windowProc) closeAt(win *window) int64 {
+	if p.w.kind == "running" {
+		return math.MaxInt64
+	}
 	if p.w.kind == "session" {
 		return win.End + p.w.gap + p.w.grace + 1
 	}
@@ -266,7 +279,12 @@ func (p *windowProc) process(c *pctx, n *node, r *Record) error {
 	}
 	var touched []*window
 	late := false
-	if p.w.kind == "session" {
+	if p.w.kind == "running" {
+		if len(kw.wins) == 0 {
+			kw.wins = []*window{{Start: math.MinInt64, End: math.MaxInt64, Fields: map[string]*fieldState{}}}
+		}
+		touched = append(touched, kw.wins[0])
+	} else if p.w.kind == "session" {
 		win := p.session(kw, r.Timestamp, c.streamTime)
 		if win == nil {
 			late = true
@@ -310,7 +328,7 @@ func (p *windowProc) process(c *pctx, n *node, r *Record) error {
 			}
 			win.HdrTs = r.Timestamp
 		}
-		if at := p.closeAt(win); p.nextClose == 0 || at < p.nextClose {
+		if at := p.closeAt(win); at != math.MaxInt64 && (p.nextClose == 0 || at < p.nextClose) {
 			p.nextClose = at
 		}
 	}
@@ -403,9 +421,13 @@ func (p *windowProc) result(key []byte, win *window) *Record {
 			r.Headers = append(r.Headers, h)
 		}
 	}
-	r.Headers = append(r.Headers,
-		commitlog.Header{Key: "ferry.window.start", Value: strconv.AppendInt(nil, win.Start, 10)},
-		commitlog.Header{Key: "ferry.window.end", Value: strconv.AppendInt(nil, win.End, 10)})
+	if p.w.kind == "running" {
+		r.Timestamp = win.HdrTs // the latest record's
+	} else {
+		r.Headers = append(r.Headers,
+			commitlog.Header{Key: "ferry.window.start", Value: strconv.AppendInt(nil, win.Start, 10)},
+			commitlog.Header{Key: "ferry.window.end", Value: strconv.AppendInt(nil, win.End, 10)})
+	}
 	for _, f := range p.fields {
 		fs := win.Fields[f]
 		if fs == nil {
@@ -464,7 +486,7 @@ func (p *windowProc) restore(key string, val []byte) error {
 	}
 	p.wins[key] = &keyWindows{key: []byte(key), skey: key, wins: wins}
 	for _, win := range wins {
-		if at := p.closeAt(win); p.nextClose == 0 || at < p.nextClose {
+		if at := p.closeAt(win); at != math.MaxInt64 && (p.nextClose == 0 || at < p.nextClose) {
 			p.nextClose = at
 		}
 	}
