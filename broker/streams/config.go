@@ -25,7 +25,7 @@ type Config struct {
 	// Set computes values: name → expression.
 	Set map[string]string `mapstructure:"set"`
 	// Key re-keys each record (the output is partitioned by the new key).
-	Key       string              `mapstructure:"key"`
+	Key string `mapstructure:"key"`
 	// Window groups the aggregate in time; without one, the aggregate
 	// runs per key over everything read (emitted on every update).
 	Window    *WindowConfig       `mapstructure:"window"`
