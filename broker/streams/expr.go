@@ -36,7 +36,11 @@ type Expr struct {
 	env      env // reused: filled per record with what the expression reads
 	vm       vm.VM
 	hdrNames []string // the headers it reads by name, once each
-	borrow   bool     // a boolean expression: its environment may borrow the record's bytes (str)
+	// What the expression reads, decided once at compile (fill runs per record).
+	valueNames, attrNames                       []string
+	usesKey, usesValues, usesHeaders, usesAttrs bool
+	allValues, allHeaders, allAttrs             bool
+	borrow                                      bool // a boolean expression: its environment may borrow the record's bytes (str)
 }
 
 // ExprError is a compile error with its position in the expression.
@@ -75,7 +79,11 @@ func compile(src string, opts ...expr.Option) (*Expr, error) {
 		return nil, err
 	}
 	e.prog = prog
-	e.hdrNames = slices.Compact(slices.Sorted(slices.Values(e.refs.names["headers"])))
+	r := e.refs
+	e.hdrNames = slices.Compact(slices.Sorted(slices.Values(r.names["headers"])))
+	e.valueNames, e.attrNames = r.names["values"], r.names["attributes"]
+	e.usesKey, e.usesValues, e.usesHeaders, e.usesAttrs = r.uses["key"] > 0, r.uses["values"] > 0, r.uses["headers"] > 0, r.uses["attributes"] > 0
+	e.allValues, e.allHeaders, e.allAttrs = r.whole("values"), r.whole("headers"), r.whole("attributes")
 	e.env = env{Values: map[string]any{}, Headers: map[string]string{}, Attributes: map[string]any{}}
 	return e, nil
 }
@@ -109,13 +117,13 @@ func (v *refs) whole(id string) bool { return v.uses[id] > v.members[id] }
 
 // readsValues reports whether the expression reads the record's values
 // (which must then be parsed).
-func (e *Expr) readsValues() bool { return e.refs.uses["values"] > 0 }
+func (e *Expr) readsValues() bool { return e.usesValues }
 
 // run evaluates e on r. ok is false when r lacks a value e reads: such a
 // record does not match a condition and gets no computed value, rather
 // than being an error.
 func (e *Expr) run(r *Record) (out any, ok bool, err error) {
-	for _, n := range e.refs.names["values"] {
+	for _, n := range e.valueNames {
 		if _, has := r.Value(n); !has {
 			return nil, false, nil
 		}
@@ -135,13 +143,13 @@ func (e *Expr) run(r *Record) (out any, ok bool, err error) {
 func (e *Expr) fill(r *Record) {
 	en := &e.env
 	en.Ts = r.Timestamp
-	if e.refs.uses["key"] > 0 {
+	if e.usesKey {
 		en.Key = e.str(r.Key)
 	}
-	fillKVs(en.Values, r.Values, e.refs.names["values"], e.refs.whole("values"), e.refs.uses["values"] > 0)
-	fillKVs(en.Attributes, r.joined, e.refs.names["attributes"], e.refs.whole("attributes"), e.refs.uses["attributes"] > 0)
-	if e.refs.uses["headers"] > 0 {
-		if e.refs.whole("headers") {
+	fillKVs(en.Values, r.Values, e.valueNames, e.allValues, e.usesValues)
+	fillKVs(en.Attributes, r.joined, e.attrNames, e.allAttrs, e.usesAttrs)
+	if e.usesHeaders {
+		if e.allHeaders {
 			clear(en.Headers)
 			for _, h := range r.Headers {
 				en.Headers[h.Key] = e.str(h.Value)
@@ -201,7 +209,7 @@ func (e *Expr) str(b []byte) string {
 // release empties the environment of strings borrowed from a record.
 func (e *Expr) release() {
 	e.env.Key = ""
-	if e.refs.whole("headers") {
+	if e.allHeaders {
 		clear(e.env.Headers)
 		return
 	}

@@ -596,7 +596,7 @@ func (t *Task) resetState() {
 		switch p := n.proc.(type) {
 		case *windowProc:
 			clear(p.wins)
-			clear(p.dirty)
+			p.dirty = p.dirty[:0]
 			p.nextClose = 0
 		case *alertProc:
 			clear(p.raised)

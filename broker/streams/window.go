@@ -154,7 +154,7 @@ func (s *Stream) Aggregate(w Windows, aggs FieldAggs, emit Emit) *Stream {
 		s.b.fail(errors.New("a running aggregate has no window to close: emit on_update"))
 	}
 	s.b.t.late = true
-	p := &windowProc{w: w, aggs: aggs, emit: emit, wins: map[string]*keyWindows{}, dirty: map[string]bool{}}
+	p := &windowProc{w: w, aggs: aggs, emit: emit, wins: map[string]*keyWindows{}}
 	for f := range aggs {
 		p.fields = append(p.fields, f)
 	}
@@ -232,9 +232,10 @@ type window struct {
 
 // keyWindows are a key's open windows, by start.
 type keyWindows struct {
-	key  []byte
-	skey string // key, as the maps' key
-	wins []*window
+	key   []byte
+	skey  string // key, as the maps' key
+	wins  []*window
+	dirty bool // listed in windowProc.dirty
 }
 
 type windowProc struct {
@@ -244,7 +245,7 @@ type windowProc struct {
 	emit   Emit
 
 	wins      map[string]*keyWindows
-	dirty     map[string]bool // keys whose windows changed since the last flush
+	dirty     []string // keys whose windows changed since the last flush (keyWindows.dirty)
 	nextClose int64           // the earliest close time of any open window (0: none)
 }
 
@@ -333,7 +334,7 @@ func (p *windowProc) process(c *pctx, n *node, r *Record) error {
 		}
 	}
 	p.wins[kw.skey] = kw
-	p.dirty[kw.skey] = true
+	p.markDirty(kw)
 	if p.emit == OnUpdate {
 		for _, win := range touched {
 			n.forward(c, p.result(kw.key, win))
@@ -398,7 +399,7 @@ func (p *windowProc) advance(c *pctx, n *node) {
 				if p.emit == OnWindowClose {
 					n.forward(c, p.result(kw.key, win))
 				}
-				p.dirty[k] = true
+				p.markDirty(kw)
 				continue
 			}
 			if p.nextClose == 0 || at < p.nextClose {
@@ -467,16 +468,28 @@ func (p *windowProc) result(key []byte, win *window) *Record {
 // State: one entry per key, its open windows as JSON.
 
 func (p *windowProc) flush(put func(key string, val []byte)) {
-	for k := range p.dirty {
+	for _, k := range p.dirty {
 		kw := p.wins[k]
 		if kw == nil || len(kw.wins) == 0 {
 			put(k, nil)
 			continue
 		}
+		if !kw.dirty {
+			continue // listed twice (its windows went and came back)
+		}
+		kw.dirty = false
 		b, _ := json.Marshal(kw.wins)
 		put(k, b)
 	}
-	clear(p.dirty)
+	p.dirty = p.dirty[:0]
+}
+
+// markDirty lists kw's key for the next flush, once.
+func (p *windowProc) markDirty(kw *keyWindows) {
+	if !kw.dirty {
+		kw.dirty = true
+		p.dirty = append(p.dirty, kw.skey)
+	}
 }
 
 func (p *windowProc) restore(key string, val []byte) error {
