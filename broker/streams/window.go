@@ -246,7 +246,7 @@ type windowProc struct {
 
 	wins      map[string]*keyWindows
 	dirty     []string // keys whose windows changed since the last flush (keyWindows.dirty)
-	nextClose int64           // the earliest close time of any open window (0: none)
+	nextClose int64    // the earliest close time of any open window (0: none)
 }
 
 func (p *windowProc) describe() string {
