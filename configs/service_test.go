@@ -20,7 +20,8 @@ var serviceChecks = []string{
 	"logs-in-journal", "restart", "active-after-restart", "device-allow", "opens-configured-port",
 	"cgroup-allows-ttyS1", "cgroup-denies-ttyS2", "journal-device-line", "watchdog-sec", "watchdog-restart",
 	"watchdog-journal", "restart-on-failure", "upgrade", "active-after-upgrade", "restarted-by-upgrade",
-	"new-version", "conffile-kept", "stop", "stopped-inactive", "stopped-cleanly", "remove", "remove-stopped",
+	"new-version", "conffile-kept", "boot-config-runs", "boot-hostname", "boot-ssh-keys", "boot-wifi",
+	"boot-ferry-yaml", "boot-bad-yaml-refused", "boot-bad-yaml-kept", "boot-bad-yaml-said", "stop", "stopped-inactive", "stopped-cleanly", "remove", "remove-stopped",
 	"remove-keeps-data", "purge", "purge-removes-data", "hardware-watchdog",
 }
 
@@ -34,7 +35,9 @@ var serviceChecks = []string{
 // killed one by Restart=on-failure, that an upgrade restarts it with the
 // administrator's configuration kept, that a stop is clean, and that
 // remove stops it and purge removes the data. The image's hardware
-// watchdog setting is checked on QEMU's i6300esb. The chroot of
+// watchdog setting is checked on QEMU's i6300esb, and its boot-partition
+// import (ferry.yaml checked and kept when broken, host name, SSH keys,
+// Wi-Fi) by its own unit. The chroot of
 // TestDebLifecycle has no running systemd; this has.
 func TestServiceOnSystemd(t *testing.T) {
 	mmdebstrap := requireTool(t, "mmdebstrap", "mmdebstrap")
@@ -46,7 +49,7 @@ func TestServiceOnSystemd(t *testing.T) {
 	// The initramfs carries only what this VM needs (virtio disk, ext4),
 	// so making it and booting it is quick.
 	out, err := exec.Command(mmdebstrap, "--variant=minbase", "--quiet",
-		"--include=systemd,systemd-sysv,udev,linux-image-amd64,initramfs-tools,passwd",
+		"--include=systemd,systemd-sysv,udev,linux-image-amd64,initramfs-tools,passwd,sudo,wpasupplicant",
 		"--dpkgopt=force-confold", "--dpkgopt=force-confdef",
 		`--setup-hook=mkdir -p "$1/etc/initramfs-tools/conf.d"`,
 		`--setup-hook=echo MODULES=list > "$1/etc/initramfs-tools/conf.d/ferry-test"`,
@@ -92,6 +95,20 @@ WantedBy=multi-user.target
 		t.Fatal(err)
 	}
 	run(t, "chroot", root, "systemctl", "enable", "ferry-vmtest.service")
+	// The image's boot-partition import (its unit and script), run by the
+	// checks on this systemd.
+	for _, f := range []string{"usr/lib/ferry/boot-config", "etc/systemd/system/ferry-boot-config.service"} {
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(f, "usr/lib") {
+			mode = 0o755
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, f), must(os.ReadFile(filepath.Join("image/rootfs", f))), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// The image's hardware watchdog setting, on QEMU's i6300esb.
 	wd := "etc/systemd/system.conf.d/ferry-watchdog.conf"
 	if err := os.MkdirAll(filepath.Dir(filepath.Join(root, wd)), 0o755); err != nil {

@@ -123,6 +123,29 @@ check restarted-by-upgrade test "$(prop MainPID)" != "$pid"
 check new-version bash -c '/usr/bin/ferry --version | grep -qx "ferry 1.1.0"'
 check conffile-kept grep -q 'rtu:///dev/ttyS1' /etc/ferry/ferry.yaml
 
+# The image's boot-partition settings (configs/image/rootfs), applied by its
+# unit on this running systemd: files as a laptop leaves them (CRLF, a BOM).
+mkdir -p /boot/firmware
+printf 'pi-test-7\r\n' >/boot/firmware/hostname
+printf 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey1 a@laptop\r\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey2 b@laptop\r\n' >/boot/firmware/authorized_keys
+printf 'network={\r\n  ssid="site-wifi"\r\n  psk="secret-pass"\r\n}\r\n' >/boot/firmware/wifi.conf
+{ printf '\xef\xbb\xbf'; sed 's/$/\r/' /etc/ferry/ferry.yaml; printf 'node_id: vm-site\r\n'; } >/boot/firmware/ferry.yaml
+check boot-config-runs systemctl start ferry-boot-config.service
+check boot-hostname bash -c '[ "$(cat /etc/hostname)" = pi-test-7 ] && [ "$(hostname)" = pi-test-7 ]'
+check boot-ssh-keys bash -c '[ "$(stat -c "%U %a" /home/ferry-admin/.ssh/authorized_keys)" = "ferry-admin 600" ] &&
+	[ "$(grep -c "^ssh-ed25519" /home/ferry-admin/.ssh/authorized_keys)" = 2 ] && ! grep -q $'"'"'\r'"'"' /home/ferry-admin/.ssh/authorized_keys &&
+	id -nG ferry-admin | grep -qw sudo'
+check boot-wifi bash -c '[ "$(stat -c %a /etc/wpa_supplicant/wpa_supplicant-wlan0.conf)" = 600 ] &&
+	grep -qx "  ssid=\"site-wifi\"" /etc/wpa_supplicant/wpa_supplicant-wlan0.conf &&
+	systemctl is-enabled --quiet wpa_supplicant@wlan0.service'
+check boot-ferry-yaml bash -c 'grep -qx "node_id: vm-site" /etc/ferry/ferry.yaml && ! grep -q $'"'"'\r'"'"' /etc/ferry/ferry.yaml'
+cp /etc/ferry/ferry.yaml /root/good.yaml
+printf 'mqtt: {listen: 5}\n' >/boot/firmware/ferry.yaml
+check boot-bad-yaml-refused systemctl restart ferry-boot-config.service
+check boot-bad-yaml-kept cmp -s /etc/ferry/ferry.yaml /root/good.yaml
+check boot-bad-yaml-said bash -c 'journalctl -q -o cat -u ferry-boot-config.service | grep -q "NOT used" &&
+	journalctl -q -o cat -u ferry-boot-config.service | grep -q "mqtt.listen"'
+
 # A clean stop: the log closed, the unit inactive, not failed.
 t0=$SECONDS
 check stop systemctl stop ferry.service
