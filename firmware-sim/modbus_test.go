@@ -7,12 +7,13 @@ import (
 	"errors"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/ferry-iot/ferry/firmware-sim/modbussim"
 	"github.com/simonvetter/modbus"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
+	"github.com/ferry-iot/ferry/firmware-sim/modbussim"
 )
 
 func TestParseModbusFlags(t *testing.T) {
@@ -65,23 +66,7 @@ func TestParseModbusFlags(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer for writers on several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testkit.SyncBuffer
 
 // TestRunModbus runs the subcommand with TCP and a pty and talks to both.
 func TestRunModbus(t *testing.T) {

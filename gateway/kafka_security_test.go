@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -9,12 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
 // startWith runs a daemon from a complete YAML config (%s: data dir) and
@@ -42,22 +42,7 @@ func startWith(t *testing.T, yaml string) (*Daemon, *syncBuffer) {
 	return d, &out
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testkit.SyncBuffer
 
 // TestKafkaTLSAndSASL: with kafka.tls_cert/tls_key and kafka.sasl_users a
 // client needs TLS and the right password; a wrong one is refused.

@@ -31,14 +31,7 @@ func BenchmarkUpstreamDownsampling(b *testing.B) {
 				}
 				dir := b.TempDir()
 				file := filepath.Join(dir, "ferry.yaml")
-				yaml := fmt.Sprintf(baseConfig, filepath.Join(dir, "data")) + fmt.Sprintf(`
-streams:
-  - name: boiler-minute
-    from: [telemetry]
-    where: 'headers.device_type == "boiler"'
-    window: {tumbling: 1m, grace: 10s}
-    aggregate: {temperature: [avg, min, max, count], pressure: [last]}
-    to: telemetry_1m
+				yaml := fmt.Sprintf(baseConfig, filepath.Join(dir, "data")) + boilerMinute + fmt.Sprintf(`
 bridges:
   kafka:
     brokers: [%q]

@@ -15,17 +15,20 @@ import (
 	"github.com/ferry-iot/ferry/broker/testkit"
 )
 
-// streamsConfig is the issue's two pipelines, with the Kafka bridge
-// replicating only the one-minute stream.
-const streamsConfig = `
+// boilerMinute is the one-minute downsampling pipeline (the YAML's
+// streams section, open for more entries).
+const boilerMinute = `
 streams:
   - name: boiler-minute
     from: [telemetry]
     where: 'headers.device_type == "boiler"'
     window: {tumbling: 1m, grace: 10s}
     aggregate: {temperature: [avg, min, max, count], pressure: [last]}
-    emit: on_window_close
-    to: telemetry_1m
+    to: telemetry_1m`
+
+// streamsConfig is the issue's two pipelines, with the Kafka bridge
+// replicating only the one-minute stream.
+const streamsConfig = boilerMinute + `
   - name: overheat
     from: [telemetry]
     alert: {when: 'values.temperature > 90', clear: 'values.temperature < 85'}

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -129,7 +128,7 @@ func TestExactlyOnceAcrossKills(t *testing.T) {
 	for i := range kills {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestKillChild$", "-test.count=1")
 		cmd.Env = append(os.Environ(), childEnv+"="+killed)
-		var stdout lockedBuilder
+		var stdout testkit.SyncBuffer
 		var stderr strings.Builder
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Start(); err != nil {
@@ -237,25 +236,6 @@ func firstDiff(got, want []string) string {
 		return fmt.Sprintf("missing %q", want[len(got)])
 	}
 	return "none"
-}
-
-// lockedBuilder is a strings.Builder a child process writes to while the
-// test reads it.
-type lockedBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // processing reports whether a child's progress lines show records read.

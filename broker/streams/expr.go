@@ -15,7 +15,6 @@ import (
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 
-	"github.com/ferry-iot/ferry/broker/commitlog"
 	tb "github.com/ferry-iot/ferry/devices/thingsboard"
 )
 
@@ -156,7 +155,7 @@ func (e *Expr) fill(r *Record) {
 			}
 		} else {
 			for _, name := range e.hdrNames {
-				if v, ok := header2(r.Headers, name); ok {
+				if v, ok := headerValue(r.Headers, name); ok {
 					en.Headers[name] = e.str(v)
 				} else {
 					delete(en.Headers, name)
@@ -184,15 +183,6 @@ func fillKVs(m map[string]any, kvs []tb.KV, names []string, whole, used bool) {
 			}
 		}
 	}
-}
-
-func header2(hs []commitlog.Header, key string) ([]byte, bool) {
-	for i := range hs {
-		if hs[i].Key == key {
-			return hs[i].Value, true
-		}
-	}
-	return nil, false
 }
 
 // str is b as a string for the environment. A boolean expression's

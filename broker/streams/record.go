@@ -28,13 +28,22 @@ type Record struct {
 }
 
 // Header returns the value of header key, "" when absent.
-func (r *Record) Header(key string) string {
-	for i := range r.Headers {
-		if r.Headers[i].Key == key {
-			return string(r.Headers[i].Value)
+func (r *Record) Header(key string) string { return string(headerOf(r.Headers, key)) }
+
+// headerValue returns the value of header key in hs.
+func headerValue(hs []commitlog.Header, key string) ([]byte, bool) {
+	for i := range hs {
+		if hs[i].Key == key {
+			return hs[i].Value, true
 		}
 	}
-	return ""
+	return nil, false
+}
+
+// headerOf is headerValue's value alone (nil when absent).
+func headerOf(hs []commitlog.Header, key string) []byte {
+	v, _ := headerValue(hs, key)
+	return v
 }
 
 // Value returns the value named key.
@@ -53,17 +62,7 @@ func (r *Record) Number(key string) (float64, bool) {
 	if !ok {
 		return 0, false
 	}
-	return number(v)
-}
-
-func number(v tb.Value) (float64, bool) {
-	switch v.Kind {
-	case tb.KindLong:
-		return float64(v.Long), true
-	case tb.KindDouble:
-		return v.Double, true
-	}
-	return 0, false
+	return v.Number()
 }
 
 // SetValue sets (or adds) the value named key.

@@ -135,7 +135,7 @@ func num(t *testing.T, o out, key string) float64 {
 	if !ok {
 		t.Fatalf("output %s@%d has no %s: %v", o.key, o.ts, key, o.values)
 	}
-	f, ok := number(v)
+	f, ok := v.Number()
 	if !ok {
 		t.Fatalf("%s is %v", key, v)
 	}
@@ -202,27 +202,37 @@ func TestTumblingWindow(t *testing.T) {
 	}
 }
 
-// TestHoppingWindow: one-minute windows every 30 s, no grace; each record
-// is in two windows.
+// TestHoppingWindow: one-minute windows every 30 s with 20 s grace; each
+// record is in two windows; one comes out of order within grace, one
+// after both its windows closed.
 func TestHoppingWindow(t *testing.T) {
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	for i, ts := range []float64{10, 40, 70, 100, 130} {
-		put(t, l, "telemetry", "m", sec(ts), fmt.Sprintf(`"v":%d`, i+1))
+	for _, r := range []struct {
+		ts float64
+		v  int
+	}{
+		{10, 1}, {40, 2}, {70, 3},
+		{55, 4},  // stream time 70: [0,60) closes at 80, [30,90) at 110: both take it
+		{100, 5}, // closes [-30,30) and [0,60)
+		{130, 6}, // closes [30,90)
+		{45, 7},  // [0,60) and [30,90) closed: late
+		{200, 8}, // closes [60,120), [90,150), [120,180)
+	} {
+		put(t, l, "telemetry", "m", sec(r.ts), fmt.Sprintf(`"v":%d`, r.v))
 	}
 	b := New("hop")
-	b.Stream("telemetry").Aggregate(Hopping(time.Minute, 30*time.Second, 0), FieldAggs{"v": {Sum, Count}}, OnWindowClose).To("out")
+	b.Stream("telemetry").Aggregate(Hopping(time.Minute, 30*time.Second, 20*time.Second), FieldAggs{"v": {Sum, Count}}, OnWindowClose).To("out")
 	top, err := b.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
-	drain(t, l, top)
+	st := drain(t, l, top)
 	outs := readTopic(t, l, "out")
-	// Stream time 130 closes every window ending at or before 130.
 	want := []struct {
 		end        float64
 		sum, count float64
-	}{{30, 1, 1}, {60, 3, 2}, {90, 5, 2}, {120, 7, 2}}
+	}{{30, 1, 1}, {60, 1 + 2 + 4, 3}, {90, 2 + 3 + 4, 3}, {120, 3 + 5, 2}, {150, 5 + 6, 2}, {180, 6, 1}}
 	if len(outs) != len(want) {
 		t.Fatalf("outputs %+v", outs)
 	}
@@ -230,6 +240,9 @@ func TestHoppingWindow(t *testing.T) {
 		if outs[i].ts != sec(w.end) || num(t, outs[i], "v_sum") != w.sum || num(t, outs[i], "v_count") != w.count {
 			t.Fatalf("window %d: %+v, want %+v", i, outs[i], w)
 		}
+	}
+	if late := readTopic(t, l, "hop.late"); st.Late != 1 || len(late) != 1 || num(t, late[0], "v") != 7 {
+		t.Fatalf("late %d: %+v", st.Late, late)
 	}
 }
 

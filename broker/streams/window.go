@@ -179,7 +179,7 @@ type fieldState struct {
 
 func (f *fieldState) add(v tb.Value, ts int64) {
 	f.C++
-	if x, ok := number(v); ok {
+	if x, ok := v.Number(); ok {
 		if f.N == 0 || x < f.Min {
 			f.Min = x
 		}

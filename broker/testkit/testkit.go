@@ -6,6 +6,7 @@
 package testkit
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -104,4 +105,24 @@ func NeedTool(tb testing.TB, name, pkg string) string {
 		Missing(tb, "%s not found: Debian package %s, which scripts/test.sh installs", name, pkg)
 	}
 	return p
+}
+
+// SyncBuffer is a bytes.Buffer that writers on several goroutines (a
+// logger, a child process's output) share with a test reading it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

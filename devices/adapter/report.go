@@ -136,8 +136,8 @@ func (r *reporter) pick(at time.Time, kvs []tb.KV) []tb.KV {
 
 // changed reports whether v moved past the deadband from last.
 func (r *reporter) changed(last, v tb.Value) bool {
-	a, aok := number(last)
-	b, bok := number(v)
+	a, aok := last.Number()
+	b, bok := v.Number()
 	if !aok || !bok {
 		return !sameValue(last, v)
 	}
@@ -163,16 +163,6 @@ func (r *reporter) changedAttributes(kvs []tb.KV) []tb.KV {
 		out = append(out, kv)
 	}
 	return out
-}
-
-func number(v tb.Value) (float64, bool) {
-	switch v.Kind {
-	case tb.KindLong:
-		return float64(v.Long), true
-	case tb.KindDouble:
-		return v.Double, true
-	}
-	return 0, false
 }
 
 func sameValue(a, b tb.Value) bool {

@@ -59,6 +59,17 @@ type Entry struct {
 	Values []KV
 }
 
+// Number returns v as a float64 when it is a number (LONG or DOUBLE).
+func (v Value) Number() (float64, bool) {
+	switch v.Kind {
+	case KindLong:
+		return float64(v.Long), true
+	case KindDouble:
+		return v.Double, true
+	}
+	return 0, false
+}
+
 // Equal reports whether v and w hold the same type and value. Doubles
 // compare by value (so 0.0 equals -0.0); JSON compares byte-wise, which is
 // exact for compact output of this package.
